@@ -1,0 +1,327 @@
+"""`spkd`: argument parsing and printing only; the work happens in the rooms it calls.
+
+Fast paths (`jobs`, `sql`, `status`, `db`) never import torch or funasr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from daemon import __version__
+from daemon.errors import SpkdError
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from daemon.config import load
+
+    return load(args.config)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat() + ("Z" if isinstance(value, dt.datetime) and value.tzinfo is None else "")
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=_json_default))
+
+
+def _print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        if isinstance(value, dt.datetime):
+            return value.strftime("%Y-%m-%d %H:%M:%S")
+        if isinstance(value, (dict, list)):
+            return json.dumps(value, ensure_ascii=False)
+        return str(value).replace("\n", " ")
+
+    text = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(columns)]
+    widths = [min(w, 60) for w in widths]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in text:
+        print("  ".join(v[:w].ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+# --- commands ----------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import os
+
+    from daemon.logs import setup_logging
+    from daemon.supervisor import Supervisor
+
+    config = _config(args)
+    if not os.environ.get("SPKD_ENGINE_FACTORY"):
+        _check_models(config)
+    setup_logging(config)
+    return Supervisor(config).run()
+
+
+def _model_dirs(config: Any) -> Any:
+    from daemon.models import resolve_model_dirs
+
+    m = config.models
+    return resolve_model_dirs(m.dir, asr=m.asr, vad=m.vad, punc=m.punc, spk=m.spk)
+
+
+def _check_models(config: Any) -> None:
+    from daemon.models import check_or_raise
+
+    check_or_raise(_model_dirs(config))
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from daemon.store import current_revision, migrate
+
+    config = _config(args)
+    migrate(config.database_url)
+    print(f"database {config.database_url} at revision {current_revision(config.database_url)}")
+    return 0
+
+
+JOB_COLUMNS = ("id", "state", "source_name", "device", "attempts", "audio_seconds", "processing_seconds", "rtf",
+               "speakers", "created_at", "finished_at", "error_kind")
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from daemon.store import Store
+
+    config = _config(args)
+    store = Store(config.database_url)
+    try:
+        rows = store.jobs(limit=args.limit, state=args.state)
+    finally:
+        store.close()
+    if args.json:
+        _print_json(rows)
+    else:
+        _print_table(JOB_COLUMNS, [[r.get(c) for c in JOB_COLUMNS] for r in rows])
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from daemon.store import ReadOnlyError, query_readonly
+
+    config = _config(args)
+    try:
+        columns, rows = query_readonly(config.database_url, args.statement)
+    except ReadOnlyError as exc:
+        print(f"spkd sql: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        _print_json([dict(zip(columns, row)) for row in rows])
+    else:
+        _print_table(columns, rows)
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from daemon.store import Store
+
+    if not args.ids and not args.failed:
+        print("spkd retry: give job ids or --failed", file=sys.stderr)
+        return 2
+    config = _config(args)
+    store = Store(config.database_url)
+    try:
+        requeued = store.retry(job_ids=args.ids, all_failed=args.failed)
+    finally:
+        store.close()
+    # The sources of failed jobs are in failed/; bring them back into the spool so the
+    # worker finds them where the job row says.
+    _restore_failed_sources(config, requeued)
+    print(f"requeued {len(requeued)} job(s)" + (f": {', '.join(map(str, requeued))}" if requeued else ""))
+    return 0
+
+
+def _restore_failed_sources(config: Any, job_ids: Sequence[int]) -> None:
+    from daemon import files
+    from daemon.store import Store
+
+    store = Store(config.database_url)
+    try:
+        for job_id in job_ids:
+            job = store.job(job_id)
+            if job is None:
+                continue
+            spool_path = Path(job["spool_path"])
+            if spool_path.exists():
+                continue
+            failed_copy = files.inside(config.paths.failed, job["source_name"])
+            if failed_copy.exists():
+                files.move(failed_copy, spool_path)
+                error_file = failed_copy.with_name(failed_copy.name + ".error.json")
+                if error_file.exists():
+                    error_file.unlink()
+            else:
+                store.add_event(job_id, "retry_missing_source", path=str(failed_copy))
+    finally:
+        store.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from daemon import service
+    from daemon.store import Store
+
+    config = _config(args)
+    runtime = service.read_runtime(config)
+    running = False
+    if runtime:
+        from daemon.supervisor import _pid_alive
+
+        running = _pid_alive(int(runtime["pid"]))
+    store = Store(config.database_url)
+    try:
+        counts = store.counts()
+        workers = store.worker_rows()
+        failures = store.jobs(limit=5, state="failed")
+    finally:
+        store.close()
+    info = {
+        "running": running,
+        "pid": runtime.get("pid") if runtime and running else None,
+        "uptime_seconds": round(dt.datetime.now().timestamp() - runtime["started_at"], 1)
+        if runtime and running else None,
+        "config": str(config.source),
+        "queue": counts,
+        "workers": workers,
+        "last_failures": [{k: f.get(k) for k in ("id", "source_name", "error_kind", "error_message",
+                                                  "finished_at")} for f in failures],
+    }
+    if args.json:
+        _print_json(info)
+        return 0 if running else 1
+    print(f"spkd {'running, pid ' + str(info['pid']) if running else 'not running'}"
+          + (f", up {info['uptime_seconds']:.0f} s" if running else "") + f"; config {config.source}")
+    print("queue: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))
+    if workers:
+        _print_table(("host", "slot", "pid", "device", "state", "current_job_id", "jobs_done", "rss_mb",
+                      "fallback_from", "last_error"),
+                     [[w.get(k) for k in ("host", "slot", "pid", "device", "state", "current_job_id", "jobs_done",
+                                          "rss_mb", "fallback_from", "last_error")] for w in workers])
+    for f in info["last_failures"]:
+        print(f"failed job {f['id']}: {f['source_name']}: {f['error_kind']}: {f['error_message']}")
+    return 0 if running else 1
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from daemon.models import check_model_dirs, fetch_models
+
+    config = _config(args)
+    if args.if_missing and not check_model_dirs(_model_dirs(config)):
+        return 0
+    paths = fetch_models(Path(args.dir) if args.dir else config.models.dir)
+    for path in paths:
+        print(f"ok  {path}")
+    return 0
+
+
+def cmd_models_make_tiny(args: argparse.Namespace) -> int:
+    from daemon.models import make_tiny_models
+
+    dirs = make_tiny_models(Path(args.dir), real_sizes=args.real_sizes)
+    for role in ("asr", "vad", "punc", "spk"):
+        print(f"{role:5} {getattr(dirs, role)}")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from daemon.models import list_models
+
+    config = _config(args)
+    rows = list_models(config.models.dir, asr=config.models.asr, vad=config.models.vad, punc=config.models.punc,
+                       spk=config.models.spk)
+    if args.json:
+        _print_json(rows)
+        return 0
+    _print_table(("role", "name", "present", "size_mb", "path"),
+                 [[r["role"], r["name"], "yes" if r["present"] else "MISSING",
+                   round((r.get("size_bytes") or 0) / 2**20, 1), r["path"]] for r in rows])
+    return 0
+
+
+# --- parser ----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spkd", description="Speaker-labelled transcripts of dropped audio.")
+    parser.add_argument("--version", action="version", version=f"spkd {__version__}")
+    parser.add_argument("--config", "-c", default=None,
+                        help="config file (default: $SPKD_CONFIG, else ./config.json)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", "-c", default=argparse.SUPPRESS, help="config file")
+        p.set_defaults(func=func)
+        return p
+
+    add("run", cmd_run, "run the daemon in the foreground")
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND")
+    db_sub.required = True
+    up = db_sub.add_parser("upgrade", help="create or migrate the database to the newest schema")
+    up.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    up.set_defaults(func=cmd_db_upgrade)
+
+    p = add("jobs", cmd_jobs, "recent jobs")
+    p.add_argument("--limit", "-n", type=int, default=20)
+    p.add_argument("--state", choices=("queued", "running", "done", "failed", "cancelled"))
+    p.add_argument("--json", action="store_true")
+
+    p = add("sql", cmd_sql, "run a read-only SQL query against the job database")
+    p.add_argument("statement")
+    p.add_argument("--json", action="store_true")
+
+    p = add("retry", cmd_retry, "requeue failed jobs")
+    p.add_argument("ids", nargs="*", type=int)
+    p.add_argument("--failed", action="store_true", help="every failed job")
+
+    p = add("status", cmd_status, "is the daemon running; its slots, queue and recent failures")
+    p.add_argument("--json", action="store_true")
+
+    models = sub.add_parser("models", help="model directories")
+    m_sub = models.add_subparsers(dest="models_command", metavar="COMMAND")
+    m_sub.required = True
+    p = m_sub.add_parser("fetch", help="download the pinned models from ModelScope into models.dir")
+    p.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    p.add_argument("--dir", help="target folder (default: models.dir of the config)")
+    p.add_argument("--if-missing", action="store_true", help="do nothing when every configured model is present")
+    p.set_defaults(func=cmd_models_fetch)
+    p = m_sub.add_parser("make-tiny", help="write tiny random-weight models (for tests and smoke checks)")
+    p.add_argument("dir")
+    p.add_argument("--real-sizes", action="store_true", help="real dimensions, random weights (benchmarks)")
+    p.set_defaults(func=cmd_models_make_tiny)
+    p = m_sub.add_parser("list", help="which models are present, where, and their sizes")
+    p.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SpkdError as exc:
+        print(f"spkd: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

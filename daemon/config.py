@@ -1,0 +1,337 @@
+"""Load and validate `config.json` (plus `SPKD_*` environment overrides) into one typed value.
+
+Every key is checked: an unknown key or a bad value stops start-up with a message
+naming the key (`workers.count: expected an integer >= 1, got "two"`). Relative
+paths resolve against the folder of the config file, so a config can be moved
+together with the folders it names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from daemon.errors import ConfigError
+
+DEVICE_KINDS = ("cuda", "rocm", "xpu", "mps", "cpu")
+DEFAULT_EXTENSIONS = (
+    "wav", "mp3", "m4a", "aac", "flac", "ogg", "opus", "webm", "mp4", "mov", "mkv", "wma", "amr",
+)
+DEFAULT_IGNORE = ("*.part", "*.crdownload", "*.tmp", "~$*", ".DS_Store", "*.download", "*.partial")
+ENV_PREFIX = "SPKD_"
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    inbox: Path = Path("var/inbox")
+    outbox: Path = Path("var/outbox")
+    archive: Path = Path("var/archive")
+    failed: Path = Path("var/failed")
+    spool: Path = Path("var/spool")
+    state: Path = Path("var/state")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    # None: an SQLite file `spkd.db` under paths.state.
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    count: int = 1
+    device: str = "auto"
+    device_priority: tuple[str, ...] = DEVICE_KINDS
+    fallback: bool = True
+    per_device: int = 1
+    # None: the machine's cores divided by the number of CPU slots.
+    threads: int | None = None
+    max_jobs: int | None = None
+    max_rss_mb: int | None = None
+    boot_timeout_seconds: float = 900.0
+    max_boot_failures: int = 5
+    restart_backoff_max_seconds: float = 60.0
+    poll_seconds: float = 0.5
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    dir: Path = Path("models")
+    asr: str = "paraformer-zh"
+    vad: str = "fsmn-vad"
+    punc: str = "ct-punc-c"
+    spk: str | None = "cam++"
+    batch_size_s: int = 300
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    formats: tuple[str, ...] = ("json", "txt", "srt", "vtt", "sentences")
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    settle_seconds: float = 2.0
+    rescan_seconds: float = 30.0
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+    polling: bool = False
+    # A file that stays empty this long fails instead of waiting forever.
+    empty_fail_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    max_attempts: int = 3
+    lease_seconds: float = 60.0
+    heartbeat_seconds: float = 5.0
+    timeout_base_seconds: float = 600.0
+    timeout_factor: float = 3.0
+    retry_backoff_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    shutdown_grace_seconds: float = 60.0
+    kill_grace_seconds: float = 10.0
+    log_level: str = "INFO"
+    wal_checkpoint_seconds: float = 300.0
+    reap_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    # Where the config came from; not a key of the file.
+    source: Path | None = None
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{self.paths.state / 'spkd.db'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for section in _sections():
+            value = getattr(self, section.name)
+            out[section.name] = {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _sections() -> list[Any]:
+    return [f for f in fields(Config) if f.name != "source"]
+
+
+# --- validation -------------------------------------------------------------------------
+
+_VALUE_RULES: dict[str, Any] = {
+    # key -> predicate(value) -> error message or None
+    "workers.count": lambda v: None if v >= 1 else "must be >= 1",
+    "workers.per_device": lambda v: None if v >= 1 else "must be >= 1",
+    "workers.threads": lambda v: None if v is None or v >= 1 else "must be >= 1 or null",
+    "workers.max_jobs": lambda v: None if v is None or v >= 1 else "must be >= 1 or null",
+    "workers.max_rss_mb": lambda v: None if v is None or v >= 64 else "must be >= 64 or null",
+    "workers.max_boot_failures": lambda v: None if v >= 1 else "must be >= 1",
+    "workers.device": lambda v: _check_device(v),
+    "workers.device_priority": lambda v: _check_priority(v),
+    "models.batch_size_s": lambda v: None if v >= 1 else "must be >= 1",
+    "output.formats": lambda v: _check_formats(v),
+    "watch.settle_seconds": lambda v: None if v >= 0 else "must be >= 0",
+    "watch.rescan_seconds": lambda v: None if v > 0 else "must be > 0",
+    "watch.extensions": lambda v: None if v else "must not be empty",
+    "jobs.max_attempts": lambda v: None if v >= 1 else "must be >= 1",
+    "jobs.lease_seconds": lambda v: None if v > 0 else "must be > 0",
+    "jobs.heartbeat_seconds": lambda v: None if v > 0 else "must be > 0",
+    "daemon.log_level": lambda v: None
+    if v.upper() in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+    else "must be one of TRACE, DEBUG, INFO, SUCCESS, WARNING, ERROR, CRITICAL",
+}
+
+
+def _check_device(value: str) -> str | None:
+    if value == "auto" or value in DEVICE_KINDS:
+        return None
+    kind, _, index = value.partition(":")
+    if kind in ("cuda", "rocm", "xpu") and index.isdigit():
+        return None
+    return "must be auto, cuda, cuda:N, rocm, rocm:N, xpu, xpu:N, mps or cpu"
+
+
+def _check_priority(value: tuple[str, ...]) -> str | None:
+    bad = [v for v in value if v not in DEVICE_KINDS]
+    if bad:
+        return f"unknown device kind(s) {bad}; known: {list(DEVICE_KINDS)}"
+    if not value:
+        return "must not be empty"
+    return None
+
+
+def _check_formats(value: tuple[str, ...]) -> str | None:
+    from daemon.writers import FORMATS  # writers are pure and cheap to import
+
+    bad = [v for v in value if v not in FORMATS]
+    if bad:
+        return f"unknown format(s) {bad}; known: {list(FORMATS)}"
+    if not value:
+        return "must not be empty"
+    return None
+
+
+def _coerce(key: str, annotation: Any, value: Any) -> Any:
+    """Check `value` against a dataclass field's annotation, converting lists to tuples
+    and strings to paths; raise ConfigError naming `key` on mismatch."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, inner[0], value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {json.dumps(value)}", kind="config")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {json.dumps(value)}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {json.dumps(value)}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {json.dumps(value)}")
+    if annotation is Path:
+        if isinstance(value, str) and value:
+            return Path(value).expanduser()
+        raise ConfigError(f"{key}: expected a path (a non-empty string), got {json.dumps(value)}")
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {json.dumps(value)}")
+        return tuple(value)
+    raise ConfigError(f"{key}: unsupported type {annotation}")  # a bug in this module
+
+
+def _build_section(name: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{name}: expected an object, got {json.dumps(raw)}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}: unknown key (known keys of {name}: {', '.join(sorted(known))})")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        full = f"{name}.{key}"
+        values[key] = _coerce(full, hints[key], value)
+        rule = _VALUE_RULES.get(full)
+        if rule is not None:
+            problem = rule(values[key])
+            if problem:
+                raise ConfigError(f"{full}: {problem} (got {json.dumps(_plain(values[key]))})")
+    return cls(**values)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """`SPKD_WORKERS_COUNT=2` overrides workers.count; values are parsed as JSON when they
+    parse (numbers, true/false, null, lists), else taken as strings."""
+    sections = {f.name for f in _sections()}
+    out: dict[str, dict[str, Any]] = {}
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX) or name in ("SPKD_CONFIG",):
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        section, _, key = rest.partition("_")
+        if section not in sections or not key:
+            continue
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def from_dict(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None = None,
+              env: Mapping[str, str] | None = None) -> Config:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("the configuration must be a JSON object")
+    section_types = {f.name: typing.get_type_hints(Config)[f.name] for f in _sections()}
+    unknown = sorted(set(raw) - set(section_types) - {"$comment"})
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown key (known sections: {', '.join(section_types)})")
+    merged: dict[str, dict[str, Any]] = {k: dict(v) if isinstance(v, Mapping) else v
+                                         for k, v in raw.items() if k != "$comment"}
+    for section, values in _env_overrides(env if env is not None else os.environ).items():
+        target = merged.setdefault(section, {})
+        if isinstance(target, dict):
+            target.update(values)
+    built = {name: _build_section(name, cls, merged.get(name, {})) for name, cls in section_types.items()}
+    config = Config(**built, source=source)
+    return _resolved(config, base_dir)
+
+
+def _resolved(config: Config, base_dir: Path) -> Config:
+    def absolute(p: Path) -> Path:
+        return p if p.is_absolute() else (base_dir / p).resolve()
+
+    paths = PathsConfig(**{f.name: absolute(getattr(config.paths, f.name)) for f in fields(PathsConfig)})
+    models = ModelsConfig(**{**{f.name: getattr(config.models, f.name) for f in fields(ModelsConfig)},
+                             "dir": absolute(config.models.dir)})
+    resolved = Config(**{**{f.name: getattr(config, f.name) for f in fields(Config)},
+                         "paths": paths, "models": models})
+    _check_folders(resolved)
+    return resolved
+
+
+def _check_folders(config: Config) -> None:
+    """The inbox is a drop zone only: a folder we write into must never lie inside it,
+    or our own outputs would loop back in as new jobs."""
+    inbox = config.paths.inbox
+    for name in ("outbox", "archive", "failed", "spool", "state"):
+        path: Path = getattr(config.paths, name)
+        if path == inbox or inbox in path.parents:
+            raise ConfigError(f"paths.{name}: {path} lies inside paths.inbox ({inbox}); "
+                              "spkd writes there, so it must be outside the inbox")
+        if name != "state" and path in inbox.parents:
+            raise ConfigError(f"paths.inbox: {inbox} lies inside paths.{name} ({path})")
+
+
+def load(path: Path | str | None = None, *, env: Mapping[str, str] | None = None) -> Config:
+    """Load a config file (default: `$SPKD_CONFIG`, else ./config.json)."""
+    environ = env if env is not None else os.environ
+    if path is None:
+        path = environ.get("SPKD_CONFIG") or "config.json"
+    path = Path(path).expanduser().resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    return from_dict(raw, base_dir=path.parent, source=path, env=environ)

@@ -1,0 +1,133 @@
+"""Moving and writing files so that a crash at any instant leaves either the old or the
+new state on disk, never a half-written or vanished file.
+
+Used by the watcher (inbox -> spool), the worker (spool -> archive / failed) and the
+supervisor (spool -> failed, for jobs whose worker died once too often).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
+
+HASH_CHUNK_BYTES = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # not supported on this platform/filesystem; the rename itself still happened
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a temp name beside `path`, fsync, rename into place, fsync the folder."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def move(src: Path, dst: Path) -> Path:
+    """Move a file, by rename where possible, else copy + fsync + unlink (across
+    filesystems: the source is removed only once the copy is durable)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = dst.with_name(f".{dst.name}.partial")
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, HASH_CHUNK_BYTES)
+            fout.flush()
+            os.fsync(fout.fileno())
+        shutil.copystat(src, tmp)
+        os.replace(tmp, dst)
+        fsync_dir(dst.parent)
+        os.unlink(src)
+    fsync_dir(dst.parent)
+    return dst
+
+
+def free_name(path: Path) -> Path:
+    """`path`, or `name (2).ext`, `name (3).ext`, … : the first that does not exist yet."""
+    if not path.exists():
+        return path
+    stem, suffix = _split_name(path.name)
+    n = 2
+    while True:
+        candidate = path.with_name(f"{stem} ({n}){suffix}")
+        if not candidate.exists():
+            return candidate
+        n += 1
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    suffix = "".join(PurePosixPath(name).suffixes[-1:])
+    return name[: len(name) - len(suffix)] if suffix else name, suffix
+
+
+def safe_relative(name: str) -> PurePosixPath:
+    """A relative path that cannot climb out of the folder it is joined to."""
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or any(part in ("..", "") for part in rel.parts) or not rel.parts:
+        raise ValueError(f"unsafe relative path: {name!r}")
+    return rel
+
+
+def inside(root: Path, name: str) -> Path:
+    """`root / name`, refusing any name that would land outside `root`."""
+    target = (root / safe_relative(name)).resolve()
+    root_resolved = root.resolve()
+    if target != root_resolved and root_resolved not in target.parents:
+        raise ValueError(f"{name!r} would land outside {root}")
+    return target
+
+
+def write_error_file(source_in_failed: Path, info: Mapping[str, Any]) -> Path:
+    """`<name>.error.json` beside a failed source."""
+    target = source_in_failed.with_name(source_in_failed.name + ".error.json")
+    atomic_write(target, json.dumps(dict(info), ensure_ascii=False, indent=2, default=str) + "\n")
+    return target
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(size, mtime_ns), or None when the file is gone."""
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return st.st_size, st.st_mtime_ns

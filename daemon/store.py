@@ -1,0 +1,534 @@
+"""The job store: every SQL statement of spkd lives here.
+
+Like procrastinate, the claim, the heartbeat and stalled-job recovery sit side by
+side so that their invariants can be read in one place:
+
+* A job is `running` only while a live worker holds its lease: `pid` + `host`
+  name the holder, `lease_expires_at` is renewed by heartbeats.
+* A claim is one `UPDATE … WHERE id = (SELECT … LIMIT 1) RETURNING …` inside
+  `BEGIN IMMEDIATE` (SQLite) or with `FOR UPDATE SKIP LOCKED` (PostgreSQL), so
+  two workers can never take the same job.
+* Completion and failure are accepted only from the current holder; a worker
+  whose job was taken back (it hung, its lease expired) cannot overwrite the
+  result of the job's next attempt.
+* Every state change appends a row to `job_events` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+
+from daemon.schema import job_events, jobs, workers
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC, the one time representation in the database."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    source_name: str
+    spool_path: str
+    output_stem: str
+    sha256: str | None
+    size_bytes: int | None
+    state: str
+    attempts: int
+    max_attempts: int
+    priority: int
+    options: dict[str, Any]
+    audio_seconds: float | None
+    host: str | None
+    slot: int | None
+    pid: int | None
+    device: str | None
+    error_kind: str | None
+    error_message: str | None
+    started_at: dt.datetime | None = None
+    lease_expires_at: dt.datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Job":
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__ if name != "options"},
+                   options=dict(row["options"] or {}))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a job the store took back or failed: the caller moves files accordingly."""
+
+    job: Job
+    state: str  # "queued" or "failed"
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event issue BEGIN itself (pysqlite would defer it).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # IMMEDIATE takes the write lock at BEGIN, so a claim never fails halfway
+        # with SQLITE_BUSY on lock upgrade; busy_timeout queues writers instead.
+        reading = conn.get_execution_options().get("spkd_read", False)
+        conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        _sqlite_setup(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(url: str) -> None:
+    """Bring the schema to the newest Alembic revision (idempotent)."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    finally:
+        engine.dispose()
+
+
+def current_revision(url: str) -> str | None:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            try:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except Exception:
+                return None
+    finally:
+        engine.dispose()
+
+
+class Store:
+    def __init__(self, url: str, *, host: str | None = None) -> None:
+        self.url = url
+        self.host = host or hostname()
+        self.engine = make_engine(url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _read(self) -> Connection:
+        """A connection for reading: a plain (deferred) BEGIN, so readers never queue
+        behind writers for the write lock."""
+        return self.engine.connect().execution_options(spkd_read=True)
+
+    # --- events -----------------------------------------------------------------------
+
+    def _event(self, conn: Connection, job_id: int, kind: str, now: dt.datetime, /, **detail: Any) -> None:
+        conn.execute(insert(job_events).values(job_id=job_id, at=now, kind=kind,
+                                               detail={k: v for k, v in detail.items() if v is not None}))
+
+    # --- enqueue (watcher) ------------------------------------------------------------
+
+    def enqueue(self, *, source_name: str, spool_path: str, output_stem: str, sha256: str | None,
+                size_bytes: int | None, options: Mapping[str, Any] | None = None, priority: int = 0,
+                max_attempts: int = 3, audio_seconds: float | None = None) -> int:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            job_id = conn.execute(
+                insert(jobs).values(
+                    source_name=source_name, spool_path=spool_path, output_stem=output_stem, sha256=sha256,
+                    size_bytes=size_bytes, state="queued", attempts=0, max_attempts=max_attempts,
+                    priority=priority, options=dict(options or {}), created_at=now, audio_seconds=audio_seconds,
+                ).returning(jobs.c.id)
+            ).scalar_one()
+            self._event(conn, job_id, "queued", now, source=source_name, sha256=sha256, size_bytes=size_bytes,
+                        host=self.host)
+        return int(job_id)
+
+    def add_failed(self, *, source_name: str, spool_path: str, output_stem: str, sha256: str | None,
+                   size_bytes: int | None, kind: str, message: str,
+                   options: Mapping[str, Any] | None = None) -> int:
+        """Record a file that failed before it could be queued (no audio, bad sidecar, …)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            job_id = conn.execute(
+                insert(jobs).values(
+                    source_name=source_name, spool_path=spool_path, output_stem=output_stem, sha256=sha256,
+                    size_bytes=size_bytes, state="failed", attempts=0, max_attempts=0, priority=0,
+                    options=dict(options or {}), created_at=now, finished_at=now, error_kind=kind,
+                    error_message=message, host=self.host,
+                ).returning(jobs.c.id)
+            ).scalar_one()
+            self._event(conn, job_id, "failed", now, kind=kind, message=message, source=source_name)
+        return int(job_id)
+
+    def known_spool_paths(self) -> set[str]:
+        with self._read() as conn:
+            return set(conn.execute(select(jobs.c.spool_path)).scalars())
+
+    def output_stems_in_use(self, prefix: str) -> set[str]:
+        """Output stems of jobs starting with `prefix`, so a new job never takes another's names."""
+        with self._read() as conn:
+            rows = conn.execute(select(jobs.c.output_stem).where(jobs.c.output_stem.startswith(prefix,
+                                                                                               autoescape=True)))
+            return set(rows.scalars())
+
+    # --- claim, heartbeat, complete, fail (worker) -------------------------------------
+
+    def claim(self, *, slot: int, pid: int, device: str, lease_seconds: float) -> Job | None:
+        now = utcnow()
+        candidate = (
+            select(jobs.c.id)
+            .where(jobs.c.state == "queued", or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))
+            .order_by(jobs.c.priority.desc(), jobs.c.id)
+            .limit(1)
+        )
+        if self.is_postgres:
+            candidate = candidate.with_for_update(skip_locked=True)
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == candidate.scalar_subquery(), jobs.c.state == "queued")
+            .values(state="running", attempts=jobs.c.attempts + 1, host=self.host, slot=slot, pid=pid,
+                    device=device, started_at=now, heartbeat_at=now,
+                    lease_expires_at=now + dt.timedelta(seconds=lease_seconds), finished_at=None)
+            .returning(*jobs.c)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(statement).mappings().first()
+            if row is None:
+                return None
+            job = Job.from_row(row)
+            self._event(conn, job.id, "claimed", now, host=self.host, slot=slot, pid=pid, device=device,
+                        attempt=job.attempts)
+        return job
+
+    def _held(self, job_id: int, pid: int) -> Any:
+        return and_(jobs.c.id == job_id, jobs.c.state == "running", jobs.c.pid == pid, jobs.c.host == self.host)
+
+    def heartbeat(self, job_id: int, *, pid: int, lease_seconds: float) -> bool:
+        """Renew the lease; False when the job is no longer this worker's."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(update(jobs).where(self._held(job_id, pid)).values(
+                heartbeat_at=now, lease_expires_at=now + dt.timedelta(seconds=lease_seconds)))
+        return result.rowcount == 1
+
+    def complete(self, job_id: int, *, pid: int, audio_seconds: float, processing_seconds: float,
+                 speakers: int, outputs: Sequence[str], device: str) -> bool:
+        now = utcnow()
+        rtf = processing_seconds / audio_seconds if audio_seconds > 0 else None
+        with self.engine.begin() as conn:
+            result = conn.execute(update(jobs).where(self._held(job_id, pid)).values(
+                state="done", finished_at=now, audio_seconds=audio_seconds, processing_seconds=processing_seconds,
+                rtf=rtf, speakers=speakers, outputs=list(outputs), device=device, lease_expires_at=None,
+                error_kind=None, error_message=None))
+            if result.rowcount != 1:
+                return False
+            self._event(conn, job_id, "done", now, device=device, audio_seconds=round(audio_seconds, 3),
+                        processing_seconds=round(processing_seconds, 3), speakers=speakers)
+        return True
+
+    def fail(self, job_id: int, *, pid: int | None, kind: str, message: str, permanent: bool,
+             retry_backoff_seconds: float) -> Outcome | None:
+        """A job's attempt failed. Permanent errors, and transient ones once attempts are
+        spent, end `failed`; others go back to `queued` after an exponential backoff.
+        `pid` None: the supervisor speaking for a worker that is gone."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            where = self._held(job_id, pid) if pid is not None else and_(jobs.c.id == job_id,
+                                                                          jobs.c.state == "running")
+            row = conn.execute(select(*jobs.c).where(where)).mappings().first()
+            if row is None:
+                return None
+            return self._fail_row(conn, row, now, kind=kind, message=message, permanent=permanent,
+                                  retry_backoff_seconds=retry_backoff_seconds)
+
+    def _fail_row(self, conn: Connection, row: Mapping[str, Any], now: dt.datetime, *, kind: str, message: str,
+                  permanent: bool, retry_backoff_seconds: float) -> Outcome:
+        spent = row["attempts"] >= row["max_attempts"]
+        if permanent or spent:
+            values: dict[str, Any] = dict(state="failed", finished_at=now, error_kind=kind,
+                                          error_message=message, lease_expires_at=None)
+            event_kind = "failed"
+        else:
+            backoff = retry_backoff_seconds * (2 ** max(0, row["attempts"] - 1))
+            values = dict(state="queued", not_before=now + dt.timedelta(seconds=backoff), error_kind=kind,
+                          error_message=message, lease_expires_at=None, pid=None)
+            event_kind = "retry"
+        conn.execute(update(jobs).where(jobs.c.id == row["id"]).values(**values))
+        self._event(conn, row["id"], event_kind, now, kind=kind, message=message, attempt=row["attempts"],
+                    permanent=permanent or None)
+        new_row = {**row, **values}
+        return Outcome(job=Job.from_row(new_row), state=values["state"])
+
+    # --- taking jobs back (supervisor) -----------------------------------------------
+
+    def release(self, *, pid: int, reason: str, kind: str = "worker_lost", counts_as_attempt: bool = True,
+                retry_backoff_seconds: float = 0.0, **detail: Any) -> list[Outcome]:
+        """Put back the jobs a worker of this host held when it died or was stopped.
+
+        A crash counts as an attempt, so a file that kills every worker that opens
+        it ends `failed` instead of looping; a clean shutdown does not count.
+        """
+        now = utcnow()
+        outcomes: list[Outcome] = []
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(*jobs.c).where(jobs.c.state == "running", jobs.c.pid == pid,
+                                                      jobs.c.host == self.host)).mappings().all()
+            for row in rows:
+                outcomes.append(self._take_back(conn, row, now, reason=reason, kind=kind,
+                                                counts_as_attempt=counts_as_attempt,
+                                                retry_backoff_seconds=retry_backoff_seconds, **detail))
+        return outcomes
+
+    def _take_back(self, conn: Connection, row: Mapping[str, Any], now: dt.datetime, *, reason: str, kind: str,
+                   counts_as_attempt: bool, retry_backoff_seconds: float, **detail: Any) -> Outcome:
+        if counts_as_attempt and row["attempts"] >= row["max_attempts"]:
+            return self._fail_row(conn, row, now, kind=kind,
+                                  message=f"{reason} (attempt {row['attempts']} of {row['max_attempts']})",
+                                  permanent=True, retry_backoff_seconds=0)
+        attempts = row["attempts"] if counts_as_attempt else max(0, row["attempts"] - 1)
+        not_before = now + dt.timedelta(seconds=retry_backoff_seconds) if retry_backoff_seconds else None
+        values = dict(state="queued", pid=None, lease_expires_at=None, attempts=attempts, not_before=not_before)
+        conn.execute(update(jobs).where(jobs.c.id == row["id"]).values(**values))
+        self._event(conn, row["id"], "requeued", now, reason=reason, kind=kind, attempt=row["attempts"],
+                    host=row["host"], pid=row["pid"], **detail)
+        return Outcome(job=Job.from_row({**row, **values}), state="queued")
+
+    def running_jobs(self, *, host: str | None = None) -> list[Job]:
+        with self._read() as conn:
+            query = select(*jobs.c).where(jobs.c.state == "running")
+            if host is not None:
+                query = query.where(jobs.c.host == host)
+            return [Job.from_row(r) for r in conn.execute(query).mappings()]
+
+    def recover(self, *, is_alive: Callable[[int], bool], reason: str) -> list[Outcome]:
+        """At start: jobs of this host left `running` by processes that no longer exist
+        go back to the queue (a previous supervisor died with them)."""
+        now = utcnow()
+        outcomes: list[Outcome] = []
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(*jobs.c).where(jobs.c.state == "running",
+                                                      jobs.c.host == self.host)).mappings().all()
+            for row in rows:
+                if row["pid"] is not None and is_alive(row["pid"]):
+                    continue
+                outcomes.append(self._take_back(conn, row, now, reason=reason, kind="worker_lost",
+                                                counts_as_attempt=True, retry_backoff_seconds=0))
+        return outcomes
+
+    def expired_leases(self, *, now: dt.datetime | None = None) -> list[Job]:
+        now = now or utcnow()
+        with self._read() as conn:
+            rows = conn.execute(select(*jobs.c).where(jobs.c.state == "running",
+                                                      jobs.c.lease_expires_at < now)).mappings().all()
+        return [Job.from_row(r) for r in rows]
+
+    def reap(self, job_id: int, *, reason: str) -> Outcome | None:
+        """Take back one running job whose lease expired (the caller made sure its holder is gone)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(*jobs.c).where(jobs.c.id == job_id, jobs.c.state == "running",
+                                                     jobs.c.lease_expires_at < now)).mappings().first()
+            if row is None:
+                return None
+            return self._take_back(conn, row, now, reason=reason, kind="lease_expired", counts_as_attempt=True,
+                                   retry_backoff_seconds=0)
+
+    def retry(self, *, job_ids: Iterable[int] = (), all_failed: bool = False) -> list[int]:
+        """Requeue failed (or cancelled) jobs with fresh attempts; returns the ids requeued."""
+        now = utcnow()
+        ids = list(job_ids)
+        with self.engine.begin() as conn:
+            query = select(jobs.c.id).where(jobs.c.state.in_(("failed", "cancelled")))
+            if not all_failed:
+                query = query.where(jobs.c.id.in_(ids))
+            chosen = list(conn.execute(query).scalars())
+            for job_id in chosen:
+                conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                    state="queued", attempts=0, not_before=None, finished_at=None, pid=None,
+                    max_attempts=func.max(jobs.c.max_attempts, 1) if not self.is_postgres
+                    else func.greatest(jobs.c.max_attempts, 1)))
+                self._event(conn, job_id, "retry_requested", now)
+        return chosen
+
+    def set_spool_path(self, job_id: int, spool_path: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(spool_path=spool_path))
+
+    def add_event(self, job_id: int, kind: str, **detail: Any) -> None:
+        with self.engine.begin() as conn:
+            self._event(conn, job_id, kind, utcnow(), **detail)
+
+    # --- workers table ---------------------------------------------------------------
+
+    def worker_update(self, slot: int, **values: Any) -> None:
+        """Upsert this host's row for `slot`."""
+        values = {**values, "heartbeat_at": values.get("heartbeat_at", utcnow())}
+        with self.engine.begin() as conn:
+            result = conn.execute(update(workers).where(workers.c.host == self.host, workers.c.slot == slot)
+                                  .values(**values))
+            if result.rowcount == 0:
+                conn.execute(insert(workers).values(host=self.host, slot=slot,
+                                                    **{"state": "booting", "jobs_done": 0, **values}))
+
+    def worker_job_done(self, slot: int, *, rss_mb: float | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(workers).where(workers.c.host == self.host, workers.c.slot == slot).values(
+                jobs_done=workers.c.jobs_done + 1, rss_mb=rss_mb, current_job_id=None, state="ready",
+                heartbeat_at=utcnow()))
+
+    def worker_rows(self, *, host: str | None = None) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            query = select(*workers.c).order_by(workers.c.host, workers.c.slot)
+            if host is not None:
+                query = query.where(workers.c.host == host)
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def forget_workers_above(self, slot_count: int) -> None:
+        """After the pool shrank (SIGHUP), slots that no longer exist are shown as stopped."""
+        with self.engine.begin() as conn:
+            conn.execute(update(workers).where(workers.c.host == self.host, workers.c.slot >= slot_count)
+                         .values(state="stopped", pid=None, current_job_id=None))
+
+    # --- reading -----------------------------------------------------------------------
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        with self._read() as conn:
+            row = conn.execute(select(*jobs.c).where(jobs.c.id == job_id)).mappings().first()
+            return dict(row) if row else None
+
+    def jobs(self, *, limit: int = 20, state: str | None = None) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            query = select(*jobs.c).order_by(jobs.c.id.desc()).limit(limit)
+            if state:
+                query = query.where(jobs.c.state == state)
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def events(self, job_id: int | None = None) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            query = select(*job_events.c).order_by(job_events.c.id)
+            if job_id is not None:
+                query = query.where(job_events.c.job_id == job_id)
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def counts(self) -> dict[str, int]:
+        with self._read() as conn:
+            rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
+        return {state: int(n) for state, n in rows}
+
+    def done_job_with(self, *, sha256: str, options: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The newest `done` job of the same content and options (for dedup)."""
+        want = json.dumps(dict(options), sort_keys=True)
+        with self._read() as conn:
+            rows = conn.execute(select(*jobs.c).where(jobs.c.sha256 == sha256, jobs.c.state == "done")
+                                .order_by(jobs.c.id.desc())).mappings().all()
+        for row in rows:
+            if json.dumps(dict(row["options"] or {}), sort_keys=True) == want:
+                return dict(row)
+        return None
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the database file so it does not grow for months."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        raw = self.engine.raw_connection()
+        try:
+            # Outside any transaction: a checkpoint inside one would find the table locked.
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
+
+
+# --- read-only SQL for `spkd sql` ---------------------------------------------------------
+
+class ReadOnlyError(Exception):
+    pass
+
+
+def query_readonly(url: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one statement against the database opened read-only; a statement that would
+    write raises ReadOnlyError and changes nothing."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        import sqlite3
+
+        path = Path(parsed.database or "")
+        if not path.exists():
+            raise ReadOnlyError(f"no database at {path} (has the daemon run yet?)")
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            conn.execute("PRAGMA query_only=ON")
+            try:
+                cursor = conn.execute(sql)
+                rows = cursor.fetchall()
+            except sqlite3.OperationalError as exc:
+                if "readonly" in str(exc) or "query_only" in str(exc) or "read-only" in str(exc):
+                    raise ReadOnlyError(f"refused: the job database is opened read-only ({exc})") from None
+                raise ReadOnlyError(str(exc)) from None
+            except sqlite3.Error as exc:
+                raise ReadOnlyError(str(exc)) from None
+            columns = [d[0] for d in cursor.description or ()]
+            return columns, [tuple(r) for r in rows]
+        finally:
+            conn.close()
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            try:
+                result = conn.exec_driver_sql(sql)
+            except Exception as exc:
+                if "read-only" in str(exc):
+                    raise ReadOnlyError(f"refused: the job database is opened read-only ({exc})") from None
+                raise ReadOnlyError(str(exc).splitlines()[0]) from None
+            columns = list(result.keys()) if result.returns_rows else []
+            rows = [tuple(r) for r in result] if result.returns_rows else []
+            conn.rollback()
+            return columns, rows
+    finally:
+        engine.dispose()
+

@@ -1,0 +1,544 @@
+"""The supervisor: the daemon's main process. It never imports torch or funasr.
+
+Shaped after gunicorn's arbiter: signal handlers only record the signal and wake
+the main loop; the loop reaps children, puts a dead worker's job back at once,
+restarts slots with exponential backoff, kills workers that hang, and gives up
+on a slot that cannot boot (falling back to the next device where configured)
+instead of respawning it forever.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from daemon import devices, service
+from daemon.config import Config, load
+from daemon.errors import ConfigError, SpkdError
+from daemon.store import Job, Store, migrate, utcnow
+from daemon.watcher import Watcher
+from daemon.worker import EXIT_BOOT_FAILED, EXIT_OK, WorkerSpec, retire_failed, run_worker
+
+LOOP_SECONDS = 0.5
+BACKOFF_START_SECONDS = 1.0
+# A worker that ran this long before dying resets its slot's crash backoff.
+STABLE_RUN_SECONDS = 60.0
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        if -code == signal.SIGKILL:
+            return f"killed ({name}), possibly out of memory"
+        return f"killed by {name}"
+    return f"exited with code {code}"
+
+
+@dataclass
+class Slot:
+    index: int
+    plan: devices.SlotPlan
+    device: str
+    fallbacks: list[str]
+    fallback_from: str | None = None
+    process: BaseProcess | None = None
+    started_at: float = 0.0
+    boot_failures: int = 0
+    crashes: int = 0
+    next_start_at: float = 0.0
+    failed: bool = False
+    retiring: bool = False  # stop after the current job and do not respawn (pool shrank)
+    kill_reason: str | None = None
+    term_sent_at: float | None = None
+    last_error: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+
+@dataclass
+class _Signals:
+    """Filled by signal handlers, drained by the main loop."""
+
+    pending: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Supervisor:
+    def __init__(self, config: Config, *, engine_factory: str | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.engine_factory = engine_factory or os.environ.get("SPKD_ENGINE_FACTORY")
+        self.extra_env = dict(extra_env or {})
+        self.ctx = multiprocessing.get_context("spawn")
+        self.store: Store | None = None
+        self.watcher: Watcher | None = None
+        self.scheduler: Any = None
+        self.slots: list[Slot] = []
+        self.inventory: devices.Inventory | None = None
+        self.stopping = False
+        self.stop_deadline: float | None = None
+        self.immediate = False
+        self.started_monotonic = time.monotonic()
+        self._signals = _Signals()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._lock_fd: int | None = None
+
+    # --- signals -----------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signals.pending.append(signum)
+        try:
+            os.write(self._wake_w, b"!")
+        except OSError:
+            pass
+
+    def _install_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    def _handle_signals(self) -> None:
+        while self._signals.pending:
+            signum = self._signals.pending.pop(0)
+            if signum == signal.SIGHUP:
+                self.reload()
+            elif signum == signal.SIGINT and self.stopping:
+                logger.warning("second interrupt: stopping now; running jobs go back to the queue")
+                self.immediate = True
+            elif not self.stopping:
+                self.begin_stop(signal.Signals(signum).name)
+
+    # --- start ---------------------------------------------------------------------------
+
+    def _acquire_lock(self) -> None:
+        import fcntl
+
+        state = self.config.paths.state
+        state.mkdir(parents=True, exist_ok=True)
+        fd = os.open(state / "spkd.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(f"another spkd is already running with the state folder {state}") from None
+        self._lock_fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+
+    def start(self) -> None:
+        config = self.config
+        self._acquire_lock()
+        for path in (config.paths.inbox, config.paths.outbox, config.paths.archive, config.paths.failed,
+                     config.paths.spool, config.paths.state):
+            path.mkdir(parents=True, exist_ok=True)
+        migrate(config.database_url)
+        self.store = Store(config.database_url)
+        service.write_runtime(config, pid=os.getpid())
+        self.recover()
+        self.inventory = devices.detect()
+        plans = devices.plan_slots(config.workers, self.inventory)
+        self.slots = [Slot(index=p.slot, plan=p, device=p.device, fallbacks=list(p.fallbacks),
+                           fallback_from=p.fallback_from) for p in plans]
+        for slot in self.slots:
+            logger.info("slot {} -> {} ({}; {} threads)", slot.index, slot.device, slot.plan.reason,
+                        slot.plan.threads)
+        self.store.forget_workers_above(len(self.slots))
+        self.watcher = Watcher(config, self.store)
+        self.watcher.recover_spool()
+        self.watcher.start()
+        self._start_scheduler()
+        for slot in self.slots:
+            self.spawn(slot)
+
+    def recover(self) -> None:
+        """After a crash of the supervisor (or the machine): jobs whose worker is gone
+        go back to the queue; spool files of finished jobs are moved on."""
+        assert self.store is not None
+        for outcome in self.store.recover(is_alive=_pid_alive, reason="recovered at start: its worker is gone"):
+            logger.warning("job {} requeued at start: {} (worker gone)", outcome.job.id, outcome.job.source_name)
+            if outcome.state == "failed":
+                retire_failed(self.config, outcome.job)
+
+    def _start_scheduler(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        config = self.config
+        scheduler = BackgroundScheduler(daemon=True, job_defaults={"coalesce": True, "max_instances": 1})
+        scheduler.add_job(self._rescan, "interval", seconds=config.watch.rescan_seconds, id="rescan")
+        scheduler.add_job(self.reap_leases, "interval", seconds=config.daemon.reap_seconds, id="reap")
+        scheduler.add_job(self._checkpoint, "interval", seconds=config.daemon.wal_checkpoint_seconds, id="wal")
+        scheduler.start()
+        self.scheduler = scheduler
+
+    def _rescan(self) -> None:
+        if self.watcher is not None:
+            self.watcher.scan()
+
+    def _checkpoint(self) -> None:
+        if self.store is not None:
+            self.store.checkpoint()
+
+    # --- workers ---------------------------------------------------------------------
+
+    def spawn(self, slot: Slot) -> None:
+        plan = slot.plan
+        threads = plan.threads
+        spec = WorkerSpec(slot=slot.index, device=slot.device, env=devices.worker_env(slot.device, threads),
+                          threads=threads, fallback_from=slot.fallback_from, engine_factory=self.engine_factory,
+                          extra_env=self.extra_env)
+        process = self.ctx.Process(target=run_worker, args=(self.config, spec), name=f"spkd-worker-{slot.index}")
+        process.start()
+        slot.process, slot.started_at = process, time.monotonic()
+        slot.kill_reason, slot.term_sent_at = None, None
+        logger.info("slot {} spawned worker pid {} on {}", slot.index, process.pid, slot.device)
+
+    def _worker_state(self, slot: Slot) -> dict[str, Any] | None:
+        assert self.store is not None
+        for row in self.store.worker_rows(host=self.store.host):
+            if row["slot"] == slot.index:
+                return row
+        return None
+
+    def reap_children(self) -> None:
+        for slot in self.slots:
+            process = slot.process
+            if process is None or process.exitcode is None:
+                continue
+            process.join(timeout=0)
+            self.on_exit(slot, process.exitcode)
+
+    def on_exit(self, slot: Slot, code: int) -> None:
+        assert self.store is not None
+        pid = slot.pid or -1
+        row = self._worker_state(slot)
+        booted = row is not None and row.get("pid") == pid and row.get("state") in ("ready", "busy", "stopped")
+        reason = slot.kill_reason or describe_exit(code)
+        clean = self.stopping or slot.retiring or (code == EXIT_OK and slot.kill_reason is None)
+        for outcome in self.store.release(pid=pid, reason=f"worker {pid} {reason}", counts_as_attempt=not clean,
+                                          exit_code=code):
+            self._after_take_back(outcome.job, outcome.state, reason)
+        ran = time.monotonic() - slot.started_at
+        slot.process = None
+        if self.stopping or slot.retiring:
+            self.store.worker_update(slot.index, state="stopped", pid=None, current_job_id=None)
+            return
+        now = time.monotonic()
+        if code == EXIT_OK and slot.kill_reason is None:
+            logger.info("slot {} worker {} exited normally after {:.0f} s; restarting", slot.index, pid, ran)
+            slot.crashes = 0
+            slot.next_start_at = now
+            return
+        if code == EXIT_BOOT_FAILED or not booted:
+            slot.boot_failures += 1
+            error = (row or {}).get("last_error") or reason
+            slot.last_error = error
+            limit = self.config.workers.max_boot_failures
+            logger.error("slot {} failed to boot on {} ({}/{}): {}", slot.index, slot.device, slot.boot_failures,
+                         limit, error)
+            if slot.boot_failures >= limit:
+                self._give_up_or_fall_back(slot, error)
+                return
+            slot.next_start_at = now + self._backoff(slot.boot_failures)
+            return
+        slot.crashes = 1 if ran >= STABLE_RUN_SECONDS else slot.crashes + 1
+        delay = self._backoff(slot.crashes)
+        logger.error("slot {} worker {} on {} {} after {:.0f} s; restarting in {:.0f} s", slot.index, pid,
+                     slot.device, reason, ran, delay)
+        self.store.worker_update(slot.index, state="booting", pid=None, current_job_id=None,
+                                 last_error=f"worker {pid} {reason}")
+        slot.next_start_at = now + delay
+
+    def _backoff(self, failures: int) -> float:
+        return min(self.config.workers.restart_backoff_max_seconds, BACKOFF_START_SECONDS * 2 ** (failures - 1))
+
+    def _give_up_or_fall_back(self, slot: Slot, error: str) -> None:
+        assert self.store is not None
+        if slot.fallbacks:
+            previous = slot.device
+            slot.device = slot.fallbacks.pop(0)
+            slot.fallback_from = slot.fallback_from or previous
+            slot.boot_failures = 0
+            slot.next_start_at = time.monotonic()
+            logger.warning("slot {} falls back from {} to {}: {}", slot.index, previous, slot.device, error)
+            self.store.worker_update(slot.index, state="booting", device=slot.device, fallback_from=previous,
+                                     last_error=f"fell back from {previous}: {error}")
+            return
+        slot.failed = True
+        logger.error("slot {} failed: {} boot failures on {}; not restarting it. Last error: {}", slot.index,
+                     slot.boot_failures, slot.device, error)
+        self.store.worker_update(slot.index, state="failed", pid=None, last_error=error)
+
+    def _after_take_back(self, job: Job, state: str, reason: str) -> None:
+        if state == "failed":
+            retire_failed(self.config, job)
+            logger.error("job {} failed: {} (worker {}; attempts spent)", job.id, job.source_name, reason)
+        else:
+            logger.warning("job {} requeued: {} (worker {})", job.id, job.source_name, reason)
+
+    def spawn_due(self) -> None:
+        if self.stopping:
+            return
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.process is None and not slot.failed and not slot.retiring and now >= slot.next_start_at:
+                self.spawn(slot)
+
+    def check_health(self) -> None:
+        """Hung workers (no heartbeat within the lease), jobs past their time limit, and
+        boots that take too long: SIGTERM, then SIGKILL after the grace period."""
+        assert self.store is not None
+        now_wall = utcnow()
+        now = time.monotonic()
+        by_pid = {slot.pid: slot for slot in self.slots if slot.alive()}
+        jobs_cfg = self.config.jobs
+        for job in self.store.running_jobs(host=self.store.host):
+            slot = by_pid.get(job.pid)
+            if slot is None or slot.kill_reason:
+                continue
+            lease, started = job.lease_expires_at, job.started_at
+            if lease is not None and lease < now_wall:
+                self.terminate(slot, f"hung: no heartbeat for {jobs_cfg.lease_seconds:.0f} s on job {job.id}")
+                continue
+            limit = jobs_cfg.timeout_base_seconds + jobs_cfg.timeout_factor * (job.audio_seconds or 0.0)
+            if started is not None and (now_wall - started).total_seconds() > limit:
+                self.terminate(slot, f"timed out: job {job.id} ran past its limit of {limit:.0f} s")
+        for slot in self.slots:
+            if not slot.alive():
+                continue
+            if slot.term_sent_at is not None and now - slot.term_sent_at > self.config.daemon.kill_grace_seconds:
+                logger.warning("slot {} worker {} did not stop; SIGKILL", slot.index, slot.pid)
+                _kill(slot.pid, signal.SIGKILL)
+                slot.term_sent_at = now + 3600  # once
+            elif slot.kill_reason is None and now - slot.started_at > self.config.workers.boot_timeout_seconds:
+                row = self._worker_state(slot)
+                if row is not None and row.get("state") == "booting" and row.get("pid") == slot.pid:
+                    self.terminate(slot, f"boot took longer than {self.config.workers.boot_timeout_seconds:.0f} s")
+
+    def terminate(self, slot: Slot, reason: str) -> None:
+        logger.error("slot {} worker {}: {}; stopping it", slot.index, slot.pid, reason)
+        slot.kill_reason = reason
+        slot.term_sent_at = time.monotonic()
+        _kill(slot.pid, signal.SIGTERM)
+
+    def reap_leases(self) -> None:
+        """Backstop for what process exits don't tell: a running job whose lease expired
+        and whose holder is not one of our live workers (an orphan of an earlier
+        supervisor, or a host that stopped heartbeating) goes back to the queue."""
+        if self.store is None:
+            return
+        ours = {slot.pid for slot in self.slots if slot.alive()}
+        for job in self.store.expired_leases():
+            if job.host == self.store.host:
+                if job.pid in ours:
+                    continue  # the main loop's health check owns our own workers
+                if job.pid is not None and _pid_alive(job.pid):
+                    if not _is_spkd_worker(job.pid):
+                        continue
+                    logger.warning("job {}: orphaned worker {} stopped heartbeating; killing it", job.id, job.pid)
+                    _kill(job.pid, signal.SIGKILL)
+                    continue  # take it back next round, once the process is gone
+            outcome = self.store.reap(job.id, reason=f"lease expired (holder {job.host}/{job.pid})")
+            if outcome is not None:
+                self._after_take_back(outcome.job, outcome.state, "lease expired")
+
+    # --- reload and stop -------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: load the config again; on success restart the watcher and roll every
+        worker gracefully (each finishes its job first), resizing the pool."""
+        if self.config.source is None:
+            logger.warning("SIGHUP: no config file to reload")
+            return
+        try:
+            new = load(self.config.source)
+        except (ConfigError, SpkdError) as exc:
+            logger.error("SIGHUP: keeping the old configuration: {}", exc)
+            return
+        assert self.inventory is not None and self.store is not None
+        try:
+            plans = devices.plan_slots(new.workers, self.inventory)
+        except SpkdError as exc:
+            logger.error("SIGHUP: keeping the old configuration: {}", exc)
+            return
+        logger.info("SIGHUP: configuration reloaded from {}; {} slot(s)", new.source, len(plans))
+        self.config = new
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.watcher = Watcher(new, self.store)
+        self.watcher.start()
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        self._start_scheduler()
+        for slot in self.slots[len(plans):]:
+            slot.retiring = True
+            if slot.alive():
+                _kill(slot.pid, signal.SIGTERM)
+        for plan in plans:
+            if plan.slot < len(self.slots):
+                slot = self.slots[plan.slot]
+                slot.plan, slot.device, slot.fallbacks = plan, plan.device, list(plan.fallbacks)
+                slot.failed, slot.boot_failures, slot.retiring = False, 0, False
+                if slot.alive():
+                    _kill(slot.pid, signal.SIGTERM)  # finishes its job, then is respawned with the new config
+            else:
+                self.slots.append(Slot(index=plan.slot, plan=plan, device=plan.device,
+                                       fallbacks=list(plan.fallbacks), fallback_from=plan.fallback_from))
+        self.store.forget_workers_above(len(plans))
+
+    def begin_stop(self, why: str) -> None:
+        grace = self.config.daemon.shutdown_grace_seconds
+        logger.info("{}: stopping; running jobs get {:.0f} s to finish", why, grace)
+        service.notify("STOPPING=1")
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + grace
+        if self.watcher is not None:
+            self.watcher.stop()
+        for slot in self.slots:
+            if slot.alive():
+                _kill(slot.pid, signal.SIGTERM)
+
+    def _finish_stop(self) -> bool:
+        """True once every worker is gone."""
+        if self.immediate or (self.stop_deadline is not None and time.monotonic() > self.stop_deadline):
+            for slot in self.slots:
+                if slot.alive():
+                    slot.kill_reason = "stopped at shutdown"
+                    _kill(slot.pid, signal.SIGKILL)
+            for slot in self.slots:
+                if slot.process is not None:
+                    slot.process.join(timeout=10)
+            self.reap_children()
+        return not any(slot.process is not None for slot in self.slots)
+
+    # --- main loop -------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        assert self.store is not None
+        counts = self.store.counts()
+        busy = sum(1 for r in self.store.worker_rows(host=self.store.host) if r["state"] == "busy")
+        return f"{counts.get('queued', 0)} queued, {counts.get('running', 0)} running, {busy} busy slot(s)"
+
+    def run(self) -> int:
+        self._install_signals()
+        self.start()
+        service.notify("READY=1", f"STATUS={self.status_line()}")
+        logger.info("spkd running (pid {}); inbox {}, outbox {}", os.getpid(), self.config.paths.inbox,
+                    self.config.paths.outbox)
+        last_status = 0.0
+        try:
+            while True:
+                sentinels = [s.process.sentinel for s in self.slots if s.process is not None]
+                multiprocessing.connection.wait([*sentinels, self._wake_r], timeout=LOOP_SECONDS)
+                _drain(self._wake_r)
+                self._handle_signals()
+                self.reap_children()
+                if self.stopping:
+                    if self._finish_stop():
+                        break
+                    continue
+                self.check_health()
+                self.spawn_due()
+                if self.slots and all(s.failed for s in self.slots) and not self._ever_served():
+                    logger.error("no worker slot could boot; stopping (see the errors above)")
+                    return 3
+                now = time.monotonic()
+                if now - last_status > 5:
+                    service.notify("WATCHDOG=1", f"STATUS={self.status_line()}")
+                    last_status = now
+        finally:
+            self.shutdown()
+        logger.info("spkd stopped")
+        return 0
+
+    def _ever_served(self) -> bool:
+        assert self.store is not None
+        return any((r.get("jobs_done") or 0) > 0 for r in self.store.worker_rows(host=self.store.host))
+
+    def shutdown(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.scheduler is not None:
+            try:
+                self.scheduler.shutdown(wait=False)
+            except Exception:  # noqa: BLE001
+                pass
+        for slot in self.slots:
+            if slot.alive():
+                _kill(slot.pid, signal.SIGKILL)
+                slot.process.join(timeout=10)  # type: ignore[union-attr]
+        if self.store is not None:
+            self.reap_children()
+            self.store.close()
+        service.clear_runtime(self.config)
+
+
+def _drain(fd: int) -> None:
+    os.set_blocking(fd, False)
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass
+
+
+def _kill(pid: int | None, sig: int) -> None:
+    if pid is None:
+        return
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        import psutil
+
+        return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except Exception:  # noqa: BLE001
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _is_spkd_worker(pid: int) -> bool:
+    """Guard against pid reuse before killing a process we did not start."""
+    try:
+        import psutil
+
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+    except Exception:  # noqa: BLE001
+        return False
+    return "multiprocessing" in cmdline and "spawn_main" in cmdline
+
+
+def serve(config_path: Path | str | None = None, *, config: Config | None = None) -> int:
+    from daemon.logs import setup_logging
+
+    cfg = config or load(config_path)
+    setup_logging(cfg)
+    return Supervisor(cfg).run()

@@ -1,0 +1,162 @@
+"""The Transcript value: what the engine produces and every writer consumes.
+
+Only the engine knows FunASR's result shape; everything downstream of it sees
+this module's types, so that all output formats agree with each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+SCHEMA = "spkd.transcript/1"
+
+
+def speaker_label(speaker: int) -> str:
+    """`Speaker1`, `Speaker2`, ... (speakers are numbered from 1)."""
+    return f"Speaker{speaker}"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One sentence: times in seconds, `speaker` numbered from 1 by first appearance."""
+
+    start: float
+    end: float
+    speaker: int
+    text: str
+
+    @property
+    def speaker_label(self) -> str:
+        return speaker_label(self.speaker)
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.end - self.start)
+
+
+@dataclass(frozen=True)
+class Speaker:
+    speaker: int
+    talk_seconds: float
+    segments: int
+
+    @property
+    def label(self) -> str:
+        return speaker_label(self.speaker)
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    sha256: str | None = None
+    duration_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    role: str  # asr, vad, punc, spk
+    name: str
+    revision: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    funasr_version: str
+    device: str
+    models: tuple[ModelInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class Timing:
+    load_seconds: float | None = None
+    transcribe_seconds: float | None = None
+
+    def rtf(self, audio_seconds: float) -> float | None:
+        if self.transcribe_seconds is None or audio_seconds <= 0:
+            return None
+        return self.transcribe_seconds / audio_seconds
+
+
+@dataclass(frozen=True)
+class Transcript:
+    segments: tuple[Segment, ...]
+    audio_seconds: float
+    source: Source | None = None
+    engine: EngineInfo | None = None
+    timing: Timing = field(default_factory=Timing)
+
+    @property
+    def text(self) -> str:
+        return join_text(s.text for s in self.segments)
+
+    @property
+    def speakers(self) -> tuple[Speaker, ...]:
+        talk: dict[int, float] = {}
+        count: dict[int, int] = {}
+        for seg in self.segments:
+            talk[seg.speaker] = talk.get(seg.speaker, 0.0) + seg.duration
+            count[seg.speaker] = count.get(seg.speaker, 0) + 1
+        return tuple(
+            Speaker(speaker=s, talk_seconds=round(talk[s], 3), segments=count[s]) for s in sorted(talk)
+        )
+
+    @property
+    def rtf(self) -> float | None:
+        return self.timing.rtf(self.audio_seconds)
+
+    def turns(self) -> tuple[Segment, ...]:
+        """Consecutive sentences of one speaker merged into one turn."""
+        merged: list[Segment] = []
+        for seg in self.segments:
+            if merged and merged[-1].speaker == seg.speaker:
+                last = merged[-1]
+                merged[-1] = Segment(
+                    start=last.start,
+                    end=max(last.end, seg.end),
+                    speaker=last.speaker,
+                    text=join_text((last.text, seg.text)),
+                )
+            else:
+                merged.append(seg)
+        return tuple(merged)
+
+    def replace(self, **changes: Any) -> "Transcript":
+        return dataclasses.replace(self, **changes)
+
+
+def join_text(parts: Iterable[str]) -> str:
+    """Join sentence texts: no space between CJK sentences, one between Latin ones."""
+    out = ""
+    for part in parts:
+        part = part.strip()
+        if not part:
+            continue
+        if out and _needs_space(out[-1], part[0]):
+            out += " "
+        out += part
+    return out
+
+
+def _needs_space(left: str, right: str) -> bool:
+    return left.isascii() and right.isascii() and not left.isspace()
+
+
+def number_speakers(raw: Sequence[tuple[float, float, int | None, str]]) -> tuple[Segment, ...]:
+    """Turn (start, end, raw speaker id, text) rows into segments whose speakers are
+    numbered 1, 2, ... by first appearance, closing gaps in the raw ids.
+
+    Rows are sorted by start time first; a missing raw id (no speaker model) is speaker 1.
+    """
+    mapping: dict[int, int] = {}
+    segments: list[Segment] = []
+    for start, end, raw_speaker, text in sorted(raw, key=lambda r: (r[0], r[1])):
+        key = -1 if raw_speaker is None else int(raw_speaker)
+        if key not in mapping:
+            mapping[key] = len(mapping) + 1
+        segments.append(
+            Segment(start=round(float(start), 3), end=round(float(end), 3), speaker=mapping[key], text=text.strip())
+        )
+    return tuple(segments)

@@ -1,0 +1,131 @@
+"""Writers: pure functions from a `Transcript` to the text of one output file.
+
+`render(fmt, transcript)` gives the text, `publish()` writes a set of files
+atomically. Output is deterministic (no "now" anywhere), so a re-run over the
+same transcript rewrites byte-identical files. Every file is UTF-8 with "\\n"
+line ends. The formats, in `FORMATS` order:
+
+- `json` (`.json`): the full record, schema `spkd.transcript/1`, documented in
+  `daemon/writers/json_format.py`; `parse_json()` reads it back.
+- `txt` (`.txt`): one paragraph per speaker turn, `Speaker1 [HH:MM:SS]: text`
+  (turn start, truncated to the second), a blank line between paragraphs.
+- `srt` (`.srt`): cues numbered from 1, `HH:MM:SS,mmm --> HH:MM:SS,mmm`, text
+  `Speaker1: …`; at most 2 lines of 42 columns per cue (a CJK character is two
+  columns, so ~20 per line), long sentences split into several cues with the time
+  shared in proportion to text width; cues never overlap and always have
+  end > start (see `subtitles.py`). Hours keep counting past 99.
+- `vtt` (`.vtt`): `WEBVTT`, the same cues as srt, `HH:MM:SS.mmm`, text as
+  `<v Speaker1>…` with `&`, `<`, `>` escaped.
+- `sentences` (`.sentences.txt`): per sentence `[1] 00:03.480 -> 00:05.080 | Speaker1`,
+  the text, a blank line. Each time is `MM:SS.mmm` below one hour and
+  `H:MM:SS.mmm` from one hour on (decided per timestamp, so a file may mix both;
+  parse with `(?:(\\d+):)?(\\d+):(\\d+)\\.(\\d{3})`). Raw sentence times, not clamped.
+- `tsv` (`.tsv`): header `start end speaker text` (tab-separated), seconds with 3
+  decimals, speaker as `Speaker1`; no quoting (read with `csv.QUOTE_NONE`): tabs
+  and newlines in text become spaces.
+- `html` (`.html`): a self-contained page with a speaker timeline, legend and the
+  transcript by turns (see `html_page.py`).
+
+An empty transcript gives a valid file in every format (srt: empty; vtt: just
+the header; tsv: just the header; json: empty lists). In the line formats, runs
+of whitespace and newlines inside a sentence are collapsed to one space.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..transcript import Transcript
+from .html_page import render_html
+from .json_format import parse_json, render_json
+from .plain import render_sentences, render_tsv, render_txt
+from .subtitles import Cue, build_cues, render_srt, render_vtt
+
+__all__ = ["FORMATS", "Cue", "build_cues", "extension", "parse_json", "publish", "render"]
+
+_WRITERS: dict[str, tuple[str, Callable[[Transcript], str]]] = {
+    "json": (".json", render_json),
+    "txt": (".txt", render_txt),
+    "srt": (".srt", render_srt),
+    "vtt": (".vtt", render_vtt),
+    "sentences": (".sentences.txt", render_sentences),
+    "tsv": (".tsv", render_tsv),
+    "html": (".html", render_html),
+}
+
+FORMATS: tuple[str, ...] = tuple(_WRITERS)
+
+
+def _writer(fmt: str) -> tuple[str, Callable[[Transcript], str]]:
+    try:
+        return _WRITERS[fmt]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown output format {fmt!r}; valid formats: {', '.join(FORMATS)}") from None
+
+
+def extension(fmt: str) -> str:
+    """File name suffix for a format, with its dot (`sentences` -> `.sentences.txt`)."""
+    return _writer(fmt)[0]
+
+
+def render(fmt: str, transcript: Transcript) -> str:
+    return _writer(fmt)[1](transcript)
+
+
+def publish(transcript: Transcript, *, directory: Path, stem: str, formats: Sequence[str]) -> list[Path]:
+    """Write `<directory>/<stem><extension>` for each format; return the paths, in order.
+
+    Everything is rendered before anything is written (an unknown format or a
+    writer bug leaves the directory untouched). Each file goes to a hidden temp
+    name in the same directory, is fsynced and `os.replace`d over any previous
+    version, so readers see the old file or the new one, never half of one; the
+    directory is fsynced at the end so the renames survive a power cut.
+    """
+    if not stem or stem in (".", "..") or os.sep in stem or (os.altsep and os.altsep in stem):
+        raise ValueError(f"stem must be a plain file name, not {stem!r}")
+    directory = Path(directory)
+    rendered = {fmt: render(fmt, transcript).encode("utf-8") for fmt in dict.fromkeys(formats)}
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt, data in rendered.items():
+        path = directory / (stem + extension(fmt))
+        _atomic_write(path, data)
+        paths.append(path)
+    _fsync_directory(directory)
+    return paths
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            # Mode 0o666 minus the umask: the same permissions as a plain open().
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # Windows cannot open a directory; its renames are durable enough
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

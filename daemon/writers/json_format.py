@@ -1,0 +1,107 @@
+"""The `json` format (`spkd.transcript/1`) and its inverse, `parse_json`.
+
+    {
+      "schema": "spkd.transcript/1",
+      "source": {"name": "meeting.m4a", "sha256": "…", "duration_seconds": 3723.5} | null,
+      "audio_seconds": 3723.5,
+      "engine": {"funasr_version": "1.3.1", "device": "cuda:0",
+                 "models": [{"role": "asr", "name": "…", "revision": "v2.0.4"}, …]} | null,
+      "timing": {"load_seconds": 12.1, "transcribe_seconds": 40.2, "rtf": 0.010796},
+      "speakers": [{"id": 1, "label": "Speaker1", "talk_seconds": 1800.25, "segments": 120}, …],
+      "text": "all sentences joined",
+      "segments": [{"start": 3.48, "end": 5.08, "speaker": 1, "speaker_label": "Speaker1",
+                    "text": "…"}, …]
+    }
+
+Seconds are rounded to milliseconds; anything unknown is null. `speakers`, `text`
+and `timing.rtf` are derived from the rest and ignored by `parse_json`. A model's
+local `path` is not written: it describes the machine, not the transcript.
+Additive changes keep the schema name; anything that breaks readers bumps it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..transcript import SCHEMA, EngineInfo, ModelInfo, Segment, Source, Timing, Transcript
+from .common import ms, seconds
+
+
+def _sec(value: float | None) -> float | None:
+    return None if value is None else seconds(ms(value))
+
+
+def to_dict(t: Transcript) -> dict[str, Any]:
+    rtf = t.rtf
+    return {
+        "schema": SCHEMA,
+        "source": None
+        if t.source is None
+        else {
+            "name": t.source.name,
+            "sha256": t.source.sha256,
+            "duration_seconds": _sec(t.source.duration_seconds),
+        },
+        "audio_seconds": _sec(t.audio_seconds),
+        "engine": None
+        if t.engine is None
+        else {
+            "funasr_version": t.engine.funasr_version,
+            "device": t.engine.device,
+            "models": [{"role": m.role, "name": m.name, "revision": m.revision} for m in t.engine.models],
+        },
+        "timing": {
+            "load_seconds": _sec(t.timing.load_seconds),
+            "transcribe_seconds": _sec(t.timing.transcribe_seconds),
+            "rtf": None if rtf is None else round(rtf, 6),
+        },
+        "speakers": [
+            {"id": s.speaker, "label": s.label, "talk_seconds": _sec(s.talk_seconds), "segments": s.segments}
+            for s in t.speakers
+        ],
+        "text": t.text,
+        "segments": [
+            {
+                "start": _sec(s.start),
+                "end": _sec(s.end),
+                "speaker": s.speaker,
+                "speaker_label": s.speaker_label,
+                "text": s.text,
+            }
+            for s in t.segments
+        ],
+    }
+
+
+def render_json(t: Transcript) -> str:
+    return json.dumps(to_dict(t), ensure_ascii=False, indent=2) + "\n"
+
+
+def parse_json(text: str) -> Transcript:
+    """Read a `spkd.transcript/1` document back into a Transcript (ValueError if it is not one)."""
+    doc = json.loads(text)
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise ValueError(f"not a {SCHEMA} document (schema: {found!r})")
+    src, eng, tim = doc.get("source"), doc.get("engine"), doc.get("timing") or {}
+    return Transcript(
+        segments=tuple(
+            Segment(start=float(s["start"]), end=float(s["end"]), speaker=int(s["speaker"]), text=s["text"])
+            for s in doc.get("segments") or ()
+        ),
+        audio_seconds=float(doc.get("audio_seconds") or 0.0),
+        source=None
+        if src is None
+        else Source(name=src["name"], sha256=src.get("sha256"), duration_seconds=src.get("duration_seconds")),
+        engine=None
+        if eng is None
+        else EngineInfo(
+            funasr_version=eng.get("funasr_version"),
+            device=eng.get("device"),
+            models=tuple(
+                ModelInfo(role=m["role"], name=m["name"], revision=m.get("revision")) for m in eng.get("models") or ()
+            ),
+        ),
+        timing=Timing(load_seconds=tim.get("load_seconds"), transcribe_seconds=tim.get("transcribe_seconds")),
+    )

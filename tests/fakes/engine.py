@@ -1,0 +1,86 @@
+"""A fast fake engine for queue and supervisor tests (never used by the product).
+
+Its behaviour is chosen by the audio file's name, so a test can drop a file
+that crashes, hangs or fails its worker:
+
+* `*crashonce*` - the worker SIGKILLs itself on the first attempt only
+* `*crash*`     - the worker SIGKILLs itself on every attempt
+* `*hang*`      - the worker stops heartbeating (a frozen process) on the first attempt
+* `*boom*`      - a transient error (RuntimeError)
+* `*bad*`       - a permanent error (AudioError)
+* `*slow*`      - takes SPKD_FAKE_SLOW_SECONDS (default 3 s)
+
+`SPKD_FAKE_BOOT_FAIL` = comma-separated device kinds ("cuda,cpu") or "all" makes
+boots on those devices fail; `SPKD_FAKE_SECONDS` is each job's duration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Config
+from daemon.errors import AudioError
+from daemon.transcript import EngineInfo, Segment, Timing, Transcript
+
+
+def _marker(path: Path, what: str) -> bool:
+    """True the first time it is asked for this file's content and `what`."""
+    state = Path(os.environ.get("SPKD_FAKE_STATE_DIR", "/tmp"))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    marker = state / f"{what}-{digest}"
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+class FakeEngine:
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.batch_size_s = 300
+        self.seconds = float(os.environ.get("SPKD_FAKE_SECONDS", "0.1"))
+
+    def transcribe(self, audio_path: Path, *, speakers: int | None = None, hotwords: Any = (),
+                   source_name: str | None = None) -> Transcript:
+        started = time.monotonic()
+        name = audio_path.name.lower()
+        if "crashonce" in name:
+            if _marker(audio_path, "crash"):
+                os.kill(os.getpid(), signal.SIGKILL)
+        elif "crash" in name:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if "hang" in name and _marker(audio_path, "hang"):
+            os.kill(os.getpid(), signal.SIGSTOP)  # frozen: no more heartbeats
+        if "boom" in name:
+            raise RuntimeError("boom: a transient failure")
+        if "bad" in name:
+            raise AudioError("cannot decode: fake bad audio", kind="bad_audio")
+        time.sleep(float(os.environ.get("SPKD_FAKE_SLOW_SECONDS", "3")) if "slow" in name else self.seconds)
+        size = audio_path.stat().st_size
+        audio_seconds = max(1.0, size / 32000.0)
+        n = 1 + size % 3
+        step = audio_seconds / (2 * n)
+        segments = tuple(Segment(start=round(2 * i * step, 3), end=round((2 * i + 1) * step, 3),
+                                 speaker=1 + i % 2, text=f"sentence {i + 1} of {audio_path.name}") for i in range(n))
+        return Transcript(segments=segments, audio_seconds=audio_seconds,
+                          engine=EngineInfo(funasr_version="fake", device=self.device),
+                          timing=Timing(load_seconds=0.0, transcribe_seconds=time.monotonic() - started))
+
+    def release(self) -> None:
+        pass
+
+
+def make(config: Config, device: str) -> FakeEngine:
+    fail = os.environ.get("SPKD_FAKE_BOOT_FAIL", "")
+    kinds = {k.strip() for k in fail.split(",") if k.strip()}
+    if "all" in kinds or device.partition(":")[0] in kinds:
+        raise RuntimeError(f"fake boot failure on {device}")
+    return FakeEngine(device)

@@ -1,0 +1,196 @@
+"""The store's invariants, on a real SQLite database."""
+
+import datetime as dt
+import multiprocessing
+import sqlite3
+
+import pytest
+
+from daemon import store as st
+from daemon.schema import metadata
+
+
+@pytest.fixture()
+def url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'spkd.db'}"
+    st.migrate(url)
+    return url
+
+
+@pytest.fixture()
+def store(url):
+    s = st.Store(url, host="h1")
+    yield s
+    s.close()
+
+
+def enqueue(store, name="a.wav", **kw):
+    return store.enqueue(source_name=name, spool_path=f"/spool/{name}", output_stem=name.rsplit(".", 1)[0],
+                         sha256="0" * 64, size_bytes=10, **kw)
+
+
+def kinds(store, job_id):
+    return [e["kind"] for e in store.events(job_id)]
+
+
+def test_migration_creates_the_schema_of_daemon_schema(url):
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+    tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
+    assert {"jobs", "job_events", "workers", "alembic_version"} <= tables
+    for table in metadata.sorted_tables:
+        columns = {r[1] for r in conn.execute(f"pragma table_info({table.name})")}
+        assert columns == {c.name for c in table.columns}, table.name
+    assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
+    st.migrate(url)  # idempotent
+    assert st.current_revision(url) == "0001"
+
+
+def test_claim_takes_the_oldest_highest_priority_job_once(store):
+    first = enqueue(store, "a.wav")
+    urgent = enqueue(store, "b.wav", priority=5)
+    job = store.claim(slot=0, pid=100, device="cpu", lease_seconds=60)
+    assert job.id == urgent and job.attempts == 1 and job.state == "running"
+    job2 = store.claim(slot=1, pid=101, device="cpu", lease_seconds=60)
+    assert job2.id == first
+    assert store.claim(slot=2, pid=102, device="cpu", lease_seconds=60) is None
+    assert kinds(store, urgent) == ["queued", "claimed"]
+
+
+def test_only_the_holder_may_heartbeat_complete_or_fail(store):
+    job_id = enqueue(store)
+    job = store.claim(slot=0, pid=100, device="cpu", lease_seconds=60)
+    assert not store.heartbeat(job_id, pid=999, lease_seconds=60)
+    assert store.heartbeat(job_id, pid=100, lease_seconds=60)
+    assert store.fail(job_id, pid=999, kind="x", message="m", permanent=True, retry_backoff_seconds=0) is None
+    assert not store.complete(job_id, pid=999, audio_seconds=1, processing_seconds=1, speakers=1, outputs=[],
+                              device="cpu")
+    assert store.complete(job.id, pid=100, audio_seconds=10, processing_seconds=2, speakers=2,
+                          outputs=["a.json"], device="cpu")
+    row = store.job(job_id)
+    assert row["state"] == "done" and row["rtf"] == pytest.approx(0.2) and row["outputs"] == ["a.json"]
+    assert kinds(store, job_id) == ["queued", "claimed", "done"]
+
+
+def test_transient_failure_backs_off_then_fails_when_attempts_are_spent(store):
+    job_id = enqueue(store, max_attempts=2)
+    store.claim(slot=0, pid=1, device="cpu", lease_seconds=60)
+    outcome = store.fail(job_id, pid=1, kind="error", message="flaky", permanent=False, retry_backoff_seconds=60)
+    assert outcome.state == "queued"
+    assert store.claim(slot=0, pid=1, device="cpu", lease_seconds=60) is None  # not_before in the future
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("update jobs set not_before = null")
+    store.claim(slot=0, pid=1, device="cpu", lease_seconds=60)
+    outcome = store.fail(job_id, pid=1, kind="error", message="flaky again", permanent=False,
+                         retry_backoff_seconds=60)
+    assert outcome.state == "failed"
+    row = store.job(job_id)
+    assert row["error_message"] == "flaky again" and row["attempts"] == 2
+    assert kinds(store, job_id) == ["queued", "claimed", "retry", "claimed", "failed"]
+
+
+def test_permanent_failure_fails_at_once(store):
+    job_id = enqueue(store)
+    store.claim(slot=0, pid=1, device="cpu", lease_seconds=60)
+    outcome = store.fail(job_id, pid=1, kind="bad_audio", message="undecodable", permanent=True,
+                         retry_backoff_seconds=0)
+    assert outcome.state == "failed" and store.job(job_id)["error_kind"] == "bad_audio"
+
+
+def test_release_requeues_a_dead_workers_job_and_counts_the_attempt(store):
+    job_id = enqueue(store, max_attempts=2)
+    store.claim(slot=0, pid=7, device="cpu", lease_seconds=60)
+    [outcome] = store.release(pid=7, reason="killed (SIGKILL), possibly out of memory")
+    assert outcome.state == "queued"
+    store.claim(slot=0, pid=8, device="cpu", lease_seconds=60)
+    [outcome] = store.release(pid=8, reason="killed again")
+    assert outcome.state == "failed"  # a file that kills every worker does not loop forever
+    assert kinds(store, job_id) == ["queued", "claimed", "requeued", "claimed", "failed"]
+
+
+def test_release_at_shutdown_does_not_count_an_attempt(store):
+    job_id = enqueue(store, max_attempts=1)
+    store.claim(slot=0, pid=7, device="cpu", lease_seconds=60)
+    [outcome] = store.release(pid=7, reason="shutdown", counts_as_attempt=False)
+    assert outcome.state == "queued" and store.job(job_id)["attempts"] == 0
+
+
+def test_recover_requeues_only_jobs_of_dead_processes_of_this_host(url, store):
+    dead, alive, other_host = enqueue(store, "a.wav"), enqueue(store, "b.wav"), enqueue(store, "c.wav")
+    store.claim(slot=0, pid=10, device="cpu", lease_seconds=60)
+    store.claim(slot=1, pid=11, device="cpu", lease_seconds=60)
+    other = st.Store(url, host="h2")
+    other.claim(slot=0, pid=10, device="cpu", lease_seconds=60)
+    outcomes = store.recover(is_alive=lambda pid: pid == 11, reason="restart")
+    assert [o.job.id for o in outcomes] == [dead]
+    assert store.job(alive)["state"] == "running" and store.job(other_host)["state"] == "running"
+    other.close()
+
+
+def test_expired_leases_and_reap(store):
+    job_id = enqueue(store)
+    store.claim(slot=0, pid=1, device="cpu", lease_seconds=0.01)
+    later = st.utcnow() + dt.timedelta(seconds=5)
+    assert [j.id for j in store.expired_leases(now=later)] == [job_id]
+    import time
+    time.sleep(0.05)
+    outcome = store.reap(job_id, reason="lease expired")
+    assert outcome.state == "queued"
+    assert store.reap(job_id, reason="again") is None
+
+
+def test_retry_requeues_failed_jobs(store):
+    job_id = enqueue(store)
+    store.claim(slot=0, pid=1, device="cpu", lease_seconds=60)
+    store.fail(job_id, pid=1, kind="x", message="m", permanent=True, retry_backoff_seconds=0)
+    assert store.retry(all_failed=True) == [job_id]
+    assert store.job(job_id)["state"] == "queued" and store.job(job_id)["attempts"] == 0
+
+
+def test_readonly_sql_refuses_writes_and_changes_nothing(url, store):
+    enqueue(store)
+    columns, rows = st.query_readonly(url, "select id, state from jobs")
+    assert columns == ["id", "state"] and rows == [(1, "queued")]
+    for statement in ("DELETE FROM jobs", "UPDATE jobs SET state='done'", "DROP TABLE jobs",
+                      "INSERT INTO job_events(job_id, at, kind) VALUES (1, '2020-01-01', 'x')"):
+        with pytest.raises(st.ReadOnlyError):
+            st.query_readonly(url, statement)
+    assert store.counts() == {"queued": 1}
+
+
+def test_workers_rows(store):
+    store.worker_update(0, pid=5, device="cpu", state="booting")
+    store.worker_update(0, state="ready")
+    store.worker_job_done(0, rss_mb=123.0)
+    [row] = store.worker_rows()
+    assert row["state"] == "ready" and row["jobs_done"] == 1 and row["host"] == "h1"
+
+
+def _claimer(url: str, n_jobs: int, out) -> None:  # runs in a child process
+    s = st.Store(url, host="h1")
+    mine = []
+    import os
+    while True:
+        job = s.claim(slot=0, pid=os.getpid(), device="cpu", lease_seconds=60)
+        if job is None:
+            break
+        s.complete(job.id, pid=os.getpid(), audio_seconds=1, processing_seconds=0.01, speakers=1, outputs=[],
+                   device="cpu")
+        mine.append(job.id)
+    out.put(mine)
+
+
+def test_concurrent_claims_never_hand_out_a_job_twice(url, store):
+    n = 120
+    for i in range(n):
+        enqueue(store, f"f{i}.wav")
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(url, n, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    claimed = [j for r in results for j in r]
+    assert sorted(claimed) == list(range(1, n + 1))
+    assert store.counts() == {"done": n}
