@@ -102,6 +102,28 @@ class DaemonConfig:
     log_level: str = "INFO"
     wal_checkpoint_seconds: float = 300.0
     reap_seconds: float = 15.0
+    # Disk guard: claiming pauses while free space under the outbox or state folder is below this.
+    min_free_mb: int = 1024
+    disk_check_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    # null keeps files (or rows) forever.
+    archive_days: float | None = 30.0
+    failed_days: float | None = 90.0
+    job_rows_days: float | None = None
+    sweep_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    webhook_url: str | None = None
+    # Body style: json (spkd's own), wecom, feishu or slack.
+    template: str = "json"
+    events: tuple[str, ...] = ("done", "failed", "start", "stop")
+    timeout_seconds: float = 10.0
+    max_attempts: int = 5
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,8 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     # Where the config came from; not a key of the file.
     source: Path | None = None
 
@@ -163,6 +187,13 @@ _VALUE_RULES: dict[str, Any] = {
     "jobs.max_attempts": lambda v: None if v >= 1 else "must be >= 1",
     "jobs.lease_seconds": lambda v: None if v > 0 else "must be > 0",
     "jobs.heartbeat_seconds": lambda v: None if v > 0 else "must be > 0",
+    "notify.template": lambda v: None if v in ("json", "wecom", "feishu", "slack")
+    else "must be one of json, wecom, feishu, slack",
+    "notify.events": lambda v: None if set(v) <= {"done", "failed", "start", "stop"}
+    else "may contain only done, failed, start, stop",
+    "notify.webhook_url": lambda v: None if v is None or v.startswith(("http://", "https://"))
+    else "must be an http(s) URL or null",
+    "daemon.min_free_mb": lambda v: None if v >= 0 else "must be >= 0",
     "daemon.log_level": lambda v: None
     if v.upper() in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
     else "must be one of TRACE, DEBUG, INFO, SUCCESS, WARNING, ERROR, CRITICAL",

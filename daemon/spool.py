@@ -71,9 +71,10 @@ def remove_empty_parents(folder: Path, root: Path) -> None:
 
 
 def archive(*, spool_path: Path, spool_root: Path, archive_root: Path, source_name: str) -> Path | None:
-    if not spool_path.exists():
-        return None
-    return _retire(spool_path, spool_root, archive_root, source_name)
+    try:
+        return _retire(spool_path, spool_root, archive_root, source_name)
+    except FileNotFoundError:
+        return None  # already moved on (by the supervisor tidying up after a dead worker)
 
 
 def fail(*, spool_path: Path, spool_root: Path, failed_root: Path, source_name: str,

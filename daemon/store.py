@@ -209,6 +209,14 @@ class Store:
         with self._read() as conn:
             return set(conn.execute(select(jobs.c.spool_path)).scalars())
 
+    def jobs_by_spool_path(self, paths: Iterable[str]) -> dict[str, Job]:
+        wanted = list(paths)
+        if not wanted:
+            return {}
+        with self._read() as conn:
+            rows = conn.execute(select(*jobs.c).where(jobs.c.spool_path.in_(wanted))).mappings().all()
+        return {row["spool_path"]: Job.from_row(row) for row in rows}
+
     def output_stems_in_use(self, prefix: str) -> set[str]:
         """Output stems of jobs starting with `prefix`, so a new job never takes another's names."""
         with self._read() as conn:

@@ -22,7 +22,7 @@ from typing import Any
 
 from loguru import logger
 
-from daemon import devices, service
+from daemon import devices, service, spool
 from daemon.config import Config, load
 from daemon.errors import ConfigError, SpkdError
 from daemon.store import Job, Store, migrate, utcnow
@@ -178,6 +178,21 @@ class Supervisor:
             logger.warning("job {} requeued at start: {} (worker gone)", outcome.job.id, outcome.job.source_name)
             if outcome.state == "failed":
                 retire_failed(self.config, outcome.job)
+        self.settle_spool()
+
+    def settle_spool(self) -> None:
+        """Spool files of jobs that already ended (a worker died between recording the
+        result and moving the source on) are moved to archive/ or failed/ now."""
+        assert self.store is not None
+        paths = self.config.paths
+        spooled = {str(p): p for p in spool.spooled_files(paths.spool)}
+        for spool_path, job in self.store.jobs_by_spool_path(spooled).items():
+            if job.state == "done":
+                spool.archive(spool_path=spooled[spool_path], spool_root=paths.spool, archive_root=paths.archive,
+                              source_name=job.source_name)
+                logger.info("job {}: archived its source after its worker died", job.id)
+            elif job.state == "failed":
+                retire_failed(self.config, job)
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -237,6 +252,8 @@ class Supervisor:
         for outcome in self.store.release(pid=pid, reason=f"worker {pid} {reason}", counts_as_attempt=not clean,
                                           exit_code=code):
             self._after_take_back(outcome.job, outcome.state, reason)
+        if code != EXIT_OK:
+            self.settle_spool()
         ran = time.monotonic() - slot.started_at
         slot.process = None
         if self.stopping or slot.retiring:

@@ -295,6 +295,7 @@ def run_worker(config: Config, spec: WorkerSpec) -> None:
     """Entry point of the spawned worker process."""
     os.environ.update(spec.env)  # before anything imports torch
     os.environ.update(spec.extra_env)
+    os.environ["SPKD_WORKER_SLOT"] = str(spec.slot)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from daemon.logs import setup_logging
 

@@ -11,7 +11,7 @@ that crashes, hangs or fails its worker:
 * `*slow*`      - takes SPKD_FAKE_SLOW_SECONDS (default 3 s)
 
 `SPKD_FAKE_BOOT_FAIL` = comma-separated device kinds ("cuda,cpu") or "all" makes
-boots on those devices fail; `SPKD_FAKE_SECONDS` is each job's duration.
+boots on those devices fail, `SPKD_FAKE_BOOT_FAIL_SLOTS` = slot numbers likewise; `SPKD_FAKE_SECONDS` is each job's duration.
 """
 
 from __future__ import annotations
@@ -83,4 +83,7 @@ def make(config: Config, device: str) -> FakeEngine:
     kinds = {k.strip() for k in fail.split(",") if k.strip()}
     if "all" in kinds or device.partition(":")[0] in kinds:
         raise RuntimeError(f"fake boot failure on {device}")
+    slots = {s.strip() for s in os.environ.get("SPKD_FAKE_BOOT_FAIL_SLOTS", "").split(",") if s.strip()}
+    if os.environ.get("SPKD_WORKER_SLOT") in slots:
+        raise RuntimeError(f"fake boot failure of slot {os.environ['SPKD_WORKER_SLOT']}")
     return FakeEngine(device)
