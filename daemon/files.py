@@ -125,9 +125,10 @@ def write_error_file(source_in_failed: Path, info: Mapping[str, Any]) -> Path:
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:
-    """(size, mtime_ns), or None when the file is gone."""
+    """(size, mtime_ns), or None when the file is gone. A symlink is described by
+    itself, never by its target."""
     try:
-        st = path.stat()
+        st = path.lstat()
     except (FileNotFoundError, NotADirectoryError):
         return None
     return st.st_size, st.st_mtime_ns

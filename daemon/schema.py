@@ -61,7 +61,10 @@ jobs = Table(
     Column("error_kind", String(32)),
     Column("error_message", Text),
     Column("reused_from", Integer, ForeignKey("jobs.id")),
+    # sha256 + the options that change the transcript (daemon.options.dedup_key).
+    Column("dedup_key", String(64)),
     Index("ix_jobs_claim", "state", "priority", "id"),
+    Index("ix_jobs_dedup_key", "dedup_key", "state"),
     Index("ix_jobs_sha256", "sha256"),
     Index("ix_jobs_spool_path", "spool_path"),
 )

@@ -17,7 +17,6 @@ side so that their invariants can be read in one place:
 from __future__ import annotations
 
 import datetime as dt
-import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from sqlalchemy import (
     and_,
     create_engine,
     event,
+    exists,
     func,
     insert,
     or_,
@@ -41,6 +41,7 @@ from sqlalchemy.engine import make_url
 from daemon.schema import job_events, jobs, workers
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+FINISHED_STATES = ("done", "failed", "cancelled")
 
 
 def utcnow() -> dt.datetime:
@@ -72,6 +73,7 @@ class Job:
     device: str | None
     error_kind: str | None
     error_message: str | None
+    dedup_key: str | None = None
     started_at: dt.datetime | None = None
     lease_expires_at: dt.datetime | None = None
 
@@ -174,7 +176,7 @@ class Store:
 
     def enqueue(self, *, source_name: str, spool_path: str, output_stem: str, sha256: str | None,
                 size_bytes: int | None, options: Mapping[str, Any] | None = None, priority: int = 0,
-                max_attempts: int = 3, audio_seconds: float | None = None) -> int:
+                max_attempts: int = 3, audio_seconds: float | None = None, dedup_key: str | None = None) -> int:
         now = utcnow()
         with self.engine.begin() as conn:
             job_id = conn.execute(
@@ -182,11 +184,44 @@ class Store:
                     source_name=source_name, spool_path=spool_path, output_stem=output_stem, sha256=sha256,
                     size_bytes=size_bytes, state="queued", attempts=0, max_attempts=max_attempts,
                     priority=priority, options=dict(options or {}), created_at=now, audio_seconds=audio_seconds,
+                    dedup_key=dedup_key,
                 ).returning(jobs.c.id)
             ).scalar_one()
             self._event(conn, job_id, "queued", now, source=source_name, sha256=sha256, size_bytes=size_bytes,
                         host=self.host)
         return int(job_id)
+
+    def add_reused(self, *, source_name: str, spool_path: str, output_stem: str, sha256: str | None,
+                   size_bytes: int | None, options: Mapping[str, Any], dedup_key: str | None, twin: "Job",
+                   outputs: Sequence[str], audio_seconds: float | None, speakers: int | None) -> int:
+        """Record a duplicate of a finished job: `done` at once, its outputs rendered from
+        the earlier job's transcript."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            job_id = conn.execute(
+                insert(jobs).values(
+                    source_name=source_name, spool_path=spool_path, output_stem=output_stem, sha256=sha256,
+                    size_bytes=size_bytes, state="done", attempts=0, max_attempts=0, priority=0,
+                    options=dict(options), created_at=now, started_at=now, finished_at=now, host=self.host,
+                    dedup_key=dedup_key, reused_from=twin.id, outputs=list(outputs), audio_seconds=audio_seconds,
+                    speakers=speakers, processing_seconds=0.0, rtf=0.0, device=twin.device,
+                ).returning(jobs.c.id)
+            ).scalar_one()
+            self._event(conn, job_id, "queued", now, source=source_name, sha256=sha256, size_bytes=size_bytes,
+                        host=self.host)
+            self._event(conn, job_id, "done", now, reused_from=twin.id)
+        return int(job_id)
+
+    def done_twin(self, dedup_key: str | None) -> "Job | None":
+        """The newest `done` job that transcribed the same content with the same
+        transcript options (never a reuse itself, so `reused_from` names the original)."""
+        if dedup_key is None:
+            return None
+        with self._read() as conn:
+            row = conn.execute(select(*jobs.c).where(jobs.c.dedup_key == dedup_key, jobs.c.state == "done",
+                                                     jobs.c.reused_from.is_(None))
+                               .order_by(jobs.c.id.desc()).limit(1)).mappings().first()
+        return Job.from_row(row) if row else None
 
     def add_failed(self, *, source_name: str, spool_path: str, output_stem: str, sha256: str | None,
                    size_bytes: int | None, kind: str, message: str,
@@ -228,9 +263,14 @@ class Store:
 
     def claim(self, *, slot: int, pid: int, device: str, lease_seconds: float) -> Job | None:
         now = utcnow()
+        twin = jobs.alias("twin")
+        # A duplicate waits while its twin runs, then reuses the twin's result.
+        twin_running = exists(select(twin.c.id).where(twin.c.dedup_key == jobs.c.dedup_key,
+                                                      twin.c.state == "running"))
         candidate = (
             select(jobs.c.id)
-            .where(jobs.c.state == "queued", or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))
+            .where(jobs.c.state == "queued", or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now),
+                   ~twin_running)
             .order_by(jobs.c.priority.desc(), jobs.c.id)
             .limit(1)
         )
@@ -265,18 +305,18 @@ class Store:
         return result.rowcount == 1
 
     def complete(self, job_id: int, *, pid: int, audio_seconds: float, processing_seconds: float,
-                 speakers: int, outputs: Sequence[str], device: str) -> bool:
+                 speakers: int, outputs: Sequence[str], device: str, reused_from: int | None = None) -> bool:
         now = utcnow()
         rtf = processing_seconds / audio_seconds if audio_seconds > 0 else None
         with self.engine.begin() as conn:
             result = conn.execute(update(jobs).where(self._held(job_id, pid)).values(
                 state="done", finished_at=now, audio_seconds=audio_seconds, processing_seconds=processing_seconds,
                 rtf=rtf, speakers=speakers, outputs=list(outputs), device=device, lease_expires_at=None,
-                error_kind=None, error_message=None))
+                error_kind=None, error_message=None, reused_from=reused_from))
             if result.rowcount != 1:
                 return False
             self._event(conn, job_id, "done", now, device=device, audio_seconds=round(audio_seconds, 3),
-                        processing_seconds=round(processing_seconds, 3), speakers=speakers)
+                        processing_seconds=round(processing_seconds, 3), speakers=speakers, reused_from=reused_from)
         return True
 
     def fail(self, job_id: int, *, pid: int | None, kind: str, message: str, permanent: bool,
@@ -468,17 +508,6 @@ class Store:
             rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
         return {state: int(n) for state, n in rows}
 
-    def done_job_with(self, *, sha256: str, options: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The newest `done` job of the same content and options (for dedup)."""
-        want = json.dumps(dict(options), sort_keys=True)
-        with self._read() as conn:
-            rows = conn.execute(select(*jobs.c).where(jobs.c.sha256 == sha256, jobs.c.state == "done")
-                                .order_by(jobs.c.id.desc())).mappings().all()
-        for row in rows:
-            if json.dumps(dict(row["options"] or {}), sort_keys=True) == want:
-                return dict(row)
-        return None
-
     def checkpoint(self) -> None:
         """Fold the WAL back into the database file so it does not grow for months."""
         if self.engine.dialect.name != "sqlite":
@@ -489,6 +518,58 @@ class Store:
             raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             raw.close()
+
+    # --- retention and notifications (daemon/retention.py, daemon/notify.py) -------------
+    # Kept together at the end of the class so that the rest of the store merges cleanly.
+
+    def delete_finished_jobs_before(self, cutoff: dt.datetime, *, batch: int = 500) -> int:
+        """Delete finished jobs (done, failed, cancelled) that finished before `cutoff`,
+        with their events; returns how many job rows went. A row that another job's
+        `reused_from` still points to stays until that job goes too. Works in batches
+        so the write lock is never held for long."""
+        from sqlalchemy import delete, exists
+
+        other = jobs.alias("referrer")
+        deletable = and_(
+            jobs.c.state.in_(FINISHED_STATES),
+            func.coalesce(jobs.c.finished_at, jobs.c.created_at) < cutoff,
+            ~exists(select(other.c.id).where(other.c.reused_from == jobs.c.id)),
+        )
+        total = 0
+        while True:
+            with self.engine.begin() as conn:
+                ids = list(conn.execute(select(jobs.c.id).where(deletable).order_by(jobs.c.id).limit(batch))
+                           .scalars())
+                if not ids:
+                    return total
+                conn.execute(delete(job_events).where(job_events.c.job_id.in_(ids)))
+                conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
+            total += len(ids)
+
+    def last_event_id(self) -> int:
+        """The newest job_events id (0 when there are none): where a notifier starts."""
+        with self._read() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(job_events.c.id), 0))).scalar_one())
+
+    def events_after(self, event_id: int, kinds: Sequence[str], limit: int = 100, *,
+                     host: str | None = None) -> list[dict[str, Any]]:
+        """Events newer than `event_id` of the given kinds, oldest first, each with its
+        job's name and figures. `host`: only jobs this host ran (or recorded), so that
+        supervisors sharing one database don't each report every job."""
+        query = (
+            select(job_events.c.id, job_events.c.job_id, job_events.c.at, job_events.c.kind, job_events.c.detail,
+                   jobs.c.source_name, jobs.c.output_stem, jobs.c.host, jobs.c.device, jobs.c.state,
+                   jobs.c.attempts, jobs.c.audio_seconds, jobs.c.processing_seconds, jobs.c.rtf, jobs.c.speakers,
+                   jobs.c.outputs, jobs.c.error_kind, jobs.c.error_message)
+            .join(jobs, jobs.c.id == job_events.c.job_id)
+            .where(job_events.c.id > event_id, job_events.c.kind.in_(list(kinds)))
+            .order_by(job_events.c.id)
+            .limit(limit)
+        )
+        if host is not None:
+            query = query.where(or_(jobs.c.host.is_(None), jobs.c.host == host))
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
 
 
 # --- read-only SQL for `spkd sql` ---------------------------------------------------------

@@ -21,20 +21,23 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Any, Callable
 
 from loguru import logger
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from daemon import files, spool
+from daemon import files, options, outputs, spool
 from daemon.config import Config
-from daemon.errors import AudioError
+from daemon.errors import AudioError, SpkdError
 from daemon.probe import ffprobe_available, probe
 from daemon.store import Store
+from daemon.transcript import Source
 
 CHECK_INTERVAL_SECONDS = 0.25
+# Shorter recordings fail at once: nothing useful can come out of them.
+MIN_AUDIO_SECONDS = 0.5
 
 
 @dataclass
@@ -126,7 +129,6 @@ class Watcher:
         self._observer: Observer | PollingObserver | None = None
         self._thread: threading.Thread | None = None
         self._take_lock = threading.Lock()
-        self._rejected: dict[Path, tuple[int, int] | None] = {}
 
     # --- what to look at ---------------------------------------------------------------
 
@@ -197,49 +199,68 @@ class Watcher:
 
     def process_due(self) -> list[int]:
         taken: list[int] = []
-        for path, _age in self.tracker.due():
-            job_id = self.take(path)
+        for path, age in self.tracker.due():
+            try:
+                job_id = self.take(path, age)
+            except FileNotFoundError:
+                self.tracker.forget(path)  # gone while we looked (moved away by its owner)
+                continue
+            except Exception:  # noqa: BLE001 - one bad file must not stop the others
+                logger.exception("watcher: cannot take {}; will look again", path)
+                continue
             if job_id is not None:
                 taken.append(job_id)
         return taken
 
     # --- taking a file ---------------------------------------------------------------
 
-    def take(self, path: Path) -> int | None:
-        """Move a stable file into the spool and record its job. Returns the job id."""
+    def take(self, path: Path, age_seconds: float = 0.0) -> int | None:
+        """Move a stable file into the spool and record its job. Returns the job id, or
+        None when the file is not ready after all (it stays under watch)."""
         with self._take_lock:
-            self.tracker.forget(path)
             identity = files.file_identity(path)
-            if identity is None:
+            if identity is None and not path.is_symlink():
+                self.tracker.forget(path)
                 return None
+            source_name = path.relative_to(self.inbox).as_posix()
             if path.is_symlink():
-                return self._reject(path, identity, "symbolic links are not followed")
-            size, _mtime = identity
+                # Never follow a link: it may point anywhere on the machine.
+                return self._spool_and_fail(path, source_name, "symlink",
+                                            "symbolic links are not followed; drop the file itself")
+            size = identity[0] if identity else 0
             if size == 0:
-                # Probably a copy that has not started writing: look again later.
-                self.tracker.touch(path)
-                return None
+                if age_seconds >= self.config.watch.empty_fail_seconds:
+                    return self._spool_and_fail(path, source_name, "empty",
+                                                f"the file stayed empty for {age_seconds:.0f} s")
+                return None  # probably a copy that has not started writing yet
+            sidecar = spool.sidecar_of(path)
+            sidecar_identity = files.file_identity(sidecar)
+            if sidecar_identity is not None and \
+                    time.time() - sidecar_identity[1] / 1e9 < self.config.watch.settle_seconds:
+                return None  # the sidecar is still being written
             try:
                 with open(path, "rb"):
                     pass
             except OSError as exc:
                 logger.debug("not yet openable: {} ({})", path, exc)
-                self.tracker.touch(path)
                 return None
-            source_name = path.relative_to(self.inbox).as_posix()
             digest = files.sha256_file(path)
             if files.file_identity(path) != identity:
                 self.tracker.touch(path)  # changed while hashing: not stable after all
                 return None
+            self.tracker.forget(path)
             target = spool.new_slot(self.config.paths.spool) / source_name
+            if sidecar_identity is not None:
+                files.move(sidecar, spool.sidecar_of(target))
             files.move(path, target)
             return self.enqueue_spooled(target, source_name=source_name, sha256=digest, size_bytes=size)
 
-    def _reject(self, path: Path, identity: tuple[int, int] | None, reason: str) -> None:
-        if self._rejected.get(path) != identity:
-            self._rejected[path] = identity
-            logger.warning("ignored {}: {}", path, reason)
-        return None
+    def _spool_and_fail(self, path: Path, source_name: str, kind: str, message: str) -> int:
+        self.tracker.forget(path)
+        target = spool.new_slot(self.config.paths.spool) / source_name
+        files.move(path, target)
+        return self._fail_early(target, source_name, self._output_stem(source_name), None, None,
+                                AudioError(message, kind=kind))
 
     def enqueue_spooled(self, spool_path: Path, *, source_name: str, sha256: str | None = None,
                         size_bytes: int | None = None) -> int:
@@ -249,27 +270,66 @@ class Watcher:
         if size_bytes is None:
             size_bytes = spool_path.stat().st_size
         output_stem = self._output_stem(source_name)
+        sidecar = spool.sidecar_of(spool_path)
+        try:
+            job_options = options.read_sidecar(sidecar) if sidecar.exists() else {}
+        except SpkdError as exc:
+            return self._fail_early(spool_path, source_name, output_stem, sha256, size_bytes, exc)
         audio_seconds: float | None = None
         if ffprobe_available():
             try:
                 audio_seconds = probe(spool_path).duration_seconds
+                if audio_seconds is not None and audio_seconds < MIN_AUDIO_SECONDS:
+                    raise AudioError(f"too short: {audio_seconds:.2f} s of audio (at least {MIN_AUDIO_SECONDS} s "
+                                     "needed)", kind="too_short")
             except AudioError as exc:
-                return self._fail_early(spool_path, source_name, output_stem, sha256, size_bytes, exc)
+                return self._fail_early(spool_path, source_name, output_stem, sha256, size_bytes, exc,
+                                        job_options)
+        key = options.dedup_key(sha256, job_options)
+        reused = self._reuse(spool_path, source_name=source_name, output_stem=output_stem, sha256=sha256,
+                             size_bytes=size_bytes, job_options=job_options, key=key)
+        if reused is not None:
+            return reused
         job_id = self.store.enqueue(
             source_name=source_name, spool_path=str(spool_path), output_stem=output_stem, sha256=sha256,
-            size_bytes=size_bytes, max_attempts=self.config.jobs.max_attempts, audio_seconds=audio_seconds,
+            size_bytes=size_bytes, options=job_options, priority=job_options.get("priority", 0),
+            max_attempts=self.config.jobs.max_attempts, audio_seconds=audio_seconds, dedup_key=key,
         )
-        logger.info("job {} queued: {} ({} bytes, {} s of audio)", job_id, source_name, size_bytes,
-                    f"{audio_seconds:.1f}" if audio_seconds else "?")
+        logger.info("job {} queued: {} ({} bytes, {} s of audio{})", job_id, source_name, size_bytes,
+                    f"{audio_seconds:.1f}" if audio_seconds else "?",
+                    f", options {job_options}" if job_options else "")
         return job_id
 
-    def _fail_early(self, spool_path: Path, source_name: str, output_stem: str, sha256: str, size_bytes: int,
-                    error: AudioError) -> int:
+    def _reuse(self, spool_path: Path, *, source_name: str, output_stem: str, sha256: str, size_bytes: int,
+               job_options: dict[str, Any], key: str | None) -> int | None:
+        """The same audio with the same options was transcribed before: render its stored
+        transcript for this file instead of transcribing again."""
+        twin = self.store.done_twin(key)
+        transcript = outputs.load_transcript(self.config, twin.id) if twin is not None else None
+        if twin is None or transcript is None:
+            return None
+        transcript = transcript.replace(source=Source(name=source_name, sha256=sha256,
+                                                      duration_seconds=transcript.audio_seconds))
+        written = outputs.publish(self.config, output_stem=output_stem, transcript=transcript,
+                                  formats=job_options.get("formats") or self.config.output.formats)
+        job_id = self.store.add_reused(source_name=source_name, spool_path=str(spool_path), output_stem=output_stem,
+                                       sha256=sha256, size_bytes=size_bytes, options=job_options, dedup_key=key,
+                                       twin=twin, outputs=written, audio_seconds=transcript.audio_seconds,
+                                       speakers=len(transcript.speakers))
+        outputs.save_transcript(self.config, job_id, transcript)
+        spool.archive(spool_path=spool_path, spool_root=self.config.paths.spool,
+                      archive_root=self.config.paths.archive, source_name=source_name)
+        logger.info("job {} done: {} is a duplicate of job {}; reused its transcript", job_id, source_name, twin.id)
+        return job_id
+
+    def _fail_early(self, spool_path: Path, source_name: str, output_stem: str, sha256: str | None,
+                    size_bytes: int | None, error: SpkdError, job_options: dict[str, Any] | None = None) -> int:
         job_id = self.store.add_failed(source_name=source_name, spool_path=str(spool_path), output_stem=output_stem,
-                                       sha256=sha256, size_bytes=size_bytes, kind=error.kind, message=error.message)
+                                       sha256=sha256, size_bytes=size_bytes, kind=error.kind, message=error.message,
+                                       options=job_options)
         spool.fail(spool_path=spool_path, spool_root=self.config.paths.spool, failed_root=self.config.paths.failed,
                    source_name=source_name,
-                   info={"job_id": job_id, "source": source_name, "error_kind": error.kind,
+                   info={"job_id": job_id, "source": source_name, "sha256": sha256, "error_kind": error.kind,
                          "error_message": error.message, "attempts": 0})
         logger.warning("job {} failed: {} ({}: {})", job_id, source_name, error.kind, error.message)
         return job_id

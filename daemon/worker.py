@@ -17,12 +17,12 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from loguru import logger
 
-from daemon import spool
+from daemon import outputs, spool
 from daemon.config import Config
 from daemon.errors import DeviceError, SpkdError
 from daemon.store import Job, Store, utcnow
@@ -202,13 +202,21 @@ class Worker:
         logger.info("job {} started: {} on {} (slot {}, attempt {}/{})", job.id, job.source_name, self.spec.device,
                     self.spec.slot, job.attempts, job.max_attempts)
         started = time.monotonic()
+        twin = self.store.done_twin(job.dedup_key)
+        reused = outputs.load_transcript(self.config, twin.id) if twin is not None else None
         with _Heartbeat(self.store, job, pid=self.pid, lease_seconds=self.config.jobs.lease_seconds,
                         every_seconds=self.config.jobs.heartbeat_seconds) as beat:
             try:
-                transcript = self._transcribe(job)
+                if reused is not None:
+                    transcript = reused.replace(source=Source(name=job.source_name, sha256=job.sha256,
+                                                              duration_seconds=reused.audio_seconds))
+                else:
+                    transcript = self._transcribe(job)
                 if beat.lost.is_set():
                     return
-                outputs = self._publish(job, transcript)
+                outputs.save_transcript(self.config, job.id, transcript)
+                written = outputs.publish(self.config, output_stem=job.output_stem, transcript=transcript,
+                                          formats=job.options.get("formats") or self.config.output.formats)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
                 self._failed(job, exc, time.monotonic() - started)
                 return
@@ -217,13 +225,18 @@ class Worker:
         elapsed = time.monotonic() - started
         done = self.store.complete(job.id, pid=self.pid, audio_seconds=transcript.audio_seconds,
                                    processing_seconds=elapsed, speakers=len(transcript.speakers),
-                                   outputs=outputs, device=self.spec.device)
+                                   outputs=written, device=self.spec.device,
+                                   reused_from=twin.id if reused is not None and twin is not None else None)
         if not done:
             logger.warning("job {}: finished after its lease was taken back; result discarded", job.id)
             return
         spool.archive(spool_path=Path(job.spool_path), spool_root=paths.spool, archive_root=paths.archive,
                       source_name=job.source_name)
         self.store.worker_job_done(self.spec.slot, rss_mb=rss_mb())
+        if reused is not None and twin is not None:
+            logger.info("job {} done: {} reused the result of job {} (same audio and options)", job.id,
+                        job.source_name, twin.id)
+            return
         rtf = elapsed / transcript.audio_seconds if transcript.audio_seconds else 0.0
         logger.info("job {} done: {} on {} in {:.1f} s ({:.1f} s of audio, rtf {:.3f}, {} speakers, {} segments)",
                     job.id, job.source_name, self.spec.device, elapsed, transcript.audio_seconds, rtf,
@@ -249,16 +262,6 @@ class Worker:
                                      batch_size_s=self.engine.batch_size_s)
         return transcript.replace(source=Source(name=job.source_name, sha256=job.sha256,
                                                 duration_seconds=transcript.audio_seconds))
-
-    def _publish(self, job: Job, transcript: Transcript) -> list[str]:
-        from daemon import files, writers
-
-        stem = PurePosixPath(job.output_stem)
-        directory = files.inside(self.config.paths.outbox, stem.parent.as_posix()) if stem.parent.parts \
-            else self.config.paths.outbox
-        formats = job.options.get("formats") or self.config.output.formats
-        written = writers.publish(transcript, directory=directory, stem=stem.name, formats=formats)
-        return [p.relative_to(self.config.paths.outbox).as_posix() for p in written]
 
     def _failed(self, job: Job, exc: Exception, elapsed: float) -> None:
         permanent = isinstance(exc, SpkdError) and exc.permanent

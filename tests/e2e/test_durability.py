@@ -269,7 +269,7 @@ def test_200_jobs_with_random_worker_kills_all_end_done_once(tmp_path):
         d.start()
         staging = tmp_path / "staging"
         for i in range(n):
-            write_wav(staging / f"f{i:03}.wav", seconds=0.05, seed=i)
+            write_wav(staging / f"f{i:03}.wav", seconds=0.6, seed=i)
         for path in sorted(staging.iterdir()):
             os.rename(path, d.inbox / path.name)  # an atomic drop, like a finished download
         rng = random.Random(7)

@@ -69,7 +69,10 @@ class FakeEngine:
         n = 1 + size % 3
         step = audio_seconds / (2 * n)
         segments = tuple(Segment(start=round(2 * i * step, 3), end=round((2 * i + 1) * step, 3),
-                                 speaker=1 + i % 2, text=f"sentence {i + 1} of {audio_path.name}") for i in range(n))
+                                 speaker=1 + i % 2,
+                                 text=f"sentence {i + 1} of {audio_path.name} speakers={speakers} "
+                                      f"hotwords={','.join(hotwords)}")
+                         for i in range(n))
         return Transcript(segments=segments, audio_seconds=audio_seconds,
                           engine=EngineInfo(funasr_version="fake", device=self.device),
                           timing=Timing(load_seconds=0.0, transcribe_seconds=time.monotonic() - started))

@@ -42,7 +42,7 @@ def test_migration_creates_the_schema_of_daemon_schema(url):
         assert columns == {c.name for c in table.columns}, table.name
     assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
     st.migrate(url)  # idempotent
-    assert st.current_revision(url) == "0001"
+    assert st.current_revision(url) == "0002"
 
 
 def test_claim_takes_the_oldest_highest_priority_job_once(store):
