@@ -77,9 +77,9 @@ def _model_dirs(config: Any) -> Any:
 
 
 def _check_models(config: Any) -> None:
-    from daemon.models import check_or_raise
+    from daemon.models import require_model_dirs
 
-    check_or_raise(_model_dirs(config))
+    require_model_dirs(_model_dirs(config))
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -216,6 +216,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if running else 1
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from daemon.doctor import diagnose
+
+    config = _config(args)
+    report = diagnose(config)
+    if args.json:
+        _print_json({"ok": report.ok, "checks": report.checks, **report.info})
+        return 0 if report.ok else 1
+    info = report.info
+    print(f"spkd {info.get('spkd')}  python {info['python']}  torch {info.get('torch')}  funasr {info.get('funasr')}")
+    print(f"platform {info['platform']}; config {info.get('config')}")
+    dev = info["devices"]
+    gpus = [f"{k}:{g['index']} {g['name']}" + (f" ({g['memory_mb']} MB)" if g.get("memory_mb") else "")
+            for k in ("cuda", "rocm", "xpu") for g in dev.get(k) or ()]
+    print("devices: " + ", ".join(gpus + (["mps"] if dev.get("mps") else []) + [f"cpu ({dev['cpu_cores']} cores)"]))
+    for slot in info.get("slots", []):
+        print(f"  slot {slot['slot']} -> {slot['device']} ({slot['threads']} threads): {slot['reason']}"
+              + (f"; falls back to {', '.join(slot['fallbacks'])}" if slot["fallbacks"] else ""))
+    for check in report.checks:
+        print(f"{'ok ' if check['ok'] else 'BAD'}  {check['check']:12} {check['detail']}")
+    print("ready to run" if report.ok else "the daemon could not start: fix the BAD lines above")
+    return 0 if report.ok else 1
+
+
 def cmd_models_fetch(args: argparse.Namespace) -> int:
     from daemon.models import check_model_dirs, fetch_models
 
@@ -293,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", cmd_status, "is the daemon running; its slots, queue and recent failures")
     p.add_argument("--json", action="store_true")
 
+    p = add("doctor", cmd_doctor, "versions, devices, slot plan, models, ffmpeg, disk and database checks")
+    p.add_argument("--json", action="store_true")
+
     models = sub.add_parser("models", help="model directories")
     m_sub = models.add_subparsers(dest="models_command", metavar="COMMAND")
     m_sub.required = True
@@ -309,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", default=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models_list)
+
+
     return parser
 
 

@@ -64,11 +64,11 @@ class WorkerSpec:
 def default_engine_factory(config: Config, device: str) -> Engine:
     from daemon import devices
     from daemon.engine import Engine as FunasrEngine
-    from daemon.models import check_or_raise, resolve_model_dirs
+    from daemon.models import require_model_dirs, resolve_model_dirs
 
     m = config.models
     dirs = resolve_model_dirs(m.dir, asr=m.asr, vad=m.vad, punc=m.punc, spk=m.spk)
-    check_or_raise(dirs)
+    require_model_dirs(dirs)
     return FunasrEngine.load(dirs, device=devices.torch_device(device), batch_size_s=m.batch_size_s,
                              ncpu=int(os.environ.get("OMP_NUM_THREADS", "0")) or None)
 

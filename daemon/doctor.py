@@ -1,0 +1,123 @@
+"""`spkd doctor`: everything that decides whether the daemon can start, in one report.
+
+Imports no torch itself: versions and devices come from the same short-lived
+probe process the supervisor uses.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shutil
+import sqlite3
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from daemon import devices
+from daemon.config import Config
+from daemon.errors import SpkdError
+
+
+@dataclass
+class Report:
+    ok: bool = True
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, name: str, ok: bool, detail: str, *, fatal: bool = True) -> None:
+        self.checks.append({"check": name, "ok": ok, "detail": detail})
+        if not ok and fatal:
+            self.ok = False
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _database_writable(url: str) -> tuple[bool, str]:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        try:
+            from sqlalchemy import create_engine, text
+
+            engine = create_engine(url)
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            engine.dispose()
+            return True, f"{parsed.get_backend_name()} database reachable"
+        except Exception as exc:  # noqa: BLE001
+            return False, f"cannot connect: {exc}"
+    path = Path(parsed.database or "")
+    folder = path.parent
+    probe_dir = folder
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not os.access(probe_dir, os.W_OK):
+        return False, f"{probe_dir} is not writable"
+    if path.exists():
+        try:
+            conn = sqlite3.connect(path, timeout=5)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.rollback()
+            conn.close()
+        except sqlite3.Error as exc:
+            return False, f"{path}: {exc}"
+        return True, f"{path} writable"
+    return True, f"{path} will be created"
+
+
+def diagnose(config: Config, *, inventory: devices.Inventory | None = None) -> Report:
+    from daemon.models import check_model_dirs, resolve_model_dirs
+
+    report = Report()
+    inventory = inventory or devices.detect()
+    report.info.update({
+        "python": sys.version.split()[0],
+        "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "torch": inventory.torch_version or _version("torch"),
+        "funasr": _version("funasr"),
+        "spkd": _version("spkd"),
+        "devices": inventory.to_dict(),
+        "config": str(config.source) if config.source else None,
+    })
+    report.add("torch", inventory.torch_version is not None,
+               inventory.torch_version or f"not importable ({inventory.probe_error})")
+    funasr_version = _version("funasr")
+    report.add("funasr", funasr_version is not None, funasr_version or "not installed (pip install funasr)")
+    try:
+        plans = devices.plan_slots(config.workers, inventory)
+        report.info["slots"] = [{"slot": p.slot, "device": p.device, "threads": p.threads, "reason": p.reason,
+                                 "fallbacks": list(p.fallbacks), "fallback_from": p.fallback_from} for p in plans]
+        fallback = next((p for p in plans if p.fallback_from), None)
+        report.add("devices", True, f"{len(plans)} slot(s) on {', '.join(sorted({p.device for p in plans}))}"
+                   + (f" ({fallback.reason})" if fallback else ""))
+    except SpkdError as exc:
+        report.add("devices", False, str(exc))
+    m = config.models
+    dirs = resolve_model_dirs(m.dir, asr=m.asr, vad=m.vad, punc=m.punc, spk=m.spk)
+    problems = check_model_dirs(dirs)
+    report.info["models"] = {role: str(path) for role, path in dirs.items()}
+    report.add("models", not problems, "; ".join(problems) or "all model directories present")
+    ffmpeg = shutil.which("ffmpeg")
+    ffprobe = shutil.which("ffprobe")
+    report.add("ffmpeg", bool(ffmpeg and ffprobe), f"{ffmpeg}, {ffprobe}" if ffmpeg and ffprobe else
+               "ffmpeg/ffprobe not found (apt-get install ffmpeg, or brew install ffmpeg)")
+    for name in ("outbox", "state"):
+        path: Path = getattr(config.paths, name)
+        existing = path
+        while not existing.exists():
+            existing = existing.parent
+        free_mb = shutil.disk_usage(existing).free // 2**20
+        report.add(f"disk:{name}", free_mb >= config.daemon.min_free_mb,
+                   f"{free_mb} MB free under {existing} (minimum {config.daemon.min_free_mb} MB)")
+    writable, detail = _database_writable(config.database_url)
+    report.add("database", writable, detail)
+    return report

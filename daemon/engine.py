@@ -1,0 +1,373 @@
+"""FunASR wrapper: one audio file plus per-job options in, one `Transcript` out.
+
+This is the only module that knows FunASR's result shape, and (with the tiny-model
+builder) the only one that imports torch or funasr, lazily inside functions, so that
+importing it stays cheap for the supervisor and the CLI.
+
+What FunASR 1.4.16 gives back from `AutoModel.generate` with a VAD model (one dict per
+input, and *no dict at all* when nothing was recognised):
+
+    {"key": str, "text": str, "timestamp": [[start_ms, end_ms], ...],
+     "sentence_info": [{"start": ms, "end": ms, "text": str | list[str],
+                        "spk": int (only with a speaker model), "timestamp": [...]}, ...]}
+
+`sentence_info` comes with a speaker model, or without one when `sentence_timestamp=True`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from daemon.errors import AudioError, DeviceError, OptionsError, SpkdError
+from daemon.models import ModelDirs, import_funasr, read_model_meta, require_model_dirs
+from daemon.transcript import EngineInfo, ModelInfo, Source, Timing, Transcript, number_speakers
+
+if TYPE_CHECKING:
+    import numpy as np
+
+SAMPLE_RATE = 16000
+# Generous: ffmpeg decodes hours of audio in seconds; a hang means a broken input or pipe.
+FFMPEG_TIMEOUT_S = 600
+MAX_SPEAKERS = 20  # FunASR clusters >= 20 embedding windows; more speakers than that cannot be asked for
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def decode_audio(path: Path, *, timeout: float = FFMPEG_TIMEOUT_S) -> "np.ndarray":
+    """Decode any container ffmpeg understands into 16 kHz mono float32 samples.
+
+    Decoding ourselves (rather than letting FunASR pick a loader by extension) makes
+    wav, m4a, mp3, ... behave identically and tells us the duration up front.
+    Raises AudioError: kind "not_audio" when the file has no audio stream, "bad_audio"
+    when ffmpeg cannot read it or it decodes to nothing."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file", kind="bad_audio")
+    # ffmpeg writes raw samples to a temporary file rather than a pipe: reading a pipe
+    # into bytes and then into a writable array would hold two copies (460 MB an hour).
+    with tempfile.TemporaryDirectory(prefix="spkd-decode-") as tmp:
+        raw = Path(tmp) / "audio.f32"
+        cmd = [
+            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            "-i", str(path),
+            "-map", "0:a:0",  # the first audio stream; fails clearly when there is none
+            "-vn", "-sn", "-dn",
+            "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le",
+            str(raw),
+        ]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+        except FileNotFoundError as exc:
+            raise _ffmpeg_missing() from exc
+        except subprocess.TimeoutExpired as exc:
+            raise AudioError(
+                f"{path.name}: ffmpeg did not finish decoding within {timeout:.0f} s", kind="bad_audio"
+            ) from exc
+        reason = _ffmpeg_reason(proc.stderr)
+        if proc.returncode != 0:
+            if "matches no streams" in reason or "does not contain any stream" in reason:
+                raise AudioError(f"{path.name}: no audio stream ({reason})", kind="not_audio")
+            raise AudioError(
+                f"{path.name}: cannot decode audio: {reason or f'ffmpeg exit {proc.returncode}'}", kind="bad_audio"
+            )
+        samples = np.fromfile(raw, dtype=np.float32) if raw.exists() else np.zeros(0, dtype=np.float32)
+    if samples.size == 0:
+        raise AudioError(f"{path.name}: decodes to no audio samples{': ' + reason if reason else ''}", kind="bad_audio")
+    if not np.isfinite(samples).all():
+        samples = np.nan_to_num(samples, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return samples
+
+
+def _ffmpeg_missing() -> SpkdError:
+    # transient on purpose: installing ffmpeg fixes it, and the job should then succeed
+    return SpkdError("ffmpeg not found on PATH (it decodes every input): install it "
+                     "(apt-get install ffmpeg, brew install ffmpeg)", kind="ffmpeg_missing")
+
+
+def _ffmpeg_reason(stderr: bytes) -> str:
+    """ffmpeg's complaint in one line: the last non-empty lines, de-duplicated."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    seen: list[str] = []
+    for line in lines[-3:]:
+        if line not in seen:
+            seen.append(line)
+    return " | ".join(seen)[:500]
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError and kin
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _sentence_text(value: Any) -> str:
+    # FunASR's timestamp_sentence returns a list of words when punctuation is missing
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value or "")
+
+
+def _rows_from_result(
+    result: dict[str, Any], duration: float, with_speakers: bool
+) -> list[tuple[float, float, int | None, str]]:
+    """(start s, end s, raw speaker, text) rows from one FunASR result dict."""
+    rows: list[tuple[float, float, int | None, str]] = []
+    sentences = result.get("sentence_info")
+    if sentences:
+        for sentence in sentences:
+            text = _sentence_text(sentence.get("text", sentence.get("sentence"))).strip()
+            if not text:
+                continue
+            start = float(sentence.get("start", 0)) / 1000.0
+            end = float(sentence.get("end", start * 1000.0)) / 1000.0
+            spk = sentence.get("spk") if with_speakers else None
+            rows.append((start, end, None if spk is None else int(spk), text))
+    else:
+        # No sentence split (e.g. punctuation alignment failed): one segment over the
+        # recognised span, which is still better than dropping the text.
+        text = _sentence_text(result.get("text")).strip()
+        stamps = result.get("timestamp") or []
+        if text:
+            start = float(stamps[0][0]) / 1000.0 if stamps else 0.0
+            end = float(stamps[-1][1]) / 1000.0 if stamps else duration
+            rows.append((start, end, None, text))
+    clamped = []
+    for start, end, spk, text in rows:
+        start = min(max(0.0, start), duration)
+        end = min(max(start, end), duration)
+        if end <= start:  # a zero-length sentence: give it a millisecond, inside the audio
+            if start + 0.001 <= duration:
+                end = start + 0.001
+            else:
+                start = max(0.0, end - 0.001)
+        clamped.append((start, end, spk, text))
+    return clamped
+
+
+def _clean_hotwords(hotwords: Sequence[str]) -> list[str]:
+    """SeACo takes one space-separated string: each whitespace-separated item is one
+    hotword, so multi-word phrases fall apart into words. Duplicates dropped."""
+    words: list[str] = []
+    for item in hotwords:
+        for word in str(item).split():
+            if word not in words:
+                words.append(word)
+    return words
+
+
+def _guard_empty_batches(asr_model: Any) -> None:
+    """Make a batch with no recognised token return one empty result per input.
+
+    SeACo Paraformer returns no result at all for such a batch (plain Paraformer returns
+    an empty one); FunASR 1.4.16's speaker path then indexes the missing result
+    (IndexError in inference_with_vad) and the whole file fails. Any VAD segment for
+    which the CIF predictor fires no token (a click, a breath) can trigger it."""
+    original = asr_model.inference
+    if getattr(original, "_spkd_guard", False):
+        return
+
+    def inference(data_in: Any, data_lengths: Any = None, key: Any = None, **kwargs: Any) -> Any:
+        out = original(data_in, data_lengths=data_lengths, key=key, **kwargs)
+        results = out[0] if isinstance(out, tuple) and out else out
+        if isinstance(results, list) and not results:
+            n = len(data_in) if isinstance(data_in, (list, tuple)) else 1
+            keys = list(key) if isinstance(key, (list, tuple)) else [key] * n
+            keys += [None] * (n - len(keys))
+            empty = [{"key": keys[i], "text": "", "timestamp": []} for i in range(n)]
+            meta = out[1] if isinstance(out, tuple) and len(out) > 1 else {}
+            return empty, meta
+        return out
+
+    inference._spkd_guard = True  # type: ignore[attr-defined]
+    inference.__wrapped__ = original  # type: ignore[attr-defined]
+    asr_model.inference = inference
+
+
+# --------------------------------------------------------------------------- engine
+
+
+@dataclass
+class Engine:
+    """A loaded FunASR pipeline. Load once per worker, transcribe many files."""
+
+    model: Any  # funasr.AutoModel
+    dirs: ModelDirs
+    device: str
+    batch_size_s: int
+    load_seconds: float
+    funasr_version: str
+    models: tuple[ModelInfo, ...] = field(default_factory=tuple)
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(funasr_version=self.funasr_version, device=self.device, models=self.models)
+
+    @property
+    def has_speakers(self) -> bool:
+        return self.dirs.spk is not None
+
+    @classmethod
+    def load(
+        cls,
+        dirs: ModelDirs,
+        *,
+        device: str = "cpu",
+        batch_size_s: int = 300,
+        ncpu: int | None = None,
+    ) -> "Engine":
+        """Load VAD + ASR + punctuation (+ speaker model unless dirs.spk is None) once.
+
+        Raises ModelsMissingError before touching funasr when a directory is missing
+        (FunASR would otherwise try the hub), DeviceError when the device is unusable."""
+        require_model_dirs(dirs)
+        if shutil.which("ffmpeg") is None:
+            raise _ffmpeg_missing()  # fail the boot, not every job
+        started = time.monotonic()
+        funasr = import_funasr()
+        import torch
+        from funasr import AutoModel
+
+        threads = max(1, ncpu if ncpu is not None else torch.get_num_threads())
+        kwargs: dict[str, Any] = {
+            "model": str(dirs.asr),
+            "vad_model": str(dirs.vad),
+            "punc_model": str(dirs.punc),
+            "device": device,
+            "ncpu": threads,  # FunASR's default of 4 would override OMP_NUM_THREADS
+            "disable_update": True,
+            "disable_pbar": True,
+            "log_level": "WARNING",
+        }
+        if dirs.spk is not None:
+            kwargs["spk_model"] = str(dirs.spk)
+        logger.info("loading FunASR {} models on {} ({} threads)", funasr.__version__, device, threads)
+        try:
+            model = AutoModel(**kwargs)
+        except Exception as exc:
+            if _is_oom(exc):
+                raise DeviceError(f"out of memory while loading models on {device}: {exc}", kind="oom") from exc
+            if isinstance(exc, RuntimeError) and device != "cpu":
+                # CUDA/MPS/XPU initialisation failures surface as RuntimeError
+                raise DeviceError(f"cannot load models on {device}: {exc}") from exc
+            raise
+        actual = str(model.kwargs.get("device", device))
+        if device != "cpu" and actual == "cpu":
+            # FunASR silently falls back to CPU for an unavailable device; the worker
+            # must know, so that the fallback is deliberate and recorded.
+            raise DeviceError(f"device {device} is not available (FunASR fell back to {actual})")
+        _guard_empty_batches(model.model)
+
+        infos = []
+        for role, path in dirs.items():
+            meta = read_model_meta(path)
+            infos.append(ModelInfo(role=role, name=path.name, revision=meta.get("revision"), path=str(path)))
+        engine = cls(
+            model=model,
+            dirs=dirs,
+            device=device,
+            batch_size_s=int(batch_size_s),
+            load_seconds=round(time.monotonic() - started, 3),
+            funasr_version=str(funasr.__version__),
+            models=tuple(infos),
+        )
+        logger.info("models loaded in {:.1f} s", engine.load_seconds)
+        return engine
+
+    def transcribe(
+        self,
+        audio_path: Path,
+        *,
+        speakers: int | None = None,
+        hotwords: Sequence[str] = (),
+        source_name: str | None = None,
+    ) -> Transcript:
+        """Transcribe one file. `speakers` fixes the speaker count for clustering;
+        `hotwords` bias SeACo's recognition. Silence gives zero segments.
+        Raises AudioError / OptionsError (permanent) or DeviceError (kind "oom": retry
+        with a smaller batch_size_s)."""
+        audio_path = Path(audio_path)
+        started = time.monotonic()
+        cfg: dict[str, Any] = {"batch_size_s": max(1, int(self.batch_size_s))}
+        if speakers is not None:
+            try:
+                count = int(speakers)
+            except (TypeError, ValueError):
+                raise OptionsError(f"speakers must be a whole number, got {speakers!r}") from None
+            if not 1 <= count <= MAX_SPEAKERS:
+                raise OptionsError(f"speakers must be between 1 and {MAX_SPEAKERS}, got {speakers}")
+            if self.has_speakers:
+                cfg["preset_spk_num"] = count  # FunASR's per-call oracle speaker count
+            else:
+                logger.warning("speaker count {} ignored: no speaker model loaded", count)
+        words = _clean_hotwords(hotwords)
+        if words:
+            # The surrounding spaces matter: FunASR downloads a hotword string that starts
+            # with "http", reads one naming an existing .txt file, and silently drops
+            # one that ends in ".txt"; it strips and splits the string itself.
+            cfg["hotword"] = " " + " ".join(words) + " "
+        if not self.has_speakers:
+            cfg["sentence_timestamp"] = True  # sentence_info without a speaker model
+
+        samples = decode_audio(audio_path)
+        duration = samples.size / SAMPLE_RATE
+
+        try:
+            results = self.model.generate(input=samples, **cfg)
+        except Exception as exc:
+            if _is_oom(exc):
+                self.release()
+                raise DeviceError(
+                    f"out of memory on {self.device} at batch_size_s={self.batch_size_s}: {exc}", kind="oom"
+                ) from exc
+            raise
+
+        rows: list[tuple[float, float, int | None, str]] = []
+        for result in results or []:
+            rows.extend(_rows_from_result(result, duration, self.has_speakers))
+        segments = number_speakers(rows)
+        elapsed = time.monotonic() - started
+        logger.debug(
+            "{}: {:.1f} s audio, {} segments, {} speakers, {:.2f} s",
+            audio_path.name, duration, len(segments), len({s.speaker for s in segments}), elapsed,
+        )
+        return Transcript(
+            segments=segments,
+            audio_seconds=round(duration, 3),
+            source=Source(name=source_name or audio_path.name, duration_seconds=round(duration, 3)),
+            engine=self.info,
+            timing=Timing(load_seconds=self.load_seconds, transcribe_seconds=round(elapsed, 3)),
+        )
+
+    def release(self) -> None:
+        """Give cached device memory back between jobs (the models stay loaded)."""
+        import gc
+
+        gc.collect()
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a hard dependency
+            return
+        if torch.cuda.is_available() and self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        mps = getattr(torch, "mps", None)
+        if self.device.startswith("mps") and mps is not None and hasattr(mps, "empty_cache"):
+            mps.empty_cache()
+        xpu = getattr(torch, "xpu", None)
+        if self.device.startswith("xpu") and xpu is not None and hasattr(xpu, "empty_cache"):
+            xpu.empty_cache()
+

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny FunASR models and synthetic two-voice recordings.
+
+Everything is built once per test session into pytest's temporary directory: the tiny
+models in ~1 s plus the funasr import (~10 s, paid by any FunASR test anyway), the
+audio in under a second with espeak-ng/sox/ffmpeg.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.audio import Turn, make_two_voice_wav, require_tools, to_m4a
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory):  # -> daemon.models.ModelDirs
+    """A complete tiny random model set (asr, vad, punc, spk) under the default names."""
+    from daemon.models import make_tiny_models
+
+    return make_tiny_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def _two_voice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Turn]]:
+    require_tools("espeak-ng", "sox")
+    path = tmp_path_factory.mktemp("audio") / "two_voices.wav"
+    turns = make_two_voice_wav(path)
+    return path, turns
+
+
+@pytest.fixture(scope="session")
+def two_voice_wav(_two_voice: tuple[Path, list[Turn]]) -> Path:
+    """~27 s, 16 kHz mono: voices A and B alternate (A B A B), 2 s pauses, >= 16 s speech."""
+    return _two_voice[0]
+
+
+@pytest.fixture(scope="session")
+def two_voice_turns(_two_voice: tuple[Path, list[Turn]]) -> list[Turn]:
+    """Who speaks when in `two_voice_wav` (the ground truth)."""
+    return _two_voice[1]
+
+
+@pytest.fixture(scope="session")
+def two_voice_m4a(two_voice_wav: Path) -> Path:
+    require_tools("ffmpeg")
+    return to_m4a(two_voice_wav, two_voice_wav.with_suffix(".m4a"))

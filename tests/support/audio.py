@@ -1,0 +1,147 @@
+"""Test audio made on the spot with espeak-ng, sox and ffmpeg (no recordings in the repo).
+
+Two clearly distinct synthetic voices take turns with long pauses, which is what the
+speaker pipeline needs: FunASR's clustering only runs on >= 20 embedding windows
+(~15 s of speech) and the VAD needs pauses to cut turns apart.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SAMPLE_RATE = 16000
+TOOLS = ("espeak-ng", "sox", "ffmpeg")
+
+# (espeak-ng voice, pitch 0-99, words per minute): a low male and a high female variant.
+VOICE_A = ("en-us+m3", 30, 160)
+VOICE_B = ("en-gb+f4", 80, 150)
+
+LINES = (
+    "Good morning everyone, thank you for joining the weekly planning meeting today.",
+    "Thanks. Before we start, could you tell us how the release went last night?",
+    "The release went smoothly. We deployed the new version to every server before midnight.",
+    "That is great news. Were there any problems with the database migration this time?",
+    "Only a small one. One index took longer than expected, but nobody noticed any delay.",
+    "Good. Then let us talk about the budget for the next quarter and the new hardware.",
+    "We need two more machines for the build farm, and the old disks should be replaced.",
+    "I agree. Please send me a short written proposal with the prices by Friday afternoon.",
+)
+
+
+def missing_tools(*tools: str) -> list[str]:
+    return [tool for tool in (tools or TOOLS) if shutil.which(tool) is None]
+
+
+def require_tools(*tools: str) -> None:
+    """Skip the calling test (or fixture) when an audio tool is missing.
+    `make test` installs them, so in CI this never skips."""
+    missing = missing_tools(*tools)
+    if missing:
+        import pytest
+
+        pytest.skip(
+            f"needs {', '.join(missing)} on PATH (apt-get install -y espeak-ng sox ffmpeg, "
+            "or brew install espeak-ng sox ffmpeg)"
+        )
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+
+
+def duration_seconds(path: Path) -> float:
+    out = subprocess.run(["soxi", "-D", str(path)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def _say(text: str, voice: tuple[str, int, int], out: Path) -> None:
+    """One utterance, resampled to 16 kHz mono 16-bit, leading/trailing silence trimmed."""
+    name, pitch, speed = voice
+    raw = out.with_suffix(".raw.wav")
+    _run(["espeak-ng", "-v", name, "-p", str(pitch), "-s", str(speed), "-w", str(raw), text])
+    _run(
+        ["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out),
+         "silence", "1", "0.05", "0.5%", "reverse", "silence", "1", "0.05", "0.5%", "reverse"]
+    )
+    raw.unlink()
+
+
+def make_silence_wav(path: Path, seconds: float) -> Path:
+    """Digital silence, 16 kHz mono 16-bit."""
+    path = Path(path)
+    _run(["sox", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path), "trim", "0", f"{seconds:g}"])
+    return path
+
+
+@dataclass(frozen=True)
+class Turn:
+    speaker: str  # "A" or "B"
+    start: float
+    end: float
+    text: str
+
+
+def make_two_voice_wav(
+    path: Path, *, min_speech_seconds: float = 16, pause_seconds: float = 2.0
+) -> list[Turn]:
+    """Write a 16 kHz mono wav where voice A and voice B alternate (A B A B ...) with
+    `pause_seconds` of silence between turns (and half of that at both ends) until at
+    least `min_speech_seconds` of speech. Returns the turns with their times."""
+    if pause_seconds < 2.0:
+        raise ValueError("pauses shorter than 2 s let the VAD merge turns")
+    path = Path(path)
+    turns: list[Turn] = []
+    with tempfile.TemporaryDirectory(prefix="spkd-audio-") as tmp:
+        tmpdir = Path(tmp)
+        edge = make_silence_wav(tmpdir / "edge.wav", pause_seconds / 2)
+        gap = make_silence_wav(tmpdir / "gap.wav", pause_seconds)
+        parts: list[Path] = [edge]
+        clock = pause_seconds / 2
+        speech = 0.0
+        i = 0
+        while speech < min_speech_seconds or len(turns) < 4:
+            speaker = "AB"[i % 2]
+            text = LINES[i % len(LINES)]
+            utt = tmpdir / f"utt{i:02d}.wav"
+            _say(text, VOICE_A if speaker == "A" else VOICE_B, utt)
+            seconds = duration_seconds(utt)
+            if parts[-1] is not edge:
+                parts.append(gap)
+                clock += pause_seconds
+            parts.append(utt)
+            turns.append(Turn(speaker, round(clock, 3), round(clock + seconds, 3), text))
+            clock += seconds
+            speech += seconds
+            i += 1
+        parts.append(edge)
+        _run(["sox", *map(str, parts), str(path)])
+    return turns
+
+
+def make_image_file(path: Path) -> Path:
+    """A small PNG: a real media file without any audio stream."""
+    _run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=16x16",
+          "-frames:v", "1", str(path)])
+    return Path(path)
+
+
+def _ffmpeg(src: Path, dst: Path, *codec: str) -> Path:
+    _run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), *codec, str(dst)])
+    return Path(dst)
+
+
+def to_m4a(wav: Path, m4a: Path, *, lossless: bool = False) -> Path:
+    """AAC in an MP4 container, as phones record; `lossless=True` uses ALAC, which
+    decodes to exactly the wav's samples (same container path, no codec noise)."""
+    codec = ("-c:a", "alac") if lossless else ("-c:a", "aac", "-b:a", "96k")
+    return _ffmpeg(Path(wav), Path(m4a), *codec)
+
+
+def to_mp3(wav: Path, mp3: Path) -> Path:
+    return _ffmpeg(Path(wav), Path(mp3), "-c:a", "libmp3lame", "-b:a", "96k")

@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+from daemon import devices
+from daemon.config import WorkersConfig
+from daemon.errors import DeviceError
+
+
+def inv(**kw):
+    gpu = lambda i, name="GPU": devices.Gpu(index=i, name=name, memory_mb=80000)  # noqa: E731
+    return devices.Inventory(torch_version="2.x", cuda=tuple(gpu(i) for i in range(kw.pop("cuda", 0))),
+                             rocm=tuple(gpu(i) for i in range(kw.pop("rocm", 0))),
+                             xpu=tuple(gpu(i) for i in range(kw.pop("xpu", 0))), mps=kw.pop("mps", False),
+                             cpu_cores=kw.pop("cores", 8))
+
+
+def test_auto_on_a_cpu_machine_gives_count_cpu_slots_sharing_the_cores():
+    plans = devices.plan_slots(WorkersConfig(count=2), inv(cores=8))
+    assert [p.device for p in plans] == ["cpu", "cpu"]
+    assert [p.threads for p in plans] == [4, 4]
+    assert plans[0].env["OMP_NUM_THREADS"] == "4" and plans[0].env["CUDA_VISIBLE_DEVICES"] == ""
+    assert "auto" in plans[0].reason and plans[0].fallbacks == ()
+
+
+def test_auto_binds_per_device_slots_to_each_gpu():
+    plans = devices.plan_slots(WorkersConfig(count=5, per_device=2), inv(cuda=2, cores=16))
+    assert [p.device for p in plans] == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in plans] == ["0", "0", "1", "1"]
+    assert all(p.fallbacks == ("cpu",) for p in plans)
+    assert devices.torch_device("cuda:1") == "cuda:0"  # the only GPU the slot can see
+
+
+def test_priority_order_is_respected():
+    workers = WorkersConfig(device_priority=("mps", "cuda", "cpu"))
+    plans = devices.plan_slots(workers, inv(cuda=1, mps=True))
+    assert [p.device for p in plans] == ["mps"]
+    assert plans[0].env["PYTORCH_ENABLE_MPS_FALLBACK"] == "1"
+
+
+def test_rocm_and_xpu_environment():
+    [rocm] = devices.plan_slots(WorkersConfig(device="rocm"), inv(rocm=1))
+    assert rocm.env["HIP_VISIBLE_DEVICES"] == "0" and devices.torch_device(rocm.device) == "cuda:0"
+    [xpu] = devices.plan_slots(WorkersConfig(device="xpu:0"), inv(xpu=1))
+    assert xpu.env["ZE_AFFINITY_MASK"] == "0" and devices.torch_device(xpu.device) == "xpu:0"
+
+
+def test_explicit_cuda_on_a_cpu_machine_falls_back_with_the_reason():
+    [plan] = devices.plan_slots(WorkersConfig(device="cuda"), inv())
+    assert plan.device == "cpu" and plan.fallback_from == "cuda"
+    assert "cuda is not available" in plan.reason
+
+
+def test_missing_gpu_index_falls_back_to_the_next_kind():
+    plans = devices.plan_slots(WorkersConfig(device="cuda:3", count=1), inv(cuda=1, mps=True))
+    assert [p.device for p in plans] == ["mps"] and plans[0].fallback_from == "cuda:3"
+
+
+def test_without_fallback_a_missing_device_stops_start_up():
+    with pytest.raises(DeviceError, match="workers.device: cuda is not available.*fallback is false"):
+        devices.plan_slots(WorkersConfig(device="cuda", fallback=False), inv())
+
+
+def test_fallback_chain_walks_the_priority_list_to_the_cpu():
+    assert devices.fallback_chain("cuda:1", ["cuda", "rocm", "xpu", "mps", "cpu"], inv(cuda=2, mps=True)) == \
+        ("mps", "cpu")
+    assert devices.fallback_chain("cpu", ["cuda", "cpu"], inv()) == ()
+
+
+def test_explicit_thread_count_wins():
+    [plan] = devices.plan_slots(WorkersConfig(threads=3), inv(cores=8))
+    assert plan.threads == 3
+
+
+def test_fake_inventory_from_the_environment():
+    fake = {"cuda": [{"index": 0, "name": "Fake H100", "memory_mb": 81559}]}
+    found = devices.detect(env={"SPKD_FAKE_DEVICES": json.dumps(fake)})
+    assert found.cuda[0].name == "Fake H100"
+
+
+def test_real_probe_runs_in_a_child_and_finds_the_cpu():
+    found = devices.detect()
+    assert found.torch_version and found.cpu_cores >= 1
+    assert found.available("cpu")
