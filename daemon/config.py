@@ -67,6 +67,8 @@ class ModelsConfig:
     punc: str = "ct-punc-c"
     spk: str | None = "cam++"
     batch_size_s: int = 300
+    # Batch the speaker model over all windows of a job (same results, far fewer launches).
+    speaker_batching: bool = True
 
 
 @dataclass(frozen=True)
