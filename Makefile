@@ -31,7 +31,7 @@ system-deps:
 	@scripts/system-deps.sh ffmpeg
 
 test-system-deps:
-	@scripts/system-deps.sh ffmpeg espeak-ng sox
+	@scripts/system-deps.sh ffmpeg espeak-ng sox systemd-analyze
 
 run: venv system-deps
 	$(BIN)/spkd --config $(CONFIG) models fetch --if-missing

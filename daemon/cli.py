@@ -189,8 +189,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         failures = store.jobs(limit=5, state="failed")
     finally:
         store.close()
+    from daemon import diskguard
+
+    paused = diskguard.paused_reason(config)
     info = {
         "running": running,
+        "paused": paused,
         "pid": runtime.get("pid") if runtime and running else None,
         "uptime_seconds": round(dt.datetime.now().timestamp() - runtime["started_at"], 1)
         if runtime and running else None,
@@ -206,6 +210,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"spkd {'running, pid ' + str(info['pid']) if running else 'not running'}"
           + (f", up {info['uptime_seconds']:.0f} s" if running else "") + f"; config {config.source}")
     print("queue: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))
+    if paused:
+        print(f"claiming paused: {paused}")
     if workers:
         _print_table(("host", "slot", "pid", "device", "state", "current_job_id", "jobs_done", "rss_mb",
                       "fallback_from", "last_error"),
@@ -337,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models_list)
 
+    from daemon.cli_service import register as register_service
 
+    register_service(sub)
     return parser
 
 

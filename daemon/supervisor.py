@@ -22,7 +22,7 @@ from typing import Any
 
 from loguru import logger
 
-from daemon import devices, service, spool
+from daemon import devices, diskguard, notify, retention, service, spool
 from daemon.config import Config, load
 from daemon.errors import ConfigError, SpkdError
 from daemon.store import Job, Store, migrate, utcnow
@@ -97,6 +97,7 @@ class Supervisor:
         self.inventory: devices.Inventory | None = None
         self.stopping = False
         self.stop_deadline: float | None = None
+        self.notifier: notify.Notifier | None = None
         self.immediate = False
         self.started_monotonic = time.monotonic()
         self._signals = _Signals()
@@ -153,6 +154,9 @@ class Supervisor:
             path.mkdir(parents=True, exist_ok=True)
         migrate(config.database_url)
         self.store = Store(config.database_url)
+        diskguard.update(config)  # also clears a pause file left by the last run
+        self.notifier = notify.Notifier(config, host=self.store.host)
+        self.notifier.prime(self.store)
         service.write_runtime(config, pid=os.getpid())
         self.recover()
         self.inventory = devices.detect()
@@ -202,6 +206,12 @@ class Supervisor:
         scheduler.add_job(self._rescan, "interval", seconds=config.watch.rescan_seconds, id="rescan")
         scheduler.add_job(self.reap_leases, "interval", seconds=config.daemon.reap_seconds, id="reap")
         scheduler.add_job(self._checkpoint, "interval", seconds=config.daemon.wal_checkpoint_seconds, id="wal")
+        scheduler.add_job(lambda: retention.sweep(self.config, self.store), "interval",
+                          seconds=config.retention.sweep_seconds, id="retention")
+        scheduler.add_job(lambda: diskguard.update(self.config), "interval",
+                          seconds=config.daemon.disk_check_seconds, id="diskguard")
+        scheduler.add_job(lambda: self.notifier.poll(self.store), "interval", seconds=notify.POLL_SECONDS,
+                          id="notify")
         scheduler.start()
         self.scheduler = scheduler
 
@@ -399,6 +409,10 @@ class Supervisor:
             return
         logger.info("SIGHUP: configuration reloaded from {}; {} slot(s)", new.source, len(plans))
         self.config = new
+        if self.notifier is not None:
+            old = self.notifier
+            old.close(2)
+            self.notifier = notify.Notifier(new, host=self.store.host, start_after=old.last_event_id)
         if self.watcher is not None:
             self.watcher.stop()
         self.watcher = Watcher(new, self.store)
@@ -426,6 +440,8 @@ class Supervisor:
         grace = self.config.daemon.shutdown_grace_seconds
         logger.info("{}: stopping; running jobs get {:.0f} s to finish", why, grace)
         service.notify("STOPPING=1")
+        if self.notifier is not None:
+            self.notifier.daemon_event("stop", {"pid": os.getpid(), "reason": why})
         self.stopping = True
         self.stop_deadline = time.monotonic() + grace
         if self.watcher is not None:
@@ -459,6 +475,10 @@ class Supervisor:
         self._install_signals()
         self.start()
         service.notify("READY=1", f"STATUS={self.status_line()}")
+        if self.notifier is not None:
+            self.notifier.daemon_event("start", {"pid": os.getpid(), "slots": len(self.slots)})
+        # Under systemd's watchdog, ping at least twice per WatchdogSec.
+        ping_every = min(5.0, service.watchdog_interval_seconds() or 5.0)
         logger.info("spkd running (pid {}); inbox {}, outbox {}", os.getpid(), self.config.paths.inbox,
                     self.config.paths.outbox)
         last_status = 0.0
@@ -479,7 +499,7 @@ class Supervisor:
                     logger.error("no worker slot could boot; stopping (see the errors above)")
                     return 3
                 now = time.monotonic()
-                if now - last_status > 5:
+                if now - last_status >= ping_every:
                     service.notify("WATCHDOG=1", f"STATUS={self.status_line()}")
                     last_status = now
         finally:
@@ -506,6 +526,8 @@ class Supervisor:
         if self.store is not None:
             self.reap_children()
             self.store.close()
+        if self.notifier is not None:
+            self.notifier.close(timeout=5)
         service.clear_runtime(self.config)
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol
 
 from loguru import logger
 
-from daemon import outputs, spool
+from daemon import diskguard, outputs, spool
 from daemon.config import Config
 from daemon.errors import DeviceError, SpkdError
 from daemon.store import Job, Store, utcnow
@@ -167,7 +167,8 @@ class Worker:
             if not self.parent_alive():
                 logger.warning("slot {}: supervisor is gone; exiting", self.spec.slot)
                 return EXIT_LOST_PARENT
-            job = self.store.claim(slot=self.spec.slot, pid=self.pid, device=self.spec.device,
+            # The disk guard pauses claiming while the outbox or state disk is nearly full.
+            job = None if diskguard.paused_reason(self.config) else self.store.claim(slot=self.spec.slot, pid=self.pid, device=self.spec.device,
                                    lease_seconds=self.config.jobs.lease_seconds)
             if job is None:
                 now = time.monotonic()
