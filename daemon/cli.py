@@ -250,9 +250,20 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     from daemon.models import check_model_dirs, fetch_models
 
     config = _config(args)
-    if args.if_missing and not check_model_dirs(_model_dirs(config)):
+    problems = check_model_dirs(_model_dirs(config))
+    if args.if_missing and not problems:
         return 0
-    paths = fetch_models(Path(args.dir) if args.dir else config.models.dir)
+    try:
+        paths = fetch_models(Path(args.dir) if args.dir else config.models.dir)
+    except SpkdError as exc:
+        if problems:
+            print("spkd cannot start: these model directories are missing:", file=sys.stderr)
+            for problem in problems:
+                print(f"  - {problem}", file=sys.stderr)
+        print(f"spkd: {exc}", file=sys.stderr)
+        print("without internet: copy the model directories there by hand, or for a smoke test with "
+              f"meaningless text run `spkd models make-tiny {config.models.dir}`", file=sys.stderr)
+        return 2
     for path in paths:
         print(f"ok  {path}")
     return 0
@@ -282,6 +293,16 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from daemon.oneshot import EXIT_FAILED, EXIT_OK, parse_list, transcribe_files
+
+    config = _config(args)
+    results = transcribe_files(config, [Path(f) for f in args.files], out_dir=Path(args.out) if args.out else None,
+                               formats=parse_list(args.formats), speakers=args.speakers,
+                               hotwords=parse_list(args.hotwords), device=args.device, progress=args.progress)
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
 # --- parser ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,6 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
     up = db_sub.add_parser("upgrade", help="create or migrate the database to the newest schema")
     up.add_argument("--config", "-c", default=argparse.SUPPRESS)
     up.set_defaults(func=cmd_db_upgrade)
+
+    p = add("transcribe", cmd_transcribe,
+            "transcribe files now, without the daemon or the database; exit 1 if any file failed")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio or video files (anything ffmpeg decodes)")
+    p.add_argument("--out", "-o", metavar="DIR", help="output folder (default: beside each input file)")
+    p.add_argument("--formats", "-f", action="append", metavar="LIST",
+                   help="comma-separated output formats (default: output.formats of the config); repeatable")
+    p.add_argument("--speakers", "-s", type=int, metavar="N", help="the number of speakers, when known")
+    p.add_argument("--hotwords", action="append", metavar="LIST",
+                   help="comma-separated words to favour in recognition; repeatable")
+    p.add_argument("--device", "-d", metavar="DEVICE",
+                   help="auto, cpu, cuda, cuda:N, rocm, xpu, mps (default: workers.device of the config)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr (default: when stderr is a terminal)")
 
     p = add("jobs", cmd_jobs, "recent jobs")
     p.add_argument("--limit", "-n", type=int, default=20)
