@@ -1,0 +1,94 @@
+"""Fast checks of the inbox rules: stability, ignore patterns, sidecar options, dedup keys."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from daemon import options
+from daemon.config import from_dict
+from daemon.errors import OptionsError
+from daemon.files import inside, safe_relative
+from daemon.watcher import StabilityTracker, Watcher
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_growing_file_resets_its_clock(tmp_path):
+    clock = Clock()
+    tracker = StabilityTracker(2.0, clock=clock)
+    path = tmp_path / "a.wav"
+    path.write_bytes(b"x" * 10)
+    tracker.touch(path)
+    clock.now += 1.5
+    assert tracker.due() == []
+    with open(path, "ab") as f:
+        f.write(b"more")
+    clock.now += 1.0
+    assert tracker.due() == []  # changed: the clock starts again
+    clock.now += 1.9
+    assert tracker.due() == []
+    clock.now += 0.2
+    [(due, age)] = tracker.due()
+    assert due == path and age == pytest.approx(4.6)
+
+
+def test_a_vanished_file_is_forgotten(tmp_path):
+    tracker = StabilityTracker(0.0)
+    path = tmp_path / "a.wav"
+    path.write_bytes(b"x")
+    tracker.touch(path)
+    path.unlink()
+    assert tracker.due() == [] and len(tracker) == 0
+
+
+@pytest.fixture()
+def watcher(tmp_path):
+    config = from_dict({"paths": {"inbox": "in", "outbox": "out", "archive": "arc", "failed": "f", "spool": "s",
+                                  "state": "st"}}, base_dir=tmp_path, env={})
+    return Watcher(config, store=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("a.wav", None), ("sub/dir/b.M4A", None), ("会议 记录.mp3", None),
+    (".hidden.wav", "hidden"), ("dir/.x/a.wav", "hidden"), ("a.wav.part", "ignore"), ("a.crdownload", "ignore"),
+    ("x.tmp", "ignore"), ("~$doc.wav", "ignore"), (".DS_Store", "hidden"), ("notes.txt", "extension"),
+    ("a.wav.spkd.json", "sidecar"),
+])
+def test_ignore_rules(watcher, name, reason):
+    got = watcher.ignore_reason(watcher.inbox / name)
+    assert (got is None) if reason is None else (reason in got)
+
+
+def test_sidecar_validation_names_the_key():
+    assert options.parse(json.dumps({"speakers": 2, "hotwords": [" a ", "b"], "formats": ["srt", "srt"],
+                                     "priority": 3})) == {"speakers": 2, "hotwords": ["a", "b"],
+                                                          "formats": ["srt"], "priority": 3}
+    for raw, key in [({"speakers": 0}, "speakers"), ({"speakers": "2"}, "speakers"), ({"hotwords": "a b"}, "hotwords"),
+                     ({"formats": ["docx"]}, "formats"), ({"priority": 1.5}, "priority"), ({"spk": 1}, "spk")]:
+        with pytest.raises(OptionsError, match=key):
+            options.validate(raw)
+    with pytest.raises(OptionsError, match="not valid JSON"):
+        options.parse("{")
+
+
+def test_dedup_key_depends_on_content_and_transcript_options_only():
+    base = options.dedup_key("a" * 64, {})
+    assert base == options.dedup_key("a" * 64, {"priority": 9, "formats": ["srt"]})
+    assert base != options.dedup_key("a" * 64, {"speakers": 2})
+    assert base != options.dedup_key("b" * 64, {})
+    assert options.dedup_key(None, {}) is None
+
+
+def test_names_cannot_escape_their_folder(tmp_path):
+    for bad in ("../x", "/etc/passwd", "a/../../b", ""):
+        with pytest.raises(ValueError):
+            inside(tmp_path, bad)
+    assert inside(tmp_path, "team/a.json") == (tmp_path / "team" / "a.json").resolve()
+    assert str(safe_relative("a/b.wav")) == "a/b.wav"
