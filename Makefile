@@ -31,7 +31,8 @@ system-deps:
 	@scripts/system-deps.sh ffmpeg
 
 test-system-deps:
-	@scripts/system-deps.sh ffmpeg espeak-ng sox systemd-analyze
+	@scripts/system-deps.sh ffmpeg espeak-ng sox systemd-analyze chromium
+	@scripts/system-deps.sh pg_ctl
 
 run: venv system-deps
 	$(BIN)/spkd --config $(CONFIG) models fetch --if-missing

@@ -367,7 +367,7 @@ def fetch_models(
     os.environ.update(quiet)
     try:
         for role in todo:
-            _fetch_one(models_dir, role)
+            _fetch_one(models_dir, role, progress=progress)
         return paths
     finally:
         for key, value in saved.items():
@@ -377,9 +377,31 @@ def fetch_models(
                 os.environ[key] = value
 
 
-def _fetch_one(models_dir: Path, role: str) -> Path:
+def _download_options(snapshot_download: Any, progress: bool) -> dict[str, Any]:
+    """Per-file byte progress bars where this modelscope offers them (its own bar only
+    counts files, and the ASR weights alone are ~900 MB)."""
+    if not progress:
+        return {}
+    try:
+        import inspect
+
+        from modelscope.hub.callback import TqdmCallback
+
+        if "progress_callbacks" in inspect.signature(snapshot_download).parameters:
+            return {"progress_callbacks": [TqdmCallback]}
+    except (ImportError, TypeError, ValueError):
+        pass
+    return {}
+
+
+def _fetch_one(models_dir: Path, role: str, *, progress: bool = True) -> Path:
     """Download one pinned model into a staging directory, verify it, label it, and
-    rename it into place."""
+    rename it into place.
+
+    Verification: modelscope (modelscope-hub >= 0.1) checks each file's size and
+    sha256 against the repository listing (where the listing has them) while
+    downloading and raises on a mismatch;
+    `model_dir_problem` then checks that the files FunASR loads are there."""
     from modelscope.hub.snapshot_download import snapshot_download  # lazy: heavy import
 
     pinned = PINNED[role]
@@ -389,7 +411,8 @@ def _fetch_one(models_dir: Path, role: str) -> Path:
     logger.info("fetching {} model {} @ {} into {}", role, pinned.model_id, pinned.revision, target)
     started = time.monotonic()
     try:
-        snapshot_download(pinned.model_id, revision=pinned.revision, local_dir=str(staging))
+        snapshot_download(pinned.model_id, revision=pinned.revision, local_dir=str(staging),
+                          **_download_options(snapshot_download, progress))
     except Exception as exc:  # modelscope raises its own hierarchy; classify by name
         shutil.rmtree(staging, ignore_errors=True)
         if _is_network_error(exc):
@@ -406,8 +429,9 @@ def _fetch_one(models_dir: Path, role: str) -> Path:
         shutil.rmtree(target)
     os.replace(staging, target)
     logger.info(
-        "{} model ready at {} ({:.0f} s, {:.1f} MB)",
-        role, target, time.monotonic() - started, dir_size(target) / 1e6,
+        "{} model ready at {} ({:.0f} s, {} files, {:.1f} MB, sizes and sha256 checked by modelscope)",
+        role, target, time.monotonic() - started, sum(1 for p in target.rglob("*") if p.is_file()),
+        dir_size(target) / 1e6,
     )
     return target
 

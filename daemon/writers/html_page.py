@@ -30,7 +30,8 @@ def speaker_colour(speaker: int) -> str:
 
 
 _CSS = """
-body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;
+body{font:16px/1.5 system-ui,-apple-system,"Segoe UI","PingFang SC","Hiragino Sans GB","Microsoft YaHei",
+  "Noto Sans CJK SC",sans-serif;color:#222;
   margin:0 auto;max-width:60rem;padding:1rem 1.5rem}
 h1{font-size:1.3rem;margin:.2rem 0}.meta{color:#666;font-size:.9rem}
 #timeline{margin:1rem 0;border:1px solid #ddd;border-radius:6px;padding:.5rem}

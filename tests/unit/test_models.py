@@ -9,6 +9,7 @@ import sys
 import time
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -278,3 +279,17 @@ def test_fetch_rejects_incomplete_download(tmp_path: Path, monkeypatch: pytest.M
 def test_fetch_unknown_role(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown model role"):
         fetch_models(tmp_path, roles=["lm"])
+
+
+def test_fetch_asks_for_byte_progress_only_where_offered() -> None:
+    def old_style(model_id: str, revision: str, local_dir: str) -> str:
+        return local_dir
+
+    def new_style(model_id: str, revision: str, local_dir: str, progress_callbacks: Any = None) -> str:
+        return local_dir
+
+    assert models._download_options(old_style, True) == {}
+    assert models._download_options(new_style, False) == {}
+    options = models._download_options(new_style, True)
+    if options:  # modelscope with modelscope.hub.callback (>= 1.2x)
+        assert [cb.__name__ for cb in options["progress_callbacks"]] == ["TqdmCallback"]

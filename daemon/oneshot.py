@@ -1,0 +1,307 @@
+"""`spkd transcribe FILE…`: the daemon's pipeline for files given on the command line,
+without the daemon, the inbox or the database.
+
+The same engine (FunASR, the config's models), the same writers (the config's output
+formats unless `--formats`), the same per-file options as a sidecar (`speakers`,
+`hotwords`), validated the same way. Each file gets a progress bar on stderr (when
+stderr is a terminal) and one result line; the paths of the written files go to
+stdout, one per line. A file that fails is reported with its reason and the others
+go on; the exit status says whether any failed.
+
+Outputs go into `out_dir`, or beside each input when it is None, named like the
+daemon names them: `<file name without suffix><format extension>`; two inputs of one
+run that would write the same name get ` (2)`, ` (3)`, … as the daemon does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterator, Sequence
+
+from daemon import files, options, writers
+from daemon.config import Config
+from daemon.errors import DeviceError, OptionsError, SpkdError
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # at least one file failed; the others were written
+
+
+@dataclass
+class FileResult:
+    path: Path
+    outputs: list[Path] = field(default_factory=list)
+    error_kind: str | None = None
+    error: str | None = None
+    summary: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def parse_list(values: Sequence[str] | None) -> list[str] | None:
+    """`--formats json,srt --formats html` -> ["json", "srt", "html"]; None when not given."""
+    if not values:
+        return None
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def check_options(config: Config, *, formats: Sequence[str] | None, speakers: int | None,
+                  hotwords: Sequence[str] | None) -> dict[str, Any]:
+    """The run's options, validated like a sidecar file (OptionsError names the bad one)."""
+    raw: dict[str, Any] = {"formats": list(formats) if formats is not None else list(config.output.formats)}
+    if speakers is not None:
+        raw["speakers"] = speakers
+    if hotwords:
+        raw["hotwords"] = list(hotwords)
+    return options.validate(raw, source="command line")
+
+
+def output_stems(paths: Sequence[Path], out_dir: Path | None) -> list[tuple[Path, str]]:
+    """(directory, stem) per input; colliding names in one directory get ` (2)`, …"""
+    used: set[tuple[Path, str]] = set()
+    result = []
+    for path in paths:
+        directory = Path(out_dir) if out_dir is not None else path.parent
+        base = path.stem if path.suffix else path.name
+        stem, n = base, 2
+        while (directory.resolve(), stem) in used:
+            stem, n = f"{base} ({n})", n + 1
+        used.add((directory.resolve(), stem))
+        result.append((directory, stem))
+    return result
+
+
+def choose_device(config: Config, wanted: str | None) -> Any:
+    """The SlotPlan of one slot on `wanted` (default: workers.device of the config).
+    `auto` walks workers.device_priority over what devices.detect() finds; `cpu` probes nothing."""
+    import dataclasses
+
+    from daemon import devices
+    from daemon.config import _check_device
+
+    device = wanted or config.workers.device
+    problem = _check_device(device)
+    if problem:
+        raise OptionsError(f"--device: {problem}")
+    workers = dataclasses.replace(config.workers, device=device, count=1, per_device=1)
+    if device == "cpu":
+        inventory = devices.Inventory(cpu_cores=devices.cpu_cores())
+    else:
+        inventory = devices.detect()
+    return devices.plan_slots(workers, inventory)[0]
+
+
+class _Progress:
+    """One tqdm bar per file over its stages, refreshed twice a second so that the
+    elapsed time moves while the engine works. Without a terminal: nothing."""
+
+    STAGES = ("hashing", "transcribing", "writing")
+
+    def __init__(self, label: str, enabled: bool, stream: IO[str]) -> None:
+        self.bar = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if not enabled:
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=len(self.STAGES), desc=label, file=stream, leave=True, dynamic_ncols=True,
+                        bar_format="{desc}: {bar:20} {n_fmt}/{total_fmt} [{elapsed}]{postfix}")
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._thread.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):
+            if self.bar is not None:
+                self.bar.refresh()
+
+    def stage(self, name: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self, text: str) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.close()
+
+
+def _say(message: str, stream: IO[str], bars: bool) -> None:
+    if bars:
+        from tqdm import tqdm
+
+        tqdm.write(message, file=stream)
+    else:
+        print(message, file=stream, flush=True)
+
+
+@contextlib.contextmanager
+def _quiet_stdout(stream: IO[str]) -> Iterator[None]:
+    """FunASR prints to stdout; stdout is for the paths of the written files."""
+    with contextlib.redirect_stdout(stream):
+        yield
+
+
+def _setup_logging(stream: IO[str], bars: bool) -> None:
+    from loguru import logger
+
+    logger.remove()
+    logger.add(lambda m: _say(str(m).rstrip("\n"), stream, bars), level="WARNING",
+               format="{level}: {message}")
+
+
+def _load_engine(config: Config, dirs: Any, device: str | None, say: Any, err: IO[str]) -> Any:
+    """Load the engine on the chosen device; a device that cannot load falls back to the CPU
+    (when workers.fallback is on), as a worker slot would."""
+    from daemon import devices
+    from daemon.engine import Engine
+    from daemon.models import import_funasr
+
+    plan = choose_device(config, device)
+    for key, value in plan.env.items():
+        if key.endswith("_NUM_THREADS"):
+            os.environ.setdefault(key, value)  # the caller's thread settings win
+        else:
+            os.environ[key] = value  # device visibility, set before torch is imported
+    candidates = [plan.device] + ([d for d in plan.fallbacks if d == "cpu"] if config.workers.fallback else [])
+    say(f"loading models on {plan.device} ({plan.reason}) …")
+    import_funasr()
+    # importing funasr puts an INFO handler on the root logger: its model-loading chatter
+    logging.getLogger().setLevel(logging.ERROR)
+    for i, dev in enumerate(candidates):
+        try:
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # FunASR's banner
+                engine = Engine.load(dirs, device=devices.torch_device(dev), batch_size_s=config.models.batch_size_s,
+                                     ncpu=int(os.environ.get("OMP_NUM_THREADS", "0")) or plan.threads,
+                                     speaker_batching=config.models.speaker_batching)
+        except DeviceError as exc:
+            if i + 1 == len(candidates):
+                raise
+            say(f"cannot use {dev}: {exc}; falling back to {candidates[i + 1]}")
+            continue
+        say(f"models loaded on {engine.device} in {engine.load_seconds:.1f} s")
+        return engine
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _transcribe(engine: Any, path: Path, opts: dict[str, Any]) -> Any:
+    """engine.transcribe, halving the batch on out-of-memory as the worker does."""
+    while True:
+        try:
+            return engine.transcribe(path, speakers=opts.get("speakers"), hotwords=opts.get("hotwords", ()),
+                                     source_name=path.name)
+        except DeviceError as exc:
+            if exc.kind != "oom" or engine.batch_size_s <= 1:
+                raise
+            engine.batch_size_s = max(1, engine.batch_size_s // 2)
+            engine.release()
+
+
+def transcribe_files(
+    config: Config,
+    paths: Sequence[Path],
+    *,
+    out_dir: Path | None = None,
+    formats: Sequence[str] | None = None,
+    speakers: int | None = None,
+    hotwords: Sequence[str] | None = None,
+    device: str | None = None,
+    progress: bool | None = None,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+) -> list[FileResult]:
+    """Transcribe each file and write its outputs; one FileResult per input, in order.
+
+    Raises (before any file is touched) OptionsError for bad options and
+    ModelsMissingError for missing models; every per-file problem is a failed result."""
+    from daemon.models import require_model_dirs, resolve_model_dirs
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    bars = err.isatty() if progress is None else progress
+    _setup_logging(err, bars)
+
+    def say(message: str) -> None:
+        _say(message, err, bars)
+
+    opts = check_options(config, formats=formats, speakers=speakers, hotwords=hotwords)
+    m = config.models
+    dirs = require_model_dirs(resolve_model_dirs(m.dir, asr=m.asr, vad=m.vad, punc=m.punc, spk=m.spk))
+
+    paths = [Path(p) for p in paths]
+    results = [FileResult(path=p) for p in paths]
+    for r in results:  # what can be told without the models: don't load them for nothing
+        if not r.path.exists():
+            r.error_kind, r.error = "bad_audio", "no such file"
+        elif not r.path.is_file():
+            r.error_kind, r.error = "bad_audio", "not a regular file"
+    targets = output_stems(paths, Path(out_dir) if out_dir is not None else None)
+
+    engine = None
+    if any(r.ok for r in results):
+        engine = _load_engine(config, dirs, device, say, err)
+
+    for i, (r, (directory, stem)) in enumerate(zip(results, targets), start=1):
+        label = f"[{i}/{len(paths)}] {r.path.name}"
+        if not r.ok:
+            say(f"FAILED {label}: {r.error_kind}: {r.error}")
+            continue
+        bar = _Progress(label, bars, err)
+        started = time.monotonic()
+        try:
+            bar.stage("hashing")
+            sha256 = files.sha256_file(r.path)
+            bar.advance()
+            bar.stage("transcribing")
+            with _quiet_stdout(err):
+                transcript = _transcribe(engine, r.path, opts)
+            from daemon.transcript import Source
+
+            transcript = transcript.replace(source=Source(name=r.path.name, sha256=sha256,
+                                                          duration_seconds=transcript.audio_seconds))
+            bar.advance()
+            bar.stage("writing")
+            r.outputs = writers.publish(transcript, directory=directory, stem=stem, formats=opts["formats"])
+            bar.advance()
+        except SpkdError as exc:
+            r.error_kind, r.error = exc.kind, str(exc)
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+            r.error_kind, r.error = "error", f"{type(exc).__name__}: {exc}"
+        elapsed = time.monotonic() - started
+        if r.ok:
+            n_spk = len(transcript.speakers)
+            r.summary = (f"{transcript.audio_seconds:.1f} s audio, {len(transcript.segments)} sentences, "
+                         f"{n_spk} speaker{'' if n_spk == 1 else 's'}, {elapsed:.1f} s")
+            bar.close("done")
+            say(f"ok     {label}: {r.summary}")
+            for path in r.outputs:
+                print(path, file=out, flush=True)
+        else:
+            bar.close("FAILED")
+            say(f"FAILED {label}: {r.error_kind}: {r.error}")
+        if engine is not None:
+            engine.release()
+
+    failed = [r for r in results if not r.ok]
+    if len(paths) > 1 or failed:
+        say(f"{len(paths)} file{'' if len(paths) == 1 else 's'}: {len(paths) - len(failed)} done, "
+            f"{len(failed)} failed")
+    return results
+
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "FileResult", "check_options", "choose_device", "output_stems",
+           "parse_list", "transcribe_files"]
