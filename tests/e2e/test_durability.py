@@ -128,7 +128,9 @@ def test_job_past_its_timeout_is_killed_and_fails_when_attempts_are_spent(tmp_pa
         write_wav(d.inbox / "slow.wav")
         [job] = d.wait_finished(1, timeout=60)
         assert job["state"] == "failed" and job["attempts"] == 2 and "timed out" in job["error_message"]
-        error = json.loads((tmp_path / "failed" / "slow.wav.error.json").read_text())
+        error_file = tmp_path / "failed" / "slow.wav.error.json"
+        d.wait(error_file.exists, what=str(error_file))
+        error = json.loads(error_file.read_text())
         assert error["job_id"] == job["id"] and error["attempts"] == 2 and "timed out" in error["error_message"]
         assert d.stop() == 0
 
@@ -141,6 +143,7 @@ def test_poison_file_that_kills_every_worker_fails_instead_of_looping(tmp_path):
         jobs = {j["source_name"]: j for j in d.wait_finished(2, timeout=60)}
         assert jobs["crash.wav"]["state"] == "failed" and jobs["crash.wav"]["error_kind"] == "worker_lost"
         assert jobs["fine.wav"]["state"] == "done"
+        d.wait((tmp_path / "failed" / "crash.wav.error.json").exists, what="crash.wav.error.json")
         assert (tmp_path / "failed" / "crash.wav").exists()
         assert d.stop() == 0
 
@@ -156,8 +159,8 @@ def test_transient_errors_retry_and_permanent_errors_fail_at_once(tmp_path):
         assert jobs["bad.wav"]["state"] == "failed" and jobs["bad.wav"]["attempts"] == 1
         assert jobs["bad.wav"]["error_kind"] == "bad_audio"
         for name in ("boom.wav", "bad.wav"):
+            d.wait((tmp_path / "failed" / f"{name}.error.json").exists, what=f"{name}.error.json")
             assert (tmp_path / "failed" / name).exists()
-            assert (tmp_path / "failed" / f"{name}.error.json").exists()
         assert d.stop() == 0
 
 

@@ -89,7 +89,7 @@ def test_empty_file_waits_then_fails_with_a_reason(tmp_path):
         jobs = {j["source_name"]: j for j in d.wait_finished(2, timeout=30)}
         assert jobs["empty.wav"]["state"] == "failed" and jobs["empty.wav"]["error_kind"] == "empty"
         assert jobs["late.wav"]["state"] == "done"
-        assert (tmp_path / "failed" / "empty.wav.error.json").exists()
+        d.wait((tmp_path / "failed" / "empty.wav.error.json").exists, what="empty.wav.error.json")
         assert d.stop() == 0
 
 
@@ -125,7 +125,9 @@ def test_not_audio_fails_at_once_without_a_worker(tmp_path):
         assert jobs["blip.wav"]["error_kind"] == "too_short" and "0.20 s" in jobs["blip.wav"]["error_message"]
         for job in jobs.values():
             assert job["attempts"] == 0 and job["slot"] is None and job["device"] is None
-            error = json.loads((tmp_path / "failed" / f"{job['source_name']}.error.json").read_text())
+            error_file = tmp_path / "failed" / f"{job['source_name']}.error.json"
+            d.wait(error_file.exists, what=str(error_file))  # the row is written first, then the file moves
+            error = json.loads(error_file.read_text())
             assert error["error_kind"] == job["error_kind"] and error["job_id"] == job["id"]
         assert d.stop() == 0
 
@@ -185,6 +187,7 @@ def test_sidecar_options_are_validated_stored_and_used(tmp_path):
         assert (tmp_path / "archive" / "meeting.m4a.spkd.json").exists()
         assert jobs["bad.wav"]["error_kind"] == "bad_options" and "speakers" in jobs["bad.wav"]["error_message"]
         assert "speaker: unknown key" in jobs["typo.wav"]["error_message"]
+        d.wait((tmp_path / "failed" / "bad.wav.error.json").exists, what="bad.wav.error.json")
         assert (tmp_path / "failed" / "bad.wav").exists() and (tmp_path / "failed" / "bad.wav.spkd.json").exists()
         assert d.stop() == 0
 
