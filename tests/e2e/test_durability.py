@@ -60,7 +60,7 @@ def test_worker_killed_mid_job_is_requeued_and_done_once(tmp_path):
         requeued = [json.loads(e["detail"]) for e in d.events(done["id"]) if e["kind"] == "requeued"]
         assert len(requeued) == 1 and "possibly out of memory" in requeued[0]["reason"]
         assert outputs_of(d) == ["slow-talk.json"]
-        assert (d.root / "archive" / "slow-talk.wav").exists()
+        d.wait((d.root / "archive" / "slow-talk.wav").exists, what="archived source")
         assert "possibly out of memory" in d.log()
         assert d.stop() == 0
         assert_history_consistent(d)
@@ -295,7 +295,7 @@ def test_200_jobs_with_random_worker_kills_all_end_done_once(tmp_path):
         assert [j["state"] for j in jobs] == ["done"] * n, d.log()[-3000:]
         assert kills >= 5
         assert outputs_of(d) == [f"f{i:03}.json" for i in range(n)]
-        assert len(list((tmp_path / "archive").iterdir())) == n
+        d.wait(lambda: len(list((tmp_path / "archive").iterdir())) == n, what=f"{n} archived sources")
         assert not list(d.inbox.iterdir())
         assert d.stop() == 0
         assert_history_consistent(d)

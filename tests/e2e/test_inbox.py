@@ -42,6 +42,7 @@ def test_slow_copy_in_pieces_is_taken_only_when_complete(tmp_path):
         slow_copy(src, d.inbox / "long.wav", chunk=8192, pause=0.4)
         [job] = d.wait_finished(1)
         assert job["state"] == "done" and job["sha256"] == sha(src) and job["size_bytes"] == src.stat().st_size
+        d.wait((tmp_path / "archive" / "long.wav").exists, what="archived source")
         assert (tmp_path / "archive" / "long.wav").read_bytes() == src.read_bytes()
         assert d.stop() == 0
 
@@ -109,7 +110,7 @@ def test_folders_mirror_and_names_never_collide(tmp_path):
         assert outputs == sorted(["team/a.json", "a.json", "a (2).json", "会议 记录/第一 次.json"])
         texts = {json.loads(p.read_text())["source"]["name"] for p in d.outbox.rglob("*.json")}
         assert texts == {"team/a.wav", "a.wav", "a.mp3", "会议 记录/第一 次.wav"}
-        assert (tmp_path / "archive" / "会议 记录" / "第一 次.wav").exists()
+        d.wait((tmp_path / "archive" / "会议 记录" / "第一 次.wav").exists, what="archived source")
         assert d.stop() == 0
 
 
@@ -184,7 +185,7 @@ def test_sidecar_options_are_validated_stored_and_used(tmp_path):
         assert sorted(p.name for p in d.outbox.iterdir()) == ["meeting.json", "meeting.srt"]
         text = json.loads((d.outbox / "meeting.json").read_text())["text"]
         assert "speakers=2" in text and "hotwords=魔搭,FunASR" in text
-        assert (tmp_path / "archive" / "meeting.m4a.spkd.json").exists()
+        d.wait((tmp_path / "archive" / "meeting.m4a.spkd.json").exists, what="archived sidecar")
         assert jobs["bad.wav"]["error_kind"] == "bad_options" and "speakers" in jobs["bad.wav"]["error_message"]
         assert "speaker: unknown key" in jobs["typo.wav"]["error_message"]
         d.wait((tmp_path / "failed" / "bad.wav.error.json").exists, what="bad.wav.error.json")

@@ -57,7 +57,7 @@ def test_dropped_wav_and_m4a_become_speaker_labelled_transcripts(tmp_path, tiny_
             cue_texts = [block.split("\n", 2)[2] for block in srt_text.strip().split("\n\n")]
             assert cue_texts and all(re.match(r"Speaker\d+: ", t) for t in cue_texts)
             assert all(p.startswith("Speaker") for p in (d.outbox / f"{stem}.txt").read_text().split("\n\n") if p)
-            assert (tmp_path / "archive" / job["source_name"]).exists()
+            d.wait((tmp_path / "archive" / job["source_name"]).exists, what="archived source")
         # History is plain SQL, read-only.
         out = spkd(d, "sql", "SELECT state, count(*) AS n FROM jobs GROUP BY state", "--json")
         assert json.loads(out.stdout) == [{"state": "done", "n": 2}]
