@@ -69,6 +69,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return Supervisor(config).run()
 
 
+def _open_store(config: Any) -> Any:
+    from daemon.errors import ConfigError
+    from daemon.store import Store, schema_problem
+
+    problem = schema_problem(config.database_url)
+    if problem:
+        raise ConfigError(problem)
+    return Store(config.database_url)
+
+
 def _model_dirs(config: Any) -> Any:
     from daemon.models import resolve_model_dirs
 
@@ -87,7 +97,10 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
     config = _config(args)
     migrate(config.database_url)
-    print(f"database {config.database_url} at revision {current_revision(config.database_url)}")
+    from sqlalchemy.engine import make_url
+
+    shown = make_url(config.database_url).render_as_string(hide_password=True)  # never print a password
+    print(f"database {shown} at revision {current_revision(config.database_url)}")
     return 0
 
 
@@ -96,10 +109,8 @@ JOB_COLUMNS = ("id", "state", "source_name", "device", "attempts", "audio_second
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from daemon.store import Store
-
     config = _config(args)
-    store = Store(config.database_url)
+    store = _open_store(config)
     try:
         rows = store.jobs(limit=args.limit, state=args.state)
     finally:
@@ -128,13 +139,11 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from daemon.store import Store
-
     if not args.ids and not args.failed:
         print("spkd retry: give job ids or --failed", file=sys.stderr)
         return 2
     config = _config(args)
-    store = Store(config.database_url)
+    store = _open_store(config)
     try:
         requeued = store.retry(job_ids=args.ids, all_failed=args.failed)
     finally:
@@ -148,9 +157,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def _restore_failed_sources(config: Any, job_ids: Sequence[int]) -> None:
     from daemon import files
-    from daemon.store import Store
 
-    store = Store(config.database_url)
+    store = _open_store(config)
     try:
         for job_id in job_ids:
             job = store.job(job_id)
@@ -173,7 +181,6 @@ def _restore_failed_sources(config: Any, job_ids: Sequence[int]) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from daemon import service
-    from daemon.store import Store
 
     config = _config(args)
     runtime = service.read_runtime(config)
@@ -182,7 +189,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from daemon.supervisor import _pid_alive
 
         running = _pid_alive(int(runtime["pid"]))
-    store = Store(config.database_url)
+    store = _open_store(config)
     try:
         counts = store.counts()
         workers = store.worker_rows()
@@ -393,6 +400,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `spkd jobs --json | head`: the reader left; say nothing more.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

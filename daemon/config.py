@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -48,7 +50,9 @@ class WorkersConfig:
     device: str = "auto"
     device_priority: tuple[str, ...] = DEVICE_KINDS
     fallback: bool = True
-    per_device: int = 1
+    # Measured (BENCHMARKS.md): with batched speaker embeddings one worker leaves a GPU
+    # mostly idle; two give 1.6x the throughput of one.
+    per_device: int = 2
     # None: the machine's cores divided by the number of CPU slots.
     threads: int | None = None
     max_jobs: int | None = None
@@ -107,6 +111,12 @@ class DaemonConfig:
     # Disk guard: claiming pauses while free space under the outbox or state folder is below this.
     min_free_mb: int = 1024
     disk_check_seconds: float = 30.0
+    # What this host runs: the inbox watcher, the worker pool, or both (several hosts
+    # sharing one PostgreSQL database and one set of folders; see README).
+    roles: tuple[str, ...] = ("watcher", "workers")
+    # This host's name in the database (jobs.host, workers.host, spool folders); null:
+    # the machine's host name. Must differ between daemons sharing a database.
+    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,11 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     # Where the config came from; not a key of the file.
     source: Path | None = None
+
+    @property
+    def host(self) -> str:
+        """This daemon's host name in the database."""
+        return self.daemon.host or socket.gethostname()
 
     @property
     def database_url(self) -> str:
@@ -196,6 +211,10 @@ _VALUE_RULES: dict[str, Any] = {
     "notify.webhook_url": lambda v: None if v is None or v.startswith(("http://", "https://"))
     else "must be an http(s) URL or null",
     "daemon.min_free_mb": lambda v: None if v >= 0 else "must be >= 0",
+    "daemon.roles": lambda v: _check_roles(v),
+    "daemon.host": lambda v: None if v is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", v)
+    else "must be null or a name of letters, digits, '.', '_' and '-' (at most 63)",
+    "database.url": lambda v: _check_database_url(v),
     "daemon.log_level": lambda v: None
     if v.upper() in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
     else "must be one of TRACE, DEBUG, INFO, SUCCESS, WARNING, ERROR, CRITICAL",
@@ -209,6 +228,35 @@ def _check_device(value: str) -> str | None:
     if kind in ("cuda", "rocm", "xpu") and index.isdigit():
         return None
     return "must be auto, cuda, cuda:N, rocm, rocm:N, xpu, xpu:N, mps or cpu"
+
+
+ROLES = ("watcher", "workers")
+
+
+def _check_roles(value: tuple[str, ...]) -> str | None:
+    bad = [v for v in value if v not in ROLES]
+    if bad:
+        return f"unknown role(s) {bad}; known: {list(ROLES)}"
+    if not value:
+        return "must name at least one of watcher, workers"
+    if len(set(value)) != len(value):
+        return "names a role twice"
+    return None
+
+
+def _check_database_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(value).get_backend_name()
+    except ArgumentError:
+        backend = None
+    if backend in ("sqlite", "postgresql", "postgres"):
+        return None
+    return "must be null (SQLite under paths.state), sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
 
 
 def _check_priority(value: tuple[str, ...]) -> str | None:

@@ -46,9 +46,11 @@ def _database_writable(url: str) -> tuple[bool, str]:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         try:
-            from sqlalchemy import create_engine, text
+            from sqlalchemy import text
 
-            engine = create_engine(url)
+            from daemon.store import make_engine
+
+            engine = make_engine(url)
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             engine.dispose()
@@ -88,8 +90,8 @@ def diagnose(config: Config, *, inventory: devices.Inventory | None = None) -> R
         "devices": inventory.to_dict(),
         "config": str(config.source) if config.source else None,
     })
-    report.add("torch", inventory.torch_version is not None,
-               inventory.torch_version or f"not importable ({inventory.probe_error})")
+    torch_version = inventory.torch_version or _version("torch")
+    report.add("torch", torch_version is not None, torch_version or f"not importable ({inventory.probe_error})")
     funasr_version = _version("funasr")
     report.add("funasr", funasr_version is not None, funasr_version or "not installed (pip install funasr)")
     try:

@@ -12,10 +12,15 @@ input, and *no dict at all* when nothing was recognised):
                         "spk": int (only with a speaker model), "timestamp": [...]}, ...]}
 
 `sentence_info` comes with a speaker model, or without one when `sentence_timestamp=True`.
+
+daemon/speaker_batching.py (used only from here) knows one more piece of FunASR's
+inside: how `inference_with_vad` feeds the speaker model and the clusterer; it batches
+that stage and is pinned to the tested FunASR versions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -212,6 +217,11 @@ class Engine:
     load_seconds: float
     funasr_version: str
     models: tuple[ModelInfo, ...] = field(default_factory=tuple)
+    speaker_batcher: Any = None  # daemon.speaker_batching.SpeakerBatcher, None when off
+
+    @property
+    def speaker_batching(self) -> bool:
+        return self.speaker_batcher is not None
 
     @property
     def info(self) -> EngineInfo:
@@ -229,8 +239,13 @@ class Engine:
         device: str = "cpu",
         batch_size_s: int = 300,
         ncpu: int | None = None,
+        speaker_batching: bool = True,
     ) -> "Engine":
         """Load VAD + ASR + punctuation (+ speaker model unless dirs.spk is None) once.
+
+        `speaker_batching` runs the speaker model over all of a job's windows in large
+        batches (daemon.speaker_batching; identical results); it falls back to FunASR's
+        own per-window loop, with a warning, on an untested FunASR version.
 
         Raises ModelsMissingError before touching funasr when a directory is missing
         (FunASR would otherwise try the hub), DeviceError when the device is unusable."""
@@ -271,6 +286,11 @@ class Engine:
             # must know, so that the fallback is deliberate and recorded.
             raise DeviceError(f"device {device} is not available (FunASR fell back to {actual})")
         _guard_empty_batches(model.model)
+        batcher = None
+        if speaker_batching and dirs.spk is not None:
+            from daemon import speaker_batching as sb
+
+            batcher = sb.install(model, str(funasr.__version__), actual)
 
         infos = []
         for role, path in dirs.items():
@@ -284,8 +304,10 @@ class Engine:
             load_seconds=round(time.monotonic() - started, 3),
             funasr_version=str(funasr.__version__),
             models=tuple(infos),
+            speaker_batcher=batcher,
         )
-        logger.info("models loaded in {:.1f} s", engine.load_seconds)
+        logger.info("models loaded in {:.1f} s{}", engine.load_seconds,
+                    f" (speaker batches of {batcher.batch_size})" if batcher else "")
         return engine
 
     def transcribe(
@@ -325,16 +347,7 @@ class Engine:
 
         samples = decode_audio(audio_path)
         duration = samples.size / SAMPLE_RATE
-
-        try:
-            results = self.model.generate(input=samples, **cfg)
-        except Exception as exc:
-            if _is_oom(exc):
-                self.release()
-                raise DeviceError(
-                    f"out of memory on {self.device} at batch_size_s={self.batch_size_s}: {exc}", kind="oom"
-                ) from exc
-            raise
+        results = self.generate(samples, cfg)
 
         rows: list[tuple[float, float, int | None, str]] = []
         for result in results or []:
@@ -352,6 +365,21 @@ class Engine:
             engine=self.info,
             timing=Timing(load_seconds=self.load_seconds, transcribe_seconds=round(elapsed, 3)),
         )
+
+    def generate(self, samples: "np.ndarray", cfg: dict[str, Any]) -> list[dict[str, Any]]:
+        """FunASR's `AutoModel.generate` on decoded samples (the raw result dicts),
+        with the speaker stage batched when speaker batching is on."""
+        scope = self.speaker_batcher.job() if self.speaker_batcher is not None else contextlib.nullcontext()
+        try:
+            with scope:
+                return self.model.generate(input=samples, **cfg)
+        except Exception as exc:
+            if _is_oom(exc):
+                self.release()
+                raise DeviceError(
+                    f"out of memory on {self.device} at batch_size_s={self.batch_size_s}: {exc}", kind="oom"
+                ) from exc
+            raise
 
     def release(self) -> None:
         """Give cached device memory back between jobs (the models stay loaded)."""

@@ -77,7 +77,13 @@ def move(src: Path, dst: Path) -> Path:
         shutil.copystat(src, tmp)
         os.replace(tmp, dst)
         fsync_dir(dst.parent)
-        os.unlink(src)
+        try:
+            os.unlink(src)
+        except FileNotFoundError:
+            # Someone else (another host sharing the inbox) moved the source meanwhile:
+            # theirs is the one that counts, so ours goes, and the caller sees the file gone.
+            dst.unlink(missing_ok=True)
+            raise
     fsync_dir(dst.parent)
     return dst
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     Float,
@@ -37,7 +38,7 @@ jobs = Table(
     # Output path relative to the outbox without extension, e.g. "team/standup".
     Column("output_stem", Text, nullable=False),
     Column("sha256", String(64)),
-    Column("size_bytes", Integer),
+    Column("size_bytes", BigInteger),
     Column("state", String(16), nullable=False, default="queued"),
     Column("attempts", Integer, nullable=False, default=0),
     Column("max_attempts", Integer, nullable=False, default=3),

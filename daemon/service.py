@@ -70,8 +70,12 @@ def runtime_path(config: Config) -> Path:
 
 
 def write_runtime(config: Config, *, pid: int) -> None:
+    from sqlalchemy.engine import make_url
+
+    # The runtime file is world-readable: never write the database password into it.
+    database = make_url(config.database_url).render_as_string(hide_password=True)
     info = {"pid": pid, "started_at": time.time(), "config": str(config.source) if config.source else None,
-            "database": config.database_url}
+            "database": database}
     atomic_write(runtime_path(config), json.dumps(info, indent=2) + "\n")
 
 

@@ -7,9 +7,12 @@ path alone. A sidecar `<file>.spkd.json` travels in the same folder.
 
 from __future__ import annotations
 
+import calendar
 import os
+import re
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,9 +21,47 @@ from daemon import files
 SIDECAR_SUFFIX = ".spkd.json"
 
 
-def new_slot(spool_root: Path) -> Path:
-    token = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"
-    return spool_root / token
+TOKEN_TIME_FORMAT = "%Y%m%dT%H%M%S"
+
+
+def _host_part(host: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", host)[:63] or "_"
+
+
+def new_slot(spool_root: Path, host: str | None = None) -> Path:
+    """A fresh token folder: `<UTC time>-<host>-<random>` (`<UTC time>-<random>` without a
+    host). The host names which daemon moved the file in, so that with several hosts
+    sharing one spool, each recovers only its own files at start (see `token_owner`)."""
+    stamp = time.strftime(TOKEN_TIME_FORMAT, time.gmtime())
+    middle = f"-{_host_part(host)}" if host else ""
+    return spool_root / f"{stamp}{middle}-{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    host: str | None  # None: a token written before host names were recorded (or not ours to parse)
+    created: float | None  # epoch seconds from the token's time stamp
+
+
+def token_info(token: str) -> TokenInfo:
+    stamp, _, rest = token.partition("-")
+    try:
+        created: float | None = calendar.timegm(time.strptime(stamp, TOKEN_TIME_FORMAT))
+    except ValueError:
+        created = None
+    host, sep, _random = rest.rpartition("-")
+    return TokenInfo(host=host if sep and host else None, created=created)
+
+
+def token_of(spool_root: Path, spool_path: Path) -> str:
+    return spool_path.relative_to(spool_root).parts[0]
+
+
+def owned_by(token: str, host: str) -> bool:
+    """Whether the token folder was made by `host` (or by a single-host spkd that did not
+    record hosts)."""
+    owner = token_info(token).host
+    return owner is None or owner == _host_part(host)
 
 
 def source_name_of(spool_root: Path, spool_path: Path) -> str:

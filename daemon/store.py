@@ -42,6 +42,8 @@ from daemon.schema import job_events, jobs, workers
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 FINISHED_STATES = ("done", "failed", "cancelled")
+# pg_advisory_xact_lock key serialising migrations of hosts that share a database ("spkd").
+MIGRATION_LOCK_KEY = 0x73706B64
 
 
 def utcnow() -> dt.datetime:
@@ -111,7 +113,17 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
+def normalize_url(url: str) -> str:
+    """`postgresql://…` and `postgres://…` mean PostgreSQL through psycopg 3, the driver
+    spkd depends on (SQLAlchemy's default for them would be psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
 def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -133,10 +145,37 @@ def migrate(url: str) -> None:
     engine = make_engine(url)
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Hosts sharing one database may start together: one migrates, the others
+                # wait here (the lock ends with the transaction) and then find nothing to do.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     finally:
         engine.dispose()
+
+
+def head_revision() -> str | None:
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def schema_problem(url: str) -> str | None:
+    """Why this spkd cannot read the database, or None. A database that does not exist
+    yet is created (it is simply empty)."""
+    current = current_revision(url)
+    if current is None:
+        migrate(url)
+        return None
+    head = head_revision()
+    if current != head:
+        return (f"the job database is at schema revision {current}, this spkd needs {head}: "
+                "run `spkd db upgrade` (the daemon also upgrades it when it starts)")
+    return None
 
 
 def current_revision(url: str) -> str | None:
@@ -246,11 +285,12 @@ class Store:
 
     def jobs_by_spool_path(self, paths: Iterable[str]) -> dict[str, Job]:
         wanted = list(paths)
-        if not wanted:
-            return {}
+        found: dict[str, Job] = {}
         with self._read() as conn:
-            rows = conn.execute(select(*jobs.c).where(jobs.c.spool_path.in_(wanted))).mappings().all()
-        return {row["spool_path"]: Job.from_row(row) for row in rows}
+            for start in range(0, len(wanted), 500):
+                rows = conn.execute(select(*jobs.c).where(jobs.c.spool_path.in_(wanted[start:start + 500])))
+                found.update({row["spool_path"]: Job.from_row(row) for row in rows.mappings()})
+        return found
 
     def output_stems_in_use(self, prefix: str) -> set[str]:
         """Output stems of jobs starting with `prefix`, so a new job never takes another's names."""
@@ -604,20 +644,43 @@ def query_readonly(url: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]
             return columns, [tuple(r) for r in rows]
         finally:
             conn.close()
-    engine = create_engine(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ReadOnlyError(f"spkd sql supports SQLite and PostgreSQL databases, not {parsed.get_backend_name()}")
+    return _query_readonly_postgres(url, sql)
+
+
+def _query_readonly_postgres(url: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Every transaction of the session is read-only (default_transaction_read_only),
+    and the statement is sent as one prepared statement, which PostgreSQL refuses to
+    hold more than one command: so `COMMIT; DELETE …` cannot step out of the read-only
+    transaction, and a lone `COMMIT` or `SET …` has nothing after it to affect."""
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(normalize_url(url), poolclass=NullPool,
+                           connect_args={"options": "-c default_transaction_read_only=on"})
     try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        try:
+            raw = engine.raw_connection()
+        except Exception as exc:  # noqa: BLE001 - say why, in one line
+            raise ReadOnlyError(f"cannot connect: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}") from None
+        try:
+            driver = raw.driver_connection
+            if type(driver).__module__.split(".")[0] != "psycopg":
+                raise ReadOnlyError("spkd sql needs the psycopg driver (database.url postgresql+psycopg://…)")
+            cursor = driver.cursor()
             try:
-                result = conn.exec_driver_sql(sql)
-            except Exception as exc:
-                if "read-only" in str(exc):
-                    raise ReadOnlyError(f"refused: the job database is opened read-only ({exc})") from None
-                raise ReadOnlyError(str(exc).splitlines()[0]) from None
-            columns = list(result.keys()) if result.returns_rows else []
-            rows = [tuple(r) for r in result] if result.returns_rows else []
-            conn.rollback()
+                cursor.execute("SET TRANSACTION READ ONLY")
+                cursor.execute(sql, prepare=True)
+            except Exception as exc:  # noqa: BLE001 - psycopg.Error and friends
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if "read-only" in message:
+                    raise ReadOnlyError(f"refused: the job database is opened read-only ({message})") from None
+                raise ReadOnlyError(message) from None
+            columns = [d.name for d in cursor.description] if cursor.description else []
+            rows = [tuple(r) for r in cursor.fetchall()] if cursor.description else []
+            driver.rollback()
             return columns, rows
+        finally:
+            raw.close()
     finally:
         engine.dispose()
-

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from daemon import devices, diskguard, notify, retention, service, spool
 from daemon.config import Config, load
@@ -33,6 +34,8 @@ LOOP_SECONDS = 0.5
 BACKOFF_START_SECONDS = 1.0
 # A worker that ran this long before dying resets its slot's crash backoff.
 STABLE_RUN_SECONDS = 60.0
+# While the database is out of reach, say so at most this often.
+DB_TROUBLE_LOG_SECONDS = 30.0
 
 
 def describe_exit(code: int | None) -> str:
@@ -104,6 +107,7 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._lock_fd: int | None = None
+        self._db_trouble_logged = -DB_TROUBLE_LOG_SECONDS
 
     # --- signals -----------------------------------------------------------------------
 
@@ -153,26 +157,40 @@ class Supervisor:
                      config.paths.spool, config.paths.state):
             path.mkdir(parents=True, exist_ok=True)
         migrate(config.database_url)
-        self.store = Store(config.database_url)
+        self.store = Store(config.database_url, host=config.host)
+        logger.info("host {}: roles {}; database {}", self.store.host, ", ".join(config.daemon.roles),
+                    _safe_url(config.database_url))
         diskguard.update(config)  # also clears a pause file left by the last run
         self.notifier = notify.Notifier(config, host=self.store.host)
         self.notifier.prime(self.store)
         service.write_runtime(config, pid=os.getpid())
         self.recover()
         self.inventory = devices.detect()
-        plans = devices.plan_slots(config.workers, self.inventory)
+        plans = self._plan(config)
         self.slots = [Slot(index=p.slot, plan=p, device=p.device, fallbacks=list(p.fallbacks),
                            fallback_from=p.fallback_from) for p in plans]
         for slot in self.slots:
             logger.info("slot {} -> {} ({}; {} threads)", slot.index, slot.device, slot.plan.reason,
                         slot.plan.threads)
+        if not self.slots:
+            logger.info("no worker slots on this host (daemon.roles has no \"workers\")")
         self.store.forget_workers_above(len(self.slots))
-        self.watcher = Watcher(config, self.store)
-        self.watcher.recover_spool()
-        self.watcher.start()
+        if "watcher" in config.daemon.roles:
+            self.watcher = Watcher(config, self.store)
+            self.watcher.recover_spool()
+            self.watcher.start()
+        else:
+            logger.info("not watching the inbox on this host (daemon.roles has no \"watcher\")")
         self._start_scheduler()
         for slot in self.slots:
             self.spawn(slot)
+
+    def _plan(self, config: Config) -> list[devices.SlotPlan]:
+        """This host's worker slots: none unless it has the `workers` role."""
+        if "workers" not in config.daemon.roles:
+            return []
+        assert self.inventory is not None
+        return devices.plan_slots(config.workers, self.inventory)
 
     def recover(self) -> None:
         """After a crash of the supervisor (or the machine): jobs whose worker is gone
@@ -186,11 +204,15 @@ class Supervisor:
 
     def settle_spool(self) -> None:
         """Spool files of jobs that already ended (a worker died between recording the
-        result and moving the source on) are moved to archive/ or failed/ now."""
+        result and moving the source on) are moved to archive/ or failed/ now. Only
+        this host's jobs: in a spool shared by several hosts, another host's worker
+        may be moving its finished job's file right now."""
         assert self.store is not None
         paths = self.config.paths
         spooled = {str(p): p for p in spool.spooled_files(paths.spool)}
         for spool_path, job in self.store.jobs_by_spool_path(spooled).items():
+            if job.host not in (None, self.store.host):
+                continue
             if job.state == "done":
                 spool.archive(spool_path=spooled[spool_path], spool_root=paths.spool, archive_root=paths.archive,
                               source_name=job.source_name)
@@ -218,6 +240,7 @@ class Supervisor:
     def _rescan(self) -> None:
         if self.watcher is not None:
             self.watcher.scan()
+            self.watcher.recover_spool()
 
     def _checkpoint(self) -> None:
         if self.store is not None:
@@ -229,7 +252,8 @@ class Supervisor:
         plan = slot.plan
         threads = plan.threads
         spec = WorkerSpec(slot=slot.index, device=slot.device, env=devices.worker_env(slot.device, threads),
-                          threads=threads, fallback_from=slot.fallback_from, engine_factory=self.engine_factory,
+                          threads=threads, fallback_from=slot.fallback_from, fallbacks=tuple(slot.fallbacks),
+                          engine_factory=self.engine_factory,
                           extra_env=self.extra_env)
         process = self.ctx.Process(target=run_worker, args=(self.config, spec), name=f"spkd-worker-{slot.index}")
         process.start()
@@ -403,7 +427,7 @@ class Supervisor:
             return
         assert self.inventory is not None and self.store is not None
         try:
-            plans = devices.plan_slots(new.workers, self.inventory)
+            plans = self._plan(new)
         except SpkdError as exc:
             logger.error("SIGHUP: keeping the old configuration: {}", exc)
             return
@@ -415,8 +439,10 @@ class Supervisor:
             self.notifier = notify.Notifier(new, host=self.store.host, start_after=old.last_event_id)
         if self.watcher is not None:
             self.watcher.stop()
-        self.watcher = Watcher(new, self.store)
-        self.watcher.start()
+            self.watcher = None
+        if "watcher" in new.daemon.roles:
+            self.watcher = Watcher(new, self.store)
+            self.watcher.start()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         self._start_scheduler()
@@ -488,20 +514,33 @@ class Supervisor:
                 multiprocessing.connection.wait([*sentinels, self._wake_r], timeout=LOOP_SECONDS)
                 _drain(self._wake_r)
                 self._handle_signals()
-                self.reap_children()
-                if self.stopping:
-                    if self._finish_stop():
-                        break
-                    continue
-                self.check_health()
-                self.spawn_due()
-                if self.slots and all(s.failed for s in self.slots) and not self._ever_served():
-                    logger.error("no worker slot could boot; stopping (see the errors above)")
-                    return 3
-                now = time.monotonic()
-                if now - last_status >= ping_every:
-                    service.notify("WATCHDOG=1", f"STATUS={self.status_line()}")
-                    last_status = now
+                try:
+                    self.reap_children()
+                    if self.stopping:
+                        if self._finish_stop():
+                            break
+                        continue
+                    self.check_health()
+                    self.spawn_due()
+                    if self.slots and all(s.failed for s in self.slots) and not self._ever_served():
+                        logger.error("no worker slot could boot; stopping (see the errors above)")
+                        return 3
+                    now = time.monotonic()
+                    if now - last_status >= ping_every:
+                        service.notify("WATCHDOG=1", f"STATUS={self.status_line()}")
+                        last_status = now
+                except (OperationalError, InterfaceError) as exc:
+                    # A database server out of reach (PostgreSQL restarting, the network)
+                    # must not take the supervisor down; it tries again until it is back.
+                    now = time.monotonic()
+                    if now - last_status >= ping_every:
+                        service.notify("WATCHDOG=1", "STATUS=database unreachable; retrying")
+                        last_status = now
+                    if now - self._db_trouble_logged >= DB_TROUBLE_LOG_SECONDS:
+                        logger.warning("database unreachable; retrying: {}",
+                                       str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300])
+                        self._db_trouble_logged = now
+                    time.sleep(1.0)
         finally:
             self.shutdown()
         logger.info("spkd stopped")
@@ -529,6 +568,16 @@ class Supervisor:
         if self.notifier is not None:
             self.notifier.close(timeout=5)
         service.clear_runtime(self.config)
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password, for the log."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return "(unparsable URL)"
 
 
 def _drain(fd: int) -> None:

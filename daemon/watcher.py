@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from loguru import logger
+from sqlalchemy.exc import InterfaceError, OperationalError
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
@@ -38,6 +39,9 @@ from daemon.transcript import Source
 CHECK_INTERVAL_SECONDS = 0.25
 # Shorter recordings fail at once: nothing useful can come out of them.
 MIN_AUDIO_SECONDS = 0.5
+# Another host's spool file without a job row is adopted at start only once it is this
+# old: that host died between moving it in and recording it, and has not come back.
+FOREIGN_ORPHAN_SECONDS = 3600.0
 
 
 @dataclass
@@ -249,16 +253,42 @@ class Watcher:
                 self.tracker.touch(path)  # changed while hashing: not stable after all
                 return None
             self.tracker.forget(path)
-            target = spool.new_slot(self.config.paths.spool) / source_name
+            target = self._move_in(path, source_name)
             if sidecar_identity is not None:
-                files.move(sidecar, spool.sidecar_of(target))
+                try:
+                    files.move(sidecar, spool.sidecar_of(target))
+                except FileNotFoundError:
+                    logger.warning("{}: its sidecar {} vanished before it could be taken; no options", path,
+                                   sidecar.name)
+            try:
+                return self.enqueue_spooled(target, source_name=source_name, sha256=digest, size_bytes=size)
+            except (OperationalError, InterfaceError) as exc:
+                # The database is out of reach (a PostgreSQL server restarting): the file
+                # waits in the spool, and the next rescan's recovery records its job.
+                logger.error("{} is in the spool but its job could not be recorded ({}); the next rescan "
+                             "will record it", source_name, str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+                return None
+
+    def _move_in(self, path: Path, source_name: str) -> Path:
+        """Move an inbox file into a fresh spool folder of this host.
+
+        The rename is the arbiter between hosts watching one shared inbox: of several
+        renames of the same file only one succeeds, the others raise FileNotFoundError
+        (the file is gone: another host took it), which the caller treats like a file
+        its owner moved away. The sidecar moves only after the file itself, so a host
+        that lost the race never takes it either."""
+        target = spool.new_slot(self.config.paths.spool, self.store.host) / source_name
+        try:
             files.move(path, target)
-            return self.enqueue_spooled(target, source_name=source_name, sha256=digest, size_bytes=size)
+        except FileNotFoundError:
+            spool.remove_empty_parents(target.parent, self.config.paths.spool)
+            logger.debug("{} is gone (taken by another host, or moved away)", path)
+            raise
+        return target
 
     def _spool_and_fail(self, path: Path, source_name: str, kind: str, message: str) -> int:
         self.tracker.forget(path)
-        target = spool.new_slot(self.config.paths.spool) / source_name
-        files.move(path, target)
+        target = self._move_in(path, source_name)
         return self._fail_early(target, source_name, self._output_stem(source_name), None, None,
                                 AudioError(message, kind=kind))
 
@@ -350,13 +380,62 @@ class Watcher:
     # --- recovery ---------------------------------------------------------------------
 
     def recover_spool(self) -> list[int]:
-        """Spool files without a job row (the supervisor died between move and insert)."""
-        known = {str(Path(p)) for p in self.store.known_spool_paths()}
+        """Spool files without a job row (a supervisor died between move and insert).
+
+        With several hosts sharing one spool, a file another host has just moved in
+        has no row *yet*: its watcher is about to insert it. So at start a host takes
+        only the orphans in its own token folders (`<time>-<host>-<random>`; its own
+        watcher is not running yet, so none of them is in flight), plus those of any
+        host that are older than FOREIGN_ORPHAN_SECONDS (that host died and stayed
+        down). It claims each by renaming the token folder to a fresh one of its own:
+        like the inbox move, only one rename succeeds, so two hosts starting together
+        never both enqueue the same orphan.
+
+        Also run after every periodic rescan (under the lock that `take` holds), so a file
+        whose row could not be inserted (the database out of reach) is recorded once
+        the database is back, without waiting for a restart."""
+        with self._take_lock:  # none of this host's own files is in flight meanwhile
+            return self._recover_spool()
+
+    def _recover_spool(self) -> list[int]:
+        spool_root = self.config.paths.spool
+        spooled = spool.spooled_files(spool_root)
+        known = {str(Path(p)) for p in self.store.jobs_by_spool_path(str(p) for p in spooled)}
         recovered: list[int] = []
-        for path in spool.spooled_files(self.config.paths.spool):
+        for path in spooled:
             if str(path) in known:
                 continue
-            source_name = spool.source_name_of(self.config.paths.spool, path)
-            logger.warning("recovering spooled file without a job: {}", path)
-            recovered.append(self.enqueue_spooled(path, source_name=source_name))
+            token = spool.token_of(spool_root, path)
+            if len(path.relative_to(spool_root).parts) < 2:
+                continue  # not in a token folder: not ours
+            if not spool.owned_by(token, self.store.host):
+                created = spool.token_info(token).created
+                if created is None or time.time() - created < FOREIGN_ORPHAN_SECONDS:
+                    continue  # another host's file in flight (or recovered by that host when it restarts)
+            source_name = spool.source_name_of(spool_root, path)
+            fresh = spool.new_slot(spool_root, self.store.host)
+            try:
+                os.rename(spool_root / token, fresh)
+            except FileNotFoundError:
+                continue  # another host claimed it first
+            adopted = fresh / source_name
+            logger.warning("recovering spooled file without a job: {} (from {})", adopted, path)
+            self._recover_sidecar(adopted, source_name)
+            recovered.append(self.enqueue_spooled(adopted, source_name=source_name))
         return recovered
+
+    def _recover_sidecar(self, spooled: Path, source_name: str) -> None:
+        """A crash between moving a file and moving its sidecar leaves the sidecar in the
+        inbox; bring it along unless a new file of the same name is waiting there."""
+        sidecar = spool.sidecar_of(spooled)
+        try:
+            left = files.inside(self.inbox, source_name)
+        except ValueError:
+            return
+        left_sidecar = spool.sidecar_of(left)
+        if sidecar.exists() or left.exists() or not left_sidecar.exists():
+            return
+        try:
+            files.move(left_sidecar, sidecar)
+        except FileNotFoundError:
+            pass

@@ -57,6 +57,8 @@ class WorkerSpec:
     env: dict[str, str]
     threads: int
     fallback_from: str | None = None
+    # Where a job goes when it runs out of memory even at the smallest batch size.
+    fallbacks: tuple[str, ...] = ()
     engine_factory: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -70,7 +72,8 @@ def default_engine_factory(config: Config, device: str) -> Engine:
     dirs = resolve_model_dirs(m.dir, asr=m.asr, vad=m.vad, punc=m.punc, spk=m.spk)
     require_model_dirs(dirs)
     return FunasrEngine.load(dirs, device=devices.torch_device(device), batch_size_s=m.batch_size_s,
-                             ncpu=int(os.environ.get("OMP_NUM_THREADS", "0")) or None)
+                             ncpu=int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+                             speaker_batching=m.speaker_batching)
 
 
 def _load_factory(path: str | None) -> EngineFactory:
@@ -127,12 +130,13 @@ class Worker:
     def __init__(self, config: Config, spec: WorkerSpec, *, store: Store | None = None) -> None:
         self.config = config
         self.spec = spec
-        self.store = store or Store(config.database_url)
+        self.store = store or Store(config.database_url, host=config.host)
         self.pid = os.getpid()
         self.parent_pid = os.getppid()
         self.stop_requested = threading.Event()
         self.jobs_done = 0
         self.engine: Engine | None = None
+        self._fallback_engine: Engine | None = None
 
     # --- boot -----------------------------------------------------------------------
 
@@ -224,9 +228,10 @@ class Worker:
             finally:
                 self.engine.release()
         elapsed = time.monotonic() - started
+        ran_on = transcript.engine.device if transcript.engine and reused is None else self.spec.device
         done = self.store.complete(job.id, pid=self.pid, audio_seconds=transcript.audio_seconds,
                                    processing_seconds=elapsed, speakers=len(transcript.speakers),
-                                   outputs=written, device=self.spec.device,
+                                   outputs=written, device=_slot_device(ran_on, self.spec),
                                    reused_from=twin.id if reused is not None and twin is not None else None)
         if not done:
             logger.warning("job {}: finished after its lease was taken back; result discarded", job.id)
@@ -244,25 +249,39 @@ class Worker:
                     len(transcript.speakers), len(transcript.segments))
 
     def _transcribe(self, job: Job) -> Transcript:
+        """Out of memory: retry with half the batch, twice; then once on the slot's
+        fallback device (a slower job, never a lost one)."""
         assert self.engine is not None
+        try:
+            transcript = self._transcribe_on(self.engine, job)
+        except DeviceError as exc:
+            if exc.kind != "oom" or not self.spec.fallbacks:
+                raise
+            device = self.spec.fallbacks[0]
+            logger.warning("job {}: still out of memory on {}; running it on {}", job.id, self.spec.device, device)
+            self.store.add_event(job.id, "oom_fallback", device=self.spec.device, fallback=device)
+            if self._fallback_engine is None:
+                self._fallback_engine = _load_factory(self.spec.engine_factory)(self.config, device)
+            transcript = self._transcribe_on(self._fallback_engine, job)
+            self._fallback_engine.release()
+        return transcript.replace(source=Source(name=job.source_name, sha256=job.sha256,
+                                                duration_seconds=transcript.audio_seconds))
+
+    def _transcribe_on(self, engine: Engine, job: Job) -> Transcript:
         options = job.options
         for attempt in range(OOM_RETRIES + 1):
             try:
-                transcript = self.engine.transcribe(Path(job.spool_path), speakers=options.get("speakers"),
-                                                    hotwords=tuple(options.get("hotwords") or ()),
-                                                    source_name=job.source_name)
-                break
+                return engine.transcribe(Path(job.spool_path), speakers=options.get("speakers"),
+                                         hotwords=tuple(options.get("hotwords") or ()), source_name=job.source_name)
             except DeviceError as exc:
-                if exc.kind != "oom" or attempt == OOM_RETRIES or self.engine.batch_size_s <= 1:
+                if exc.kind != "oom" or attempt == OOM_RETRIES or engine.batch_size_s <= 1:
                     raise
-                self.engine.batch_size_s = max(1, self.engine.batch_size_s // 2)
-                self.engine.release()
+                engine.batch_size_s = max(1, engine.batch_size_s // 2)
+                engine.release()
                 logger.warning("job {}: out of memory on {}; retrying with batch_size_s={}", job.id,
-                               self.spec.device, self.engine.batch_size_s)
-                self.store.add_event(job.id, "oom_retry", device=self.spec.device,
-                                     batch_size_s=self.engine.batch_size_s)
-        return transcript.replace(source=Source(name=job.source_name, sha256=job.sha256,
-                                                duration_seconds=transcript.audio_seconds))
+                               self.spec.device, engine.batch_size_s)
+                self.store.add_event(job.id, "oom_retry", device=self.spec.device, batch_size_s=engine.batch_size_s)
+        raise AssertionError("unreachable")
 
     def _failed(self, job: Job, exc: Exception, elapsed: float) -> None:
         permanent = isinstance(exc, SpkdError) and exc.permanent
@@ -283,6 +302,14 @@ class Worker:
         else:
             logger.warning("job {} will be retried: {} ({}: {}; attempt {}/{})", job.id, job.source_name, kind,
                            message, job.attempts, job.max_attempts)
+
+
+def _slot_device(engine_device: str, spec: WorkerSpec) -> str:
+    """The device a job ran on, in the slot's terms (inside the worker the slot's GPU is
+    always `cuda:0`); only an OOM fallback to the CPU changes it."""
+    if engine_device.partition(":")[0] == "cpu" and spec.device.partition(":")[0] != "cpu":
+        return "cpu"
+    return spec.device
 
 
 def retire_failed(config: Config, job: Job) -> Path:

@@ -46,3 +46,29 @@ def two_voice_turns(_two_voice: tuple[Path, list[Turn]]) -> list[Turn]:
 def two_voice_m4a(two_voice_wav: Path) -> Path:
     require_tools("ffmpeg")
     return to_m4a(two_voice_wav, two_voice_wav.with_suffix(".m4a"))
+
+
+# --- PostgreSQL (issue 9: several hosts share one queue) -----------------------------
+
+@pytest.fixture(scope="session")
+def postgres_server():  # -> tests.support.postgres.PostgresServer
+    """A private PostgreSQL server for this session (see tests/support/postgres.py);
+    the tests that use it skip, saying why, where none can be started."""
+    from tests.support.postgres import PostgresServer, Unavailable
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except Unavailable as exc:
+        server.stop()
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def postgres_url(postgres_server):
+    """The SQLAlchemy URL of a fresh, empty database on the session's server."""
+    url = postgres_server.new_database()
+    yield url
+    postgres_server.drop_database(url)

@@ -39,7 +39,7 @@ def test_explicit_cuda_without_fallback_refuses_to_start(tmp_path):
 
 
 def test_one_gpu_slot_that_cannot_boot_falls_back_while_the_other_serves(tmp_path):
-    config = {"workers": {"max_boot_failures": 2}}
+    config = {"workers": {"max_boot_failures": 2, "per_device": 1}}
     env = {"SPKD_FAKE_DEVICES": TWO_FAKE_GPUS, "SPKD_FAKE_BOOT_FAIL_SLOTS": "1", "SPKD_FAKE_BOOT_FAIL": ""}
     with Daemon(tmp_path, config=config, env=env) as d:
         d.start(ready_slots=1)
@@ -66,3 +66,18 @@ def test_doctor_json_reports_the_plan(tmp_path):
         assert {c["check"] for c in report["checks"]} >= {"torch", "funasr", "devices", "models", "ffmpeg",
                                                           "database"}
         assert out.returncode == (0 if report["ok"] else 1)
+
+
+def test_out_of_memory_halves_the_batch_then_runs_on_the_fallback_device(tmp_path):
+    env = {"SPKD_FAKE_DEVICES": json.dumps({"cuda": [{"index": 0, "name": "Fake GPU", "memory_mb": 1000}]})}
+    with Daemon(tmp_path, env=env) as d:
+        d.start(ready_slots=1)
+        write_wav(d.inbox / "oom.wav")
+        [job] = d.wait_finished(1)
+        assert job["state"] == "done" and job["device"] == "cpu" and job["attempts"] == 1
+        kinds = [e["kind"] for e in d.events(job["id"])]
+        assert kinds.count("oom_retry") == 2 and "oom_fallback" in kinds
+        sizes = [json.loads(e["detail"])["batch_size_s"] for e in d.events(job["id"]) if e["kind"] == "oom_retry"]
+        assert sizes == [150, 75]
+        assert "still out of memory on cuda:0; running it on cpu" in d.log()
+        assert d.stop() == 0

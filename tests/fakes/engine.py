@@ -8,6 +8,7 @@ that crashes, hangs or fails its worker:
 * `*hang*`      - the worker stops heartbeating (a frozen process) on the first attempt
 * `*boom*`      - a transient error (RuntimeError)
 * `*bad*`       - a permanent error (AudioError)
+* `*oom*`       - out of memory on any device but the CPU
 * `*slow*`      - takes SPKD_FAKE_SLOW_SECONDS (default 3 s)
 
 `SPKD_FAKE_BOOT_FAIL` = comma-separated device kinds ("cuda,cpu") or "all" makes
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
-from daemon.errors import AudioError
+from daemon.errors import AudioError, DeviceError
 from daemon.transcript import EngineInfo, Segment, Timing, Transcript
 
 
@@ -59,6 +60,8 @@ class FakeEngine:
             os.kill(os.getpid(), signal.SIGKILL)
         if "hang" in name and _marker(audio_path, "hang"):
             os.kill(os.getpid(), signal.SIGSTOP)  # frozen: no more heartbeats
+        if "oom" in name and not self.device.startswith("cpu"):
+            raise DeviceError("CUDA out of memory (fake)", kind="oom")
         if "boom" in name:
             raise RuntimeError("boom: a transient failure")
         if "bad" in name:

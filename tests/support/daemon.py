@@ -57,6 +57,9 @@ class Daemon:
         self.env["SPKD_FAKE_STATE_DIR"] = str(root / "fake-state")
         if fake_engine:
             self.env["SPKD_ENGINE_FACTORY"] = FAKE_ENGINE
+            # A CPU-only inventory without the torch probe (2-3 s per start on 2 cores);
+            # tests that plan for GPUs set their own.
+            self.env["SPKD_FAKE_DEVICES"] = "{}"
         self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "daemon.log"

@@ -39,10 +39,15 @@ def test_priority_order_is_respected():
 
 
 def test_rocm_and_xpu_environment():
-    [rocm] = devices.plan_slots(WorkersConfig(device="rocm"), inv(rocm=1))
+    [rocm] = devices.plan_slots(WorkersConfig(device="rocm", per_device=1), inv(rocm=1))
     assert rocm.env["HIP_VISIBLE_DEVICES"] == "0" and devices.torch_device(rocm.device) == "cuda:0"
-    [xpu] = devices.plan_slots(WorkersConfig(device="xpu:0"), inv(xpu=1))
+    [xpu] = devices.plan_slots(WorkersConfig(device="xpu:0", per_device=1), inv(xpu=1))
     assert xpu.env["ZE_AFFINITY_MASK"] == "0" and devices.torch_device(xpu.device) == "xpu:0"
+
+
+def test_default_is_two_slots_per_gpu():
+    plans = devices.plan_slots(WorkersConfig(), inv(cuda=1))
+    assert [p.device for p in plans] == ["cuda:0", "cuda:0"]
 
 
 def test_explicit_cuda_on_a_cpu_machine_falls_back_with_the_reason():

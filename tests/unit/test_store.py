@@ -1,20 +1,34 @@
-"""The store's invariants, on a real SQLite database."""
+"""The store's invariants, on a real SQLite database and a real PostgreSQL server
+(the same tests, `url` parametrized; the PostgreSQL ones skip, saying why, where no
+server can be started: see tests/support/postgres.py)."""
 
 import datetime as dt
 import multiprocessing
 import sqlite3
 
 import pytest
+from sqlalchemy import inspect
 
 from daemon import store as st
 from daemon.schema import metadata
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request):
+    return request.param
+
+
 @pytest.fixture()
-def url(tmp_path):
-    url = f"sqlite:///{tmp_path / 'spkd.db'}"
-    st.migrate(url)
-    return url
+def empty_url(backend, tmp_path, request):
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'spkd.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture()
+def url(empty_url):
+    st.migrate(empty_url)
+    return empty_url
 
 
 @pytest.fixture()
@@ -33,16 +47,50 @@ def kinds(store, job_id):
     return [e["kind"] for e in store.events(job_id)]
 
 
-def test_migration_creates_the_schema_of_daemon_schema(url):
-    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-    tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
-    assert {"jobs", "job_events", "workers", "alembic_version"} <= tables
-    for table in metadata.sorted_tables:
-        columns = {r[1] for r in conn.execute(f"pragma table_info({table.name})")}
-        assert columns == {c.name for c in table.columns}, table.name
-    assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
+def test_migration_creates_the_schema_of_daemon_schema(url, backend):
+    engine = st.make_engine(url)
+    try:
+        inspector = inspect(engine)
+        assert {"jobs", "job_events", "workers", "alembic_version"} <= set(inspector.get_table_names())
+        for table in metadata.sorted_tables:
+            columns = {c["name"] for c in inspector.get_columns(table.name)}
+            assert columns == {c.name for c in table.columns}, table.name
+        indexes = {i["name"] for i in inspector.get_indexes("jobs")}
+        assert {"ix_jobs_claim", "ix_jobs_dedup_key", "ix_jobs_sha256", "ix_jobs_spool_path"} <= indexes
+        if backend == "postgres":
+            size = next(c for c in inspector.get_columns("jobs") if c["name"] == "size_bytes")
+            assert str(size["type"]) == "BIGINT"
+    finally:
+        engine.dispose()
+    if backend == "sqlite":
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
+        conn.close()
     st.migrate(url)  # idempotent
-    assert st.current_revision(url) == "0002"
+    assert st.current_revision(url) == "0003"
+
+
+def _migrator(url: str) -> None:  # runs in a child process
+    st.migrate(url)
+
+
+def test_hosts_starting_together_migrate_once(empty_url):
+    """Several daemons starting at once against one empty database: one migrates, the
+    others wait for it (an advisory lock on PostgreSQL) and find nothing to do."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_migrator, args=(empty_url,)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert st.current_revision(empty_url) == "0003"
+
+
+def test_sizes_over_2_gib_fit(store):
+    job_id = store.enqueue(source_name="long.wav", spool_path="/spool/long.wav", output_stem="long",
+                           sha256="0" * 64, size_bytes=5 * 2**30)
+    assert store.job(job_id)["size_bytes"] == 5 * 2**30
 
 
 def test_claim_takes_the_oldest_highest_priority_job_once(store):
@@ -144,6 +192,11 @@ def test_retry_requeues_failed_jobs(store):
     store.fail(job_id, pid=1, kind="x", message="m", permanent=True, retry_backoff_seconds=0)
     assert store.retry(all_failed=True) == [job_id]
     assert store.job(job_id)["state"] == "queued" and store.job(job_id)["attempts"] == 0
+    # A file that failed before it was queued has max_attempts 0; a retry gives it one.
+    early = store.add_failed(source_name="e.wav", spool_path="/spool/e.wav", output_stem="e", sha256=None,
+                             size_bytes=0, kind="empty", message="empty")
+    assert store.retry(job_ids=[early]) == [early]
+    assert store.job(early)["max_attempts"] == 1 and store.job(early)["state"] == "queued"
 
 
 def test_readonly_sql_refuses_writes_and_changes_nothing(url, store):
@@ -151,10 +204,12 @@ def test_readonly_sql_refuses_writes_and_changes_nothing(url, store):
     columns, rows = st.query_readonly(url, "select id, state from jobs")
     assert columns == ["id", "state"] and rows == [(1, "queued")]
     for statement in ("DELETE FROM jobs", "UPDATE jobs SET state='done'", "DROP TABLE jobs",
-                      "INSERT INTO job_events(job_id, at, kind) VALUES (1, '2020-01-01', 'x')"):
+                      "INSERT INTO job_events(job_id, at, kind) VALUES (1, '2020-01-01', 'x')",
+                      "COMMIT; DELETE FROM jobs", "SELECT 1; DELETE FROM jobs", "ROLLBACK; DROP TABLE jobs"):
         with pytest.raises(st.ReadOnlyError):
             st.query_readonly(url, statement)
     assert store.counts() == {"queued": 1}
+    assert len(store.events()) == 1
 
 
 def test_workers_rows(store):
@@ -165,8 +220,35 @@ def test_workers_rows(store):
     assert row["state"] == "ready" and row["jobs_done"] == 1 and row["host"] == "h1"
 
 
-def _claimer(url: str, n_jobs: int, out) -> None:  # runs in a child process
-    s = st.Store(url, host="h1")
+def test_reaper_takes_back_a_silent_hosts_job_never_a_live_ones(url, store):
+    """Host h2 stopped heartbeating (its lease expired); h3 keeps renewing its lease.
+    Any host's reaper takes back h2's job and leaves h3's alone."""
+    silent, live = enqueue(store, "a.wav"), enqueue(store, "b.wav")
+    h2, h3 = st.Store(url, host="h2"), st.Store(url, host="h3")
+    try:
+        assert h2.claim(slot=0, pid=10, device="cpu", lease_seconds=0.2).id == silent
+        assert h3.claim(slot=0, pid=10, device="cpu", lease_seconds=0.2).id == live
+        import time
+        for _ in range(4):
+            time.sleep(0.1)
+            assert h3.heartbeat(live, pid=10, lease_seconds=0.2)
+        assert [j.id for j in store.expired_leases()] == [silent]
+        outcome = store.reap(silent, reason="lease expired (holder h2/10)")
+        assert outcome.state == "queued"
+        assert store.job(live)["state"] == "running" and store.job(live)["host"] == "h3"
+        # h2 comes back to life too late: its job is no longer its own.
+        assert not h2.heartbeat(silent, pid=10, lease_seconds=60)
+        assert not h2.complete(silent, pid=10, audio_seconds=1, processing_seconds=1, speakers=1, outputs=[],
+                               device="cpu")
+        again = store.claim(slot=0, pid=20, device="cpu", lease_seconds=60)
+        assert again.id == silent and again.host == "h1" and again.attempts == 2
+    finally:
+        h2.close()
+        h3.close()
+
+
+def _claimer(url: str, n_jobs: int, out, host: str = "h1") -> None:  # runs in a child process
+    s = st.Store(url, host=host)
     mine = []
     import os
     while True:
@@ -185,7 +267,8 @@ def test_concurrent_claims_never_hand_out_a_job_twice(url, store):
         enqueue(store, f"f{i}.wav")
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_claimer, args=(url, n, out)) for _ in range(4)]
+    # Two "hosts" with two workers each: the claim is the same on one host or several.
+    procs = [ctx.Process(target=_claimer, args=(url, n, out, f"h{i % 2 + 1}")) for i in range(4)]
     for p in procs:
         p.start()
     results = [out.get(timeout=120) for _ in procs]

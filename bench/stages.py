@@ -1,0 +1,177 @@
+"""Where a job's time goes, stage by stage, in bare FunASR and in spkd's engine (issue 10).
+
+    python -m bench.stages --models DIR --audio FILE --device cpu|cuda[:N] [--repeat 3]
+
+Loads the same model directories twice: FunASR's `AutoModel` exactly as its README
+builds it (VAD + ASR + punctuation + CAM++), and spkd's `Engine` (speaker stage batched,
+daemon/speaker_batching.py). Times every call into each stage's model (synchronising
+the GPU around each call) during `generate` on the same decoded audio, and prints the
+cumulative times VAD, +ASR, +punc, +speaker (speaker = the speaker model's calls plus
+clustering), the whole `generate` wall time, the real-time factor, the bare/spkd
+ratio, and whether both gave the same result (numpy's RNG seeded alike before each
+run, since FunASR's spectral clustering runs an unseeded k-means). Each pipeline runs
+once to warm up, then `--repeat` times; the fastest run is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+STAGES = ("vad", "asr", "punc", "speaker")
+
+
+class StageClock:
+    """Wraps each sub-model's inference (and the clusterer) of one AutoModel with a timer."""
+
+    def __init__(self, auto_model: Any, device: str) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self.sync = _synchronizer(device)
+        for stage, owner in (("vad", auto_model.vad_model), ("asr", auto_model.model),
+                             ("punc", auto_model.punc_model), ("speaker", auto_model.spk_model)):
+            if owner is not None:
+                owner.inference = self._timed(stage, owner.inference)
+        if getattr(auto_model, "cb_model", None) is not None:
+            auto_model.cb_model = self._timed("speaker", auto_model.cb_model, count=False)
+
+    def _timed(self, stage: str, fn: Callable[..., Any], count: bool = True) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self.sync()
+            began = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.sync()
+                self.totals[stage] += time.perf_counter() - began
+                if count:
+                    self.calls[stage] += 1
+
+        return wrapper
+
+    def reset(self) -> None:
+        self.totals.clear()
+        self.calls.clear()
+
+
+def _synchronizer(device: str) -> Callable[[], None]:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def _bare_model(dirs: Any, device: str, threads: int) -> Any:
+    from daemon.models import import_funasr
+
+    import_funasr()
+    from funasr import AutoModel
+
+    return AutoModel(model=str(dirs.asr), vad_model=str(dirs.vad), punc_model=str(dirs.punc),
+                     spk_model=str(dirs.spk), device=device, ncpu=threads, disable_update=True,
+                     disable_pbar=True, log_level="WARNING")
+
+
+def _strip(results: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "key"} for r in results or []]
+
+
+def measure(run: Callable[[], list[dict]], clock: StageClock, repeat: int) -> tuple[dict[str, Any], list[dict]]:
+    import numpy as np
+
+    np.random.seed(0)
+    run()  # warm-up: CUDA context, cuDNN algorithm choice, allocator
+    best: dict[str, Any] | None = None
+    result: list[dict] = []
+    for _ in range(max(1, repeat)):
+        clock.reset()
+        np.random.seed(0)
+        clock.sync()
+        began = time.perf_counter()
+        result = run()
+        clock.sync()
+        wall = time.perf_counter() - began
+        row = {"wall": wall, **{s: clock.totals.get(s, 0.0) for s in STAGES},
+               "calls": dict(clock.calls)}
+        if best is None or wall < best["wall"]:
+            best = row
+    assert best is not None
+    return best, result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", required=True, type=Path, help="models directory (default names inside)")
+    ap.add_argument("--audio", required=True, type=Path)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--skip-bare", action="store_true", help="spkd's engine only")
+    args = ap.parse_args(argv)
+
+    from daemon.engine import Engine, decode_audio
+    from daemon.models import resolve_model_dirs
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    dirs = resolve_model_dirs(args.models)
+    samples = decode_audio(args.audio)
+    seconds = samples.size / 16000
+
+    rows: dict[str, dict[str, Any]] = {}
+    results: dict[str, list[dict]] = {}
+    if not args.skip_bare:
+        bare = _bare_model(dirs, args.device, threads)
+        clock = StageClock(bare, args.device)
+        rows["bare FunASR"], results["bare"] = measure(
+            lambda: bare.generate(input=samples, batch_size_s=300), clock, args.repeat)
+        del bare
+    engine = Engine.load(dirs, device=args.device, batch_size_s=300, ncpu=threads)
+    clock = StageClock(engine.model, args.device)
+    rows["spkd engine"], results["spkd"] = measure(
+        lambda: engine.generate(samples, {"batch_size_s": 300}), clock, args.repeat)
+    stats = engine.speaker_batcher.last_stats if engine.speaker_batcher else None
+
+    name = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "cpu"
+    print(f"audio {args.audio.name}: {seconds:.1f} s; device {args.device} ({name}); torch threads {threads}; "
+          f"best of {args.repeat} after a warm-up")
+    if stats:
+        print(f"spkd speaker batching: {stats.windows} windows in {stats.batches} batches "
+              f"(batch size {stats.batch_size}), forward {stats.forward_seconds:.3f} s")
+    header = f"{'pipeline':<12} {'VAD':>8} {'+ASR':>8} {'+punc':>8} {'+speaker':>9} {'generate':>9} {'RTF':>7}  calls"
+    print(header)
+    for label, r in rows.items():
+        cum, out = 0.0, []
+        for s in STAGES:
+            cum += r[s]
+            out.append(cum)
+        r["rtf"] = r["wall"] / seconds
+        print(f"{label:<12} {out[0]:8.3f} {out[1]:8.3f} {out[2]:8.3f} {out[3]:9.3f} {r['wall']:9.3f} "
+              f"{r['rtf']:7.4f}  {r['calls']}")
+    summary: dict[str, Any] = {"audio_seconds": seconds, "device": args.device, "device_name": name,
+                               "threads": threads, "rows": rows}
+    if "bare FunASR" in rows:
+        b, e = rows["bare FunASR"], rows["spkd engine"]
+        same = _strip(results["bare"]) == _strip(results["spkd"])
+        summary.update(ratio=b["wall"] / e["wall"], speaker_ratio=b["speaker"] / max(e["speaker"], 1e-9),
+                       identical=same)
+        print(f"speed ratio bare/spkd: {summary['ratio']:.2f}x whole pipeline, "
+              f"{summary['speaker_ratio']:.1f}x speaker stage; identical results: {same}")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())
