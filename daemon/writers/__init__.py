@@ -34,9 +34,10 @@ of whitespace and newlines inside a sentence are collapsed to one space.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 from typing import Callable, Sequence
+
+from daemon import files
 
 from ..transcript import Transcript
 from .html_page import render_html
@@ -92,40 +93,9 @@ def publish(transcript: Transcript, *, directory: Path, stem: str, formats: Sequ
     paths = []
     for fmt, data in rendered.items():
         path = directory / (stem + extension(fmt))
-        _atomic_write(path, data)
+        files.atomic_write(path, data, sync_dir=False)
         paths.append(path)
-    _fsync_directory(directory)
+    files.fsync_dir(directory)
     return paths
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            # Mode 0o666 minus the umask: the same permissions as a plain open().
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # Windows cannot open a directory; its renames are durable enough
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
