@@ -240,6 +240,10 @@ def worker_env(device: str, threads: int) -> dict[str, str]:
         "MKL_NUM_THREADS": str(threads),
         "OPENBLAS_NUM_THREADS": str(threads),
         "TOKENIZERS_PARALLELISM": "false",
+        # OpenMP threads spin while they wait by default; when anything else wants the
+        # cores (another slot, the user's own programs) that turns a 1-s job into a
+        # 60-s one (measured on 2 cores). Passive waiting costs little when idle.
+        "OMP_WAIT_POLICY": "PASSIVE",
     }
     if kind in ("cuda", "rocm"):
         env["CUDA_VISIBLE_DEVICES"] = index or "0"

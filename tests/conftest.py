@@ -7,6 +7,12 @@ audio in under a second with espeak-ng/sox/ffmpeg.
 
 from __future__ import annotations
 
+import os
+
+# As in the daemon's workers (daemon.devices.worker_env): OpenMP threads that spin while
+# waiting turn second-long tests into minute-long ones on a busy 2-core machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from pathlib import Path
 
 import pytest

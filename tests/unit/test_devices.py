@@ -87,3 +87,9 @@ def test_real_probe_runs_in_a_child_and_finds_the_cpu():
     found = devices.detect()
     assert found.torch_version and found.cpu_cores >= 1
     assert found.available("cpu")
+
+
+def test_workers_wait_passively_for_their_openmp_threads():
+    # Spinning OpenMP threads made a 1-s job take 60 s when anything else wanted the cores.
+    for device in ("cpu", "cuda:0", "mps"):
+        assert devices.worker_env(device, 2)["OMP_WAIT_POLICY"] == "PASSIVE"
