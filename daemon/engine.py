@@ -375,6 +375,9 @@ class Engine:
                 return self.model.generate(input=samples, **cfg)
         except Exception as exc:
             if _is_oom(exc):
+                import gc
+
+                gc.collect()  # after an OOM it is worth 200 ms: free the failed batch's tensors now
                 self.release()
                 raise DeviceError(
                     f"out of memory on {self.device} at batch_size_s={self.batch_size_s}: {exc}", kind="oom"
@@ -382,10 +385,11 @@ class Engine:
             raise
 
     def release(self) -> None:
-        """Give cached device memory back between jobs (the models stay loaded)."""
-        import gc
+        """Give cached device memory back between jobs (the models stay loaded).
 
-        gc.collect()
+        No full `gc.collect()` here: with FunASR and torch loaded it costs 200-250 ms a
+        job (bench/sizes: 4.6 % of a 30-s recording's inference), and the job's tensors
+        are freed by reference counting anyway (RSS stayed flat over 200 jobs)."""
         try:
             import torch
         except ImportError:  # pragma: no cover - torch is a hard dependency
