@@ -95,8 +95,19 @@ def child(models: str, threads: int, long_files: list[str], short: str, short_jo
                 timings.append(time.monotonic() - started)
 
         engine.transcribe = timed  # type: ignore[method-assign]
+        releases: list[float] = []
+        original_release = engine.release
 
-        def one(path: Path, i: int) -> tuple[float, float]:
+        def timed_release() -> None:
+            started = time.monotonic()
+            try:
+                original_release()
+            finally:
+                releases.append(time.monotonic() - started)
+
+        engine.release = timed_release  # type: ignore[method-assign]
+
+        def one(path: Path, i: int) -> tuple[float, float, float]:
             name = f"{path.stem}-{i}{path.suffix}"
             target = spool.new_slot(config.paths.spool) / name
             target.parent.mkdir(parents=True)
@@ -104,29 +115,31 @@ def child(models: str, threads: int, long_files: list[str], short: str, short_jo
             store.enqueue(source_name=name, spool_path=str(target), output_stem=Path(name).stem, sha256=None,
                           size_bytes=target.stat().st_size, dedup_key=None)
             started = time.monotonic()
+            released = len(releases)
             job = store.claim(slot=0, pid=worker.pid, device="cpu", lease_seconds=600)
             assert job is not None
             worker.process(job)
             total = time.monotonic() - started
             row = store.job(job.id)
             assert row and row["state"] == "done", row
-            return total, timings[-1]
+            return total, timings[-1], sum(releases[released:])
 
         out["long"] = []
         for i, f in enumerate(long_files):
-            total, transcribe = one(Path(f), i)
+            total, transcribe, release = one(Path(f), i)
             out["long"].append({"name": Path(f).name, "total": total, "transcribe": transcribe,
-                                "overhead": total - transcribe})
+                                "overhead": total - transcribe, "release": release})
         out["rss_after_long"] = _rss()
         rss: list[float] = []
         short_rows = []
         for i in range(short_jobs):
-            total, transcribe = one(Path(short), i)
+            total, transcribe, release = one(Path(short), i)
             rss.append(_rss())
-            short_rows.append((total, transcribe))
+            short_rows.append((total, transcribe, release))
         out["short_rss"] = rss
-        out["short_total"] = [t for t, _ in short_rows]
-        out["short_transcribe"] = [t for _, t in short_rows]
+        out["short_total"] = [row[0] for row in short_rows]
+        out["short_transcribe"] = [row[1] for row in short_rows]
+        out["short_release"] = [row[2] for row in short_rows]
         store.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -163,9 +176,10 @@ def main(quick: bool = False) -> Result:
               ["child process wall, s", wall],
           ])
     table("Real-size models: per-job overhead of the worker on ~30-s recordings",
-          ["file", "claim + Worker.process s", "Engine.transcribe s", "overhead ms", "overhead %"],
-          [[r["name"], r["total"], r["transcribe"], 1000 * r["overhead"], 100 * r["overhead"] / r["transcribe"]]
-           for r in out["long"]])
+          ["file", "claim + Worker.process s", "Engine.transcribe s", "overhead ms", "overhead %",
+           "of which Engine.release ms", "overhead without it %"],
+          [[r["name"], r["total"], r["transcribe"], 1000 * r["overhead"], 100 * r["overhead"] / r["transcribe"],
+            1000 * r["release"], 100 * (r["overhead"] - r["release"]) / r["transcribe"]] for r in out["long"]])
     rss = out["short_rss"]
     base = rss[min(WARMUP, len(rss)) - 1]
     marks = sorted({1, WARMUP, len(rss) // 4, len(rss) // 2, 3 * len(rss) // 4, len(rss)} - {0})
@@ -178,6 +192,8 @@ def main(quick: bool = False) -> Result:
         ["claim + Worker.process s", percentile(st, 50), percentile(st, 99)],
         ["Engine.transcribe s", percentile(sx, 50), percentile(sx, 99)],
         ["overhead ms", 1000 * percentile(short_over, 50), 1000 * percentile(short_over, 99)],
+        ["of which Engine.release (gc.collect) ms", 1000 * percentile(out["short_release"], 50),
+         1000 * percentile(out["short_release"], 99)],
     ])
     result = Result("sizes")
     long_over = (sum(r["overhead"] for r in out["long"]) / sum(r["transcribe"] for r in out["long"])
@@ -185,6 +201,11 @@ def main(quick: bool = False) -> Result:
     drift = (rss[-1] - base) / base
     result.ratio("worker overhead / transcribe, ~30-s jobs", long_over)
     result.ratio("worker overhead / transcribe, short jobs", sum(short_over) / sum(sx))
+    if out["long"]:
+        result.ratio("Engine.release share of the worker overhead, ~30-s jobs",
+                     sum(r["release"] for r in out["long"]) / sum(r["overhead"] for r in out["long"]))
+    result.ratio("Engine.release share of the worker overhead, short jobs", sum(out["short_release"]) / sum(short_over),
+                 "a full gc.collect() after every job (daemon/engine.py Engine.release)")
     result.ratio("RSS per worker / model size on disk", out["rss_loaded"] / size_mb)
     result.ratio(f"RSS drift after warm-up over {len(rss)} jobs", drift)
     result.ratio(f"RSS growth, after load → after job {len(rss)}", (rss[-1] - out["rss_loaded"]) / out["rss_loaded"],

@@ -65,7 +65,8 @@ def main(quick: bool = False) -> Result:
     ])
     result = Result("start")
     result.ratio("p50 queued→claimed / poll interval", percentile(q2c, 50) / POLL,
-                 "≈0.5 expected for a uniform phase against the worker's poll")
+                 "≈0.5 for a uniformly random phase against the poll; drops here follow the previous "
+                 "claim, so the phase is not uniform")
     result.ratio("p99 drop→claimed−settle / poll interval", percentile(d2c, 99) / POLL)
     result.notes.append("no target was set for this one; idle workers poll every workers.poll_seconds, so "
                         "queued→claimed is bounded by the poll interval plus a claim")

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import (
+    DateTime,
+    bindparam,
     Connection,
     Engine,
     and_,
@@ -196,6 +198,7 @@ class Store:
         self.host = host or hostname()
         self.engine = make_engine(url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._claim: Any = None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -301,8 +304,12 @@ class Store:
 
     # --- claim, heartbeat, complete, fail (worker) -------------------------------------
 
-    def claim(self, *, slot: int, pid: int, device: str, lease_seconds: float) -> Job | None:
-        now = utcnow()
+    def _claim_statement(self) -> Any:
+        """The claim, built once per store: constructing it costs more Python time (about
+        1 ms) than SQLite takes to run it, and the write lock is held meanwhile."""
+        if self._claim is not None:
+            return self._claim
+        now = bindparam("now", type_=DateTime)
         twin = jobs.alias("twin")
         # A duplicate waits while its twin runs, then reuses the twin's result.
         twin_running = exists(select(twin.c.id).where(twin.c.dedup_key == jobs.c.dedup_key,
@@ -316,16 +323,23 @@ class Store:
         )
         if self.is_postgres:
             candidate = candidate.with_for_update(skip_locked=True)
-        statement = (
+        self._claim = (
             update(jobs)
             .where(jobs.c.id == candidate.scalar_subquery(), jobs.c.state == "queued")
-            .values(state="running", attempts=jobs.c.attempts + 1, host=self.host, slot=slot, pid=pid,
-                    device=device, started_at=now, heartbeat_at=now,
-                    lease_expires_at=now + dt.timedelta(seconds=lease_seconds), finished_at=None)
+            .values(state="running", attempts=jobs.c.attempts + 1, host=bindparam("c_host"),
+                    slot=bindparam("c_slot"), pid=bindparam("c_pid"), device=bindparam("c_device"),
+                    started_at=now, heartbeat_at=now, lease_expires_at=bindparam("c_lease", type_=DateTime),
+                    finished_at=None)
             .returning(*jobs.c)
         )
+        return self._claim
+
+    def claim(self, *, slot: int, pid: int, device: str, lease_seconds: float) -> Job | None:
+        now = utcnow()
+        params = {"now": now, "c_host": self.host, "c_slot": slot, "c_pid": pid, "c_device": device,
+                  "c_lease": now + dt.timedelta(seconds=lease_seconds)}
         with self.engine.begin() as conn:
-            row = conn.execute(statement).mappings().first()
+            row = conn.execute(self._claim_statement(), params).mappings().first()
             if row is None:
                 return None
             job = Job.from_row(row)
