@@ -80,10 +80,9 @@ def _open_store(config: Any) -> Any:
 
 
 def _model_dirs(config: Any) -> Any:
-    from daemon.models import resolve_model_dirs
+    from daemon.models import configured_model_dirs
 
-    m = config.models
-    return resolve_model_dirs(m.dir, asr=m.asr, vad=m.vad, punc=m.punc, spk=m.spk)
+    return configured_model_dirs(config.models)
 
 
 def _check_models(config: Any) -> None:
@@ -186,9 +185,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     runtime = service.read_runtime(config)
     running = False
     if runtime:
-        from daemon.supervisor import _pid_alive
-
-        running = _pid_alive(int(runtime["pid"]))
+        running = service.pid_alive(int(runtime["pid"]))
     store = _open_store(config)
     try:
         counts = store.counts()

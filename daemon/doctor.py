@@ -77,7 +77,7 @@ def _database_writable(url: str) -> tuple[bool, str]:
 
 
 def diagnose(config: Config, *, inventory: devices.Inventory | None = None) -> Report:
-    from daemon.models import check_model_dirs, resolve_model_dirs
+    from daemon.models import check_model_dirs, configured_model_dirs
 
     report = Report()
     inventory = inventory or devices.detect()
@@ -103,8 +103,7 @@ def diagnose(config: Config, *, inventory: devices.Inventory | None = None) -> R
                    + (f" ({fallback.reason})" if fallback else ""))
     except SpkdError as exc:
         report.add("devices", False, str(exc))
-    m = config.models
-    dirs = resolve_model_dirs(m.dir, asr=m.asr, vad=m.vad, punc=m.punc, spk=m.spk)
+    dirs = configured_model_dirs(config.models)
     problems = check_model_dirs(dirs)
     report.info["models"] = {role: str(path) for role, path in dirs.items()}
     report.add("models", not problems, "; ".join(problems) or "all model directories present")

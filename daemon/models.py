@@ -21,9 +21,12 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
+
+if TYPE_CHECKING:
+    from daemon.config import ModelsConfig
 
 from daemon.errors import FetchError, ModelsMissingError
 
@@ -142,6 +145,11 @@ def resolve_model_dirs(
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def configured_model_dirs(models: "ModelsConfig") -> ModelDirs:
+    """The model directories a config's `models` section names."""
+    return resolve_model_dirs(models.dir, asr=models.asr, vad=models.vad, punc=models.punc, spk=models.spk)
 
 
 def _configuration_files(path: Path) -> tuple[Path | None, Path | None]:

@@ -228,7 +228,7 @@ def transcribe_files(
 
     Raises (before any file is touched) OptionsError for bad options and
     ModelsMissingError for missing models; every per-file problem is a failed result."""
-    from daemon.models import require_model_dirs, resolve_model_dirs
+    from daemon.models import configured_model_dirs, require_model_dirs
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -239,8 +239,7 @@ def transcribe_files(
         _say(message, err, bars)
 
     opts = check_options(config, formats=formats, speakers=speakers, hotwords=hotwords)
-    m = config.models
-    dirs = require_model_dirs(resolve_model_dirs(m.dir, asr=m.asr, vad=m.vad, punc=m.punc, spk=m.spk))
+    dirs = require_model_dirs(configured_model_dirs(config.models))
 
     paths = [Path(p) for p in paths]
     results = [FileResult(path=p) for p in paths]

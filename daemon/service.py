@@ -79,6 +79,22 @@ def write_runtime(config: Config, *, pid: int) -> None:
     atomic_write(runtime_path(config), json.dumps(info, indent=2) + "\n")
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (for the runtime file, orphaned workers)."""
+    try:
+        import psutil
+
+        return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except Exception:  # noqa: BLE001 - psutil missing or the process vanished meanwhile
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
 def read_runtime(config: Config) -> dict[str, Any] | None:
     try:
         info = json.loads(runtime_path(config).read_text())

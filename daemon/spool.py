@@ -8,13 +8,13 @@ path alone. A sidecar `<file>.spkd.json` travels in the same folder.
 from __future__ import annotations
 
 import calendar
+import datetime as dt
 import os
 import re
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
 
 from daemon import files
 
@@ -118,13 +118,16 @@ def archive(*, spool_path: Path, spool_root: Path, archive_root: Path, source_na
         return None  # already moved on (by the supervisor tidying up after a dead worker)
 
 
-def fail(*, spool_path: Path, spool_root: Path, failed_root: Path, source_name: str,
-         info: Mapping[str, Any]) -> Path:
+def fail(*, spool_path: Path, spool_root: Path, failed_root: Path, source_name: str, job_id: int,
+         sha256: str | None, error_kind: str | None, error_message: str | None, attempts: int) -> Path:
     """Move a source into `failed/` with `<name>.error.json` beside it."""
     if spool_path.exists():
         target = _retire(spool_path, spool_root, failed_root, source_name)
     else:
         # The file is already gone (moved by an earlier attempt): still leave the reason.
         target = files.free_name(files.inside(failed_root, source_name))
-    files.write_error_file(target, info)
+    failed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat() + "Z"
+    files.write_error_file(target, {"job_id": job_id, "source": source_name, "sha256": sha256,
+                                    "error_kind": error_kind, "error_message": error_message,
+                                    "attempts": attempts, "failed_at": failed_at})
     return target

@@ -196,7 +196,8 @@ class Supervisor:
         """After a crash of the supervisor (or the machine): jobs whose worker is gone
         go back to the queue; spool files of finished jobs are moved on."""
         assert self.store is not None
-        for outcome in self.store.recover(is_alive=_pid_alive, reason="recovered at start: its worker is gone"):
+        for outcome in self.store.recover(is_alive=service.pid_alive,
+                                          reason="recovered at start: its worker is gone"):
             logger.warning("job {} requeued at start: {} (worker gone)", outcome.job.id, outcome.job.source_name)
             if outcome.state == "failed":
                 retire_failed(self.config, outcome.job)
@@ -402,7 +403,7 @@ class Supervisor:
             if job.host == self.store.host:
                 if job.pid in ours:
                     continue  # the main loop's health check owns our own workers
-                if job.pid is not None and _pid_alive(job.pid):
+                if job.pid is not None and service.pid_alive(job.pid):
                     if not _is_spkd_worker(job.pid):
                         continue
                     logger.warning("job {}: orphaned worker {} stopped heartbeating; killing it", job.id, job.pid)
@@ -596,21 +597,6 @@ def _kill(pid: int | None, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        import psutil
-
-        return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except Exception:  # noqa: BLE001
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
 
 
 def _is_spkd_worker(pid: int) -> bool:

@@ -358,9 +358,8 @@ class Watcher:
                                        sha256=sha256, size_bytes=size_bytes, kind=error.kind, message=error.message,
                                        options=job_options)
         spool.fail(spool_path=spool_path, spool_root=self.config.paths.spool, failed_root=self.config.paths.failed,
-                   source_name=source_name,
-                   info={"job_id": job_id, "source": source_name, "sha256": sha256, "error_kind": error.kind,
-                         "error_message": error.message, "attempts": 0})
+                   source_name=source_name, job_id=job_id, sha256=sha256, error_kind=error.kind,
+                   error_message=error.message, attempts=0)
         logger.warning("job {} failed: {} ({}: {})", job_id, source_name, error.kind, error.message)
         return job_id
 

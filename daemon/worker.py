@@ -66,11 +66,10 @@ class WorkerSpec:
 def default_engine_factory(config: Config, device: str) -> Engine:
     from daemon import devices
     from daemon.engine import Engine as FunasrEngine
-    from daemon.models import require_model_dirs, resolve_model_dirs
+    from daemon.models import configured_model_dirs, require_model_dirs
 
     m = config.models
-    dirs = resolve_model_dirs(m.dir, asr=m.asr, vad=m.vad, punc=m.punc, spk=m.spk)
-    require_model_dirs(dirs)
+    dirs = require_model_dirs(configured_model_dirs(m))
     return FunasrEngine.load(dirs, device=devices.torch_device(device), batch_size_s=m.batch_size_s,
                              ncpu=int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
                              speaker_batching=m.speaker_batching)
@@ -172,8 +171,9 @@ class Worker:
                 logger.warning("slot {}: supervisor is gone; exiting", self.spec.slot)
                 return EXIT_LOST_PARENT
             # The disk guard pauses claiming while the outbox or state disk is nearly full.
-            job = None if diskguard.paused_reason(self.config) else self.store.claim(slot=self.spec.slot, pid=self.pid, device=self.spec.device,
-                                   lease_seconds=self.config.jobs.lease_seconds)
+            paused = diskguard.paused_reason(self.config)
+            job = None if paused else self.store.claim(slot=self.spec.slot, pid=self.pid, device=self.spec.device,
+                                                       lease_seconds=self.config.jobs.lease_seconds)
             if job is None:
                 now = time.monotonic()
                 if now - last_beat >= self.config.jobs.heartbeat_seconds:
@@ -316,10 +316,8 @@ def retire_failed(config: Config, job: Job) -> Path:
     """Move a failed job's source into failed/ with its `.error.json`."""
     paths = config.paths
     return spool.fail(spool_path=Path(job.spool_path), spool_root=paths.spool, failed_root=paths.failed,
-                      source_name=job.source_name,
-                      info={"job_id": job.id, "source": job.source_name, "sha256": job.sha256,
-                            "error_kind": job.error_kind, "error_message": job.error_message,
-                            "attempts": job.attempts, "failed_at": utcnow().isoformat() + "Z"})
+                      source_name=job.source_name, job_id=job.id, sha256=job.sha256, error_kind=job.error_kind,
+                      error_message=job.error_message, attempts=job.attempts)
 
 
 def run_worker(config: Config, spec: WorkerSpec) -> None:
