@@ -11,12 +11,14 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Daemon, write_wav
+from tests.support.daemon import REPO, Daemon, write_wav
 
 pytestmark = pytest.mark.e2e
 
@@ -299,3 +301,24 @@ def test_200_jobs_with_random_worker_kills_all_end_done_once(tmp_path):
         assert not list(d.inbox.iterdir())
         assert d.stop() == 0
         assert_history_consistent(d)
+
+
+def test_disk_guard_pauses_claiming_until_space_returns(tmp_path):
+    config = {"daemon": {"min_free_mb": 10**9, "disk_check_seconds": 0.5}, "workers": {"count": 1}}
+    with Daemon(tmp_path, config=config) as d:
+        d.start()
+        write_wav(d.inbox / "a.wav")
+        d.wait(lambda: [j["state"] for j in d.jobs()] == ["queued"], what="a queued job")
+        time.sleep(2)  # several worker polls: nothing is claimed while the disk is "full"
+        assert [j["state"] for j in d.jobs()] == ["queued"]
+        assert "claiming paused" in d.log()
+        status = subprocess.run([sys.executable, "-m", "daemon", "--config", str(d.config_path), "status", "--json"],
+                                capture_output=True, text=True, env=d.env, cwd=REPO)
+        assert "MB free" in (json.loads(status.stdout)["paused"] or "")
+        changed = json.loads(d.config_path.read_text())
+        changed["daemon"]["min_free_mb"] = 0
+        d.config_path.write_text(json.dumps(changed))
+        d.proc.send_signal(signal.SIGHUP)
+        [job] = d.wait_finished(1, timeout=60)
+        assert job["state"] == "done" and "claiming resumed" in d.log()
+        assert d.stop() == 0
