@@ -87,9 +87,13 @@ def test_two_hosts_share_one_queue_and_one_inbox_and_survive_one_being_killed(tm
             write_wav(shared / "inbox" / name, seed=i)
         # Both watchers see every file; each becomes one row.
         a.wait(lambda: len(a.jobs()) >= len(names), what="16 queued jobs")
+        # Killed mid-job, not in the instant between a job's row turning done and its
+        # source reaching archive/ (that file would stay in host-a's spool until it returns).
         running_on_a = a.wait(lambda: [j for j in a.jobs() if j["host"] == "host-a" and j["state"] == "running"]
-                              and [j for j in a.jobs() if j["host"] == "host-a" and j["state"] == "done"],
-                              what="host-a done with one job and running another")
+                              and [j for j in a.jobs() if j["host"] == "host-a" and j["state"] == "done"]
+                              and all((shared / "archive" / j["source_name"]).exists()
+                                      for j in a.jobs() if j["host"] == "host-a" and j["state"] == "done"),
+                              what="host-a done with one job (archived) and running another")
         assert running_on_a
         a.kill_group()  # host-a dies with its workers (power loss): its leases run out
         jobs = done_jobs(b, len(names))
