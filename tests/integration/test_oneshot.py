@@ -128,9 +128,9 @@ def test_missing_models_fail_fast_with_the_fix(tmp_path: Path, two_voice_wav: Pa
 
 def test_bad_options_are_refused_before_any_work(tmp_path: Path, two_voice_wav: Path) -> None:
     config = write_config(tmp_path, tmp_path / "no-models")
-    proc = spkd(config, "transcribe", str(two_voice_wav), "--formats", "json,docx", timeout=60)
+    proc = spkd(config, "transcribe", str(two_voice_wav), "--formats", "json,pdf", timeout=60)
     assert proc.returncode == 2
-    assert "formats: unknown format 'docx'" in proc.stderr
+    assert "formats: unknown format 'pdf'" in proc.stderr
 
 
 def test_no_model_load_when_no_input_exists(tmp_path: Path, tiny_models: ModelDirs) -> None:
