@@ -86,9 +86,11 @@ def render_docx(t: Transcript) -> bytes:
     document.add_paragraph(_text(" · ".join(details(t))), style=DETAILS_STYLE)
     for turn in t.turns():
         paragraph = document.add_paragraph()
-        paragraph.add_run(_text(turn.speaker_label), style=SPEAKER_STYLE)
+        # The style id on the run's element: python-docx's lookup by style name walks
+        # every style of the document for every run (seconds for a long meeting).
+        paragraph.add_run(_text(turn.speaker_label)).element.style = speaker.style_id
         paragraph.add_run(" ")
-        paragraph.add_run(f"[{hms(ms(turn.start))}]", style=TIMESTAMP_STYLE)
+        paragraph.add_run(f"[{hms(ms(turn.start))}]").element.style = timestamp.style_id
         text = _text(turn.text)
         if text:
             run = paragraph.add_run()

@@ -3,11 +3,16 @@ markdown-it-py (CommonMark, and GFM's tables and strikethrough) and python-docx.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import re
+import subprocess
+import sys
 import time
 import zipfile
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +23,7 @@ from daemon.writers.markdown_doc import escape
 from daemon.writers.word_doc import EAST_ASIAN_FONT, LATIN_FONT, ZIP_ENTRY_TIME
 from tests.support.documents import Document, assert_holds_transcript, one_line, read_docx, read_markdown
 
+REPO = Path(__file__).resolve().parents[2]
 RECORDED = datetime(2025, 3, 4, 9, 15, 7, tzinfo=timezone(timedelta(hours=8)))
 
 SEGMENTS = (
@@ -210,6 +216,16 @@ def test_docx_is_byte_stable_whatever_the_clock(monkeypatch: pytest.MonkeyPatch)
     assert infos[0].filename == "[Content_Types].xml"
     assert "docProps/thumbnail.jpeg" not in {i.filename for i in infos}  # the blank template's preview
     assert "thumbnail" not in docx_xml(first, "_rels/.rels")
+
+
+def test_docx_same_bytes_in_another_process() -> None:
+    """Nothing in the package depends on the process (hash seeds, set order, the clock)."""
+    script = ("import hashlib, sys; from tests.unit.test_documents import make; "
+              "from daemon.writers import render_bytes; "
+              "sys.stdout.write(hashlib.sha256(render_bytes('docx', make())).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert digests == {hashlib.sha256(render_bytes("docx", make())).hexdigest()}
 
 
 def test_docx_hostile_text_control_characters_and_long_title() -> None:

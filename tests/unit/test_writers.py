@@ -378,6 +378,15 @@ def test_html_structure() -> None:
     assert not re.search(r"(src|href)=\"(https?:)?//", text)
 
 
+def test_html_escapes_speaker_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    import daemon.transcript
+
+    monkeypatch.setattr(daemon.transcript, "speaker_label", lambda n: f"<b>Li & {n}</b>")
+    page = parse_html(render("html", make()))
+    assert not any(tag == "b" for tag, _ in page.elements)
+    assert "<b>Li & 2</b>" in page.data
+
+
 def test_html_colours_stable_per_speaker() -> None:
     assert speaker_colour(2) in render("html", make())
     only_two = make((Segment(1.0, 2.0, 2, "hi"),), audio_seconds=3.0)
