@@ -1,5 +1,6 @@
 """Helpers shared by the writers: millisecond times, clock strings, display widths,
-and the header that the documents for people (html, md, docx) open with.
+and the title and details line that the documents for people (md, docx; html its
+title) open with.
 
 Times are turned into whole milliseconds once, with `ms()`, and every format is
 printed from that integer, so that json, tsv, srt, vtt and the sentence file

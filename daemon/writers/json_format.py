@@ -14,11 +14,11 @@
                     "text": "…"}, …]
     }
 
-Seconds are rounded to milliseconds; anything unknown is null. `source.modified_at` is
-the audio file's modification time (ISO 8601 with its UTC offset), the date that the
-md and docx files show. `speakers`, `text`
-and `timing.rtf` are derived from the rest and ignored by `parse_json`. A model's
-local `path` is not written: it describes the machine, not the transcript.
+Seconds are rounded to milliseconds; anything unknown is null. `source.modified_at`
+is the audio file's modification time (ISO 8601 with its UTC offset), the date that
+the md and docx files show. `speakers`, `text` and `timing.rtf` are derived from the
+rest and ignored by `parse_json`. A model's local `path` is not written: it describes
+the machine, not the transcript.
 Additive changes keep the schema name; anything that breaks readers bumps it.
 """
 

@@ -17,7 +17,9 @@ turn a line with the speaker in bold and the turn's start, and the turn's text a
 paragraph of its own (none where the turn has no text). Everything that comes from the
 transcript (the title, names, text) goes through `escape()`, so a transcript never
 turns into markup, whatever it says: its text renders back as exactly itself (with
-whitespace runs collapsed, like the line formats).
+whitespace runs collapsed, like the line formats). One thing escaping cannot stop:
+renderers with GFM's autolinks make a bare `www.…` or `https://…` a link (its text
+unchanged).
 """
 
 from __future__ import annotations
