@@ -33,6 +33,7 @@ system-deps:
 test-system-deps:
 	@scripts/system-deps.sh ffmpeg espeak-ng sox systemd-analyze chromium
 	@scripts/system-deps.sh pg_ctl
+	@scripts/system-deps.sh soffice pdftotext
 
 run: venv system-deps
 	$(BIN)/spkd --config $(CONFIG) models fetch --if-missing

@@ -34,7 +34,7 @@ from loguru import logger
 
 from daemon.errors import AudioError, DeviceError, OptionsError, SpkdError
 from daemon.models import ModelDirs, import_funasr, read_model_meta, require_model_dirs
-from daemon.transcript import EngineInfo, ModelInfo, Source, Timing, Transcript, number_speakers
+from daemon.transcript import EngineInfo, ModelInfo, Timing, Transcript, describe_source, number_speakers
 
 if TYPE_CHECKING:
     import numpy as np
@@ -361,7 +361,8 @@ class Engine:
         return Transcript(
             segments=segments,
             audio_seconds=round(duration, 3),
-            source=Source(name=source_name or audio_path.name, duration_seconds=round(duration, 3)),
+            source=describe_source(audio_path, name=source_name or audio_path.name,
+                                   duration_seconds=round(duration, 3)),
             engine=self.info,
             timing=Timing(load_seconds=self.load_seconds, transcribe_seconds=round(elapsed, 3)),
         )

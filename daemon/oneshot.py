@@ -268,10 +268,10 @@ def transcribe_files(
             bar.stage("transcribing")
             with _quiet_stdout(err):
                 transcript = _transcribe(engine, r.path, opts)
-            from daemon.transcript import Source
+            from daemon.transcript import describe_source
 
-            transcript = transcript.replace(source=Source(name=r.path.name, sha256=sha256,
-                                                          duration_seconds=transcript.audio_seconds))
+            transcript = transcript.replace(source=describe_source(r.path, name=r.path.name, sha256=sha256,
+                                                                   duration_seconds=transcript.audio_seconds))
             bar.advance()
             bar.stage("writing")
             r.outputs = writers.publish(transcript, directory=directory, stem=stem, formats=opts["formats"])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 SCHEMA = "spkd.transcript/1"
@@ -52,6 +54,23 @@ class Source:
     name: str
     sha256: str | None = None
     duration_seconds: float | None = None
+    # The audio file's modification time: the closest thing to a recording date that we
+    # have (a recorder writes the file as the recording ends). Whole seconds, in the local
+    # time zone of the machine that transcribed it, with its UTC offset.
+    modified_at: datetime | None = None
+
+
+def describe_source(path: Path, *, name: str, sha256: str | None = None,
+                    duration_seconds: float | None = None) -> Source:
+    """The Source of the audio file at `path` (spool moves keep its mtime); `name` is
+    what the user called it. No date when the file cannot be read."""
+    try:
+        mtime = int(Path(path).stat().st_mtime)
+    except OSError:
+        modified_at = None
+    else:
+        modified_at = datetime.fromtimestamp(mtime, timezone.utc).astimezone()
+    return Source(name=name, sha256=sha256, duration_seconds=duration_seconds, modified_at=modified_at)
 
 
 @dataclass(frozen=True)

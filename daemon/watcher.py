@@ -34,7 +34,7 @@ from daemon.config import Config
 from daemon.errors import AudioError, SpkdError
 from daemon.probe import ffprobe_available, probe
 from daemon.store import Store
-from daemon.transcript import Source
+from daemon.transcript import describe_source
 
 CHECK_INTERVAL_SECONDS = 0.25
 # Shorter recordings fail at once: nothing useful can come out of them.
@@ -338,8 +338,8 @@ class Watcher:
         transcript = outputs.load_transcript(self.config, twin.id) if twin is not None else None
         if twin is None or transcript is None:
             return None
-        transcript = transcript.replace(source=Source(name=source_name, sha256=sha256,
-                                                      duration_seconds=transcript.audio_seconds))
+        transcript = transcript.replace(source=describe_source(spool_path, name=source_name, sha256=sha256,
+                                                               duration_seconds=transcript.audio_seconds))
         written = outputs.publish(self.config, output_stem=output_stem, transcript=transcript,
                                   formats=job_options.get("formats") or self.config.output.formats)
         job_id = self.store.add_reused(source_name=source_name, spool_path=str(spool_path), output_stem=output_stem,

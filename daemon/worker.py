@@ -26,7 +26,7 @@ from daemon import diskguard, outputs, spool
 from daemon.config import Config
 from daemon.errors import DeviceError, SpkdError
 from daemon.store import Job, Store, utcnow
-from daemon.transcript import Source, Transcript
+from daemon.transcript import Transcript, describe_source
 
 EXIT_OK = 0  # stopped as asked, or recycled: restart without counting a failure
 EXIT_BOOT_FAILED = 3  # could not load the models on this device
@@ -213,8 +213,9 @@ class Worker:
                         every_seconds=self.config.jobs.heartbeat_seconds) as beat:
             try:
                 if reused is not None:
-                    transcript = reused.replace(source=Source(name=job.source_name, sha256=job.sha256,
-                                                              duration_seconds=reused.audio_seconds))
+                    transcript = reused.replace(source=describe_source(
+                        Path(job.spool_path), name=job.source_name, sha256=job.sha256,
+                        duration_seconds=reused.audio_seconds))
                 else:
                     transcript = self._transcribe(job)
                 if beat.lost.is_set():
@@ -264,8 +265,8 @@ class Worker:
                 self._fallback_engine = _load_factory(self.spec.engine_factory)(self.config, device)
             transcript = self._transcribe_on(self._fallback_engine, job)
             self._fallback_engine.release()
-        return transcript.replace(source=Source(name=job.source_name, sha256=job.sha256,
-                                                duration_seconds=transcript.audio_seconds))
+        return transcript.replace(source=describe_source(Path(job.spool_path), name=job.source_name,
+                                                         sha256=job.sha256, duration_seconds=transcript.audio_seconds))
 
     def _transcribe_on(self, engine: Engine, job: Job) -> Transcript:
         options = job.options

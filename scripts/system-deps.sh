@@ -4,23 +4,28 @@
 # exactly what to install. Programs that only matter on Linux (systemd-analyze, for
 # checking the rendered unit files) are skipped elsewhere; their tests skip too.
 # Optional programs (pg_ctl: the PostgreSQL server for the multi-host tests; chromium:
-# the headless browser of the html page test) are
-# installed where we may; where we may not, their tests skip and this says so.
+# the headless browser of the html page test; soffice and pdftotext: LibreOffice
+# converting the docx output to PDF, and reading its text back) are installed where we
+# may; where we may not, their tests skip and this says so.
 set -euo pipefail
 
-# The package that provides a program, where its name differs from the program's.
+# The packages that provide a program (space-separated), where they differ from its name.
 package_for() {
     case "$1" in
         systemd-analyze) echo systemd ;;
         pg_ctl) if [ "$(uname -s)" = Darwin ]; then echo postgresql@16; else echo postgresql; fi ;;
         chromium) echo chromium ;;  # Debian's package; the program has the same name
+        # Writer without the GUI, and a CJK font: without one the Chinese text of the
+        # docx test would have no glyphs in the PDF.
+        soffice) echo libreoffice-writer-nogui fonts-wqy-zenhei ;;
+        pdftotext) if [ "$(uname -s)" = Darwin ]; then echo poppler; else echo poppler-utils; fi ;;
         *) echo "$1" ;;
     esac
 }
 
 optional() {
     case "$1" in
-        pg_ctl|chromium) return 0 ;;
+        pg_ctl|chromium|soffice|pdftotext) return 0 ;;
         *) return 1 ;;
     esac
 }
@@ -35,11 +40,12 @@ installed() {
     esac
 }
 
-# chromium (the headless browser of the html page test) has no program on PATH after
-# `brew install chromium` on macOS, so it is only installed on Linux; the test skips elsewhere.
+# chromium (the headless browser of the html page test) and soffice (LibreOffice) have
+# no program on PATH after `brew install` on macOS, so they are only installed on Linux;
+# their tests skip elsewhere.
 linux_only() {
     case "$1" in
-        systemd-analyze|chromium) return 0 ;;
+        systemd-analyze|chromium|soffice) return 0 ;;
         *) return 1 ;;
     esac
 }
@@ -56,7 +62,8 @@ done
 
 packages=()
 for program in "${missing[@]}"; do
-    packages+=("$(package_for "$program")")
+    read -ra provided <<< "$(package_for "$program")"
+    packages+=("${provided[@]}")
 done
 
 if command -v apt-get >/dev/null 2>&1; then

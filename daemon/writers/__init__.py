@@ -1,9 +1,12 @@
-"""Writers: pure functions from a `Transcript` to the text of one output file.
+"""Writers: pure functions from a `Transcript` to the content of one output file.
 
-`render(fmt, transcript)` gives the text, `publish()` writes a set of files
-atomically. Output is deterministic (no "now" anywhere), so a re-run over the
-same transcript rewrites byte-identical files. Every file is UTF-8 with "\\n"
-line ends. The formats, in `FORMATS` order:
+`render(fmt, transcript)` gives the content: text (`str`) for every format but
+`docx`, whose content is bytes; `render_bytes()` gives any format's file as bytes,
+and `publish()` writes a set of files atomically. Output is deterministic (no "now"
+anywhere), so a re-run or a re-render of the same transcript rewrites byte-identical
+files. Every text file is UTF-8 with "\\n" line ends. Speakers are named through
+`Segment.speaker_label` / `Speaker.label` in every format. The formats, in `FORMATS`
+order:
 
 - `json` (`.json`): the full record, schema `spkd.transcript/1`, documented in
   `daemon/writers/json_format.py`; `parse_json()` reads it back.
@@ -25,10 +28,18 @@ line ends. The formats, in `FORMATS` order:
   and newlines in text become spaces.
 - `html` (`.html`): a self-contained page with a speaker timeline, legend and the
   transcript by turns (see `html_page.py`).
+- `md` (`.md`): CommonMark: `# title`, the details line (date, duration, speakers
+  with talk time), then per turn `**Speaker1** [HH:MM:SS]` and the text as a
+  paragraph; transcript text and names escaped so that they never become markup
+  (see `markdown_doc.py`).
+- `docx` (`.docx`): a Word document (python-docx) with the same structure: one
+  paragraph per turn, speakers bold, times muted, named styles, an East Asian font
+  for CJK text; fixed zip entry times (see `word_doc.py`).
 
 An empty transcript gives a valid file in every format (srt: empty; vtt: just
-the header; tsv: just the header; json: empty lists). In the line formats, runs
-of whitespace and newlines inside a sentence are collapsed to one space.
+the header; tsv: just the header; json: empty lists; md, docx: title and details).
+In the line formats, md and docx, runs of whitespace and newlines inside a sentence
+are collapsed to one space.
 """
 
 from __future__ import annotations
@@ -42,12 +53,14 @@ from daemon import files
 from ..transcript import Transcript
 from .html_page import render_html
 from .json_format import parse_json, render_json
+from .markdown_doc import render_markdown
 from .plain import render_sentences, render_tsv, render_txt
 from .subtitles import Cue, build_cues, render_srt, render_vtt
+from .word_doc import render_docx
 
-__all__ = ["FORMATS", "Cue", "build_cues", "extension", "parse_json", "publish", "render"]
+__all__ = ["FORMATS", "Cue", "build_cues", "extension", "parse_json", "publish", "render", "render_bytes"]
 
-_WRITERS: dict[str, tuple[str, Callable[[Transcript], str]]] = {
+_WRITERS: dict[str, tuple[str, Callable[[Transcript], str | bytes]]] = {
     "json": (".json", render_json),
     "txt": (".txt", render_txt),
     "srt": (".srt", render_srt),
@@ -55,12 +68,14 @@ _WRITERS: dict[str, tuple[str, Callable[[Transcript], str]]] = {
     "sentences": (".sentences.txt", render_sentences),
     "tsv": (".tsv", render_tsv),
     "html": (".html", render_html),
+    "md": (".md", render_markdown),
+    "docx": (".docx", render_docx),
 }
 
 FORMATS: tuple[str, ...] = tuple(_WRITERS)
 
 
-def _writer(fmt: str) -> tuple[str, Callable[[Transcript], str]]:
+def _writer(fmt: str) -> tuple[str, Callable[[Transcript], str | bytes]]:
     try:
         return _WRITERS[fmt]
     except (KeyError, TypeError):
@@ -72,8 +87,15 @@ def extension(fmt: str) -> str:
     return _writer(fmt)[0]
 
 
-def render(fmt: str, transcript: Transcript) -> str:
+def render(fmt: str, transcript: Transcript) -> str | bytes:
+    """The content of a format's file: `str` for the text formats, `bytes` for docx."""
     return _writer(fmt)[1](transcript)
+
+
+def render_bytes(fmt: str, transcript: Transcript) -> bytes:
+    """A format's file exactly as `publish` writes it (text formats in UTF-8)."""
+    content = render(fmt, transcript)
+    return content.encode("utf-8") if isinstance(content, str) else content
 
 
 def publish(transcript: Transcript, *, directory: Path, stem: str, formats: Sequence[str]) -> list[Path]:
@@ -88,7 +110,7 @@ def publish(transcript: Transcript, *, directory: Path, stem: str, formats: Sequ
     if not stem or stem in (".", "..") or os.sep in stem or (os.altsep and os.altsep in stem):
         raise ValueError(f"stem must be a plain file name, not {stem!r}")
     directory = Path(directory)
-    rendered = {fmt: render(fmt, transcript).encode("utf-8") for fmt in dict.fromkeys(formats)}
+    rendered = {fmt: render_bytes(fmt, transcript) for fmt in dict.fromkeys(formats)}
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt, data in rendered.items():

@@ -15,7 +15,7 @@ import itertools
 from html import escape
 
 from ..transcript import Segment, Transcript, join_text
-from .common import decimal, hms, ms, one_line
+from .common import brief_hms, count_of, decimal, hms, ms, one_line, title
 
 # Tableau 10: distinct, colour-blind friendly; past ten speakers, golden-angle hues.
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -84,16 +84,12 @@ def _t(seconds: float) -> str:
     return decimal(ms(seconds))
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
 def _span(seconds: float) -> str:
-    return hms(ms(seconds)).removeprefix("00:")  # mm:ss under an hour reads easier
+    return brief_hms(ms(seconds))
 
 
 def render_html(t: Transcript) -> str:
-    title = t.source.name if t.source else "Transcript"
+    name = title(t)
     duration = max([t.audio_seconds, *(s.end for s in t.segments)]) or 1.0  # avoid /0
     segs = list(enumerate(t.segments))
 
@@ -111,12 +107,12 @@ def render_html(t: Transcript) -> str:
         )
         rows.append(
             f'<div class="speaker-row" data-speaker="{sp.speaker}" style="--c:{speaker_colour(sp.speaker)}">'
-            f'<span class="name">{sp.label}</span><div class="bar">{blocks}</div></div>'
+            f'<span class="name">{escape(sp.label)}</span><div class="bar">{blocks}</div></div>'
         )
     talk_total = sum(sp.talk_seconds for sp in t.speakers) or 1.0
     legend = "".join(
-        f'<span style="--c:{speaker_colour(sp.speaker)}"><span class="swatch"></span>{sp.label}: '
-        f"{_span(sp.talk_seconds)} ({sp.talk_seconds / talk_total:.0%}, {_count(sp.segments, 'sentence')})</span>"
+        f'<span style="--c:{speaker_colour(sp.speaker)}"><span class="swatch"></span>{escape(sp.label)}: '
+        f"{_span(sp.talk_seconds)} ({sp.talk_seconds / talk_total:.0%}, {count_of(sp.segments, 'sentence')})</span>"
         for sp in t.speakers
     )
     anchors: set[str] = set()
@@ -124,9 +120,9 @@ def render_html(t: Transcript) -> str:
     return (
         "<!DOCTYPE html>\n"
         f'<html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">\n'
-        f"<title>{escape(title)}</title>\n<style>{_CSS}</style></head>\n<body>\n"
-        f"<header><h1>{escape(title)}</h1><div class=\"meta\">{_span(t.audio_seconds)} · "
-        f"{_count(len(t.speakers), 'speaker')} · {_count(len(t.segments), 'sentence')}</div></header>\n"
+        f"<title>{escape(name)}</title>\n<style>{_CSS}</style></head>\n<body>\n"
+        f"<header><h1>{escape(name)}</h1><div class=\"meta\">{_span(t.audio_seconds)} · "
+        f"{count_of(len(t.speakers), 'speaker')} · {count_of(len(t.segments), 'sentence')}</div></header>\n"
         f'<section id="timeline">\n' + "\n".join(rows) + "\n</section>\n"
         f'<div class="legend">{legend}</div>\n'
         '<main id="transcript">\n' + "\n".join(turns) + "\n</main>\n"
@@ -154,6 +150,6 @@ def _turn(group: list[tuple[int, Segment]], anchors: set[str]) -> str:
     return (
         f'<p class="turn" data-speaker="{first.speaker}" style="--c:{speaker_colour(first.speaker)}">'
         f'<a class="time" href="#t={start}" data-start="{start}" data-index="{group[0][0]}">{hms(ms(first.start))}</a>'
-        f'<span class="who">{first.speaker_label}</span>{body}</p>'
+        f'<span class="who">{escape(first.speaker_label)}</span>{body}</p>'
     )
 

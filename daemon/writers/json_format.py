@@ -2,7 +2,8 @@
 
     {
       "schema": "spkd.transcript/1",
-      "source": {"name": "meeting.m4a", "sha256": "…", "duration_seconds": 3723.5} | null,
+      "source": {"name": "meeting.m4a", "sha256": "…", "duration_seconds": 3723.5,
+                 "modified_at": "2025-03-04T09:15:00+08:00" | null} | null,
       "audio_seconds": 3723.5,
       "engine": {"funasr_version": "1.3.1", "device": "cuda:0",
                  "models": [{"role": "asr", "name": "…", "revision": "v2.0.4"}, …]} | null,
@@ -13,15 +14,18 @@
                     "text": "…"}, …]
     }
 
-Seconds are rounded to milliseconds; anything unknown is null. `speakers`, `text`
-and `timing.rtf` are derived from the rest and ignored by `parse_json`. A model's
-local `path` is not written: it describes the machine, not the transcript.
+Seconds are rounded to milliseconds; anything unknown is null. `source.modified_at`
+is the audio file's modification time (ISO 8601 with its UTC offset), the date that
+the md and docx files show. `speakers`, `text` and `timing.rtf` are derived from the
+rest and ignored by `parse_json`. A model's local `path` is not written: it describes
+the machine, not the transcript.
 Additive changes keep the schema name; anything that breaks readers bumps it.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from ..transcript import SCHEMA, EngineInfo, ModelInfo, Segment, Source, Timing, Transcript
@@ -42,6 +46,7 @@ def to_dict(t: Transcript) -> dict[str, Any]:
             "name": t.source.name,
             "sha256": t.source.sha256,
             "duration_seconds": _sec(t.source.duration_seconds),
+            "modified_at": None if t.source.modified_at is None else t.source.modified_at.isoformat(),
         },
         "audio_seconds": _sec(t.audio_seconds),
         "engine": None
@@ -93,7 +98,12 @@ def parse_json(text: str) -> Transcript:
         audio_seconds=float(doc.get("audio_seconds") or 0.0),
         source=None
         if src is None
-        else Source(name=src["name"], sha256=src.get("sha256"), duration_seconds=src.get("duration_seconds")),
+        else Source(
+            name=src["name"],
+            sha256=src.get("sha256"),
+            duration_seconds=src.get("duration_seconds"),
+            modified_at=None if src.get("modified_at") is None else datetime.fromisoformat(src["modified_at"]),
+        ),
         engine=None
         if eng is None
         else EngineInfo(

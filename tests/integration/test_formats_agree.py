@@ -1,10 +1,11 @@
 """Every output format of one real transcript says the same thing.
 
-The real pipeline (tiny models, the two-voice recording, speakers=2) writes json, txt,
-srt, vtt, sentences, tsv and html; each is read back with an independent parser (`srt`,
-`webvtt-py`, `csv`, regular expressions, `html.parser`) and compared with the json:
-same sentences, same speakers, times to the millisecond. Subtitle cues are checked for
-order, overlap and length. The engine runs once for the module.
+The real pipeline (tiny models, the two-voice recording, speakers=2) writes every
+format; each is read back with an independent parser (`srt`, `webvtt-py`, `csv`,
+regular expressions, `html.parser`, `markdown-it-py`, `python-docx`) and compared with
+the json: same sentences, same speakers, times to the millisecond (to the second in the
+documents for people). Subtitle cues are checked for order, overlap and length, and
+every file re-renders byte for byte from the json. The engine runs once for the module.
 """
 
 from __future__ import annotations
@@ -22,19 +23,27 @@ from daemon import writers
 from daemon.engine import Engine
 from daemon.models import ModelDirs
 from daemon.transcript import Segment, Transcript
+from tests.support.documents import assert_holds_transcript, read_docx, read_markdown
 
 pytestmark = pytest.mark.integration
 
-FORMATS = ("json", "txt", "srt", "vtt", "sentences", "tsv", "html")
+FORMATS = writers.FORMATS
+BINARY = ("docx",)
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory, tiny_models: ModelDirs, two_voice_wav: Path) -> dict[str, str]:
+def files(tmp_path_factory: pytest.TempPathFactory, tiny_models: ModelDirs, two_voice_wav: Path) -> dict[str, bytes]:
     engine = Engine.load(tiny_models, device="cpu", batch_size_s=300)
     transcript = engine.transcribe(two_voice_wav, speakers=2, source_name="meeting/two voices.wav")
     out = tmp_path_factory.mktemp("formats")
     paths = writers.publish(transcript, directory=out, stem="two voices", formats=FORMATS)
-    return {fmt: path.read_text(encoding="utf-8") for fmt, path in zip(FORMATS, paths)}
+    return {fmt: path.read_bytes() for fmt, path in zip(FORMATS, paths)}
+
+
+@pytest.fixture(scope="module")
+def written(files: dict[str, bytes]) -> dict[str, str]:
+    """The text formats' files as text."""
+    return {fmt: data.decode("utf-8") for fmt, data in files.items() if fmt not in BINARY}
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +216,29 @@ def test_html_agrees_with_json(written: dict[str, str], truth: Transcript) -> No
     assert page.sents == [(f"{ms(s.start) / 1000:.3f}", f"{ms(s.end) / 1000:.3f}") for s in truth.segments]
 
 
-def test_json_round_trips(written: dict[str, str], truth: Transcript) -> None:
+def test_json_round_trips(written: dict[str, str], truth: Transcript, two_voice_wav: Path) -> None:
     assert writers.render("json", truth) == written["json"]
     assert truth.source is not None and truth.source.name == "meeting/two voices.wav"
+    assert truth.source.modified_at is not None
+    assert truth.source.modified_at.timestamp() == int(two_voice_wav.stat().st_mtime)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_re_renders_identically_from_the_json(files: dict[str, bytes], truth: Transcript,
+                                                           fmt: str) -> None:
+    """What a later re-render (a rename, a duplicate) starts from is the stored json."""
+    assert writers.render_bytes(fmt, truth) == files[fmt]
+
+
+def test_md_agrees_with_json(written: dict[str, str], truth: Transcript) -> None:
+    doc = read_markdown(written["md"])
+    assert doc.title == "meeting/two voices.wav"
+    assert "Speakers: Speaker1 (" in doc.details and ", Speaker2 (" in doc.details
+    assert_holds_transcript(doc, truth)
+
+
+def test_docx_agrees_with_json(files: dict[str, bytes], truth: Transcript) -> None:
+    doc = read_docx(files["docx"])
+    assert doc.title == "meeting/two voices.wav"
+    assert doc.details == read_markdown(files["md"].decode("utf-8")).details
+    assert_holds_transcript(doc, truth)

@@ -21,10 +21,11 @@ import pytest
 
 from daemon import writers
 from daemon.models import ModelDirs
+from tests.support.documents import assert_holds_transcript, read_docx, read_markdown
 
 pytestmark = pytest.mark.integration
 
-FORMATS = ("json", "txt", "srt", "vtt", "sentences", "tsv", "html")
+FORMATS = writers.FORMATS
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -114,6 +115,8 @@ def test_every_format_exists_and_parses(run: dict[str, Any], stem: str, source: 
     html = read("html")
     assert html.startswith("<!DOCTYPE html>") and html.count('class="seg"') == n
     assert html.count('class="speaker-row"') == 2
+    assert_holds_transcript(read_markdown(read("md")), t)
+    assert_holds_transcript(read_docx((out / f"{stem}.docx").read_bytes()), t)
 
 
 def test_missing_models_fail_fast_with_the_fix(tmp_path: Path, two_voice_wav: Path) -> None:
@@ -128,9 +131,9 @@ def test_missing_models_fail_fast_with_the_fix(tmp_path: Path, two_voice_wav: Pa
 
 def test_bad_options_are_refused_before_any_work(tmp_path: Path, two_voice_wav: Path) -> None:
     config = write_config(tmp_path, tmp_path / "no-models")
-    proc = spkd(config, "transcribe", str(two_voice_wav), "--formats", "json,docx", timeout=60)
+    proc = spkd(config, "transcribe", str(two_voice_wav), "--formats", "json,pdf", timeout=60)
     assert proc.returncode == 2
-    assert "formats: unknown format 'docx'" in proc.stderr
+    assert "formats: unknown format 'pdf'" in proc.stderr
 
 
 def test_no_model_load_when_no_input_exists(tmp_path: Path, tiny_models: ModelDirs) -> None:

@@ -48,7 +48,7 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     ({"workers": {"device": "tpu"}}, "workers.device"),
     ({"workers": {"fallback": "yes"}}, "workers.fallback"),
     ({"workers": {"device_priority": ["cuda", "gpu"]}}, "workers.device_priority"),
-    ({"output": {"formats": ["json", "docx"]}}, "output.formats"),
+    ({"output": {"formats": ["json", "pdf"]}}, "output.formats"),
     ({"watch": {"settle_seconds": -1}}, "watch.settle_seconds"),
     ({"paths": {"inbox": 3}}, "paths.inbox"),
     ({"models": {"spk": 5}}, "models.spk"),

@@ -71,7 +71,7 @@ def test_sidecar_validation_names_the_key():
                                      "priority": 3})) == {"speakers": 2, "hotwords": ["a", "b"],
                                                           "formats": ["srt"], "priority": 3}
     for raw, key in [({"speakers": 0}, "speakers"), ({"speakers": "2"}, "speakers"), ({"hotwords": "a b"}, "hotwords"),
-                     ({"formats": ["docx"]}, "formats"), ({"priority": 1.5}, "priority"), ({"spk": 1}, "spk")]:
+                     ({"formats": ["pdf"]}, "formats"), ({"priority": 1.5}, "priority"), ({"spk": 1}, "spk")]:
         with pytest.raises(OptionsError, match=key):
             options.validate(raw)
     with pytest.raises(OptionsError, match="not valid JSON"):

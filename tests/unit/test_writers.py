@@ -9,6 +9,7 @@ import os
 import random
 import re
 import sys
+from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import srt
 import webvtt
 
 from daemon.transcript import EngineInfo, ModelInfo, Segment, Source, Timing, Transcript
-from daemon.writers import FORMATS, build_cues, extension, parse_json, publish, render
+from daemon.writers import FORMATS, build_cues, extension, parse_json, publish, render, render_bytes
 from daemon.writers.common import width
 from daemon.writers.html_page import speaker_colour
 from daemon.writers.subtitles import LINE_WIDTH, MAX_LINES
@@ -39,11 +40,14 @@ SEGMENTS = (
 )
 
 
+RECORDED = datetime(2025, 3, 4, 9, 15, 7, tzinfo=timezone(timedelta(hours=8)))
+
+
 def make(segments: tuple[Segment, ...] = SEGMENTS, audio_seconds: float = 3730.0) -> Transcript:
     return Transcript(
         segments=segments,
         audio_seconds=audio_seconds,
-        source=Source(name="会议 <1>.m4a", sha256="ab" * 32, duration_seconds=audio_seconds),
+        source=Source(name="会议 <1>.m4a", sha256="ab" * 32, duration_seconds=audio_seconds, modified_at=RECORDED),
         engine=EngineInfo(
             funasr_version="1.3.1",
             device="cuda:0",
@@ -80,20 +84,27 @@ def assert_cue_invariants(spans: list[tuple[int, int]]) -> None:
 
 
 def test_formats_and_extensions() -> None:
-    assert FORMATS == ("json", "txt", "srt", "vtt", "sentences", "tsv", "html")
-    assert [extension(f) for f in FORMATS] == [".json", ".txt", ".srt", ".vtt", ".sentences.txt", ".tsv", ".html"]
+    assert FORMATS == ("json", "txt", "srt", "vtt", "sentences", "tsv", "html", "md", "docx")
+    assert [extension(f) for f in FORMATS] == [".json", ".txt", ".srt", ".vtt", ".sentences.txt", ".tsv", ".html",
+                                               ".md", ".docx"]
 
 
-@pytest.mark.parametrize("call", [lambda: render("docx", make()), lambda: extension("docx")])
+@pytest.mark.parametrize("call", [lambda: render("pdf", make()), lambda: extension("pdf"),
+                                  lambda: render_bytes("pdf", make())])
 def test_unknown_format_names_it_and_the_valid_ones(call) -> None:
-    with pytest.raises(ValueError, match=r"'docx'.*json, txt, srt, vtt, sentences, tsv, html"):
+    with pytest.raises(ValueError, match=r"'pdf'.*json, txt, srt, vtt, sentences, tsv, html, md, docx"):
         call()
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_deterministic(fmt: str) -> None:
-    assert render(fmt, make()) == render(fmt, make())
-    assert render(fmt, make()).endswith("\n")
+    assert render_bytes(fmt, make()) == render_bytes(fmt, make())
+    content = render(fmt, make())
+    if fmt == "docx":
+        assert isinstance(content, bytes) and content.startswith(b"PK\x03\x04")  # a zip package
+    else:
+        assert isinstance(content, str) and content.endswith("\n")
+        assert render_bytes(fmt, make()) == content.encode("utf-8")
 
 
 # --- srt / vtt ----------------------------------------------------------------------------
@@ -205,6 +216,7 @@ def test_cue_invariants_on_random_transcripts() -> None:
 def test_json_round_trips() -> None:
     t = make()
     assert parse_json(render("json", t)) == t
+    assert parse_json(render("json", t)).source.modified_at.utcoffset() == timedelta(hours=8)  # the zone kept
     assert parse_json(render("json", EMPTY)) == EMPTY
 
 
@@ -214,7 +226,8 @@ def test_json_document() -> None:
     assert LONG_ZH in text  # ensure_ascii=False
     doc = json.loads(text)
     assert doc["schema"] == "spkd.transcript/1"
-    assert doc["source"] == {"name": "会议 <1>.m4a", "sha256": "ab" * 32, "duration_seconds": 3730.0}
+    assert doc["source"] == {"name": "会议 <1>.m4a", "sha256": "ab" * 32, "duration_seconds": 3730.0,
+                             "modified_at": "2025-03-04T09:15:07+08:00"}
     assert doc["engine"]["models"][1] == {"role": "spk", "name": "cam++", "revision": None}
     assert doc["speakers"] == [
         {"id": 1, "label": "Speaker1", "talk_seconds": 17.25, "segments": 4},
@@ -363,6 +376,15 @@ def test_html_structure() -> None:
     assert any('Tags <b>&</b> --> "quoted" and a newline.' in d for d in page.data)
     # No network: nothing fetched from elsewhere.
     assert not re.search(r"(src|href)=\"(https?:)?//", text)
+
+
+def test_html_escapes_speaker_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    import daemon.transcript
+
+    monkeypatch.setattr(daemon.transcript, "speaker_label", lambda n: f"<b>Li & {n}</b>")
+    page = parse_html(render("html", make()))
+    assert not any(tag == "b" for tag, _ in page.elements)
+    assert "<b>Li & 2</b>" in page.data
 
 
 def test_html_colours_stable_per_speaker() -> None:
