@@ -21,6 +21,7 @@ that stage and is pinned to the tested FunASR versions.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -203,6 +204,13 @@ def _guard_empty_batches(asr_model: Any) -> None:
     asr_model.inference = inference
 
 
+def _funasr_path(path: Path) -> str:
+    """A model directory as FunASR must see it: absolute. FunASR looks a model string up
+    in its hub aliases before it checks the file system, so a relative `cam++` (what
+    `./cam++` becomes) would be taken for the hub model of that name."""
+    return os.path.abspath(path)
+
+
 # --------------------------------------------------------------------------- engine
 
 
@@ -259,9 +267,9 @@ class Engine:
 
         threads = max(1, ncpu if ncpu is not None else torch.get_num_threads())
         kwargs: dict[str, Any] = {
-            "model": str(dirs.asr),
-            "vad_model": str(dirs.vad),
-            "punc_model": str(dirs.punc),
+            "model": _funasr_path(dirs.asr),
+            "vad_model": _funasr_path(dirs.vad),
+            "punc_model": _funasr_path(dirs.punc),
             "device": device,
             "ncpu": threads,  # FunASR's default of 4 would override OMP_NUM_THREADS
             "disable_update": True,
@@ -269,7 +277,7 @@ class Engine:
             "log_level": "WARNING",
         }
         if dirs.spk is not None:
-            kwargs["spk_model"] = str(dirs.spk)
+            kwargs["spk_model"] = _funasr_path(dirs.spk)
         logger.info("loading FunASR {} models on {} ({} threads)", funasr.__version__, device, threads)
         try:
             model = AutoModel(**kwargs)
