@@ -35,6 +35,7 @@ from loguru import logger
 
 from daemon.errors import AudioError, DeviceError, OptionsError, SpkdError
 from daemon.models import ModelDirs, import_funasr, read_model_meta, require_model_dirs
+from daemon.options import hotword_words
 from daemon.transcript import EngineInfo, ModelInfo, Source, Timing, Transcript, number_speakers
 
 if TYPE_CHECKING:
@@ -163,17 +164,6 @@ def _rows_from_result(
                 start = max(0.0, end - 0.001)
         clamped.append((start, end, spk, text))
     return clamped
-
-
-def _clean_hotwords(hotwords: Sequence[str]) -> list[str]:
-    """SeACo takes one space-separated string: each whitespace-separated item is one
-    hotword, so multi-word phrases fall apart into words. Duplicates dropped."""
-    words: list[str] = []
-    for item in hotwords:
-        for word in str(item).split():
-            if word not in words:
-                words.append(word)
-    return words
 
 
 def _guard_empty_batches(asr_model: Any) -> None:
@@ -344,7 +334,7 @@ class Engine:
                 cfg["preset_spk_num"] = count  # FunASR's per-call oracle speaker count
             else:
                 logger.warning("speaker count {} ignored: no speaker model loaded", count)
-        words = _clean_hotwords(hotwords)
+        words = hotword_words(hotwords)
         if words:
             # The surrounding spaces matter: FunASR downloads a hotword string that starts
             # with "http", reads one naming an existing .txt file, and silently drops

@@ -78,6 +78,21 @@ def test_importing_models_and_engine_stays_light() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_funasr_is_pinned_to_the_version_the_hooks_were_tested_on() -> None:
+    # daemon/speaker_batching.py (and the engine's guards) read FunASR's internals; any
+    # other version silently loses the speed-ups, so the package pins exactly that one
+    import re
+    from importlib.metadata import version
+
+    from daemon.speaker_batching import TESTED_FUNASR_VERSIONS
+
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    funasr = [d.replace(" ", "") for d in re.findall(r'^\s*"(funasr\b[^"]*)"', pyproject, re.MULTILINE)]
+    assert len(funasr) == 1 and funasr[0].startswith("funasr==")
+    assert funasr[0].removeprefix("funasr==") in TESTED_FUNASR_VERSIONS
+    assert version("funasr") == funasr[0].removeprefix("funasr==")  # what this venv runs
+
+
 # --------------------------------------------------------------------------- resolution
 
 
