@@ -258,7 +258,8 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     if args.if_missing and not problems:
         return 0
     try:
-        paths = fetch_models(Path(args.dir) if args.dir else config.models.dir)
+        progress = sys.stderr.isatty() if args.progress is None else args.progress
+        paths = fetch_models(Path(args.dir) if args.dir else config.models.dir, progress=progress)
     except SpkdError as exc:
         if problems:
             print("spkd cannot start: these model directories are missing:", file=sys.stderr)
@@ -372,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", default=argparse.SUPPRESS)
     p.add_argument("--dir", help="target folder (default: models.dir of the config)")
     p.add_argument("--if-missing", action="store_true", help="do nothing when every configured model is present")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr (default: when stderr is a terminal)")
     p.set_defaults(func=cmd_models_fetch)
     p = m_sub.add_parser("make-tiny", help="write tiny random-weight models (for tests and smoke checks)")
     p.add_argument("dir")

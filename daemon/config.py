@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from daemon.errors import ConfigError
+from daemon.models import is_model_path
 
 DEVICE_KINDS = ("cuda", "rocm", "xpu", "mps", "cpu")
 DEFAULT_EXTENSIONS = (
@@ -379,9 +380,18 @@ def _resolved(config: Config, base_dir: Path) -> Config:
     def absolute(p: Path) -> Path:
         return p if p.is_absolute() else (base_dir / p).resolve()
 
+    def model_setting(value: str | None) -> str | None:
+        # a relative model path (`./cam++`) is relative to this config, like every path
+        # here; a bare name (`cam++`) stays a name under models.dir
+        if value and is_model_path(value) and not value.startswith("~") and not os.path.isabs(value):
+            return str(absolute(Path(value)))
+        return value
+
     paths = PathsConfig(**{f.name: absolute(getattr(config.paths, f.name)) for f in fields(PathsConfig)})
     models = ModelsConfig(**{**{f.name: getattr(config.models, f.name) for f in fields(ModelsConfig)},
-                             "dir": absolute(config.models.dir)})
+                             "dir": absolute(config.models.dir),
+                             **{role: model_setting(getattr(config.models, role))
+                                for role in ("asr", "vad", "punc", "spk")}})
     resolved = Config(**{**{f.name: getattr(config, f.name) for f in fields(Config)},
                          "paths": paths, "models": models})
     _check_folders(resolved)

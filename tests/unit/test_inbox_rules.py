@@ -78,6 +78,18 @@ def test_sidecar_validation_names_the_key():
         options.parse("{")
 
 
+def test_hotword_limit_counts_the_words_the_recogniser_sees():
+    limit = options.MAX_HOTWORDS
+    assert len(options.validate({"hotwords": [f"w{i}" for i in range(limit)]})["hotwords"]) == limit
+    with pytest.raises(OptionsError, match=rf"hotwords: at most {limit} words .*got {limit + 1}"):
+        options.validate({"hotwords": [f"w{i}" for i in range(limit + 1)]})
+    # SeACo splits phrases at whitespace: 100 three-word phrases are 300 hotwords
+    with pytest.raises(OptionsError, match=rf"got {3 * 100}"):
+        options.validate({"hotwords": [f"a{i} b{i} c{i}" for i in range(100)]})
+    # repeats are one hotword
+    assert options.validate({"hotwords": ["x"] * (limit + 10)})["hotwords"] == ["x"] * (limit + 10)
+
+
 def test_dedup_key_depends_on_content_and_transcript_options_only():
     base = options.dedup_key("a" * 64, {})
     assert base == options.dedup_key("a" * 64, {"priority": 9, "formats": ["srt"]})

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from daemon.models import (
     require_model_dirs,
     resolve_model_dirs,
 )
+
+from tests.support.modelscope_hub import FakeModelScope, real_layout_repo
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,6 +76,21 @@ def test_importing_models_and_engine_stays_light() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_funasr_is_pinned_to_the_version_the_hooks_were_tested_on() -> None:
+    # daemon/speaker_batching.py (and the engine's guards) read FunASR's internals; any
+    # other version silently loses the speed-ups, so the package pins exactly that one
+    import re
+    from importlib.metadata import version
+
+    from daemon.speaker_batching import TESTED_FUNASR_VERSIONS
+
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    funasr = [d.replace(" ", "") for d in re.findall(r'^\s*"(funasr\b[^"]*)"', pyproject, re.MULTILINE)]
+    assert len(funasr) == 1 and funasr[0].startswith("funasr==")
+    assert funasr[0].removeprefix("funasr==") in TESTED_FUNASR_VERSIONS
+    assert version("funasr") == funasr[0].removeprefix("funasr==")  # what this venv runs
 
 
 # --------------------------------------------------------------------------- resolution
@@ -153,6 +170,60 @@ def test_configuration_json_may_name_the_files(tmp_path: Path) -> None:
     assert model_dir_problem(spk) is None
 
 
+def _with_configuration(path: Path, conf: Any) -> Path:
+    _complete(path)  # config.yaml + model.pt, which FunASR ignores once configuration.json exists
+    (path / "configuration.json").write_text(conf if isinstance(conf, str) else json.dumps(conf))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("conf", "problem"),
+    [
+        ({"framework": "pytorch"}, "has a configuration.json whose file_path_metas name no config "
+                                   "(FunASR could not build it)"),
+        ({"file_path_metas": {"config": "config.yaml"}},
+         "has a configuration.json whose file_path_metas name no init_param (FunASR would run it with random weights)"),
+        ({"file_path_metas": {"init_param": "model.pt"}},
+         "has a configuration.json whose file_path_metas name no config (FunASR could not build it)"),
+        ("{not json", "has a configuration.json that is not valid JSON"),
+        # FunASR skips a named file that is missing: the tokenizer would then get no vocabulary
+        ({"file_path_metas": {"init_param": "model.pt", "config": "config.yaml",
+                              "tokenizer_conf": {"token_list": "tokens.json", "seg_dict_file": "seg_dict"}}},
+         "is incomplete (missing seg_dict, tokens.json)"),
+        ({"file_path_metas": {"init_param": "model.pt", "config": "config.yaml"}}, None),
+    ],
+)
+def test_configuration_json_decides_like_funasr(tmp_path: Path, conf: Any, problem: str | None) -> None:
+    assert model_dir_problem(_with_configuration(tmp_path / "m", conf)) == problem
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_real_layouts_pass(tmp_path: Path, role: str) -> None:
+    # the repositories as the fetch tests serve them (tests/support/modelscope_hub.py)
+    directory = tmp_path / role
+    for name, content in real_layout_repo(role).items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_bytes(content)
+    assert model_dir_problem(directory) is None
+    (directory / PINNED[role].weights).unlink()
+    assert model_dir_problem(directory) == f"is incomplete (missing {PINNED[role].weights})"
+
+
+def test_relative_model_paths_are_relative_to_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.config import from_dict
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = from_dict({"models": {"dir": "models", "spk": "./cam++", "punc": "../shared/ct-punc-c"}},
+                       base_dir=tmp_path / "conf")
+    dirs = models.configured_model_dirs(config.models)
+    assert dirs.spk == tmp_path / "conf" / "cam++"  # not "cam++", which FunASR takes for a hub alias
+    assert dirs.punc == tmp_path / "shared" / "ct-punc-c"
+    assert dirs.asr == tmp_path / "conf" / "models" / "paraformer-zh"  # a bare name stays a name
+    assert all(p.is_absolute() for _, p in dirs.items())
+
+
 def test_missing_models_error_names_every_dir_and_the_fix(tmp_path: Path) -> None:
     _complete(tmp_path / "ct-punc-c")
     dirs = resolve_model_dirs(tmp_path)
@@ -218,62 +289,153 @@ def test_fetch_fails_fast_and_clearly_without_network(tmp_path: Path, monkeypatc
     assert sorted(os.listdir(tmp_path / "models")) == []  # nothing half-made left behind
 
 
-def test_fetch_download_network_error_is_classified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    class NetworkError(ConnectionError):
-        pass
-
-    def snapshot_download(model_id: str, revision: str, local_dir: str) -> str:
-        Path(local_dir).mkdir(parents=True)
-        (Path(local_dir) / "partial.bin").write_bytes(b"\0")
-        raise NetworkError("Connection reset")
-
-    fake = types.ModuleType("modelscope.hub.snapshot_download")
-    fake.snapshot_download = snapshot_download  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "modelscope.hub.snapshot_download", fake)
-    monkeypatch.setattr(models, "probe_modelscope", lambda timeout=0: None)
-    with pytest.raises(FetchError, match=r"cannot reach ModelScope .*NetworkError: Connection reset; copy"):
-        fetch_models(tmp_path, roles=["vad"])
-    assert sorted(os.listdir(tmp_path)) == []
+# The fetch tests below talk to tests/support/modelscope_hub.py: a real HTTP server on
+# 127.0.0.1 that answers the listing and download requests modelscope itself makes.
 
 
-def test_fetch_installs_verified_download_with_pinned_revision(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _hub_env(tmp_path: Path, hub: FakeModelScope) -> dict[str, str]:
+    """Environment for a fetch against `hub`: modelscope's credentials and lock files go
+    to the test's folder, not to this machine's home."""
+    return {
+        "MODELSCOPE_ENDPOINT": hub.url,
+        "HOME": str(tmp_path / "home"),
+        "MODELSCOPE_CACHE": str(tmp_path / "modelscope-cache"),
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+    }
+
+
+@pytest.fixture()
+def hub() -> Iterator[FakeModelScope]:
+    server = FakeModelScope(
+        {(p.model_id, p.revision): real_layout_repo(role) for role, p in PINNED.items()}
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def hub_env(tmp_path: Path, hub: FakeModelScope, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = _hub_env(tmp_path, hub)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def _spkd_fetch(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`spkd models fetch` in a fresh process (modelscope reads its settings at import)."""
+    config = tmp_path / "spkd.json"
+    config.write_text(json.dumps({"models": {"dir": str(tmp_path / "models")}, "paths": {
+        name: str(tmp_path / "var" / name) for name in ("inbox", "outbox", "archive", "failed", "spool", "state")}}))
+    return subprocess.run([sys.executable, "-m", "daemon", "--config", str(config), "models", "fetch", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+
+
+def _assert_fetched(models_dir: Path, hub: FakeModelScope, role: str) -> None:
+    pinned = PINNED[role]
+    target = models_dir / pinned.name
+    served = hub.repos[(pinned.model_id, pinned.revision)]
+    on_disk = {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    assert on_disk.pop(models.META_FILE)
+    assert on_disk == served
+    assert model_dir_problem(target) is None
+    meta = read_model_meta(target)
+    assert (meta["model_id"], meta["revision"], meta["tiny"]) == (pinned.model_id, pinned.revision, False)
+
+
+@pytest.mark.parametrize("progress", [None, "--no-progress"])
+def test_spkd_models_fetch_downloads_the_pinned_models(
+    tmp_path: Path, hub: FakeModelScope, progress: str | None
 ) -> None:
-    calls: list[tuple[str, str]] = []
+    # without a terminal (as here, and under `make run` from a service) there are no
+    # progress bars: fetch_models(progress=False), whose quiet settings once made
+    # modelscope's import fail (it reads MODELSCOPE_LOG_LEVEL as an integer)
+    proc = _spkd_fetch(tmp_path, _hub_env(tmp_path, hub), *([progress] if progress else []))
+    assert proc.returncode == 0, proc.stderr
+    models_dir = tmp_path / "models"
+    assert proc.stdout.splitlines() == [f"ok  {models_dir / PINNED[r].name}" for r in ROLES]
+    assert sorted(os.listdir(models_dir)) == sorted(p.name for p in PINNED.values())  # no staging left
+    for role in ROLES:
+        _assert_fetched(models_dir, hub, role)
+    # every file of every pinned repository, each requested once, at the pinned revision
+    assert sorted(hub.downloads()) == sorted(
+        (p.model_id, path, None) for p in PINNED.values() for path in hub.repos[(p.model_id, p.revision)])
+    assert {r.query.get("Revision") for r in hub.requests if r.model_id} == {p.revision for p in PINNED.values()}
+    # quiet: our own log lines only, no modelscope ones and no bars
+    assert [line for line in proc.stderr.splitlines() if "| daemon.models:" not in line] == [], proc.stderr
 
-    def snapshot_download(model_id: str, revision: str, local_dir: str) -> str:
-        calls.append((model_id, revision))
-        _complete(Path(local_dir))
-        return local_dir
-
-    fake = types.ModuleType("modelscope.hub.snapshot_download")
-    fake.snapshot_download = snapshot_download  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "modelscope.hub.snapshot_download", fake)
-    monkeypatch.setattr(models, "probe_modelscope", lambda timeout=0: None)
-    paths = fetch_models(tmp_path, roles=["spk", "punc"], progress=False)
-    assert paths == [tmp_path / "cam++", tmp_path / "ct-punc-c"]
-    assert calls == [(PINNED["spk"].model_id, "v2.0.2"), (PINNED["punc"].model_id, "v2.0.4")]
-    assert read_model_meta(tmp_path / "cam++")["revision"] == "v2.0.2"
-    assert sorted(os.listdir(tmp_path)) == ["cam++", "ct-punc-c"]
-    # present models are not fetched again (and the hub is not even probed)
-    monkeypatch.setattr(models, "probe_modelscope", lambda timeout=0: pytest.fail("probed"))
-    assert fetch_models(tmp_path, roles=["spk"]) == [tmp_path / "cam++"]
-    assert len(calls) == 2
+    # present models are not fetched again, and the hub is not even asked
+    hub.clear()
+    again = _spkd_fetch(tmp_path, _hub_env(tmp_path, hub), "--if-missing")
+    assert again.returncode == 0, again.stderr
+    assert hub.requests == []
 
 
-def test_fetch_rejects_incomplete_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def snapshot_download(model_id: str, revision: str, local_dir: str) -> str:
-        Path(local_dir).mkdir(parents=True)
-        (Path(local_dir) / "config.yaml").write_text("model: X\n")
-        return local_dir
+def test_fetch_without_progress_in_process(tmp_path: Path, hub: FakeModelScope, hub_env: dict[str, str]) -> None:
+    paths = fetch_models(tmp_path / "models", roles=["spk", "punc"], progress=False)
+    assert paths == [tmp_path / "models" / "cam++", tmp_path / "models" / "ct-punc-c"]
+    for role in ("spk", "punc"):
+        _assert_fetched(tmp_path / "models", hub, role)
+    assert (tmp_path / "models" / "cam++" / "campplus_cn_common.bin").stat().st_size > 0
+    assert "TQDM_DISABLE" not in os.environ and os.environ.get("MODELSCOPE_LOG_LEVEL") is None
 
-    fake = types.ModuleType("modelscope.hub.snapshot_download")
-    fake.snapshot_download = snapshot_download  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "modelscope.hub.snapshot_download", fake)
-    monkeypatch.setattr(models, "probe_modelscope", lambda timeout=0: None)
-    with pytest.raises(FetchError, match="is incomplete"):
-        fetch_models(tmp_path, roles=["asr"])
-    assert not (tmp_path / "paraformer-zh").exists()
+
+def test_interrupted_fetch_resumes_where_it_stopped(tmp_path: Path, hub: FakeModelScope) -> None:
+    asr = PINNED["asr"]
+    weights = hub.repos[(asr.model_id, asr.revision)][asr.weights]
+    cut = len(weights) // 3
+    hub.cut_after(asr.weights, cut)
+    # modelscope retries a dropped connection itself (5 times, with backoff); with its
+    # retries off, one drop ends this run the way a long outage ends a real one
+    env = {**_hub_env(tmp_path, hub), "MODELSCOPE_DOWNLOAD_MAX_RETRIES": "0"}
+    first = _spkd_fetch(tmp_path, env)
+    assert first.returncode == 2
+    staging = models.staging_dir(tmp_path / "models", "asr")
+    assert f"stay in {staging}, and `spkd models fetch` resumes from them" in first.stderr, first.stderr
+    assert not (tmp_path / "models" / asr.name).exists()
+    # the completed files and the received part are kept
+    assert (staging / f"{asr.weights}.incomplete").stat().st_size == cut
+    for path, content in hub.repos[(asr.model_id, asr.revision)].items():
+        if path != asr.weights:
+            assert (staging / path).read_bytes() == content
+
+    hub.clear()
+    second = _spkd_fetch(tmp_path, env)
+    assert second.returncode == 0, second.stderr
+    # of the ASR repository only the rest of the weights was asked for, from where it broke off
+    assert [d for d in hub.downloads() if d[0] == asr.model_id] == [(asr.model_id, asr.weights, f"bytes={cut}-")]
+    for role in ROLES:
+        _assert_fetched(tmp_path / "models", hub, role)
+    assert not staging.exists()
+
+
+def test_staging_of_another_revision_is_not_resumed(
+    tmp_path: Path, hub: FakeModelScope, hub_env: dict[str, str]
+) -> None:
+    staging = models.staging_dir(tmp_path / "models", "spk")
+    staging.mkdir(parents=True)
+    models.write_meta(staging, role="spk", model_id=PINNED["spk"].model_id, revision="v1.0.0", tiny=False)
+    (staging / "leftover.bin").write_bytes(b"old")
+    fetch_models(tmp_path / "models", roles=["spk"], progress=False)
+    _assert_fetched(tmp_path / "models", hub, "spk")  # exactly the served files: the leftover is gone
+
+
+def test_unknown_revision_fails_and_names_it(tmp_path: Path, hub: FakeModelScope, hub_env: dict[str, str]) -> None:
+    pinned = PINNED["vad"]
+    hub.repos[(pinned.model_id, "v9.9.9")] = hub.repos.pop((pinned.model_id, pinned.revision))
+    with pytest.raises(FetchError, match=rf"downloading {pinned.model_id} @ v2.0.4 failed: .*not exist"):
+        fetch_models(tmp_path / "models", roles=["vad"], progress=False)
+    assert not (tmp_path / "models" / pinned.name).exists()
+
+
+def test_fetch_rejects_a_download_funasr_cannot_load(
+    tmp_path: Path, hub: FakeModelScope, hub_env: dict[str, str]
+) -> None:
+    pinned = PINNED["asr"]
+    del hub.repos[(pinned.model_id, pinned.revision)]["tokens.json"]
+    with pytest.raises(FetchError, match=r"download of .* @ v2.0.4 is incomplete \(missing tokens.json\)"):
+        fetch_models(tmp_path / "models", roles=["asr"], progress=False)
+    assert sorted(os.listdir(tmp_path / "models")) == []  # nothing to resume: the repository is wrong
 
 
 def test_fetch_unknown_role(tmp_path: Path) -> None:
@@ -293,3 +455,10 @@ def test_fetch_asks_for_byte_progress_only_where_offered() -> None:
     options = models._download_options(new_style, True)
     if options:  # modelscope with modelscope.hub.callback (>= 1.2x)
         assert [cb.__name__ for cb in options["progress_callbacks"]] == ["TqdmCallback"]
+
+    def with_endpoint(model_id: str, revision: str, local_dir: str, endpoint: str | None = None) -> str:
+        return local_dir
+
+    # the probed endpoint goes to modelscope too, which reads the environment only once
+    assert models._download_options(with_endpoint, False, "http://127.0.0.1:1") == {"endpoint": "http://127.0.0.1:1"}
+    assert models._download_options(old_style, False, "http://127.0.0.1:1") == {}
