@@ -195,7 +195,7 @@ _VALUE_RULES: dict[str, Any] = {
     "workers.max_jobs": lambda v: None if v is None or v >= 1 else "must be >= 1 or null",
     "workers.max_rss_mb": lambda v: None if v is None or v >= 64 else "must be >= 64 or null",
     "workers.max_boot_failures": lambda v: None if v >= 1 else "must be >= 1",
-    "workers.device": lambda v: _check_device(v),
+    "workers.device": lambda v: device_problem(v),
     "workers.device_priority": lambda v: _check_priority(v),
     "models.batch_size_s": lambda v: None if v >= 1 else "must be >= 1",
     "output.formats": lambda v: _check_formats(v),
@@ -222,7 +222,8 @@ _VALUE_RULES: dict[str, Any] = {
 }
 
 
-def _check_device(value: str) -> str | None:
+def device_problem(value: str) -> str | None:
+    """Why `value` is not a device setting (`workers.device`, `spkd transcribe --device`), or None."""
     if value == "auto" or value in DEVICE_KINDS:
         return None
     kind, _, index = value.partition(":")
@@ -293,7 +294,7 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true or false, got {json.dumps(value)}", kind="config")
+        raise ConfigError(f"{key}: expected true or false, got {json.dumps(value)}")
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -145,6 +145,13 @@ class Transcript:
     def replace(self, **changes: Any) -> "Transcript":
         return dataclasses.replace(self, **changes)
 
+    def for_source(self, path: Path, *, name: str, sha256: str | None) -> "Transcript":
+        """This transcript as the one of the audio file at `path`, which the user called
+        `name` (describe_source); a reused transcript keeps the duration of the audio it
+        was made from."""
+        return self.replace(source=describe_source(path, name=name, sha256=sha256,
+                                                   duration_seconds=self.audio_seconds))
+
 
 def join_text(parts: Iterable[str]) -> str:
     """Join sentence texts: no space between CJK sentences, one between Latin ones."""
