@@ -173,7 +173,8 @@ def ensure_models(real_sizes: bool) -> Path:
         return directory
     print(f"building {'real-size' if real_sizes else 'tiny'} random models into {directory} …", flush=True)
     started = time.monotonic()
-    subprocess.run([PYTHON, "-c", ("import sys; from pathlib import Path; from daemon.tiny_models import build_tiny_models; "
+    subprocess.run([PYTHON, "-c", ("import sys; from pathlib import Path; "
+                                   "from daemon.tiny_models import build_tiny_models; "
                                    "build_tiny_models(Path(sys.argv[1]), real_sizes=sys.argv[2] == '1')"),
                     str(directory), "1" if real_sizes else "0"],
                    check=True, env=clean_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence
 from daemon import __version__
 from daemon.errors import ExitCode, SpkdError
 
+__all__ = ["build_parser", "main"]
+
 
 def _config(args: argparse.Namespace) -> Any:
     from daemon.config import load
@@ -94,14 +96,11 @@ def _check_models(config: Any) -> None:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from sqlalchemy.engine import make_url
-
-    from daemon.db import current_revision, migrate
+    from daemon.db import current_revision, display_url, migrate
 
     config = _config(args)
     migrate(config.database_url)
-    shown = make_url(config.database_url).render_as_string(hide_password=True)  # never print a password
-    print(f"database {shown} at revision {current_revision(config.database_url)}")
+    print(f"database {display_url(config.database_url)} at revision {current_revision(config.database_url)}")
     return ExitCode.OK
 
 

@@ -10,6 +10,8 @@ from typing import Any
 from daemon import service
 from daemon.errors import ExitCode
 
+__all__ = ["register"]
+
 
 def _config(args: argparse.Namespace) -> Any:
     from daemon.config import load

@@ -21,12 +21,18 @@ from typing import Any, Mapping
 from daemon.errors import ConfigError
 from daemon.models import is_model_path
 
+__all__ = ["DEVICE_KINDS", "Config", "DaemonConfig", "DatabaseConfig", "JobsConfig", "ModelsConfig", "NotifyConfig",
+           "OutputConfig", "PathsConfig", "RetentionConfig", "WatchConfig", "WorkersConfig", "device_problem",
+           "from_dict", "load"]
+
 DEVICE_KINDS = ("cuda", "rocm", "xpu", "mps", "cpu")
 DEFAULT_EXTENSIONS = (
     "wav", "mp3", "m4a", "aac", "flac", "ogg", "opus", "webm", "mp4", "mov", "mkv", "wma", "amr",
 )
 DEFAULT_IGNORE = ("*.part", "*.crdownload", "*.tmp", "~$*", ".DS_Store", "*.download", "*.partial")
 ENV_PREFIX = "SPKD_"
+# What a webhook can be told about: a job done or failed, the daemon starting or stopping.
+NOTIFY_EVENTS = ("done", "failed", "start", "stop")
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,7 @@ class NotifyConfig:
     webhook_url: str | None = None
     # Body style: json (spkd's own), wecom, feishu or slack.
     template: str = "json"
-    events: tuple[str, ...] = ("done", "failed", "start", "stop")
+    events: tuple[str, ...] = NOTIFY_EVENTS
     timeout_seconds: float = 10.0
     max_attempts: int = 5
 
@@ -207,8 +213,8 @@ _VALUE_RULES: dict[str, Any] = {
     "jobs.heartbeat_seconds": lambda v: None if v > 0 else "must be > 0",
     "notify.template": lambda v: None if v in ("json", "wecom", "feishu", "slack")
     else "must be one of json, wecom, feishu, slack",
-    "notify.events": lambda v: None if set(v) <= {"done", "failed", "start", "stop"}
-    else "may contain only done, failed, start, stop",
+    "notify.events": lambda v: None if set(v) <= set(NOTIFY_EVENTS)
+    else f"may contain only {', '.join(NOTIFY_EVENTS)}",
     "notify.webhook_url": lambda v: None if v is None or v.startswith(("http://", "https://"))
     else "must be an http(s) URL or null",
     "daemon.min_free_mb": lambda v: None if v >= 0 else "must be >= 0",

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
-__all__ = ["current_revision", "head_revision", "make_engine", "migrate", "migrations_dir", "normalize_url",
-           "schema_problem"]
+__all__ = ["current_revision", "display_url", "head_revision", "make_engine", "migrate", "migrations_dir",
+           "normalize_url", "schema_problem"]
 
 # pg_advisory_xact_lock key serialising migrations of hosts that share a database ("spkd").
 MIGRATION_LOCK_KEY = 0x73706B64
@@ -31,6 +31,14 @@ def normalize_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
+
+
+def display_url(url: str) -> str:
+    """The database URL without its password: for logs, the runtime file and the terminal."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is reported elsewhere; never echo it here
+        return "(unparsable URL)"
 
 
 def _sqlite_setup(engine: Engine, *, foreign_keys: bool) -> None:

@@ -22,6 +22,9 @@ from typing import Any, Sequence
 from daemon.config import DEVICE_KINDS, WorkersConfig
 from daemon.errors import DeviceMissingError
 
+__all__ = ["GPU_KINDS", "Gpu", "Inventory", "SlotPlan", "cpu_cores", "detect", "device_kind", "fallback_chain",
+           "plan_slots", "torch_device", "worker_env"]
+
 PROBE_TIMEOUT_SECONDS = 120.0
 GPU_KINDS = ("cuda", "rocm", "xpu")
 

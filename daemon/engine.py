@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
     from daemon.config import Config
 
+__all__ = ["OOM_RETRIES", "SAMPLE_RATE", "Engine", "Transcriber", "decode_audio", "guard_empty_batches",
+           "load_configured", "rows_from_result", "transcribe_with_retries"]
+
 SAMPLE_RATE = 16000
 # Generous: ffmpeg decodes hours of audio in seconds; a hang means a broken input or pipe.
 FFMPEG_TIMEOUT_SECONDS = 600

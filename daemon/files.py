@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 __all__ = ["HASH_CHUNK_BYTES", "atomic_write", "file_identity", "free_name", "fsync_dir", "inside", "move",
-           "numbered", "safe_relative", "sha256_file"]
+           "nearest_existing", "numbered", "safe_relative", "sha256_file"]
 
 HASH_CHUNK_BYTES = 1 << 20
 
@@ -133,6 +133,14 @@ def inside(root: Path, name: str) -> Path:
     if target != root_resolved and root_resolved not in target.parents:
         raise ValueError(f"{name!r} would land outside {root}")
     return target
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` itself, or its nearest existing parent: where a folder not created yet will
+    live (its filesystem, its permissions)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:

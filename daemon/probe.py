@@ -13,6 +13,8 @@ from pathlib import Path
 
 from daemon.errors import NotAudioError
 
+__all__ = ["Probe", "ffprobe_available", "probe", "probe_pcm_wav"]
+
 PROBE_TIMEOUT_SECONDS = 60.0
 
 

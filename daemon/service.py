@@ -31,6 +31,10 @@ from daemon.config import Config
 from daemon.errors import ServiceError
 from daemon.files import atomic_write
 
+__all__ = ["DEFAULT_SERVICE_USER", "PLATFORMS", "SCOPES", "ServiceFile", "clear_runtime", "detect_platform",
+           "install", "notify", "pid_alive", "program_arguments", "read_runtime", "render", "runtime_path",
+           "stop_timeout_seconds", "uninstall", "watchdog_interval_seconds", "writable_paths", "write_runtime"]
+
 
 def notify(*messages: str) -> bool:
     address = os.environ.get("NOTIFY_SOCKET")
@@ -72,10 +76,10 @@ def runtime_path(config: Config) -> Path:
 
 
 def write_runtime(config: Config, *, pid: int) -> None:
-    from sqlalchemy.engine import make_url
+    from daemon.db import display_url
 
     # The runtime file is world-readable: never write the database password into it.
-    database = make_url(config.database_url).render_as_string(hide_password=True)
+    database = display_url(config.database_url)
     info = {"pid": pid, "started_at": time.time(), "config": str(config.source) if config.source else None,
             "database": database}
     atomic_write(runtime_path(config), json.dumps(info, indent=2) + "\n")

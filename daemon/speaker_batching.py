@@ -48,6 +48,8 @@ from loguru import logger
 
 from daemon.errors import is_out_of_memory
 
+__all__ = ["TESTED_FUNASR_VERSIONS", "JobStats", "SpeakerBatcher", "check_support", "install"]
+
 # FunASR versions whose inference_with_vad was read and tested against this module.
 TESTED_FUNASR_VERSIONS = ("1.4.16",)
 

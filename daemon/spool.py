@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.store import Job, Store
 
-__all__ = ["ERROR_SUFFIX", "SIDECAR_SUFFIX", "TokenInfo", "archive", "error_file_of", "fail", "new_slot",
-           "owned_by", "remove_empty_parents", "requeue_failed", "restore", "retire_failed", "sidecar_of", "source_name_of",
+__all__ = ["ERROR_SUFFIX", "SIDECAR_SUFFIX", "TokenInfo", "archive", "error_file_of", "fail", "new_slot", "owned_by",
+           "remove_empty_parents", "requeue_failed", "restore", "retire_failed", "sidecar_of", "source_name_of",
            "spooled_files", "token_info", "token_of"]
 
 SIDECAR_SUFFIX = ".spkd.json"

@@ -24,7 +24,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from daemon import devices, diskguard, notify, retention, service, spool
 from daemon.config import Config, load
-from daemon.db import migrate
+from daemon.db import display_url, migrate
 from daemon.errors import ConfigError, ExitCode, SpkdError
 from daemon.slot_policy import Action, Cause, RestartPolicy, SlotHistory, WorkerExit, decide
 from daemon.store import Job, Store, utcnow
@@ -166,7 +166,7 @@ class Supervisor:
         migrate(config.database_url)
         self.store = Store(config.database_url, host=config.host)
         logger.info("host {}: roles {}; database {}", self.store.host, ", ".join(config.daemon.roles),
-                    _safe_url(config.database_url))
+                    display_url(config.database_url))
         diskguard.update(config)  # also clears a pause file left by the last run
         self.notifier = notify.Notifier(config, host=self.store.host)
         self.notifier.prime(self.store)
@@ -567,16 +567,6 @@ class Supervisor:
         if self.notifier is not None:
             self.notifier.close(timeout=5)
         service.clear_runtime(self.config)
-
-
-def _safe_url(url: str) -> str:
-    """The database URL without its password, for the log."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
-        return "(unparsable URL)"
 
 
 def _drain(fd: int) -> None:

@@ -32,6 +32,8 @@ from daemon.models import (
     write_meta,
 )
 
+__all__ = ["build_tiny_models", "bundled_vad_dir"]
+
 # Vocabulary of the tiny models: FunASR's special symbols around a handful of common
 # Chinese characters, so that the real text post-processing (all-CJK path, punctuation
 # splitting, sentence building) runs as it does for the real models.

@@ -12,6 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+__all__ = ["SCHEMA", "EngineInfo", "ModelInfo", "Segment", "Source", "Speaker", "Timing", "Transcript", "join_text",
+           "number_speakers", "speaker_label"]
+
 SCHEMA = "spkd.transcript/1"
 
 

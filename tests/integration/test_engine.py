@@ -171,6 +171,43 @@ def test_a_speaker_count_validation_refuses_the_engine_refuses_alike(engine: Eng
     assert by_engine.value.kind == "bad_options" and by_engine.value.permanent
 
 
+def test_a_job_asking_for_too_many_speakers_fails_in_the_worker_as_validation_says(
+        engine: Engine, two_voice_wav: Path, tmp_path: Path) -> None:
+    """A job queued with `speakers: 30` (by an older spkd, whose limit was 64) fails in
+    the worker exactly as the sidecar check would have failed it: permanently, as
+    bad_options, with the same message, its source in failed/ with its .error.json."""
+    import shutil
+
+    from daemon import db, spool
+    from daemon.config import from_dict
+    from daemon.store import Store
+    from daemon.worker import Worker, WorkerSpec
+
+    config = from_dict({"paths": {name: name for name in ("inbox", "outbox", "archive", "failed", "spool", "state")}},
+                       base_dir=tmp_path, env={})
+    db.migrate(config.database_url)
+    source = spool.new_slot(config.paths.spool) / "many.wav"
+    source.parent.mkdir(parents=True)
+    shutil.copy2(two_voice_wav, source)
+    store = Store(config.database_url, host="h1")
+    try:
+        job_id = store.enqueue(source_name="many.wav", spool_path=str(source), output_stem="many", sha256=None,
+                               size_bytes=source.stat().st_size, options={"speakers": 30})
+        worker = Worker(config, WorkerSpec(slot=0, device="cpu", env={}, threads=1), store=store)
+        worker.engine = engine
+        job = store.claim(slot=0, pid=worker.pid, device="cpu", lease_seconds=60)
+        assert job is not None and job.options == {"speakers": 30}
+        worker.process(job)
+        row = store.job(job_id)
+    finally:
+        store.close()
+    with pytest.raises(OptionsError) as by_sidecar:
+        validate({"speakers": 30}, source="many.wav")
+    assert (row["state"], row["error_kind"], row["attempts"]) == ("failed", "bad_options", 1)
+    assert row["error_message"] == str(by_sidecar.value)
+    assert (config.paths.failed / "many.wav").is_file() and (config.paths.failed / "many.wav.error.json").is_file()
+
+
 def test_the_most_speakers_validation_allows_run_through_funasr(engine: Engine, two_voice_wav: Path) -> None:
     assert validate({"speakers": MAX_SPEAKERS})["speakers"] == MAX_SPEAKERS
     assert_well_formed(engine.transcribe(two_voice_wav, speakers=MAX_SPEAKERS))
