@@ -20,7 +20,7 @@ database's vocabulary and never change.
     │   └── SymlinkError           symlink                    a symbolic link (never followed)
     ├── OptionsError               bad_options     permanent  a sidecar or command-line option is invalid
     ├── DeviceError                device          transient  a device cannot be initialised
-    │   ├── OutOfMemoryError       oom                        out of memory, even at the smallest batch
+    │   ├── OutOfMemoryError       oom                        retried at half the batch, then on the fallback device
     │   └── DeviceMissingError     device_missing             the configured device is absent, no fallback
     ├── FfmpegMissingError         ffmpeg_missing  transient  installing ffmpeg fixes it; the job then succeeds
     └── WorkerLostError            worker_lost     transient  the job's worker died (recorded by the store)
@@ -28,7 +28,8 @@ database's vocabulary and never change.
 
     ReadOnlyError                  `spkd sql`: a statement refused (it would write) or failed
 
-The last two job kinds are never raised: the supervisor takes such a job back and the
+A class without a word in the third column is as permanent as its parent. The last
+two job kinds are never raised: the supervisor takes such a job back and the
 store records the kind when the job's attempts are spent.
 """
 
