@@ -173,8 +173,9 @@ def ensure_models(real_sizes: bool) -> Path:
         return directory
     print(f"building {'real-size' if real_sizes else 'tiny'} random models into {directory} …", flush=True)
     started = time.monotonic()
-    subprocess.run([PYTHON, "-c", ("import sys; from pathlib import Path; from daemon.models import make_tiny_models; "
-                                   "make_tiny_models(Path(sys.argv[1]), real_sizes=sys.argv[2] == '1')"),
+    subprocess.run([PYTHON, "-c", ("import sys; from pathlib import Path; "
+                                   "from daemon.tiny_models import build_tiny_models; "
+                                   "build_tiny_models(Path(sys.argv[1]), real_sizes=sys.argv[2] == '1')"),
                     str(directory), "1" if real_sizes else "0"],
                    check=True, env=clean_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     print(f"  built in {time.monotonic() - started:.1f} s", flush=True)

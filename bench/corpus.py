@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import CACHE
-from tests.support.audio import LINES, VOICE_A, VOICE_B, _run, _say, duration_seconds, make_silence_wav
+from tests.support.audio import LINES, VOICE_A, VOICE_B, duration_seconds, make_silence_wav, run_tool, speak
 
 CORPUS_VERSION = 1
 
@@ -25,7 +25,7 @@ def _utterances(directory: Path) -> dict[tuple[int, str], Path]:
         for speaker, voice in (("A", VOICE_A), ("B", VOICE_B)):
             path = directory / f"utt{i}{speaker}.wav"
             if not path.exists():
-                _say(text, voice, path)
+                speak(text, voice, path)
             out[(i, speaker)] = path
     return out
 
@@ -51,7 +51,7 @@ def recording(index: int, target: Path, *, min_speech_seconds: float = 16.0) -> 
         parts.append(edge)
         partial = target.with_suffix(".partial.wav")
         target.parent.mkdir(parents=True, exist_ok=True)
-        _run(["sox", *map(str, parts), str(partial)])
+        run_tool(["sox", *map(str, parts), str(partial)])
         partial.replace(target)
     return target
 
@@ -73,9 +73,9 @@ def short_clip(target: Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="spkd-bench-audio-") as tmp:
         utt = Path(tmp) / "utt.wav"
-        _say("Thank you very much.", VOICE_A, utt)
+        speak("Thank you very much.", VOICE_A, utt)
         edge = make_silence_wav(Path(tmp) / "edge.wav", 0.25)
         partial = target.with_suffix(".partial.wav")
-        _run(["sox", str(edge), str(utt), str(edge), str(partial)])
+        run_tool(["sox", str(edge), str(utt), str(edge), str(partial)])
         partial.replace(target)
     return target

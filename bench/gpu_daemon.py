@@ -1,4 +1,4 @@
-"""The real daemon on a multi-GPU machine (issue 5 item 8): slots per GPU, jobs on
+"""The real daemon on a multi-GPU machine: slots per GPU, jobs on
 each GPU, and a fallback recorded in the workers table.
 
     python -m bench.gpu_daemon --models DIR --root /tmp/spkd-gpu FILE...

@@ -1,6 +1,6 @@
 """5. Models of the real sizes (random weights, real dimensions).
 
-`make_tiny_models(real_sizes=True)` (~1.3 GB, built once into bench/.cache/models-real).
+`daemon.tiny_models.build_tiny_models(real_sizes=True)` (~1.3 GB, built once into bench/.cache/models-real).
 Everything runs in one child process, as a worker would, through the worker's real
 code path: `Engine.load`, then `daemon.worker.Worker.process` for each job (claimed from
 a real `Store`, outputs written, source archived), with `Engine.transcribe` timed inside.

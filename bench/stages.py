@@ -1,4 +1,4 @@
-"""Where a job's time goes, stage by stage, in bare FunASR and in spkd's engine (issue 10).
+"""Where a job's time goes, stage by stage, in bare FunASR and in spkd's engine.
 
     python -m bench.stages --models DIR --audio FILE --device cpu|cuda[:N] [--repeat 3]
 

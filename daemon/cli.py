@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from daemon import __version__
-from daemon.errors import SpkdError
+from daemon.errors import ExitCode, SpkdError
+
+__all__ = ["build_parser", "main"]
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -61,17 +63,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from daemon.logs import setup_logging
     from daemon.supervisor import Supervisor
+    from daemon.worker import ENGINE_FACTORY_ENV
 
     config = _config(args)
-    if not os.environ.get("SPKD_ENGINE_FACTORY"):
+    if not os.environ.get(ENGINE_FACTORY_ENV):
         _check_models(config)
     setup_logging(config)
     return Supervisor(config).run()
 
 
 def _open_store(config: Any) -> Any:
+    from daemon.db import schema_problem
     from daemon.errors import ConfigError
-    from daemon.store import Store, schema_problem
+    from daemon.store import Store
 
     problem = schema_problem(config.database_url)
     if problem:
@@ -92,15 +96,12 @@ def _check_models(config: Any) -> None:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from daemon.store import current_revision, migrate
+    from daemon.db import current_revision, display_url, migrate
 
     config = _config(args)
     migrate(config.database_url)
-    from sqlalchemy.engine import make_url
-
-    shown = make_url(config.database_url).render_as_string(hide_password=True)  # never print a password
-    print(f"database {shown} at revision {current_revision(config.database_url)}")
-    return 0
+    print(f"database {display_url(config.database_url)} at revision {current_revision(config.database_url)}")
+    return ExitCode.OK
 
 
 JOB_COLUMNS = ("id", "state", "source_name", "device", "attempts", "audio_seconds", "processing_seconds", "rtf",
@@ -118,64 +119,40 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         _print_json(rows)
     else:
         _print_table(JOB_COLUMNS, [[r.get(c) for c in JOB_COLUMNS] for r in rows])
-    return 0
+    return ExitCode.OK
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from daemon.store import ReadOnlyError, query_readonly
+    from daemon.errors import ReadOnlyError
+    from daemon.sqlconsole import query_readonly
 
     config = _config(args)
     try:
         columns, rows = query_readonly(config.database_url, args.statement)
     except ReadOnlyError as exc:
         print(f"spkd sql: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.ERROR
     if args.json:
         _print_json([dict(zip(columns, row)) for row in rows])
     else:
         _print_table(columns, rows)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
+    from daemon import spool
+
     if not args.ids and not args.failed:
         print("spkd retry: give job ids or --failed", file=sys.stderr)
-        return 2
+        return ExitCode.ERROR
     config = _config(args)
     store = _open_store(config)
     try:
-        requeued = store.retry(job_ids=args.ids, all_failed=args.failed)
+        requeued = spool.requeue_failed(config, store, job_ids=args.ids, all_failed=args.failed)
     finally:
         store.close()
-    # The sources of failed jobs are in failed/; bring them back into the spool so the
-    # worker finds them where the job row says.
-    _restore_failed_sources(config, requeued)
     print(f"requeued {len(requeued)} job(s)" + (f": {', '.join(map(str, requeued))}" if requeued else ""))
-    return 0
-
-
-def _restore_failed_sources(config: Any, job_ids: Sequence[int]) -> None:
-    from daemon import files
-
-    store = _open_store(config)
-    try:
-        for job_id in job_ids:
-            job = store.job(job_id)
-            if job is None:
-                continue
-            spool_path = Path(job["spool_path"])
-            if spool_path.exists():
-                continue
-            failed_copy = files.inside(config.paths.failed, job["source_name"])
-            if failed_copy.exists():
-                files.move(failed_copy, spool_path)
-                error_file = failed_copy.with_name(failed_copy.name + ".error.json")
-                if error_file.exists():
-                    error_file.unlink()
-            else:
-                store.add_event(job_id, "retry_missing_source", path=str(failed_copy))
-    finally:
-        store.close()
+    return ExitCode.OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -210,7 +187,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     }
     if args.json:
         _print_json(info)
-        return 0 if running else 1
+        return ExitCode.OK if running else ExitCode.FAILED
     print(f"spkd {'running, pid ' + str(info['pid']) if running else 'not running'}"
           + (f", up {info['uptime_seconds']:.0f} s" if running else "") + f"; config {config.source}")
     print("queue: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))
@@ -223,7 +200,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                                           "rss_mb", "fallback_from", "last_error")] for w in workers])
     for f in info["last_failures"]:
         print(f"failed job {f['id']}: {f['source_name']}: {f['error_kind']}: {f['error_message']}")
-    return 0 if running else 1
+    return ExitCode.OK if running else ExitCode.FAILED
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -233,7 +210,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     report = diagnose(config)
     if args.json:
         _print_json({"ok": report.ok, "checks": report.checks, **report.info})
-        return 0 if report.ok else 1
+        return ExitCode.OK if report.ok else ExitCode.FAILED
     info = report.info
     print(f"spkd {info.get('spkd')}  python {info['python']}  torch {info.get('torch')}  funasr {info.get('funasr')}")
     print(f"platform {info['platform']}; config {info.get('config')}")
@@ -247,7 +224,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for check in report.checks:
         print(f"{'ok ' if check['ok'] else 'BAD'}  {check['check']:12} {check['detail']}")
     print("ready to run" if report.ok else "the daemon could not start: fix the BAD lines above")
-    return 0 if report.ok else 1
+    return ExitCode.OK if report.ok else ExitCode.FAILED
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
@@ -256,7 +233,7 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     config = _config(args)
     problems = check_model_dirs(_model_dirs(config))
     if args.if_missing and not problems:
-        return 0
+        return ExitCode.OK
     try:
         progress = sys.stderr.isatty() if args.progress is None else args.progress
         paths = fetch_models(Path(args.dir) if args.dir else config.models.dir, progress=progress)
@@ -268,19 +245,19 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
         print(f"spkd: {exc}", file=sys.stderr)
         print("without internet: copy the model directories there by hand, or for a smoke test with "
               f"meaningless text run `spkd models make-tiny {config.models.dir}`", file=sys.stderr)
-        return 2
+        return ExitCode.ERROR
     for path in paths:
         print(f"ok  {path}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_models_make_tiny(args: argparse.Namespace) -> int:
-    from daemon.models import make_tiny_models
+    from daemon.tiny_models import build_tiny_models
 
-    dirs = make_tiny_models(Path(args.dir), real_sizes=args.real_sizes)
-    for role in ("asr", "vad", "punc", "spk"):
-        print(f"{role:5} {getattr(dirs, role)}")
-    return 0
+    dirs = build_tiny_models(Path(args.dir), real_sizes=args.real_sizes)
+    for role, path in dirs.items():
+        print(f"{role:5} {path}")
+    return ExitCode.OK
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -291,26 +268,28 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                        spk=config.models.spk)
     if args.json:
         _print_json(rows)
-        return 0
+        return ExitCode.OK
     _print_table(("role", "name", "present", "size_mb", "path"),
                  [[r["role"], r["name"], "yes" if r["present"] else "MISSING",
                    round((r.get("size_bytes") or 0) / 2**20, 1), r["path"]] for r in rows])
-    return 0
+    return ExitCode.OK
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from daemon.oneshot import EXIT_FAILED, EXIT_OK, parse_list, transcribe_files
+    from daemon.oneshot import parse_list, transcribe_files
 
     config = _config(args)
     results = transcribe_files(config, [Path(f) for f in args.files], out_dir=Path(args.out) if args.out else None,
                                formats=parse_list(args.formats), speakers=args.speakers,
                                hotwords=parse_list(args.hotwords), device=args.device, progress=args.progress)
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+    return ExitCode.OK if all(r.ok for r in results) else ExitCode.FAILED
 
 
 # --- parser ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from daemon.schema import JOB_STATES
+
     parser = argparse.ArgumentParser(prog="spkd", description="Speaker-labelled transcripts of dropped audio.")
     parser.add_argument("--version", action="version", version=f"spkd {__version__}")
     parser.add_argument("--config", "-c", default=None,
@@ -349,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("jobs", cmd_jobs, "recent jobs")
     p.add_argument("--limit", "-n", type=int, default=20)
-    p.add_argument("--state", choices=("queued", "running", "done", "failed", "cancelled"))
+    p.add_argument("--state", choices=JOB_STATES)
     p.add_argument("--json", action="store_true")
 
     p = add("sql", cmd_sql, "run a read-only SQL query against the job database")
@@ -392,20 +371,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `spkd` command; returns its exit status (daemon.errors.ExitCode)."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args) or ExitCode.OK)
     except SpkdError as exc:
         print(f"spkd: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.ERROR
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
         # `spkd jobs --json | head`: the reader left; say nothing more.
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        return ExitCode.BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ import sys
 from typing import Any
 
 from daemon import service
+from daemon.errors import ExitCode
+
+__all__ = ["register"]
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -26,7 +29,7 @@ def cmd_service_print(args: argparse.Namespace) -> int:
     print(f"# {rendered.platform} {rendered.scope} service; `spkd service install` writes it to {rendered.path}",
           file=sys.stderr)
     sys.stdout.write(rendered.text)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_service_install(args: argparse.Namespace) -> int:
@@ -39,13 +42,13 @@ def cmd_service_install(args: argparse.Namespace) -> int:
               "do not reach it (put those settings in the config file)", file=sys.stderr)
     rendered = service.render(config, scope=args.scope or "user", service_user=args.service_user)
     service.install(config, rendered, service_user=args.service_user)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_service_uninstall(args: argparse.Namespace) -> int:
     rendered = _render(args)
     service.uninstall(rendered)
-    return 0
+    return ExitCode.OK
 
 
 def register(subparsers: Any) -> None:

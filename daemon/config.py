@@ -21,12 +21,18 @@ from typing import Any, Mapping
 from daemon.errors import ConfigError
 from daemon.models import is_model_path
 
+__all__ = ["DEVICE_KINDS", "Config", "DaemonConfig", "DatabaseConfig", "JobsConfig", "ModelsConfig", "NotifyConfig",
+           "OutputConfig", "PathsConfig", "RetentionConfig", "WatchConfig", "WorkersConfig", "device_problem",
+           "from_dict", "load"]
+
 DEVICE_KINDS = ("cuda", "rocm", "xpu", "mps", "cpu")
 DEFAULT_EXTENSIONS = (
     "wav", "mp3", "m4a", "aac", "flac", "ogg", "opus", "webm", "mp4", "mov", "mkv", "wma", "amr",
 )
 DEFAULT_IGNORE = ("*.part", "*.crdownload", "*.tmp", "~$*", ".DS_Store", "*.download", "*.partial")
 ENV_PREFIX = "SPKD_"
+# What a webhook can be told about: a job done or failed, the daemon starting or stopping.
+NOTIFY_EVENTS = ("done", "failed", "start", "stop")
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,7 @@ class NotifyConfig:
     webhook_url: str | None = None
     # Body style: json (spkd's own), wecom, feishu or slack.
     template: str = "json"
-    events: tuple[str, ...] = ("done", "failed", "start", "stop")
+    events: tuple[str, ...] = NOTIFY_EVENTS
     timeout_seconds: float = 10.0
     max_attempts: int = 5
 
@@ -195,7 +201,7 @@ _VALUE_RULES: dict[str, Any] = {
     "workers.max_jobs": lambda v: None if v is None or v >= 1 else "must be >= 1 or null",
     "workers.max_rss_mb": lambda v: None if v is None or v >= 64 else "must be >= 64 or null",
     "workers.max_boot_failures": lambda v: None if v >= 1 else "must be >= 1",
-    "workers.device": lambda v: _check_device(v),
+    "workers.device": lambda v: device_problem(v),
     "workers.device_priority": lambda v: _check_priority(v),
     "models.batch_size_s": lambda v: None if v >= 1 else "must be >= 1",
     "output.formats": lambda v: _check_formats(v),
@@ -207,8 +213,8 @@ _VALUE_RULES: dict[str, Any] = {
     "jobs.heartbeat_seconds": lambda v: None if v > 0 else "must be > 0",
     "notify.template": lambda v: None if v in ("json", "wecom", "feishu", "slack")
     else "must be one of json, wecom, feishu, slack",
-    "notify.events": lambda v: None if set(v) <= {"done", "failed", "start", "stop"}
-    else "may contain only done, failed, start, stop",
+    "notify.events": lambda v: None if set(v) <= set(NOTIFY_EVENTS)
+    else f"may contain only {', '.join(NOTIFY_EVENTS)}",
     "notify.webhook_url": lambda v: None if v is None or v.startswith(("http://", "https://"))
     else "must be an http(s) URL or null",
     "daemon.min_free_mb": lambda v: None if v >= 0 else "must be >= 0",
@@ -222,7 +228,8 @@ _VALUE_RULES: dict[str, Any] = {
 }
 
 
-def _check_device(value: str) -> str | None:
+def device_problem(value: str) -> str | None:
+    """Why `value` is not a device setting (`workers.device`, `spkd transcribe --device`), or None."""
     if value == "auto" or value in DEVICE_KINDS:
         return None
     kind, _, index = value.partition(":")
@@ -293,7 +300,7 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true or false, got {json.dumps(value)}", kind="config")
+        raise ConfigError(f"{key}: expected true or false, got {json.dumps(value)}")
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -20,7 +20,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from daemon.config import DEVICE_KINDS, WorkersConfig
-from daemon.errors import DeviceError
+from daemon.errors import DeviceMissingError
+
+__all__ = ["GPU_KINDS", "Gpu", "Inventory", "SlotPlan", "cpu_cores", "detect", "device_kind", "fallback_chain",
+           "plan_slots", "torch_device", "worker_env"]
 
 PROBE_TIMEOUT_SECONDS = 120.0
 GPU_KINDS = ("cuda", "rocm", "xpu")
@@ -168,7 +171,7 @@ def plan_slots(workers: WorkersConfig, inventory: Inventory) -> list[SlotPlan]:
     """Bind each slot to a device. `auto` takes the first kind in `device_priority`
     the machine has; on GPUs, `per_device` slots per GPU, else `count` slots.
     An explicit device that is missing falls back along the priority list when
-    `fallback` is on, and raises DeviceError when it is off."""
+    `fallback` is on, and raises DeviceMissingError when it is off."""
     priority = [k for k in workers.device_priority if k in DEVICE_KINDS] or list(DEVICE_KINDS)
     wanted = workers.device
     chosen: list[str] = []
@@ -190,7 +193,7 @@ def plan_slots(workers: WorkersConfig, inventory: Inventory) -> list[SlotPlan]:
             why = f"{wanted} is not available on this machine" + (
                 f" ({inventory.probe_error})" if inventory.probe_error else "")
             if not workers.fallback:
-                raise DeviceError(f"workers.device: {why}, and workers.fallback is false", kind="device_missing")
+                raise DeviceMissingError(f"workers.device: {why}, and workers.fallback is false")
             start = priority.index(kind) + 1 if kind in priority else 0
             for next_kind in [*priority[start:], "cpu"]:
                 chosen = _expand(next_kind, inventory)

@@ -15,7 +15,9 @@ from pathlib import Path
 from loguru import logger
 
 from daemon.config import Config
-from daemon.files import atomic_write
+from daemon.files import atomic_write, nearest_existing
+
+__all__ = ["check", "pause_path", "paused_reason", "set_paused", "update"]
 
 PAUSE_FILE = "claims.paused"
 MB = 2**20
@@ -23,14 +25,6 @@ MB = 2**20
 
 def pause_path(config: Config) -> Path:
     return config.paths.state / PAUSE_FILE
-
-
-def _existing(path: Path) -> Path:
-    """The folder itself, or its nearest existing parent (a folder not created yet
-    will live on the parent's filesystem)."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def check(config: Config) -> str | None:
@@ -41,7 +35,7 @@ def check(config: Config) -> str | None:
         return None
     for name in ("outbox", "state"):
         folder: Path = getattr(config.paths, name)
-        free_mb = shutil.disk_usage(_existing(folder)).free / MB
+        free_mb = shutil.disk_usage(nearest_existing(folder)).free / MB
         if free_mb < limit:
             return (f"low disk space: {free_mb:.0f} MB free under paths.{name} ({folder}), "
                     f"below daemon.min_free_mb = {limit}")

@@ -21,6 +21,9 @@ from sqlalchemy.engine import make_url
 from daemon import devices
 from daemon.config import Config
 from daemon.errors import SpkdError
+from daemon.files import nearest_existing
+
+__all__ = ["Report", "diagnose"]
 
 
 @dataclass
@@ -48,7 +51,7 @@ def _database_writable(url: str) -> tuple[bool, str]:
         try:
             from sqlalchemy import text
 
-            from daemon.store import make_engine
+            from daemon.db import make_engine
 
             engine = make_engine(url)
             with engine.connect() as conn:
@@ -58,10 +61,7 @@ def _database_writable(url: str) -> tuple[bool, str]:
         except Exception as exc:  # noqa: BLE001
             return False, f"cannot connect: {exc}"
     path = Path(parsed.database or "")
-    folder = path.parent
-    probe_dir = folder
-    while not probe_dir.exists():
-        probe_dir = probe_dir.parent
+    probe_dir = nearest_existing(path.parent)
     if not os.access(probe_dir, os.W_OK):
         return False, f"{probe_dir} is not writable"
     if path.exists():
@@ -112,10 +112,7 @@ def diagnose(config: Config, *, inventory: devices.Inventory | None = None) -> R
     report.add("ffmpeg", bool(ffmpeg and ffprobe), f"{ffmpeg}, {ffprobe}" if ffmpeg and ffprobe else
                "ffmpeg/ffprobe not found (apt-get install ffmpeg, or brew install ffmpeg)")
     for name in ("outbox", "state"):
-        path: Path = getattr(config.paths, name)
-        existing = path
-        while not existing.exists():
-            existing = existing.parent
+        existing = nearest_existing(getattr(config.paths, name))
         free_mb = shutil.disk_usage(existing).free // 2**20
         report.add(f"disk:{name}", free_mb >= config.daemon.min_free_mb,
                    f"{free_mb} MB free under {existing} (minimum {config.daemon.min_free_mb} MB)")

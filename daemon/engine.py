@@ -26,42 +26,46 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loguru import logger
 
-from daemon.errors import AudioError, DeviceError, OptionsError, SpkdError
-from daemon.models import ModelDirs, import_funasr, read_model_meta, require_model_dirs
-from daemon.options import hotword_words
+from daemon.errors import AudioError, DeviceError, FfmpegMissingError, NotAudioError, OutOfMemoryError, is_out_of_memory
+from daemon.models import ModelDirs, configured_model_dirs, import_funasr, read_model_meta, require_model_dirs
+from daemon.options import check_speakers, hotword_words
 from daemon.transcript import EngineInfo, ModelInfo, Timing, Transcript, describe_source, number_speakers
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from daemon.config import Config
+
+__all__ = ["OOM_RETRIES", "SAMPLE_RATE", "Engine", "Transcriber", "decode_audio", "guard_empty_batches",
+           "load_configured", "rows_from_result", "transcribe_with_retries"]
+
 SAMPLE_RATE = 16000
 # Generous: ffmpeg decodes hours of audio in seconds; a hang means a broken input or pipe.
-FFMPEG_TIMEOUT_S = 600
-MAX_SPEAKERS = 20  # FunASR clusters >= 20 embedding windows; more speakers than that cannot be asked for
+FFMPEG_TIMEOUT_SECONDS = 600
 
 
 # --------------------------------------------------------------------------- audio
 
 
-def decode_audio(path: Path, *, timeout: float = FFMPEG_TIMEOUT_S) -> "np.ndarray":
+def decode_audio(path: Path, *, timeout: float = FFMPEG_TIMEOUT_SECONDS) -> "np.ndarray":
     """Decode any container ffmpeg understands into 16 kHz mono float32 samples.
 
     Decoding ourselves (rather than letting FunASR pick a loader by extension) makes
     wav, m4a, mp3, ... behave identically and tells us the duration up front.
-    Raises AudioError: kind "not_audio" when the file has no audio stream, "bad_audio"
-    when ffmpeg cannot read it or it decodes to nothing."""
+    Raises NotAudioError when the file has no audio stream, AudioError when ffmpeg
+    cannot read it or it decodes to nothing."""
     import numpy as np
 
     path = Path(path)
     if not path.is_file():
-        raise AudioError(f"{path}: no such file", kind="bad_audio")
+        raise AudioError(f"{path}: no such file")
     # ffmpeg writes raw samples to a temporary file rather than a pipe: reading a pipe
     # into bytes and then into a writable array would hold two copies (460 MB an hour).
     with tempfile.TemporaryDirectory(prefix="spkd-decode-") as tmp:
@@ -79,28 +83,23 @@ def decode_audio(path: Path, *, timeout: float = FFMPEG_TIMEOUT_S) -> "np.ndarra
         except FileNotFoundError as exc:
             raise _ffmpeg_missing() from exc
         except subprocess.TimeoutExpired as exc:
-            raise AudioError(
-                f"{path.name}: ffmpeg did not finish decoding within {timeout:.0f} s", kind="bad_audio"
-            ) from exc
+            raise AudioError(f"{path.name}: ffmpeg did not finish decoding within {timeout:.0f} s") from exc
         reason = _ffmpeg_reason(proc.stderr)
         if proc.returncode != 0:
             if "matches no streams" in reason or "does not contain any stream" in reason:
-                raise AudioError(f"{path.name}: no audio stream ({reason})", kind="not_audio")
-            raise AudioError(
-                f"{path.name}: cannot decode audio: {reason or f'ffmpeg exit {proc.returncode}'}", kind="bad_audio"
-            )
+                raise NotAudioError(f"{path.name}: no audio stream ({reason})")
+            raise AudioError(f"{path.name}: cannot decode audio: {reason or f'ffmpeg exit {proc.returncode}'}")
         samples = np.fromfile(raw, dtype=np.float32) if raw.exists() else np.zeros(0, dtype=np.float32)
     if samples.size == 0:
-        raise AudioError(f"{path.name}: decodes to no audio samples{': ' + reason if reason else ''}", kind="bad_audio")
+        raise AudioError(f"{path.name}: decodes to no audio samples{': ' + reason if reason else ''}")
     if not np.isfinite(samples).all():
         samples = np.nan_to_num(samples, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     return samples
 
 
-def _ffmpeg_missing() -> SpkdError:
-    # transient on purpose: installing ffmpeg fixes it, and the job should then succeed
-    return SpkdError("ffmpeg not found on PATH (it decodes every input): install it "
-                     "(apt-get install ffmpeg, brew install ffmpeg)", kind="ffmpeg_missing")
+def _ffmpeg_missing() -> FfmpegMissingError:
+    return FfmpegMissingError("ffmpeg not found on PATH (it decodes every input): install it "
+                              "(apt-get install ffmpeg, brew install ffmpeg)")
 
 
 def _ffmpeg_reason(stderr: bytes) -> str:
@@ -116,12 +115,6 @@ def _ffmpeg_reason(stderr: bytes) -> str:
 # --------------------------------------------------------------------------- results
 
 
-def _is_oom(exc: BaseException) -> bool:
-    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError and kin
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
 def _sentence_text(value: Any) -> str:
     # FunASR's timestamp_sentence returns a list of words when punctuation is missing
     if isinstance(value, (list, tuple)):
@@ -129,7 +122,7 @@ def _sentence_text(value: Any) -> str:
     return str(value or "")
 
 
-def _rows_from_result(
+def rows_from_result(
     result: dict[str, Any], duration: float, with_speakers: bool
 ) -> list[tuple[float, float, int | None, str]]:
     """(start s, end s, raw speaker, text) rows from one FunASR result dict."""
@@ -166,7 +159,7 @@ def _rows_from_result(
     return clamped
 
 
-def _guard_empty_batches(asr_model: Any) -> None:
+def guard_empty_batches(asr_model: Any) -> None:
     """Make a batch with no recognised token return one empty result per input.
 
     SeACo Paraformer returns no result at all for such a batch (plain Paraformer returns
@@ -272,8 +265,8 @@ class Engine:
         try:
             model = AutoModel(**kwargs)
         except Exception as exc:
-            if _is_oom(exc):
-                raise DeviceError(f"out of memory while loading models on {device}: {exc}", kind="oom") from exc
+            if is_out_of_memory(exc):
+                raise OutOfMemoryError(f"out of memory while loading models on {device}: {exc}") from exc
             if isinstance(exc, RuntimeError) and device != "cpu":
                 # CUDA/MPS/XPU initialisation failures surface as RuntimeError
                 raise DeviceError(f"cannot load models on {device}: {exc}") from exc
@@ -283,7 +276,7 @@ class Engine:
             # FunASR silently falls back to CPU for an unavailable device; the worker
             # must know, so that the fallback is deliberate and recorded.
             raise DeviceError(f"device {device} is not available (FunASR fell back to {actual})")
-        _guard_empty_batches(model.model)
+        guard_empty_batches(model.model)
         batcher = None
         if speaker_batching and dirs.spk is not None:
             from daemon import speaker_batching as sb
@@ -318,18 +311,13 @@ class Engine:
     ) -> Transcript:
         """Transcribe one file. `speakers` fixes the speaker count for clustering;
         `hotwords` bias SeACo's recognition. Silence gives zero segments.
-        Raises AudioError / OptionsError (permanent) or DeviceError (kind "oom": retry
+        Raises AudioError / OptionsError (permanent) or OutOfMemoryError (retry
         with a smaller batch_size_s)."""
         audio_path = Path(audio_path)
         started = time.monotonic()
         cfg: dict[str, Any] = {"batch_size_s": max(1, int(self.batch_size_s))}
         if speakers is not None:
-            try:
-                count = int(speakers)
-            except (TypeError, ValueError):
-                raise OptionsError(f"speakers must be a whole number, got {speakers!r}") from None
-            if not 1 <= count <= MAX_SPEAKERS:
-                raise OptionsError(f"speakers must be between 1 and {MAX_SPEAKERS}, got {speakers}")
+            count = check_speakers(speakers, source=source_name or audio_path.name)
             if self.has_speakers:
                 cfg["preset_spk_num"] = count  # FunASR's per-call oracle speaker count
             else:
@@ -349,7 +337,7 @@ class Engine:
 
         rows: list[tuple[float, float, int | None, str]] = []
         for result in results or []:
-            rows.extend(_rows_from_result(result, duration, self.has_speakers))
+            rows.extend(rows_from_result(result, duration, self.has_speakers))
         segments = number_speakers(rows)
         elapsed = time.monotonic() - started
         logger.debug(
@@ -373,13 +361,13 @@ class Engine:
             with scope:
                 return self.model.generate(input=samples, **cfg)
         except Exception as exc:
-            if _is_oom(exc):
+            if is_out_of_memory(exc):
                 import gc
 
                 gc.collect()  # after an OOM it is worth 200 ms: free the failed batch's tensors now
                 self.release()
-                raise DeviceError(
-                    f"out of memory on {self.device} at batch_size_s={self.batch_size_s}: {exc}", kind="oom"
+                raise OutOfMemoryError(
+                    f"out of memory on {self.device} at batch_size_s={self.batch_size_s}: {exc}"
                 ) from exc
             raise
 
@@ -402,3 +390,55 @@ class Engine:
         if self.device.startswith("xpu") and xpu is not None and hasattr(xpu, "empty_cache"):
             xpu.empty_cache()
 
+
+
+# --------------------------------------------------------------------------- callers
+# What the worker and `spkd transcribe` share: loading the engine a config describes,
+# and out-of-memory retries.
+
+# Halvings of batch_size_s after an out-of-memory before the error goes to the caller
+# (the worker then runs the job on its slot's fallback device).
+OOM_RETRIES = 2
+
+
+class Transcriber(Protocol):
+    """What the callers need of an engine: `Engine`, or the fake engine in tests/."""
+
+    batch_size_s: int
+
+    def transcribe(self, audio_path: Path, *, speakers: int | None = None, hotwords: Sequence[str] = (),
+                   source_name: str | None = None) -> Transcript: ...
+
+    def release(self) -> None: ...
+
+
+def load_configured(config: "Config", device: str, *, threads: int | None = None) -> Engine:
+    """The engine of the config's `models` section on `device`, a slot's device name
+    (`cuda:1`, `cpu`) whose environment (daemon.devices.worker_env) is already set.
+    Threads: OMP_NUM_THREADS of that environment, else `threads`."""
+    from daemon import devices
+
+    m = config.models
+    dirs = require_model_dirs(configured_model_dirs(m))
+    return Engine.load(dirs, device=devices.torch_device(device), batch_size_s=m.batch_size_s,
+                       ncpu=int(os.environ.get("OMP_NUM_THREADS", "0")) or threads,
+                       speaker_batching=m.speaker_batching)
+
+
+def transcribe_with_retries(engine: Transcriber, audio_path: Path, options: Mapping[str, Any], *,
+                            source_name: str, on_retry: Callable[[int], None] | None = None) -> Transcript:
+    """`engine.transcribe` with a job's options (`speakers`, `hotwords`). Out of memory:
+    halve `engine.batch_size_s` and try again, OOM_RETRIES times at most and never below
+    1, calling `on_retry(new batch_size_s)` before each; then OutOfMemoryError goes up."""
+    for attempt in range(OOM_RETRIES + 1):
+        try:
+            return engine.transcribe(Path(audio_path), speakers=options.get("speakers"),
+                                     hotwords=tuple(options.get("hotwords") or ()), source_name=source_name)
+        except OutOfMemoryError:
+            if attempt == OOM_RETRIES or engine.batch_size_s <= 1:
+                raise
+            engine.batch_size_s = max(1, engine.batch_size_s // 2)
+            engine.release()
+            if on_retry is not None:
+                on_retry(engine.batch_size_s)
+    raise AssertionError("unreachable")  # pragma: no cover

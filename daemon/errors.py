@@ -1,31 +1,110 @@
-"""Errors that cross room boundaries, each with a stable `kind` stored in `jobs.error_kind`.
+"""spkd's errors, one class per `kind`, and the exit codes of its processes.
 
-A *permanent* error fails a job at once (retrying cannot help: the audio is
-undecodable, the sidecar is invalid); any other exception is *transient* and the
-job is retried with backoff until its attempts are spent.
+Every class carries the string stored in `jobs.error_kind` (`kind`) and whether
+retrying can help (`permanent`). A *permanent* error fails its job at once (the
+audio is undecodable, the sidecar is invalid); a *transient* one is retried with
+backoff until the job's attempts are spent. Code raises the class that names the
+problem and catches by class; nothing compares `kind` strings. The kinds are the
+database's vocabulary and never change.
+
+    SpkdError                      (abstract: never raised itself)
+    ├── UnexpectedError            error           transient  any exception that is not an SpkdError
+    ├── ConfigError                config          permanent  invalid configuration; start-up stops
+    ├── ServiceError               service         permanent  `spkd service …` cannot render or install
+    ├── ModelsMissingError         models_missing  permanent  a model directory is missing or incomplete
+    ├── FetchError                 models_fetch    permanent  downloading the real models failed
+    ├── AudioError                 bad_audio       permanent  the file cannot be decoded into audio
+    │   ├── NotAudioError          not_audio                  no audio stream (a photo, a text file)
+    │   ├── TooShortError          too_short                  less audio than anything useful needs
+    │   ├── EmptyFileError         empty                      the file stayed empty
+    │   └── SymlinkError           symlink                    a symbolic link (never followed)
+    ├── OptionsError               bad_options     permanent  a sidecar or command-line option is invalid
+    ├── DeviceError                device          transient  a device cannot be initialised
+    │   ├── OutOfMemoryError       oom                        retried at half the batch, then on the fallback device
+    │   └── DeviceMissingError     device_missing             the configured device is absent, no fallback
+    ├── FfmpegMissingError         ffmpeg_missing  transient  installing ffmpeg fixes it; the job then succeeds
+    └── WorkerLostError            worker_lost     transient  the job's worker died (recorded by the store)
+        └── LeaseExpiredError      lease_expired              its holder stopped heartbeating
+
+    ReadOnlyError                  `spkd sql`: a statement refused (it would write) or failed
+
+A class without a word in the third column is as permanent as its parent. The last
+two job kinds are never raised: the supervisor takes such a job back and the
+store records the kind when the job's attempts are spent.
 """
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = [
+    "AudioError",
+    "ConfigError",
+    "DeviceError",
+    "DeviceMissingError",
+    "EmptyFileError",
+    "ExitCode",
+    "FetchError",
+    "FfmpegMissingError",
+    "LeaseExpiredError",
+    "ModelsMissingError",
+    "NotAudioError",
+    "OptionsError",
+    "OutOfMemoryError",
+    "ReadOnlyError",
+    "ServiceError",
+    "SpkdError",
+    "SymlinkError",
+    "TooShortError",
+    "UnexpectedError",
+    "WorkerLostError",
+    "as_spkd_error",
+    "is_out_of_memory",
+]
+
+
+class ExitCode(IntEnum):
+    """Exit statuses of `spkd` and of its worker processes, in one place."""
+
+    OK = 0
+    # spkd: a negative answer (a file of `spkd transcribe` failed, `spkd status`: not
+    # running, `spkd doctor`: a check failed); a worker: it crashed.
+    FAILED = 1
+    # spkd: bad usage, or an SpkdError (configuration, models missing, already running);
+    # the systemd unit's RestartPreventExitStatus: restarting cannot fix it.
+    ERROR = 2
+    # A worker could not load the models on its device; `spkd run`: no slot could boot.
+    BOOT_FAILED = 3
+    # A worker whose supervisor is gone.
+    LOST_PARENT = 4
+    INTERRUPTED = 130  # 128 + SIGINT
+    BROKEN_PIPE = 141  # 128 + SIGPIPE: `spkd jobs --json | head`
 
 
 class SpkdError(Exception):
     kind: str = "error"
     permanent: bool = False
 
-    def __init__(self, message: str, *, kind: str | None = None) -> None:
-        super().__init__(message)
-        if kind is not None:
-            self.kind = kind
-
     @property
     def message(self) -> str:
         return str(self)
+
+
+class UnexpectedError(SpkdError):
+    """Any exception that is not an SpkdError, recorded as `error` with its type's name."""
 
 
 class ConfigError(SpkdError):
     """The configuration is invalid; start-up stops with this message."""
 
     kind = "config"
+    permanent = True
+
+
+class ServiceError(SpkdError):
+    """`spkd service …` cannot render, install or remove the unit / agent."""
+
+    kind = "service"
     permanent = True
 
 
@@ -36,29 +115,106 @@ class ModelsMissingError(SpkdError):
     permanent = True
 
 
+class FetchError(SpkdError):
+    """Downloading the real models failed (hub unreachable, incomplete download)."""
+
+    kind = "models_fetch"
+    permanent = True
+
+
 class AudioError(SpkdError):
-    """The input cannot be turned into audio (undecodable, no audio stream, too short)."""
+    """The input cannot be turned into audio (undecodable, decodes to nothing)."""
 
     kind = "bad_audio"
     permanent = True
 
 
+class NotAudioError(AudioError):
+    """The file has no audio stream at all."""
+
+    kind = "not_audio"
+
+
+class TooShortError(AudioError):
+    """Too little audio for anything useful to come out of it."""
+
+    kind = "too_short"
+
+
+class EmptyFileError(AudioError):
+    """The file stayed empty (zero bytes) past `watch.empty_fail_seconds`."""
+
+    kind = "empty"
+
+
+class SymlinkError(AudioError):
+    """A symbolic link was dropped; links are never followed."""
+
+    kind = "symlink"
+
+
 class OptionsError(SpkdError):
-    """A sidecar `<file>.spkd.json` is invalid."""
+    """A sidecar `<file>.spkd.json` (or a command-line option) is invalid."""
 
     kind = "bad_options"
     permanent = True
 
 
 class DeviceError(SpkdError):
-    """A device could not be initialised or ran out of memory."""
+    """A device could not be initialised."""
 
     kind = "device"
     permanent = False
 
 
-class FetchError(SpkdError):
-    """Downloading the real models failed (hub unreachable, incomplete download)."""
+class OutOfMemoryError(DeviceError):
+    """The device ran out of memory (retried with a smaller batch, then on the fallback device)."""
 
-    kind = "models_fetch"
-    permanent = True
+    kind = "oom"
+
+
+class DeviceMissingError(DeviceError):
+    """The configured device is not on this machine and `workers.fallback` is off."""
+
+    kind = "device_missing"
+
+
+class FfmpegMissingError(SpkdError):
+    """ffmpeg is not on PATH. Transient on purpose: installing it fixes the job."""
+
+    kind = "ffmpeg_missing"
+    permanent = False
+
+
+class WorkerLostError(SpkdError):
+    """The job's worker died holding it (recorded by the store, never raised)."""
+
+    kind = "worker_lost"
+    permanent = False
+
+
+class LeaseExpiredError(WorkerLostError):
+    """The job's holder stopped heartbeating and its lease ran out (recorded, never raised)."""
+
+    kind = "lease_expired"
+
+
+class ReadOnlyError(Exception):
+    """`spkd sql`: the statement would write (refused, nothing changed) or failed."""
+
+
+def as_spkd_error(exc: BaseException) -> SpkdError:
+    """`exc` itself when it is one of ours, else an UnexpectedError naming its type
+    (`RuntimeError: …`), so that every failure is recorded the same way."""
+    if isinstance(exc, SpkdError):
+        return exc
+    error = UnexpectedError(f"{type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether a foreign exception (torch's, a driver's) means the device ran out of memory."""
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError and kin
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

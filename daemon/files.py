@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import secrets
 import shutil
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Callable
+
+__all__ = ["HASH_CHUNK_BYTES", "atomic_write", "file_identity", "free_name", "fsync_dir", "inside", "move",
+           "nearest_existing", "numbered", "safe_relative", "sha256_file"]
 
 HASH_CHUNK_BYTES = 1 << 20
 
@@ -94,17 +96,21 @@ def move(src: Path, dst: Path) -> Path:
     return dst
 
 
+def numbered(stem: str, taken: Callable[[str], bool], suffix: str = "") -> str:
+    """`stem + suffix`, else `stem (2)suffix`, `stem (3)suffix`, …: the first name not `taken`.
+
+    The one rule for names that must not collide: a source moved into archive/ or
+    failed/, a job's outputs in the outbox, the outputs of one `spkd transcribe` run."""
+    name, n = stem + suffix, 2
+    while taken(name):
+        name, n = f"{stem} ({n}){suffix}", n + 1
+    return name
+
+
 def free_name(path: Path) -> Path:
     """`path`, or `name (2).ext`, `name (3).ext`, … : the first that does not exist yet."""
-    if not path.exists():
-        return path
     stem, suffix = _split_name(path.name)
-    n = 2
-    while True:
-        candidate = path.with_name(f"{stem} ({n}){suffix}")
-        if not candidate.exists():
-            return candidate
-        n += 1
+    return path.with_name(numbered(stem, lambda name: path.with_name(name).exists(), suffix))
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -129,11 +135,12 @@ def inside(root: Path, name: str) -> Path:
     return target
 
 
-def write_error_file(source_in_failed: Path, info: Mapping[str, Any]) -> Path:
-    """`<name>.error.json` beside a failed source."""
-    target = source_in_failed.with_name(source_in_failed.name + ".error.json")
-    atomic_write(target, json.dumps(dict(info), ensure_ascii=False, indent=2, default=str) + "\n")
-    return target
+def nearest_existing(path: Path) -> Path:
+    """`path` itself, or its nearest existing parent: where a folder not created yet will
+    live (its filesystem, its permissions)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:

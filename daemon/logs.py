@@ -9,6 +9,8 @@ from loguru import logger
 
 from daemon.config import Config
 
+__all__ = ["setup_logging"]
+
 LOG_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level:<7} | {extra[role]:<10} | {message}"
 
 

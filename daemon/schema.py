@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
     Float,
@@ -23,10 +24,13 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+__all__ = ["FINISHED_STATES", "JOB_STATES", "job_events", "jobs", "metadata", "workers"]
+
 metadata = MetaData()
 
+# The only states a job can be in (a CHECK constraint, migration 0004); the last three are final.
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
-WORKER_STATES = ("booting", "ready", "busy", "stopping", "stopped", "failed")
+FINISHED_STATES = ("done", "failed", "cancelled")
 
 jobs = Table(
     "jobs",
@@ -68,6 +72,7 @@ jobs = Table(
     Index("ix_jobs_dedup_key", "dedup_key", "state"),
     Index("ix_jobs_sha256", "sha256"),
     Index("ix_jobs_spool_path", "spool_path"),
+    CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in JOB_STATES) + ")", name="ck_jobs_state"),
 )
 
 job_events = Table(

@@ -4,13 +4,15 @@ the systemd unit / launchd agent that `spkd service install|uninstall|print` ren
 sd_notify is a datagram to `$NOTIFY_SOCKET`; without systemd there is no socket
 and every call is a no-op.
 
-The unit and plist templates are files in `systemd/` and `launchd/` at the top of the
-repository (`string.Template` placeholders); rendering fills in the absolute paths of
-this installation: the venv's `spkd` script (else `python -m daemon`) and the config.
+The unit and plist templates are the files in `systemd/` and `launchd/` at the top of
+the repository, shipped as package data of `daemon.systemd` and `daemon.launchd`
+(`string.Template` placeholders); rendering fills in the absolute paths of this
+installation: the venv's `spkd` script (else `python -m daemon`) and the config.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import math
 import os
@@ -26,8 +28,12 @@ from typing import Any, Callable, Sequence
 from xml.sax.saxutils import escape as xml_escape
 
 from daemon.config import Config
-from daemon.errors import SpkdError
+from daemon.errors import ServiceError
 from daemon.files import atomic_write
+
+__all__ = ["DEFAULT_SERVICE_USER", "PLATFORMS", "SCOPES", "ServiceFile", "clear_runtime", "detect_platform",
+           "install", "notify", "pid_alive", "program_arguments", "read_runtime", "render", "runtime_path",
+           "stop_timeout_seconds", "uninstall", "watchdog_interval_seconds", "writable_paths", "write_runtime"]
 
 
 def notify(*messages: str) -> bool:
@@ -70,10 +76,10 @@ def runtime_path(config: Config) -> Path:
 
 
 def write_runtime(config: Config, *, pid: int) -> None:
-    from sqlalchemy.engine import make_url
+    from daemon.db import display_url
 
     # The runtime file is world-readable: never write the database password into it.
-    database = make_url(config.database_url).render_as_string(hide_password=True)
+    database = display_url(config.database_url)
     info = {"pid": pid, "started_at": time.time(), "config": str(config.source) if config.source else None,
             "database": database}
     atomic_write(runtime_path(config), json.dumps(info, indent=2) + "\n")
@@ -112,9 +118,8 @@ def clear_runtime(config: Config) -> None:
 
 # --- rendering the unit / plist ------------------------------------------------------
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-SYSTEMD_TEMPLATES = REPO_DIR / "systemd"
-LAUNCHD_TEMPLATE = REPO_DIR / "launchd" / "spkd.plist"
+# The folder that holds the `daemon` package: the source tree of a checkout, site-packages of a wheel.
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 UNIT_NAME = "spkd.service"
 LAUNCHD_LABEL = "local.spkd"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
@@ -149,7 +154,7 @@ def detect_platform() -> str:
         return "systemd"
     if sys.platform == "darwin":
         return "launchd"
-    raise SpkdError(f"spkd service supports Linux (systemd) and macOS (launchd), not {sys.platform}")
+    raise ServiceError(f"spkd service supports Linux (systemd) and macOS (launchd), not {sys.platform}")
 
 
 def stop_timeout_seconds(config: Config) -> int:
@@ -169,8 +174,7 @@ def program_arguments(config: Config) -> tuple[list[str], dict[str, str]]:
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script), "--config", str(config_path), "run"], {}
     # No console script (running from a source tree): `python -m daemon` with the package on the path.
-    return ([str(python), "-m", "daemon", "--config", str(config_path), "run"],
-            {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    return ([str(python), "-m", "daemon", "--config", str(config_path), "run"], {"PYTHONPATH": str(PACKAGE_PARENT)})
 
 
 def writable_paths(config: Config) -> list[Path]:
@@ -195,20 +199,20 @@ def render(config: Config, *, platform: str | None = None, scope: str = "user",
     `home` and `unit_dir` move the target away from the real home / /etc (tests)."""
     platform = platform or detect_platform()
     if platform not in PLATFORMS:
-        raise SpkdError(f"unknown service platform {platform!r}; known: {', '.join(PLATFORMS)}")
+        raise ServiceError(f"unknown service platform {platform!r}; known: {', '.join(PLATFORMS)}")
     if scope not in SCOPES:
-        raise SpkdError(f"unknown service scope {scope!r}; known: {', '.join(SCOPES)}")
+        raise ServiceError(f"unknown service scope {scope!r}; known: {', '.join(SCOPES)}")
     home = home or Path.home()
     if platform == "launchd":
         if scope == "system":
-            raise SpkdError("on macOS spkd installs a LaunchAgent for the logged-in user only; drop --system")
+            raise ServiceError("on macOS spkd installs a LaunchAgent for the logged-in user only; drop --system")
         return _render_launchd(config, home=home, unit_dir=unit_dir)
     return _render_systemd(config, scope=scope, service_user=service_user, home=home, unit_dir=unit_dir)
 
 
 def _config_path(config: Config) -> Path:
     if config.source is None:
-        raise SpkdError("the service needs a config file: pass --config PATH")
+        raise ServiceError("the service needs a config file: pass --config PATH")
     return Path(os.path.abspath(config.source))
 
 
@@ -221,12 +225,18 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(os.path.abspath(parsed.database))
 
 
-def _template(path: Path) -> Template:
+def _template(package: str, *parts: str) -> Template:
+    resource = importlib.resources.files(package).joinpath(*parts)
     try:
-        return Template(path.read_text(encoding="utf-8"))
+        return Template(resource.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SpkdError(f"service template missing: {path} (install spkd from its source tree: "
-                        "pip install -e .)") from None
+        raise ServiceError(f"service template missing: {resource} (a broken installation: reinstall spkd)") from None
+
+
+def _documentation() -> str:
+    """Documentation= of the unit: the README of a source checkout; an installed wheel has none."""
+    readme = PACKAGE_PARENT / "README.md"
+    return f"Documentation={_sd_escape(readme.as_uri())}" if readme.is_file() else ""
 
 
 def _cache_environment(config: Config) -> dict[str, str]:
@@ -256,7 +266,7 @@ def _sd_quote(value: str, *, command: bool = False) -> str:
 def _render_systemd(config: Config, *, scope: str, service_user: str, home: Path,
                     unit_dir: Path | None) -> ServiceFile:
     if scope == "system" and not _USER_NAME.match(service_user):
-        raise SpkdError(f"not a valid user name for the service: {service_user!r}")
+        raise ServiceError(f"not a valid user name for the service: {service_user!r}")
     if unit_dir is None:
         unit_dir = SYSTEM_UNIT_DIR if scope == "system" else _user_unit_dir(home)
     unit_path = unit_dir / UNIT_NAME
@@ -267,7 +277,7 @@ def _render_systemd(config: Config, *, scope: str, service_user: str, home: Path
     values = {
         "unit_path": str(unit_path),
         "config_path": str(_config_path(config)),
-        "documentation": _sd_escape((REPO_DIR / "README.md").as_uri()),
+        "documentation": _documentation(),
         "exec_start": " ".join(_sd_quote(a, command=True) for a in argv),
         "working_directory": _sd_escape(str(config.paths.state)),
         "environment": "\n".join(f"Environment={_sd_quote(f'{k}={v}')}" for k, v in env.items()),
@@ -278,7 +288,7 @@ def _render_systemd(config: Config, *, scope: str, service_user: str, home: Path
         "read_write_paths": "\n".join(rw_lines),
         "read_write_paths_commented": "\n".join("#" + line for line in rw_lines),
     }
-    text = _template(SYSTEMD_TEMPLATES / scope / UNIT_NAME).substitute(values)
+    text = _template("daemon.systemd", scope, UNIT_NAME).substitute(values)
     return ServiceFile(platform="systemd", scope=scope, path=unit_path, text=text, name=UNIT_NAME)
 
 
@@ -309,7 +319,7 @@ def _render_launchd(config: Config, *, home: Path, unit_dir: Path | None) -> Ser
         "exit_timeout": str(stop_timeout_seconds(config)),
         "log_file": xml_escape(str(log_file)),
     }
-    text = _template(LAUNCHD_TEMPLATE).substitute(values)
+    text = _template("daemon.launchd", "spkd.plist").substitute(values)
     return ServiceFile(platform="launchd", scope="user", path=plist_path, text=text, name=LAUNCHD_LABEL,
                        log_file=log_file)
 
@@ -328,7 +338,7 @@ def _checked(runner: Runner, argv: Sequence[str], log: Callable[[str], None]) ->
     result = runner(argv)
     if result.returncode != 0:
         detail = (result.stderr or result.stdout or "").strip()
-        raise SpkdError(f"`{' '.join(argv)}` failed ({result.returncode}): {detail}")
+        raise ServiceError(f"`{' '.join(argv)}` failed ({result.returncode}): {detail}")
 
 
 def _systemctl(scope: str) -> list[str]:
@@ -408,7 +418,7 @@ def _wait_gone(runner: Runner, target: str, *, timeout: float) -> None:
         if runner(["launchctl", "print", target]).returncode != 0:
             return
         time.sleep(0.5)
-    raise SpkdError(f"{target} did not stop within {timeout:.0f} s; try again once it has")
+    raise ServiceError(f"{target} did not stop within {timeout:.0f} s; try again once it has")
 
 
 def _login_name() -> str:
@@ -422,7 +432,7 @@ def _login_name() -> str:
 
 def _require_root(verb: str, flag: str) -> None:
     if os.geteuid() != 0:
-        raise SpkdError(f"{verb} {flag} needs root: sudo {sys.argv[0]} … service {verb} {flag}")
+        raise ServiceError(f"{verb} {flag} needs root: sudo {sys.argv[0]} … service {verb} {flag}")
 
 
 def _prepare_system(config: Config, service_user: str, *, require_root: bool, log: Callable[[str], None]) -> None:
@@ -433,7 +443,7 @@ def _prepare_system(config: Config, service_user: str, *, require_root: bool, lo
     try:
         account = pwd.getpwnam(service_user)
     except KeyError:
-        raise SpkdError(
+        raise ServiceError(
             f"the service user {service_user!r} does not exist; create it with: "
             f"sudo useradd --system --user-group --home-dir {config.paths.state} --shell /usr/sbin/nologin "
             f"{service_user}  (and add it to the render/video groups for ROCm or Intel GPUs)") from None

@@ -1,4 +1,4 @@
-"""Batched CAM++ speaker embeddings inside FunASR's own pipeline (issue 10).
+"""Batched CAM++ speaker embeddings inside FunASR's own pipeline.
 
 FunASR 1.4.16's `AutoModel.inference_with_vad` cuts every VAD segment into 1.5-s
 windows (`funasr.models.campplus.utils.sv_chunk`, shift 0.75 s, the last window zero
@@ -45,6 +45,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
+
+from daemon.errors import is_out_of_memory
+
+__all__ = ["TESTED_FUNASR_VERSIONS", "JobStats", "SpeakerBatcher", "check_support", "install"]
 
 # FunASR versions whose inference_with_vad was read and tested against this module.
 TESTED_FUNASR_VERSIONS = ("1.4.16",)
@@ -139,6 +143,11 @@ class SpeakerBatcher:
     def _job(self) -> _Job | None:
         return getattr(self._local, "job", None)
 
+    @property
+    def active(self) -> bool:
+        """Inside `job()`: the speaker stage is being batched (outside, FunASR's own loop runs)."""
+        return self._job is not None
+
     @contextlib.contextmanager
     def job(self) -> Iterator[None]:
         """Batch the speaker stage of the `generate` calls made inside this block."""
@@ -210,7 +219,7 @@ class SpeakerBatcher:
             try:
                 emb = self._embed([s for _, s in chunk])
             except Exception as exc:
-                if not _is_oom(exc) or self.batch_size <= 1:
+                if not is_out_of_memory(exc) or self.batch_size <= 1:
                     raise
                 self.batch_size = max(1, self.batch_size // 2)
                 logger.warning("speaker batching: out of memory on {}, batch size now {}", self.device,
@@ -248,12 +257,6 @@ class _ClusterHook:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._original, name)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if type(exc).__name__ == "OutOfMemoryError":
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def _empty_cache(device: str) -> None:

@@ -1,25 +1,37 @@
-"""Where a job's source file lives on its way: spool -> archive (done) or failed.
+"""Where a job's source file lives on its way: spool -> archive (done) or failed, and
+back from failed into the spool when a failed job is retried.
 
 Each spooled file gets its own folder `spool/<token>/<path relative to the inbox>`,
 so names never collide and a start-up scan can rebuild a lost job row from the
-path alone. A sidecar `<file>.spkd.json` travels in the same folder.
+path alone. A sidecar `<file>.spkd.json` travels in the same folder; a failed
+source gets `<file>.error.json` beside it in failed/.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import json
 import os
 import re
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
 
 from daemon import files
 
-SIDECAR_SUFFIX = ".spkd.json"
+if TYPE_CHECKING:
+    from daemon.config import Config
+    from daemon.store import Job, Store
 
+__all__ = ["ERROR_SUFFIX", "SIDECAR_SUFFIX", "TokenInfo", "archive", "error_file_of", "fail", "new_slot", "owned_by",
+           "remove_empty_parents", "requeue_failed", "restore", "retire_failed", "sidecar_of", "source_name_of",
+           "spooled_files", "token_info", "token_of"]
+
+SIDECAR_SUFFIX = ".spkd.json"
+ERROR_SUFFIX = ".error.json"
 
 TOKEN_TIME_FORMAT = "%Y%m%dT%H%M%S"
 
@@ -87,6 +99,11 @@ def sidecar_of(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
+def error_file_of(path: Path) -> Path:
+    """`<name>.error.json` beside a source in failed/."""
+    return path.with_name(path.name + ERROR_SUFFIX)
+
+
 def _retire(spool_path: Path, spool_root: Path, target_root: Path, source_name: str) -> Path:
     """Move a spooled file (and its sidecar) under `target_root` by its inbox name,
     never overwriting an earlier file of the same name."""
@@ -99,16 +116,20 @@ def _retire(spool_path: Path, spool_root: Path, target_root: Path, source_name: 
     return target
 
 
-def remove_empty_parents(folder: Path, root: Path) -> None:
-    """Remove `folder` and its parents up to (not including) `root` while they are empty."""
+def remove_empty_parents(folder: Path, root: Path) -> int:
+    """Remove `folder` and its parents up to (never including) `root` while they are
+    empty; returns how many went."""
     root = root.resolve()
     folder = folder.resolve()
+    removed = 0
     while folder != root and root in folder.parents:
         try:
             folder.rmdir()
-        except OSError:
-            return
+        except OSError:  # not empty (or already gone)
+            return removed
+        removed += 1
         folder = folder.parent
+    return removed
 
 
 def archive(*, spool_path: Path, spool_root: Path, archive_root: Path, source_name: str) -> Path | None:
@@ -127,7 +148,45 @@ def fail(*, spool_path: Path, spool_root: Path, failed_root: Path, source_name: 
         # The file is already gone (moved by an earlier attempt): still leave the reason.
         target = files.free_name(files.inside(failed_root, source_name))
     failed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat() + "Z"
-    files.write_error_file(target, {"job_id": job_id, "source": source_name, "sha256": sha256,
-                                    "error_kind": error_kind, "error_message": error_message,
-                                    "attempts": attempts, "failed_at": failed_at})
+    info: dict[str, Any] = {"job_id": job_id, "source": source_name, "sha256": sha256, "error_kind": error_kind,
+                            "error_message": error_message, "attempts": attempts, "failed_at": failed_at}
+    files.atomic_write(error_file_of(target), json.dumps(info, ensure_ascii=False, indent=2, default=str) + "\n")
     return target
+
+
+def retire_failed(config: Config, job: Job) -> Path:
+    """Move a failed job's source into failed/ with its `.error.json`."""
+    paths = config.paths
+    return fail(spool_path=Path(job.spool_path), spool_root=paths.spool, failed_root=paths.failed,
+                source_name=job.source_name, job_id=job.id, sha256=job.sha256, error_kind=job.error_kind,
+                error_message=job.error_message, attempts=job.attempts)
+
+
+def restore(*, spool_path: Path, failed_root: Path, source_name: str) -> bool:
+    """Bring a failed source back from failed/ to where its job row says it is (its
+    `.error.json` goes); False when it is in neither place."""
+    if spool_path.exists():
+        return True
+    failed_copy = files.inside(failed_root, source_name)
+    if not failed_copy.exists():
+        return False
+    files.move(failed_copy, spool_path)
+    error_file_of(failed_copy).unlink(missing_ok=True)
+    return True
+
+
+def requeue_failed(config: Config, store: Store, *, job_ids: Iterable[int] = (), all_failed: bool = False) -> list[int]:
+    """`spkd retry`: requeue failed (or cancelled) jobs with fresh attempts and bring
+    their sources back into the spool, so the worker finds each where its row says;
+    a source that is gone is recorded as a `retry_missing_source` event. Returns the
+    ids requeued."""
+    requeued = store.retry(job_ids=job_ids, all_failed=all_failed)
+    for job_id in requeued:
+        row = store.job(job_id)
+        if row is None:
+            continue
+        if not restore(spool_path=Path(row["spool_path"]), failed_root=config.paths.failed,
+                       source_name=row["source_name"]):
+            store.add_event(job_id, "retry_missing_source",
+                            path=str(files.inside(config.paths.failed, row["source_name"])))
+    return requeued

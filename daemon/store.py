@@ -12,6 +12,9 @@ side so that their invariants can be read in one place:
   whose job was taken back (it hung, its lease expired) cannot overwrite the
   result of the job's next attempt.
 * Every state change appends a row to `job_events` in the same transaction.
+
+Connection settings and migrations live in daemon/db.py; the read-only console
+for the user's own SQL in daemon/sqlconsole.py.
 """
 
 from __future__ import annotations
@@ -19,33 +22,27 @@ from __future__ import annotations
 import datetime as dt
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import (
-    DateTime,
-    bindparam,
     Connection,
-    Engine,
+    DateTime,
     and_,
-    create_engine,
-    event,
+    bindparam,
+    delete,
     exists,
     func,
     insert,
     or_,
     select,
-    text,
     update,
 )
-from sqlalchemy.engine import make_url
 
-from daemon.schema import job_events, jobs, workers
+from daemon.db import make_engine
+from daemon.errors import LeaseExpiredError, WorkerLostError
+from daemon.schema import FINISHED_STATES, job_events, jobs, workers
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-FINISHED_STATES = ("done", "failed", "cancelled")
-# pg_advisory_xact_lock key serialising migrations of hosts that share a database ("spkd").
-MIGRATION_LOCK_KEY = 0x73706B64
+__all__ = ["Job", "Outcome", "Store", "hostname", "utcnow"]
 
 
 def utcnow() -> dt.datetime:
@@ -95,103 +92,6 @@ class Outcome:
     state: str  # "queued" or "failed"
 
 
-def _sqlite_setup(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's begin event issue BEGIN itself (pysqlite would defer it).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # IMMEDIATE takes the write lock at BEGIN, so a claim never fails halfway
-        # with SQLITE_BUSY on lock upgrade; busy_timeout queues writers instead.
-        reading = conn.get_execution_options().get("spkd_read", False)
-        conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
-
-
-def normalize_url(url: str) -> str:
-    """`postgresql://…` and `postgres://…` mean PostgreSQL through psycopg 3, the driver
-    spkd depends on (SQLAlchemy's default for them would be psycopg2)."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
-
-def make_engine(url: str) -> Engine:
-    url = normalize_url(url)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
-        _sqlite_setup(engine)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
-def migrate(url: str) -> None:
-    """Bring the schema to the newest Alembic revision (idempotent)."""
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # Hosts sharing one database may start together: one migrates, the others
-                # wait here (the lock ends with the transaction) and then find nothing to do.
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-    finally:
-        engine.dispose()
-
-
-def head_revision() -> str | None:
-    from alembic.config import Config as AlembicConfig
-    from alembic.script import ScriptDirectory
-
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return ScriptDirectory.from_config(cfg).get_current_head()
-
-
-def schema_problem(url: str) -> str | None:
-    """Why this spkd cannot read the database, or None. A database that does not exist
-    yet is created (it is simply empty)."""
-    current = current_revision(url)
-    if current is None:
-        migrate(url)
-        return None
-    head = head_revision()
-    if current != head:
-        return (f"the job database is at schema revision {current}, this spkd needs {head}: "
-                "run `spkd db upgrade` (the daemon also upgrades it when it starts)")
-    return None
-
-
-def current_revision(url: str) -> str | None:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            try:
-                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            except Exception:
-                return None
-    finally:
-        engine.dispose()
-
-
 class Store:
     def __init__(self, url: str, *, host: str | None = None) -> None:
         self.url = url
@@ -216,22 +116,28 @@ class Store:
 
     # --- enqueue (watcher) ------------------------------------------------------------
 
+    def _insert_job(self, conn: Connection, now: dt.datetime, *, source_name: str, spool_path: str,
+                    output_stem: str, sha256: str | None, size_bytes: int | None,
+                    options: Mapping[str, Any] | None, **values: Any) -> int:
+        """Insert one jobs row (the columns every new job has, plus `values`) and return its id."""
+        return int(conn.execute(
+            insert(jobs).values(source_name=source_name, spool_path=spool_path, output_stem=output_stem,
+                                sha256=sha256, size_bytes=size_bytes, options=dict(options or {}), created_at=now,
+                                attempts=0, **values).returning(jobs.c.id)
+        ).scalar_one())
+
     def enqueue(self, *, source_name: str, spool_path: str, output_stem: str, sha256: str | None,
                 size_bytes: int | None, options: Mapping[str, Any] | None = None, priority: int = 0,
                 max_attempts: int = 3, audio_seconds: float | None = None, dedup_key: str | None = None) -> int:
         now = utcnow()
         with self.engine.begin() as conn:
-            job_id = conn.execute(
-                insert(jobs).values(
-                    source_name=source_name, spool_path=spool_path, output_stem=output_stem, sha256=sha256,
-                    size_bytes=size_bytes, state="queued", attempts=0, max_attempts=max_attempts,
-                    priority=priority, options=dict(options or {}), created_at=now, audio_seconds=audio_seconds,
-                    dedup_key=dedup_key,
-                ).returning(jobs.c.id)
-            ).scalar_one()
+            job_id = self._insert_job(conn, now, source_name=source_name, spool_path=spool_path,
+                                      output_stem=output_stem, sha256=sha256, size_bytes=size_bytes, options=options,
+                                      state="queued", max_attempts=max_attempts, priority=priority,
+                                      audio_seconds=audio_seconds, dedup_key=dedup_key)
             self._event(conn, job_id, "queued", now, source=source_name, sha256=sha256, size_bytes=size_bytes,
                         host=self.host)
-        return int(job_id)
+        return job_id
 
     def add_reused(self, *, source_name: str, spool_path: str, output_stem: str, sha256: str | None,
                    size_bytes: int | None, options: Mapping[str, Any], dedup_key: str | None, twin: "Job",
@@ -240,19 +146,16 @@ class Store:
         the earlier job's transcript."""
         now = utcnow()
         with self.engine.begin() as conn:
-            job_id = conn.execute(
-                insert(jobs).values(
-                    source_name=source_name, spool_path=spool_path, output_stem=output_stem, sha256=sha256,
-                    size_bytes=size_bytes, state="done", attempts=0, max_attempts=0, priority=0,
-                    options=dict(options), created_at=now, started_at=now, finished_at=now, host=self.host,
-                    dedup_key=dedup_key, reused_from=twin.id, outputs=list(outputs), audio_seconds=audio_seconds,
-                    speakers=speakers, processing_seconds=0.0, rtf=0.0, device=twin.device,
-                ).returning(jobs.c.id)
-            ).scalar_one()
+            job_id = self._insert_job(conn, now, source_name=source_name, spool_path=spool_path,
+                                      output_stem=output_stem, sha256=sha256, size_bytes=size_bytes, options=options,
+                                      state="done", max_attempts=0, priority=0, started_at=now, finished_at=now,
+                                      host=self.host, dedup_key=dedup_key, reused_from=twin.id, outputs=list(outputs),
+                                      audio_seconds=audio_seconds, speakers=speakers, processing_seconds=0.0, rtf=0.0,
+                                      device=twin.device)
             self._event(conn, job_id, "queued", now, source=source_name, sha256=sha256, size_bytes=size_bytes,
                         host=self.host)
             self._event(conn, job_id, "done", now, reused_from=twin.id)
-        return int(job_id)
+        return job_id
 
     def done_twin(self, dedup_key: str | None) -> "Job | None":
         """The newest `done` job that transcribed the same content with the same
@@ -271,20 +174,12 @@ class Store:
         """Record a file that failed before it could be queued (no audio, bad sidecar, …)."""
         now = utcnow()
         with self.engine.begin() as conn:
-            job_id = conn.execute(
-                insert(jobs).values(
-                    source_name=source_name, spool_path=spool_path, output_stem=output_stem, sha256=sha256,
-                    size_bytes=size_bytes, state="failed", attempts=0, max_attempts=0, priority=0,
-                    options=dict(options or {}), created_at=now, finished_at=now, error_kind=kind,
-                    error_message=message, host=self.host,
-                ).returning(jobs.c.id)
-            ).scalar_one()
+            job_id = self._insert_job(conn, now, source_name=source_name, spool_path=spool_path,
+                                      output_stem=output_stem, sha256=sha256, size_bytes=size_bytes, options=options,
+                                      state="failed", max_attempts=0, priority=0, finished_at=now, error_kind=kind,
+                                      error_message=message, host=self.host)
             self._event(conn, job_id, "failed", now, kind=kind, message=message, source=source_name)
-        return int(job_id)
-
-    def known_spool_paths(self) -> set[str]:
-        with self._read() as conn:
-            return set(conn.execute(select(jobs.c.spool_path)).scalars())
+        return job_id
 
     def jobs_by_spool_path(self, paths: Iterable[str]) -> dict[str, Job]:
         wanted = list(paths)
@@ -408,7 +303,7 @@ class Store:
 
     # --- taking jobs back (supervisor) -----------------------------------------------
 
-    def release(self, *, pid: int, reason: str, kind: str = "worker_lost", counts_as_attempt: bool = True,
+    def release(self, *, pid: int, reason: str, kind: str = WorkerLostError.kind, counts_as_attempt: bool = True,
                 retry_backoff_seconds: float = 0.0, **detail: Any) -> list[Outcome]:
         """Put back the jobs a worker of this host held when it died or was stopped.
 
@@ -458,7 +353,7 @@ class Store:
             for row in rows:
                 if row["pid"] is not None and is_alive(row["pid"]):
                     continue
-                outcomes.append(self._take_back(conn, row, now, reason=reason, kind="worker_lost",
+                outcomes.append(self._take_back(conn, row, now, reason=reason, kind=WorkerLostError.kind,
                                                 counts_as_attempt=True, retry_backoff_seconds=0))
         return outcomes
 
@@ -477,7 +372,7 @@ class Store:
                                                      jobs.c.lease_expires_at < now)).mappings().first()
             if row is None:
                 return None
-            return self._take_back(conn, row, now, reason=reason, kind="lease_expired", counts_as_attempt=True,
+            return self._take_back(conn, row, now, reason=reason, kind=LeaseExpiredError.kind, counts_as_attempt=True,
                                    retry_backoff_seconds=0)
 
     def retry(self, *, job_ids: Iterable[int] = (), all_failed: bool = False) -> list[int]:
@@ -581,8 +476,6 @@ class Store:
         with their events; returns how many job rows went. A row that another job's
         `reused_from` still points to stays until that job goes too. Works in batches
         so the write lock is never held for long."""
-        from sqlalchemy import delete, exists
-
         other = jobs.alias("referrer")
         deletable = and_(
             jobs.c.state.in_(FINISHED_STATES),
@@ -624,77 +517,3 @@ class Store:
             query = query.where(or_(jobs.c.host.is_(None), jobs.c.host == host))
         with self._read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
-
-
-# --- read-only SQL for `spkd sql` ---------------------------------------------------------
-
-class ReadOnlyError(Exception):
-    pass
-
-
-def query_readonly(url: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one statement against the database opened read-only; a statement that would
-    write raises ReadOnlyError and changes nothing."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        import sqlite3
-
-        path = Path(parsed.database or "")
-        if not path.exists():
-            raise ReadOnlyError(f"no database at {path} (has the daemon run yet?)")
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-        try:
-            conn.execute("PRAGMA query_only=ON")
-            try:
-                cursor = conn.execute(sql)
-                rows = cursor.fetchall()
-            except sqlite3.OperationalError as exc:
-                if "readonly" in str(exc) or "query_only" in str(exc) or "read-only" in str(exc):
-                    raise ReadOnlyError(f"refused: the job database is opened read-only ({exc})") from None
-                raise ReadOnlyError(str(exc)) from None
-            except sqlite3.Error as exc:
-                raise ReadOnlyError(str(exc)) from None
-            columns = [d[0] for d in cursor.description or ()]
-            return columns, [tuple(r) for r in rows]
-        finally:
-            conn.close()
-    if parsed.get_backend_name() != "postgresql":
-        raise ReadOnlyError(f"spkd sql supports SQLite and PostgreSQL databases, not {parsed.get_backend_name()}")
-    return _query_readonly_postgres(url, sql)
-
-
-def _query_readonly_postgres(url: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Every transaction of the session is read-only (default_transaction_read_only),
-    and the statement is sent as one prepared statement, which PostgreSQL refuses to
-    hold more than one command: so `COMMIT; DELETE …` cannot step out of the read-only
-    transaction, and a lone `COMMIT` or `SET …` has nothing after it to affect."""
-    from sqlalchemy.pool import NullPool
-
-    engine = create_engine(normalize_url(url), poolclass=NullPool,
-                           connect_args={"options": "-c default_transaction_read_only=on"})
-    try:
-        try:
-            raw = engine.raw_connection()
-        except Exception as exc:  # noqa: BLE001 - say why, in one line
-            raise ReadOnlyError(f"cannot connect: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}") from None
-        try:
-            driver = raw.driver_connection
-            if type(driver).__module__.split(".")[0] != "psycopg":
-                raise ReadOnlyError("spkd sql needs the psycopg driver (database.url postgresql+psycopg://…)")
-            cursor = driver.cursor()
-            try:
-                cursor.execute("SET TRANSACTION READ ONLY")
-                cursor.execute(sql, prepare=True)
-            except Exception as exc:  # noqa: BLE001 - psycopg.Error and friends
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                if "read-only" in message:
-                    raise ReadOnlyError(f"refused: the job database is opened read-only ({message})") from None
-                raise ReadOnlyError(message) from None
-            columns = [d.name for d in cursor.description] if cursor.description else []
-            rows = [tuple(r) for r in cursor.fetchall()] if cursor.description else []
-            driver.rollback()
-            return columns, rows
-        finally:
-            raw.close()
-    finally:
-        engine.dispose()

@@ -4,7 +4,8 @@ Shaped after gunicorn's arbiter: signal handlers only record the signal and wake
 the main loop; the loop reaps children, puts a dead worker's job back at once,
 restarts slots with exponential backoff, kills workers that hang, and gives up
 on a slot that cannot boot (falling back to the next device where configured)
-instead of respawning it forever.
+instead of respawning it forever. What happens to a slot whose worker exited is
+decided by the pure function daemon.slot_policy.decide; this module applies it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -25,13 +24,16 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from daemon import devices, diskguard, notify, retention, service, spool
 from daemon.config import Config, load
-from daemon.errors import ConfigError, SpkdError
-from daemon.store import Job, Store, migrate, utcnow
+from daemon.db import display_url, migrate
+from daemon.errors import ConfigError, ExitCode, SpkdError
+from daemon.slot_policy import Action, Cause, RestartPolicy, SlotHistory, WorkerExit, decide
+from daemon.store import Job, Store, utcnow
 from daemon.watcher import Watcher
-from daemon.worker import EXIT_BOOT_FAILED, EXIT_OK, WorkerSpec, retire_failed, run_worker
+from daemon.worker import ENGINE_FACTORY_ENV, WorkerSpec, run_worker
+
+__all__ = ["Slot", "Supervisor", "describe_exit"]
 
 LOOP_SECONDS = 0.5
-BACKOFF_START_SECONDS = 1.0
 # A worker that ran this long before dying resets its slot's crash backoff.
 STABLE_RUN_SECONDS = 60.0
 # While the database is out of reach, say so at most this often.
@@ -56,19 +58,25 @@ def describe_exit(code: int | None) -> str:
 class Slot:
     index: int
     plan: devices.SlotPlan
-    device: str
-    fallbacks: list[str]
+    history: SlotHistory  # device, fallbacks left, boot failures and crashes (daemon.slot_policy)
     fallback_from: str | None = None
     process: BaseProcess | None = None
     started_at: float = 0.0
-    boot_failures: int = 0
-    crashes: int = 0
     next_start_at: float = 0.0
     failed: bool = False
     retiring: bool = False  # stop after the current job and do not respawn (pool shrank)
     kill_reason: str | None = None
     term_sent_at: float | None = None
     last_error: str | None = None
+
+    @classmethod
+    def planned(cls, plan: devices.SlotPlan) -> "Slot":
+        return cls(index=plan.slot, plan=plan, history=SlotHistory(device=plan.device, fallbacks=plan.fallbacks),
+                   fallback_from=plan.fallback_from)
+
+    @property
+    def device(self) -> str:
+        return self.history.device
 
     @property
     def pid(self) -> int | None:
@@ -83,14 +91,13 @@ class _Signals:
     """Filled by signal handlers, drained by the main loop."""
 
     pending: list[int] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Supervisor:
     def __init__(self, config: Config, *, engine_factory: str | None = None,
                  extra_env: dict[str, str] | None = None) -> None:
         self.config = config
-        self.engine_factory = engine_factory or os.environ.get("SPKD_ENGINE_FACTORY")
+        self.engine_factory = engine_factory or os.environ.get(ENGINE_FACTORY_ENV)
         self.extra_env = dict(extra_env or {})
         self.ctx = multiprocessing.get_context("spawn")
         self.store: Store | None = None
@@ -159,7 +166,7 @@ class Supervisor:
         migrate(config.database_url)
         self.store = Store(config.database_url, host=config.host)
         logger.info("host {}: roles {}; database {}", self.store.host, ", ".join(config.daemon.roles),
-                    _safe_url(config.database_url))
+                    display_url(config.database_url))
         diskguard.update(config)  # also clears a pause file left by the last run
         self.notifier = notify.Notifier(config, host=self.store.host)
         self.notifier.prime(self.store)
@@ -167,8 +174,7 @@ class Supervisor:
         self.recover()
         self.inventory = devices.detect()
         plans = self._plan(config)
-        self.slots = [Slot(index=p.slot, plan=p, device=p.device, fallbacks=list(p.fallbacks),
-                           fallback_from=p.fallback_from) for p in plans]
+        self.slots = [Slot.planned(p) for p in plans]
         for slot in self.slots:
             logger.info("slot {} -> {} ({}; {} threads)", slot.index, slot.device, slot.plan.reason,
                         slot.plan.threads)
@@ -200,7 +206,7 @@ class Supervisor:
                                           reason="recovered at start: its worker is gone"):
             logger.warning("job {} requeued at start: {} (worker gone)", outcome.job.id, outcome.job.source_name)
             if outcome.state == "failed":
-                retire_failed(self.config, outcome.job)
+                spool.retire_failed(self.config, outcome.job)
         self.settle_spool()
 
     def settle_spool(self) -> None:
@@ -219,7 +225,7 @@ class Supervisor:
                               source_name=job.source_name)
                 logger.info("job {}: archived its source after its worker died", job.id)
             elif job.state == "failed":
-                retire_failed(self.config, job)
+                spool.retire_failed(self.config, job)
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -253,7 +259,7 @@ class Supervisor:
         plan = slot.plan
         threads = plan.threads
         spec = WorkerSpec(slot=slot.index, device=slot.device, env=devices.worker_env(slot.device, threads),
-                          threads=threads, fallback_from=slot.fallback_from, fallbacks=tuple(slot.fallbacks),
+                          threads=threads, fallback_from=slot.fallback_from, fallbacks=slot.history.fallbacks,
                           engine_factory=self.engine_factory,
                           extra_env=self.extra_env)
         process = self.ctx.Process(target=run_worker, args=(self.config, spec), name=f"spkd-worker-{slot.index}")
@@ -277,72 +283,64 @@ class Supervisor:
             process.join(timeout=0)
             self.on_exit(slot, process.exitcode)
 
+    def _restart_policy(self) -> RestartPolicy:
+        workers = self.config.workers
+        return RestartPolicy(max_boot_failures=workers.max_boot_failures,
+                             backoff_max_seconds=workers.restart_backoff_max_seconds,
+                             stable_run_seconds=STABLE_RUN_SECONDS)
+
     def on_exit(self, slot: Slot, code: int) -> None:
+        """A slot's worker ended: take its job back, then apply daemon.slot_policy's decision."""
         assert self.store is not None
         pid = slot.pid or -1
         row = self._worker_state(slot)
-        booted = row is not None and row.get("pid") == pid and row.get("state") in ("ready", "busy", "stopped")
         reason = slot.kill_reason or describe_exit(code)
-        clean = self.stopping or slot.retiring or (code == EXIT_OK and slot.kill_reason is None)
-        for outcome in self.store.release(pid=pid, reason=f"worker {pid} {reason}", counts_as_attempt=not clean,
-                                          exit_code=code):
+        ended = WorkerExit(code=code, ran_seconds=time.monotonic() - slot.started_at,
+                           booted=row is not None and row.get("pid") == pid
+                           and row.get("state") in ("ready", "busy", "stopped"),
+                           killed=slot.kill_reason is not None, stopping=self.stopping, retiring=slot.retiring)
+        for outcome in self.store.release(pid=pid, reason=f"worker {pid} {reason}",
+                                          counts_as_attempt=not ended.clean, exit_code=code):
             self._after_take_back(outcome.job, outcome.state, reason)
-        if code != EXIT_OK:
+        if code != ExitCode.OK:
             self.settle_spool()
-        ran = time.monotonic() - slot.started_at
         slot.process = None
-        if self.stopping or slot.retiring:
+        previous = slot.history
+        decision = decide(previous, ended, self._restart_policy())
+        slot.history = decision.history
+        now = time.monotonic()
+        if decision.action is Action.STOP:
             self.store.worker_update(slot.index, state="stopped", pid=None, current_job_id=None)
             return
-        now = time.monotonic()
-        if code == EXIT_OK and slot.kill_reason is None:
-            logger.info("slot {} worker {} exited normally after {:.0f} s; restarting", slot.index, pid, ran)
-            slot.crashes = 0
-            slot.next_start_at = now
+        if decision.cause is Cause.EXITED:
+            logger.info("slot {} worker {} exited normally after {:.0f} s; restarting", slot.index, pid,
+                        ended.ran_seconds)
+        elif decision.cause is Cause.BOOT_FAILURE:
+            slot.last_error = (row or {}).get("last_error") or reason
+            logger.error("slot {} failed to boot on {} ({}/{}): {}", slot.index, previous.device,
+                         previous.boot_failures + 1, self.config.workers.max_boot_failures, slot.last_error)
+        else:
+            logger.error("slot {} worker {} on {} {} after {:.0f} s; restarting in {:.0f} s", slot.index, pid,
+                         slot.device, reason, ended.ran_seconds, decision.delay_seconds)
+            self.store.worker_update(slot.index, state="booting", pid=None, current_job_id=None,
+                                     last_error=f"worker {pid} {reason}")
+        if decision.action is Action.FALL_BACK:
+            slot.fallback_from = slot.fallback_from or previous.device
+            logger.warning("slot {} falls back from {} to {}: {}", slot.index, previous.device, slot.device,
+                           slot.last_error)
+            self.store.worker_update(slot.index, state="booting", device=slot.device, fallback_from=previous.device,
+                                     last_error=f"fell back from {previous.device}: {slot.last_error}")
+        elif decision.action is Action.FAIL:
+            slot.failed = True
+            logger.error("slot {} failed: {} boot failures on {}; not restarting it. Last error: {}", slot.index,
+                         slot.history.boot_failures, slot.device, slot.last_error)
+            self.store.worker_update(slot.index, state="failed", pid=None, last_error=slot.last_error)
             return
-        if code == EXIT_BOOT_FAILED or not booted:
-            slot.boot_failures += 1
-            error = (row or {}).get("last_error") or reason
-            slot.last_error = error
-            limit = self.config.workers.max_boot_failures
-            logger.error("slot {} failed to boot on {} ({}/{}): {}", slot.index, slot.device, slot.boot_failures,
-                         limit, error)
-            if slot.boot_failures >= limit:
-                self._give_up_or_fall_back(slot, error)
-                return
-            slot.next_start_at = now + self._backoff(slot.boot_failures)
-            return
-        slot.crashes = 1 if ran >= STABLE_RUN_SECONDS else slot.crashes + 1
-        delay = self._backoff(slot.crashes)
-        logger.error("slot {} worker {} on {} {} after {:.0f} s; restarting in {:.0f} s", slot.index, pid,
-                     slot.device, reason, ran, delay)
-        self.store.worker_update(slot.index, state="booting", pid=None, current_job_id=None,
-                                 last_error=f"worker {pid} {reason}")
-        slot.next_start_at = now + delay
-
-    def _backoff(self, failures: int) -> float:
-        return min(self.config.workers.restart_backoff_max_seconds, BACKOFF_START_SECONDS * 2 ** (failures - 1))
-
-    def _give_up_or_fall_back(self, slot: Slot, error: str) -> None:
-        assert self.store is not None
-        if slot.fallbacks:
-            previous = slot.device
-            slot.device = slot.fallbacks.pop(0)
-            slot.fallback_from = slot.fallback_from or previous
-            slot.boot_failures = 0
-            slot.next_start_at = time.monotonic()
-            logger.warning("slot {} falls back from {} to {}: {}", slot.index, previous, slot.device, error)
-            self.store.worker_update(slot.index, state="booting", device=slot.device, fallback_from=previous,
-                                     last_error=f"fell back from {previous}: {error}")
-            return
-        slot.failed = True
-        logger.error("slot {} failed: {} boot failures on {}; not restarting it. Last error: {}", slot.index,
-                     slot.boot_failures, slot.device, error)
-        self.store.worker_update(slot.index, state="failed", pid=None, last_error=error)
+        slot.next_start_at = now + decision.delay_seconds
 
     def _after_take_back(self, job: Job, state: str, reason: str) -> None:
         if state == "failed":
-            retire_failed(self.config, job)
+            spool.retire_failed(self.config, job)
             logger.error("job {} failed: {} (worker {}; attempts spent)", job.id, job.source_name, reason)
         else:
             logger.warning("job {} requeued: {} (worker {})", job.id, job.source_name, reason)
@@ -454,13 +452,13 @@ class Supervisor:
         for plan in plans:
             if plan.slot < len(self.slots):
                 slot = self.slots[plan.slot]
-                slot.plan, slot.device, slot.fallbacks = plan, plan.device, list(plan.fallbacks)
-                slot.failed, slot.boot_failures, slot.retiring = False, 0, False
+                slot.plan = plan
+                slot.history = SlotHistory(device=plan.device, fallbacks=plan.fallbacks, crashes=slot.history.crashes)
+                slot.failed, slot.retiring = False, False
                 if slot.alive():
                     _kill(slot.pid, signal.SIGTERM)  # finishes its job, then is respawned with the new config
             else:
-                self.slots.append(Slot(index=plan.slot, plan=plan, device=plan.device,
-                                       fallbacks=list(plan.fallbacks), fallback_from=plan.fallback_from))
+                self.slots.append(Slot.planned(plan))
         self.store.forget_workers_above(len(plans))
 
     def begin_stop(self, why: str) -> None:
@@ -498,7 +496,7 @@ class Supervisor:
         busy = sum(1 for r in self.store.worker_rows(host=self.store.host) if r["state"] == "busy")
         return f"{counts.get('queued', 0)} queued, {counts.get('running', 0)} running, {busy} busy slot(s)"
 
-    def run(self) -> int:
+    def run(self) -> ExitCode:
         self._install_signals()
         self.start()
         service.notify("READY=1", f"STATUS={self.status_line()}")
@@ -525,7 +523,7 @@ class Supervisor:
                     self.spawn_due()
                     if self.slots and all(s.failed for s in self.slots) and not self._ever_served():
                         logger.error("no worker slot could boot; stopping (see the errors above)")
-                        return 3
+                        return ExitCode.BOOT_FAILED
                     now = time.monotonic()
                     if now - last_status >= ping_every:
                         service.notify("WATCHDOG=1", f"STATUS={self.status_line()}")
@@ -545,7 +543,7 @@ class Supervisor:
         finally:
             self.shutdown()
         logger.info("spkd stopped")
-        return 0
+        return ExitCode.OK
 
     def _ever_served(self) -> bool:
         assert self.store is not None
@@ -569,16 +567,6 @@ class Supervisor:
         if self.notifier is not None:
             self.notifier.close(timeout=5)
         service.clear_runtime(self.config)
-
-
-def _safe_url(url: str) -> str:
-    """The database URL without its password, for the log."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
-        return "(unparsable URL)"
 
 
 def _drain(fd: int) -> None:
@@ -608,11 +596,3 @@ def _is_spkd_worker(pid: int) -> bool:
     except Exception:  # noqa: BLE001
         return False
     return "multiprocessing" in cmdline and "spawn_main" in cmdline
-
-
-def serve(config_path: Path | str | None = None, *, config: Config | None = None) -> int:
-    from daemon.logs import setup_logging
-
-    cfg = config or load(config_path)
-    setup_logging(cfg)
-    return Supervisor(cfg).run()

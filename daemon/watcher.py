@@ -31,10 +31,11 @@ from watchdog.observers.polling import PollingObserver
 
 from daemon import files, options, outputs, spool
 from daemon.config import Config
-from daemon.errors import AudioError, SpkdError
+from daemon.errors import AudioError, EmptyFileError, OptionsError, SpkdError, SymlinkError, TooShortError
 from daemon.probe import ffprobe_available, probe
 from daemon.store import Store
-from daemon.transcript import describe_source
+
+__all__ = ["MIN_AUDIO_SECONDS", "StabilityTracker", "Watcher"]
 
 CHECK_INTERVAL_SECONDS = 0.25
 # Shorter recordings fail at once: nothing useful can come out of them.
@@ -229,13 +230,13 @@ class Watcher:
             source_name = path.relative_to(self.inbox).as_posix()
             if path.is_symlink():
                 # Never follow a link: it may point anywhere on the machine.
-                return self._spool_and_fail(path, source_name, "symlink",
-                                            "symbolic links are not followed; drop the file itself")
+                return self._spool_and_fail(path, source_name,
+                                            SymlinkError("symbolic links are not followed; drop the file itself"))
             size = identity[0] if identity else 0
             if size == 0:
                 if age_seconds >= self.config.watch.empty_fail_seconds:
-                    return self._spool_and_fail(path, source_name, "empty",
-                                                f"the file stayed empty for {age_seconds:.0f} s")
+                    return self._spool_and_fail(path, source_name,
+                                                EmptyFileError(f"the file stayed empty for {age_seconds:.0f} s"))
                 return None  # probably a copy that has not started writing yet
             sidecar = spool.sidecar_of(path)
             sidecar_identity = files.file_identity(sidecar)
@@ -286,11 +287,10 @@ class Watcher:
             raise
         return target
 
-    def _spool_and_fail(self, path: Path, source_name: str, kind: str, message: str) -> int:
+    def _spool_and_fail(self, path: Path, source_name: str, error: AudioError) -> int:
         self.tracker.forget(path)
         target = self._move_in(path, source_name)
-        return self._fail_early(target, source_name, self._output_stem(source_name), None, None,
-                                AudioError(message, kind=kind))
+        return self._fail_early(target, source_name, self._output_stem(source_name), None, None, error)
 
     def enqueue_spooled(self, spool_path: Path, *, source_name: str, sha256: str | None = None,
                         size_bytes: int | None = None) -> int:
@@ -303,15 +303,15 @@ class Watcher:
         sidecar = spool.sidecar_of(spool_path)
         try:
             job_options = options.read_sidecar(sidecar) if sidecar.exists() else {}
-        except SpkdError as exc:
+        except OptionsError as exc:
             return self._fail_early(spool_path, source_name, output_stem, sha256, size_bytes, exc)
         audio_seconds: float | None = None
         if ffprobe_available():
             try:
                 audio_seconds = probe(spool_path).duration_seconds
                 if audio_seconds is not None and audio_seconds < MIN_AUDIO_SECONDS:
-                    raise AudioError(f"too short: {audio_seconds:.2f} s of audio (at least {MIN_AUDIO_SECONDS} s "
-                                     "needed)", kind="too_short")
+                    raise TooShortError(f"too short: {audio_seconds:.2f} s of audio (at least {MIN_AUDIO_SECONDS} s "
+                                        "needed)")
             except AudioError as exc:
                 return self._fail_early(spool_path, source_name, output_stem, sha256, size_bytes, exc,
                                         job_options)
@@ -335,13 +335,12 @@ class Watcher:
         """The same audio with the same options was transcribed before: render its stored
         transcript for this file instead of transcribing again."""
         twin = self.store.done_twin(key)
-        transcript = outputs.load_transcript(self.config, twin.id) if twin is not None else None
+        transcript = outputs.reused_transcript(self.config, twin.id if twin is not None else None,
+                                               audio_path=spool_path, source_name=source_name, sha256=sha256)
         if twin is None or transcript is None:
             return None
-        transcript = transcript.replace(source=describe_source(spool_path, name=source_name, sha256=sha256,
-                                                               duration_seconds=transcript.audio_seconds))
         written = outputs.publish(self.config, output_stem=output_stem, transcript=transcript,
-                                  formats=job_options.get("formats") or self.config.output.formats)
+                                  formats=outputs.formats_for(self.config, job_options))
         job_id = self.store.add_reused(source_name=source_name, spool_path=str(spool_path), output_stem=output_stem,
                                        sha256=sha256, size_bytes=size_bytes, options=job_options, dedup_key=key,
                                        twin=twin, outputs=written, audio_seconds=transcript.audio_seconds,
@@ -369,12 +368,7 @@ class Watcher:
         rel = PurePosixPath(source_name)
         stem = rel.with_suffix("").as_posix() if rel.suffix else rel.as_posix()
         used = self.store.output_stems_in_use(stem)
-        if stem not in used:
-            return stem
-        n = 2
-        while f"{stem} ({n})" in used:
-            n += 1
-        return f"{stem} ({n})"
+        return files.numbered(stem, used.__contains__)
 
     # --- recovery ---------------------------------------------------------------------
 

@@ -5,8 +5,9 @@ device environment before anything imports torch, ignores SIGINT (a Ctrl-C in a
 terminal reaches the whole process group; only the supervisor decides when a
 worker stops) and treats SIGTERM as "finish the current job, then exit".
 
-Exit codes tell the supervisor what happened (see EXIT_*); a crash or SIGKILL
-shows up as a negative code and is handled there.
+The exit code tells the supervisor what happened (daemon.errors.ExitCode: OK,
+BOOT_FAILED, LOST_PARENT, FAILED for a crash); a SIGKILL shows up as a negative
+code and is handled there.
 """
 
 from __future__ import annotations
@@ -18,34 +19,25 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Callable
 
 from loguru import logger
 
 from daemon import diskguard, outputs, spool
 from daemon.config import Config
-from daemon.errors import DeviceError, SpkdError
+from daemon.errors import ExitCode, OutOfMemoryError, UnexpectedError, as_spkd_error
 from daemon.store import Job, Store, utcnow
-from daemon.transcript import Transcript, describe_source
+from daemon.transcript import Transcript
 
-EXIT_OK = 0  # stopped as asked, or recycled: restart without counting a failure
-EXIT_BOOT_FAILED = 3  # could not load the models on this device
-EXIT_LOST_PARENT = 4  # the supervisor is gone
+if TYPE_CHECKING:
+    from daemon.engine import Transcriber
 
+__all__ = ["ENGINE_FACTORY_ENV", "EngineFactory", "Worker", "WorkerSpec", "rss_mb", "run_worker"]
+
+# `module:callable` building the engine instead of FunASR's (the fake engine in tests/).
 ENGINE_FACTORY_ENV = "SPKD_ENGINE_FACTORY"
-OOM_RETRIES = 2
 
-
-class Engine(Protocol):
-    batch_size_s: int
-
-    def transcribe(self, audio_path: Path, *, speakers: int | None = None, hotwords: Any = (),
-                   source_name: str | None = None) -> Transcript: ...
-
-    def release(self) -> None: ...
-
-
-EngineFactory = Callable[[Config, str], Engine]
+EngineFactory = Callable[[Config, str], "Transcriber"]
 
 
 @dataclass(frozen=True)
@@ -63,23 +55,13 @@ class WorkerSpec:
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
-def default_engine_factory(config: Config, device: str) -> Engine:
-    from daemon import devices
-    from daemon.engine import Engine as FunasrEngine
-    from daemon.models import configured_model_dirs, require_model_dirs
-
-    m = config.models
-    dirs = require_model_dirs(configured_model_dirs(m))
-    return FunasrEngine.load(dirs, device=devices.torch_device(device), batch_size_s=m.batch_size_s,
-                             ncpu=int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
-                             speaker_batching=m.speaker_batching)
-
-
 def _load_factory(path: str | None) -> EngineFactory:
     """`module:callable`; the default builds the FunASR engine. Tests point this at a
     fake engine in tests/ to exercise the queue without loading models."""
     if not path:
-        return default_engine_factory
+        from daemon.engine import load_configured
+
+        return load_configured
     module_name, _, attr = path.partition(":")
     return getattr(importlib.import_module(module_name), attr)
 
@@ -134,8 +116,8 @@ class Worker:
         self.parent_pid = os.getppid()
         self.stop_requested = threading.Event()
         self.jobs_done = 0
-        self.engine: Engine | None = None
-        self._fallback_engine: Engine | None = None
+        self.engine: Transcriber | None = None
+        self._fallback_engine: Transcriber | None = None
 
     # --- boot -----------------------------------------------------------------------
 
@@ -147,7 +129,7 @@ class Worker:
         try:
             self.engine = _load_factory(self.spec.engine_factory)(self.config, self.spec.device)
         except Exception as exc:  # noqa: BLE001 - any load failure is a boot failure of this device
-            message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, SpkdError) else str(exc)
+            message = as_spkd_error(exc).message
             logger.error("slot {} failed to boot on {}: {}", self.spec.slot, self.spec.device, message)
             self.store.worker_update(self.spec.slot, state="booting", last_error=message[:2000])
             return False
@@ -161,15 +143,15 @@ class Worker:
     def parent_alive(self) -> bool:
         return os.getppid() == self.parent_pid
 
-    def run(self) -> int:
+    def run(self) -> ExitCode:
         if not self.boot():
-            return EXIT_BOOT_FAILED
+            return ExitCode.BOOT_FAILED
         poll = self.config.workers.poll_seconds
         last_beat = 0.0
         while not self.stop_requested.is_set():
             if not self.parent_alive():
                 logger.warning("slot {}: supervisor is gone; exiting", self.spec.slot)
-                return EXIT_LOST_PARENT
+                return ExitCode.LOST_PARENT
             # The disk guard pauses claiming while the outbox or state disk is nearly full.
             paused = diskguard.paused_reason(self.config)
             job = None if paused else self.store.claim(slot=self.spec.slot, pid=self.pid, device=self.spec.device,
@@ -184,8 +166,8 @@ class Worker:
             self.process(job)
             self.jobs_done += 1
             if self._should_recycle():
-                return EXIT_OK
-        return EXIT_OK
+                return ExitCode.OK
+        return ExitCode.OK
 
     def _should_recycle(self) -> bool:
         limits = self.config.workers
@@ -208,21 +190,18 @@ class Worker:
                     self.spec.slot, job.attempts, job.max_attempts)
         started = time.monotonic()
         twin = self.store.done_twin(job.dedup_key)
-        reused = outputs.load_transcript(self.config, twin.id) if twin is not None else None
+        reused = outputs.reused_transcript(self.config, twin.id if twin is not None else None,
+                                           audio_path=Path(job.spool_path), source_name=job.source_name,
+                                           sha256=job.sha256)
         with _Heartbeat(self.store, job, pid=self.pid, lease_seconds=self.config.jobs.lease_seconds,
                         every_seconds=self.config.jobs.heartbeat_seconds) as beat:
             try:
-                if reused is not None:
-                    transcript = reused.replace(source=describe_source(
-                        Path(job.spool_path), name=job.source_name, sha256=job.sha256,
-                        duration_seconds=reused.audio_seconds))
-                else:
-                    transcript = self._transcribe(job)
+                transcript = reused if reused is not None else self._transcribe(job)
                 if beat.lost.is_set():
                     return
                 outputs.save_transcript(self.config, job.id, transcript)
                 written = outputs.publish(self.config, output_stem=job.output_stem, transcript=transcript,
-                                          formats=job.options.get("formats") or self.config.output.formats)
+                                          formats=outputs.formats_for(self.config, job.options))
             except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
                 self._failed(job, exc, time.monotonic() - started)
                 return
@@ -250,13 +229,13 @@ class Worker:
                     len(transcript.speakers), len(transcript.segments))
 
     def _transcribe(self, job: Job) -> Transcript:
-        """Out of memory: retry with half the batch, twice; then once on the slot's
-        fallback device (a slower job, never a lost one)."""
+        """Out of memory: retry with half the batch (daemon.engine.transcribe_with_retries);
+        then once on the slot's fallback device (a slower job, never a lost one)."""
         assert self.engine is not None
         try:
             transcript = self._transcribe_on(self.engine, job)
-        except DeviceError as exc:
-            if exc.kind != "oom" or not self.spec.fallbacks:
+        except OutOfMemoryError:
+            if not self.spec.fallbacks:
                 raise
             device = self.spec.fallbacks[0]
             logger.warning("job {}: still out of memory on {}; running it on {}", job.id, self.spec.device, device)
@@ -265,39 +244,32 @@ class Worker:
                 self._fallback_engine = _load_factory(self.spec.engine_factory)(self.config, device)
             transcript = self._transcribe_on(self._fallback_engine, job)
             self._fallback_engine.release()
-        return transcript.replace(source=describe_source(Path(job.spool_path), name=job.source_name,
-                                                         sha256=job.sha256, duration_seconds=transcript.audio_seconds))
+        return transcript.for_source(Path(job.spool_path), name=job.source_name, sha256=job.sha256)
 
-    def _transcribe_on(self, engine: Engine, job: Job) -> Transcript:
-        options = job.options
-        for attempt in range(OOM_RETRIES + 1):
-            try:
-                return engine.transcribe(Path(job.spool_path), speakers=options.get("speakers"),
-                                         hotwords=tuple(options.get("hotwords") or ()), source_name=job.source_name)
-            except DeviceError as exc:
-                if exc.kind != "oom" or attempt == OOM_RETRIES or engine.batch_size_s <= 1:
-                    raise
-                engine.batch_size_s = max(1, engine.batch_size_s // 2)
-                engine.release()
-                logger.warning("job {}: out of memory on {}; retrying with batch_size_s={}", job.id,
-                               self.spec.device, engine.batch_size_s)
-                self.store.add_event(job.id, "oom_retry", device=self.spec.device, batch_size_s=engine.batch_size_s)
-        raise AssertionError("unreachable")
+    def _transcribe_on(self, engine: Transcriber, job: Job) -> Transcript:
+        from daemon.engine import transcribe_with_retries
+
+        def on_retry(batch_size_s: int) -> None:
+            logger.warning("job {}: out of memory on {}; retrying with batch_size_s={}", job.id, self.spec.device,
+                           batch_size_s)
+            self.store.add_event(job.id, "oom_retry", device=self.spec.device, batch_size_s=batch_size_s)
+
+        return transcribe_with_retries(engine, Path(job.spool_path), job.options, source_name=job.source_name,
+                                       on_retry=on_retry)
 
     def _failed(self, job: Job, exc: Exception, elapsed: float) -> None:
-        permanent = isinstance(exc, SpkdError) and exc.permanent
-        kind = exc.kind if isinstance(exc, SpkdError) else "error"
-        message = str(exc) if isinstance(exc, SpkdError) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, SpkdError):
+        error = as_spkd_error(exc)
+        kind, message = error.kind, error.message
+        if isinstance(error, UnexpectedError):
             logger.opt(exception=exc).debug("job {} traceback", job.id)
-        outcome = self.store.fail(job.id, pid=self.pid, kind=kind, message=message[:4000], permanent=permanent,
+        outcome = self.store.fail(job.id, pid=self.pid, kind=kind, message=message[:4000], permanent=error.permanent,
                                   retry_backoff_seconds=self.config.jobs.retry_backoff_seconds)
         self.store.worker_update(self.spec.slot, state="ready", current_job_id=None)
         if outcome is None:
             logger.warning("job {}: failed after its lease was taken back: {}", job.id, message)
             return
         if outcome.state == "failed":
-            retire_failed(self.config, outcome.job)
+            spool.retire_failed(self.config, outcome.job)
             logger.error("job {} failed: {} on {} after {:.1f} s ({}: {})", job.id, job.source_name,
                          self.spec.device, elapsed, kind, message)
         else:
@@ -313,14 +285,6 @@ def _slot_device(engine_device: str, spec: WorkerSpec) -> str:
     return spec.device
 
 
-def retire_failed(config: Config, job: Job) -> Path:
-    """Move a failed job's source into failed/ with its `.error.json`."""
-    paths = config.paths
-    return spool.fail(spool_path=Path(job.spool_path), spool_root=paths.spool, failed_root=paths.failed,
-                      source_name=job.source_name, job_id=job.id, sha256=job.sha256, error_kind=job.error_kind,
-                      error_message=job.error_message, attempts=job.attempts)
-
-
 def run_worker(config: Config, spec: WorkerSpec) -> None:
     """Entry point of the spawned worker process."""
     os.environ.update(spec.env)  # before anything imports torch
@@ -332,17 +296,17 @@ def run_worker(config: Config, spec: WorkerSpec) -> None:
     setup_logging(config, role=f"worker{spec.slot}")
     worker = Worker(config, spec)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop_requested.set())
-    code = EXIT_OK
+    code = ExitCode.OK
     try:
         code = worker.run()
     except Exception:  # noqa: BLE001 - last resort: log, and let the supervisor restart us
         logger.exception("slot {}: worker crashed", spec.slot)
-        code = 1
+        code = ExitCode.FAILED
     finally:
         try:
-            if code != EXIT_BOOT_FAILED:
+            if code != ExitCode.BOOT_FAILED:
                 worker.store.worker_update(spec.slot, state="stopped", current_job_id=None)
         except Exception:  # noqa: BLE001
             pass
         worker.store.close()
-    raise SystemExit(code)
+    raise SystemExit(int(code))

@@ -1,4 +1,4 @@
-"""Alembic environment for spkd. The URL comes from the caller (`daemon.store.migrate`)
+"""Alembic environment for spkd. The URL comes from the caller (`daemon.db.migrate`)
 through `config.attributes["connection"]` or the `sqlalchemy.url` option."""
 
 from __future__ import annotations

@@ -23,9 +23,9 @@ from tests.support.audio import Turn, make_two_voice_wav, require_tools, to_m4a
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory):  # -> daemon.models.ModelDirs
     """A complete tiny random model set (asr, vad, punc, spk) under the default names."""
-    from daemon.models import make_tiny_models
+    from daemon.tiny_models import build_tiny_models
 
-    return make_tiny_models(tmp_path_factory.mktemp("models"))
+    return build_tiny_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +54,7 @@ def two_voice_m4a(two_voice_wav: Path) -> Path:
     return to_m4a(two_voice_wav, two_voice_wav.with_suffix(".m4a"))
 
 
-# --- PostgreSQL (issue 9: several hosts share one queue) -----------------------------
+# --- PostgreSQL (several hosts share one queue) ---------------------------------------
 
 @pytest.fixture(scope="session")
 def postgres_server():  # -> tests.support.postgres.PostgresServer

@@ -179,7 +179,9 @@ def test_sidecar_options_are_validated_stored_and_used(tmp_path):
         write_wav(d.inbox / "bad.wav", seed=1)
         (d.inbox / "typo.wav.spkd.json").write_text(json.dumps({"speaker": 2}))
         write_wav(d.inbox / "typo.wav", seed=2)
-        jobs = by_name(d) if len(d.wait_finished(3)) == 3 else {}
+        (d.inbox / "many.wav.spkd.json").write_text(json.dumps({"speakers": 30}))  # more than FunASR can give
+        write_wav(d.inbox / "many.wav", seed=3)
+        jobs = by_name(d) if len(d.wait_finished(4)) == 4 else {}
         good = jobs["meeting.m4a"]
         assert good["state"] == "done" and json.loads(good["options"]) == sidecar and good["priority"] == 5
         assert sorted(p.name for p in d.outbox.iterdir()) == ["meeting.json", "meeting.srt"]
@@ -188,6 +190,8 @@ def test_sidecar_options_are_validated_stored_and_used(tmp_path):
         d.wait((tmp_path / "archive" / "meeting.m4a.spkd.json").exists, what="archived sidecar")
         assert jobs["bad.wav"]["error_kind"] == "bad_options" and "speakers" in jobs["bad.wav"]["error_message"]
         assert "speaker: unknown key" in jobs["typo.wav"]["error_message"]
+        assert (jobs["many.wav"]["error_kind"], jobs["many.wav"]["error_message"]) == (
+            "bad_options", "many.wav.spkd.json: speakers: expected an integer from 1 to 20, got 30")
         d.wait((tmp_path / "failed" / "bad.wav.error.json").exists, what="bad.wav.error.json")
         assert (tmp_path / "failed" / "bad.wav").exists() and (tmp_path / "failed" / "bad.wav.spkd.json").exists()
         assert d.stop() == 0

@@ -1,4 +1,4 @@
-"""Several hosts, one queue (issue 9): real daemon processes sharing one PostgreSQL
+"""Several hosts, one queue: real daemon processes sharing one PostgreSQL
 database and one set of folders (inbox, spool, outbox, archive, failed), each with its
 own state folder and host name (`daemon.host`), as two machines would with the
 folders on a network share. Skips where no PostgreSQL server can be started."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
-from daemon.errors import AudioError, DeviceError
+from daemon.errors import AudioError, OutOfMemoryError
 from daemon.transcript import EngineInfo, Segment, Timing, Transcript
 
 
@@ -61,11 +61,11 @@ class FakeEngine:
         if "hang" in name and _marker(audio_path, "hang"):
             os.kill(os.getpid(), signal.SIGSTOP)  # frozen: no more heartbeats
         if "oom" in name and not self.device.startswith("cpu"):
-            raise DeviceError("CUDA out of memory (fake)", kind="oom")
+            raise OutOfMemoryError("CUDA out of memory (fake)")
         if "boom" in name:
             raise RuntimeError("boom: a transient failure")
         if "bad" in name:
-            raise AudioError("cannot decode: fake bad audio", kind="bad_audio")
+            raise AudioError("cannot decode: fake bad audio")
         time.sleep(float(os.environ.get("SPKD_FAKE_SLOW_SECONDS", "3")) if "slow" in name else self.seconds)
         size = audio_path.stat().st_size
         audio_seconds = max(1.0, size / 32000.0)

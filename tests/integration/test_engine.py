@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from daemon.engine import Engine, _guard_empty_batches, _rows_from_result
-from daemon.errors import AudioError, DeviceError, OptionsError
+from daemon.engine import Engine, guard_empty_batches, rows_from_result
+from daemon.errors import AudioError, DeviceError, NotAudioError, OptionsError, OutOfMemoryError
 from daemon.models import PINNED, ModelDirs
-from daemon.options import hotword_words
+from daemon.options import MAX_SPEAKERS, hotword_words, validate
 from daemon.transcript import Transcript
 from tests.support.audio import (
     duration_seconds,
@@ -136,7 +136,7 @@ def test_random_bytes_are_bad_audio(engine: Engine, tmp_path: Path) -> None:
 
 def test_file_without_audio_stream_is_not_audio(engine: Engine, tmp_path: Path) -> None:
     require_tools("ffmpeg")
-    with pytest.raises(AudioError) as info:
+    with pytest.raises(NotAudioError) as info:
         engine.transcribe(make_image_file(tmp_path / "picture.png"))
     assert info.value.kind == "not_audio" and "no audio stream" in str(info.value)
 
@@ -156,6 +156,79 @@ def test_speaker_count_hint(engine: Engine, two_voice_wav: Path) -> None:
     assert 1 <= len(t.speakers) <= 2
     with pytest.raises(OptionsError):
         engine.transcribe(two_voice_wav, speakers=0)
+
+
+@pytest.mark.parametrize("speakers", [MAX_SPEAKERS + 1, 30])
+def test_a_speaker_count_validation_refuses_the_engine_refuses_alike(engine: Engine, two_voice_wav: Path,
+                                                                      speakers: int) -> None:
+    """One limit, one check: what a sidecar may not ask for, the engine refuses with the
+    same message (a job queued with it fails as bad_options in the worker, never inside FunASR)."""
+    with pytest.raises(OptionsError) as by_sidecar:
+        validate({"speakers": speakers}, source="two_voices.wav")
+    with pytest.raises(OptionsError) as by_engine:
+        engine.transcribe(two_voice_wav, speakers=speakers, source_name="two_voices.wav")
+    assert str(by_engine.value) == str(by_sidecar.value)
+    assert by_engine.value.kind == "bad_options" and by_engine.value.permanent
+
+
+def test_a_job_asking_for_too_many_speakers_fails_in_the_worker_as_validation_says(
+        engine: Engine, two_voice_wav: Path, tmp_path: Path) -> None:
+    """A job queued with `speakers: 30` (by an older spkd, whose limit was 64) fails in
+    the worker exactly as the sidecar check would have failed it: permanently, as
+    bad_options, with the same message, its source in failed/ with its .error.json."""
+    import shutil
+
+    from daemon import db, spool
+    from daemon.config import from_dict
+    from daemon.store import Store
+    from daemon.worker import Worker, WorkerSpec
+
+    config = from_dict({"paths": {name: name for name in ("inbox", "outbox", "archive", "failed", "spool", "state")}},
+                       base_dir=tmp_path, env={})
+    db.migrate(config.database_url)
+    source = spool.new_slot(config.paths.spool) / "many.wav"
+    source.parent.mkdir(parents=True)
+    shutil.copy2(two_voice_wav, source)
+    store = Store(config.database_url, host="h1")
+    try:
+        job_id = store.enqueue(source_name="many.wav", spool_path=str(source), output_stem="many", sha256=None,
+                               size_bytes=source.stat().st_size, options={"speakers": 30})
+        worker = Worker(config, WorkerSpec(slot=0, device="cpu", env={}, threads=1), store=store)
+        worker.engine = engine
+        job = store.claim(slot=0, pid=worker.pid, device="cpu", lease_seconds=60)
+        assert job is not None and job.options == {"speakers": 30}
+        worker.process(job)
+        row = store.job(job_id)
+    finally:
+        store.close()
+    with pytest.raises(OptionsError) as by_sidecar:
+        validate({"speakers": 30}, source="many.wav")
+    assert (row["state"], row["error_kind"], row["attempts"]) == ("failed", "bad_options", 1)
+    assert row["error_message"] == str(by_sidecar.value)
+    assert (config.paths.failed / "many.wav").is_file() and (config.paths.failed / "many.wav.error.json").is_file()
+
+
+def test_the_most_speakers_validation_allows_run_through_funasr(engine: Engine, two_voice_wav: Path) -> None:
+    assert validate({"speakers": MAX_SPEAKERS})["speakers"] == MAX_SPEAKERS
+    assert_well_formed(engine.transcribe(two_voice_wav, speakers=MAX_SPEAKERS))
+
+
+def test_max_speakers_is_what_funasrs_clusterer_can_always_give() -> None:
+    """FunASR clusters from 20 speaker windows up and cannot make more clusters than
+    windows: MAX_SPEAKERS works on the smallest clustered input, one more fails there."""
+    import numpy as np
+    import torch
+
+    from daemon.models import import_funasr
+
+    import_funasr()
+    from funasr.models.campplus.cluster_backend import ClusterBackend
+
+    windows = torch.tensor(np.random.default_rng(0).normal(size=(20, 192)), dtype=torch.float32)
+    labels = ClusterBackend()(windows, oracle_num=MAX_SPEAKERS)
+    assert len(set(labels.tolist())) == MAX_SPEAKERS
+    with pytest.raises(ValueError):
+        ClusterBackend()(windows, oracle_num=MAX_SPEAKERS + 1)
 
 
 def test_hotwords(engine: Engine, two_voice_wav: Path, two_voice_transcript: Transcript) -> None:
@@ -274,7 +347,7 @@ def test_asr_batch_without_tokens_does_not_crash(engine: Engine, two_voice_wav: 
         return real(data_in, data_lengths=data_lengths, key=key, **kwargs)
 
     shim = SimpleNamespace(inference=flaky)
-    _guard_empty_batches(shim)
+    guard_empty_batches(shim)
     monkeypatch.setattr(asr, "inference", shim.inference)
     t = engine.transcribe(two_voice_wav, speakers=2)
     assert calls["n"] > 2
@@ -288,7 +361,7 @@ def test_out_of_memory_becomes_device_error(engine: Engine, two_voice_wav: Path,
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(engine.model, "generate", boom)
-    with pytest.raises(DeviceError) as info:
+    with pytest.raises(OutOfMemoryError) as info:
         engine.transcribe(two_voice_wav)
     assert info.value.kind == "oom" and not info.value.permanent
     assert "batch_size_s=300" in str(info.value)
@@ -329,19 +402,19 @@ def test_result_rows_from_sentence_info() -> None:
             {"start": 5000, "end": 5000, "text": "己", "spk": 2},  # zero length at the end
         ],
     }
-    rows = _rows_from_result(result, duration=5.0, with_speakers=True)
+    rows = rows_from_result(result, duration=5.0, with_speakers=True)
     assert rows[0] == (0.88, 1.96, 3, "甲乙。")
     assert rows[1][2:] == (1, "丙 丁") and rows[1][:2] == pytest.approx((2.0, 2.001))
     assert rows[2] == (4.9, 5.0, 2, "戊")
     assert rows[3][:2] == pytest.approx((4.999, 5.0))
     assert len(rows) == 4
-    assert [r[2] for r in _rows_from_result(result, 5.0, with_speakers=False)] == [None] * 4
+    assert [r[2] for r in rows_from_result(result, 5.0, with_speakers=False)] == [None] * 4
 
 
 def test_result_rows_without_sentence_info() -> None:
     result = {"text": "甲乙丙", "timestamp": [[500, 700], [700, 900], [900, 7000]]}
-    assert _rows_from_result(result, duration=6.0, with_speakers=False) == [(0.5, 6.0, None, "甲乙丙")]
-    assert _rows_from_result({"key": "k", "text": "", "timestamp": []}, 6.0, True) == []
+    assert rows_from_result(result, duration=6.0, with_speakers=False) == [(0.5, 6.0, None, "甲乙丙")]
+    assert rows_from_result({"key": "k", "text": "", "timestamp": []}, 6.0, True) == []
 
 
 def test_hotword_cleaning() -> None:

@@ -1,4 +1,4 @@
-"""Batched speaker embeddings (daemon/speaker_batching.py, issue 10) give exactly what
+"""Batched speaker embeddings (daemon/speaker_batching.py) give exactly what
 bare FunASR gives: same text, timestamps and speaker of every sentence, embeddings
 within 1e-4, on the same tiny models and audio.
 
@@ -166,7 +166,7 @@ def test_transcribe_uses_batches(batched, two_voice_wav: Path) -> None:
     assert t.segments and {s.speaker for s in t.segments} <= {1, 2}
     assert engine.speaker_batcher.last_stats.windows >= SPECTRAL_MIN
     # outside a job the speaker model is FunASR's own again
-    assert engine.speaker_batcher._job is None
+    assert not engine.speaker_batcher.active
 
 
 def test_untested_version_falls_back(batched, caplog_loguru: list[str]) -> None:

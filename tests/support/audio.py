@@ -49,7 +49,7 @@ def require_tools(*tools: str) -> None:
         )
 
 
-def _run(cmd: list[str]) -> None:
+def run_tool(cmd: list[str]) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
@@ -60,12 +60,12 @@ def duration_seconds(path: Path) -> float:
     return float(out.stdout.strip())
 
 
-def _say(text: str, voice: tuple[str, int, int], out: Path) -> None:
+def speak(text: str, voice: tuple[str, int, int], out: Path) -> None:
     """One utterance, resampled to 16 kHz mono 16-bit, leading/trailing silence trimmed."""
     name, pitch, speed = voice
     raw = out.with_suffix(".raw.wav")
-    _run(["espeak-ng", "-v", name, "-p", str(pitch), "-s", str(speed), "-w", str(raw), text])
-    _run(
+    run_tool(["espeak-ng", "-v", name, "-p", str(pitch), "-s", str(speed), "-w", str(raw), text])
+    run_tool(
         ["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out),
          "silence", "1", "0.05", "0.5%", "reverse", "silence", "1", "0.05", "0.5%", "reverse"]
     )
@@ -75,7 +75,7 @@ def _say(text: str, voice: tuple[str, int, int], out: Path) -> None:
 def make_silence_wav(path: Path, seconds: float) -> Path:
     """Digital silence, 16 kHz mono 16-bit."""
     path = Path(path)
-    _run(["sox", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path), "trim", "0", f"{seconds:g}"])
+    run_tool(["sox", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path), "trim", "0", f"{seconds:g}"])
     return path
 
 
@@ -109,7 +109,7 @@ def make_two_voice_wav(
             speaker = "AB"[i % 2]
             text = LINES[i % len(LINES)]
             utt = tmpdir / f"utt{i:02d}.wav"
-            _say(text, VOICE_A if speaker == "A" else VOICE_B, utt)
+            speak(text, VOICE_A if speaker == "A" else VOICE_B, utt)
             seconds = duration_seconds(utt)
             if parts[-1] is not edge:
                 parts.append(gap)
@@ -120,19 +120,19 @@ def make_two_voice_wav(
             speech += seconds
             i += 1
         parts.append(edge)
-        _run(["sox", *map(str, parts), str(path)])
+        run_tool(["sox", *map(str, parts), str(path)])
     return turns
 
 
 def make_image_file(path: Path) -> Path:
     """A small PNG: a real media file without any audio stream."""
-    _run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=16x16",
+    run_tool(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=16x16",
           "-frames:v", "1", str(path)])
     return Path(path)
 
 
 def _ffmpeg(src: Path, dst: Path, *codec: str) -> Path:
-    _run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), *codec, str(dst)])
+    run_tool(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), *codec, str(dst)])
     return Path(dst)
 
 

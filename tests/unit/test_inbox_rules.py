@@ -109,7 +109,7 @@ def test_names_cannot_escape_their_folder(tmp_path):
 def test_pcm_wav_is_probed_from_its_header_and_anything_else_by_ffprobe(tmp_path):
     import wave
 
-    from daemon.probe import _probe_pcm_wav
+    from daemon.probe import probe_pcm_wav
 
     path = tmp_path / "a.wav"
     with wave.open(str(path), "wb") as w:
@@ -117,14 +117,14 @@ def test_pcm_wav_is_probed_from_its_header_and_anything_else_by_ffprobe(tmp_path
         w.setsampwidth(2)
         w.setframerate(8000)
         w.writeframes(b"\0" * 4 * 12000)
-    found = _probe_pcm_wav(path)
+    found = probe_pcm_wav(path)
     assert found is not None and found.duration_seconds == 1.5
     truncated = tmp_path / "t.wav"
     truncated.write_bytes(path.read_bytes()[:1000])
-    assert _probe_pcm_wav(truncated) is None  # the header promises more than the file holds
+    assert probe_pcm_wav(truncated) is None  # the header promises more than the file holds
     junk = tmp_path / "j.wav"
     junk.write_bytes(b"RIFX" + b"\1" * 100)
-    assert _probe_pcm_wav(junk) is None
+    assert probe_pcm_wav(junk) is None
     renamed = tmp_path / "a.mp3"
     renamed.write_bytes(path.read_bytes())
-    assert _probe_pcm_wav(renamed) is None
+    assert probe_pcm_wav(renamed) is None

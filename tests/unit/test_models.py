@@ -21,7 +21,6 @@ from daemon.models import (
     ROLES,
     ModelDirs,
     check_model_dirs,
-    check_or_raise,
     fetch_models,
     list_models,
     model_dir_problem,
@@ -141,7 +140,6 @@ def test_complete_dirs_pass(tmp_path: Path) -> None:
     dirs = _complete_set(tmp_path)
     assert check_model_dirs(dirs) == []
     assert require_model_dirs(dirs) is dirs
-    assert check_or_raise(dirs) is dirs
 
 
 def test_each_missing_dir_gets_a_message(tmp_path: Path) -> None:
@@ -281,7 +279,7 @@ def test_fetch_fails_fast_and_clearly_without_network(tmp_path: Path, monkeypatc
     started = time.monotonic()
     with pytest.raises(FetchError) as info:
         fetch_models(tmp_path / "models")
-    assert time.monotonic() - started < models.PROBE_TIMEOUT_S + 5
+    assert time.monotonic() - started < models.MODELSCOPE_PROBE_TIMEOUT_SECONDS + 5
     message = str(info.value)
     assert message.startswith("cannot reach ModelScope (http://127.0.0.1:9): ")
     assert f"copy the model directories by hand into {tmp_path / 'models'}" in message
@@ -450,9 +448,9 @@ def test_fetch_asks_for_byte_progress_only_where_offered() -> None:
     def new_style(model_id: str, revision: str, local_dir: str, progress_callbacks: Any = None) -> str:
         return local_dir
 
-    assert models._download_options(old_style, True) == {}
-    assert models._download_options(new_style, False) == {}
-    options = models._download_options(new_style, True)
+    assert models.download_options(old_style, True) == {}
+    assert models.download_options(new_style, False) == {}
+    options = models.download_options(new_style, True)
     if options:  # modelscope with modelscope.hub.callback (>= 1.2x)
         assert [cb.__name__ for cb in options["progress_callbacks"]] == ["TqdmCallback"]
 
@@ -460,5 +458,5 @@ def test_fetch_asks_for_byte_progress_only_where_offered() -> None:
         return local_dir
 
     # the probed endpoint goes to modelscope too, which reads the environment only once
-    assert models._download_options(with_endpoint, False, "http://127.0.0.1:1") == {"endpoint": "http://127.0.0.1:1"}
-    assert models._download_options(old_style, False, "http://127.0.0.1:1") == {}
+    assert models.download_options(with_endpoint, False, "http://127.0.0.1:1") == {"endpoint": "http://127.0.0.1:1"}
+    assert models.download_options(old_style, False, "http://127.0.0.1:1") == {}

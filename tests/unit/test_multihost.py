@@ -1,4 +1,4 @@
-"""Several hosts sharing one inbox and spool (issue 9): the rename of an inbox file into
+"""Several hosts sharing one inbox and spool: the rename of an inbox file into
 the spool is the arbiter, so one file becomes one job however many watchers see it;
 start-up recovery never enqueues another host's file in flight. Run on SQLite and on
 PostgreSQL (the latter skips where no server can be started)."""
@@ -14,6 +14,7 @@ import pytest
 from loguru import logger
 
 from daemon import files, spool
+from daemon import db
 from daemon import store as st
 from daemon.config import from_dict
 from daemon.watcher import Watcher
@@ -26,7 +27,7 @@ def url(request, tmp_path):
         url = f"sqlite:///{tmp_path / 'state' / 'spkd.db'}"
     else:
         url = request.getfixturevalue("postgres_url")
-    st.migrate(url)
+    db.migrate(url)
     return url
 
 

@@ -11,6 +11,7 @@ import pytest
 from loguru import logger
 
 from daemon import notify
+from daemon import db
 from daemon import store as st
 from daemon.config import from_dict
 
@@ -80,7 +81,7 @@ def hook():
 @pytest.fixture()
 def store(tmp_path):
     url = f"sqlite:///{tmp_path / 'spkd.db'}"
-    st.migrate(url)
+    db.migrate(url)
     s = st.Store(url, host="h1")
     yield s
     s.close()
@@ -279,8 +280,9 @@ def test_a_full_queue_drops_instead_of_blocking(tmp_path):
 
 
 def test_without_a_url_nothing_runs(tmp_path, store):
+    before = set(threading.enumerate())
     notifier = notify.Notifier(make_config(tmp_path, None))
     finish(store, "a.wav")
     assert notifier.poll(store) == 0 and notifier.daemon_event("start") is False
     notifier.close(1)
-    assert notifier._thread is None
+    assert not [t for t in set(threading.enumerate()) - before if t.name == "spkd-notify"]

@@ -14,6 +14,7 @@ import pytest
 from loguru import logger
 
 from daemon import diskguard, retention
+from daemon import db
 from daemon import store as st
 from daemon.config import from_dict
 
@@ -119,7 +120,7 @@ def test_symlinked_folders_are_not_followed(tmp_path, later):
 @pytest.fixture()
 def store(tmp_path):
     url = f"sqlite:///{tmp_path / 'spkd.db'}"
-    st.migrate(url)
+    db.migrate(url)
     s = st.Store(url, host="h1")
     yield s
     s.close()

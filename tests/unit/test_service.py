@@ -17,7 +17,7 @@ import pytest
 from daemon import service
 from daemon.cli import main
 from daemon.config import load
-from daemon.errors import SpkdError
+from daemon.errors import ServiceError
 
 
 def make_config(root: Path, extra: dict | None = None) -> Path:
@@ -181,7 +181,7 @@ def test_launch_agent_plist_parses_and_has_the_required_keys(tmp_path):
 
 
 def test_launchd_has_no_system_scope(config):
-    with pytest.raises(SpkdError, match="LaunchAgent"):
+    with pytest.raises(ServiceError, match="LaunchAgent"):
         service.render(config, platform="launchd", scope="system")
 
 
@@ -225,16 +225,16 @@ def test_install_user_unit_writes_reloads_enables_and_starts(config, tmp_path, m
 def test_install_reports_a_failing_systemctl(config, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     unit = service.render(config, platform="systemd", scope="user")
-    with pytest.raises(SpkdError, match="enable --now spkd.service.*boom"):
+    with pytest.raises(ServiceError, match="enable --now spkd.service.*boom"):
         service.install(config, unit, runner=Runner(failing=("enable", "is-active")), log=lambda _: None)
 
 
 def test_system_install_needs_root_and_the_service_user(config, tmp_path, monkeypatch):
     unit = service.render(config, platform="systemd", scope="system", unit_dir=tmp_path / "etc")
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(SpkdError, match="needs root"):
+    with pytest.raises(ServiceError, match="needs root"):
         service.install(config, unit, runner=Runner(), log=lambda _: None)
-    with pytest.raises(SpkdError, match="useradd --system"):
+    with pytest.raises(ServiceError, match="useradd --system"):
         service.install(config, unit, runner=Runner(), log=lambda _: None, service_user="no-such-user-spkd",
                         require_root=False)
 

@@ -9,8 +9,11 @@ import sqlite3
 import pytest
 from sqlalchemy import inspect
 
+from daemon import db
 from daemon import store as st
+from daemon.errors import ReadOnlyError
 from daemon.schema import metadata
+from daemon.sqlconsole import query_readonly
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -27,7 +30,7 @@ def empty_url(backend, tmp_path, request):
 
 @pytest.fixture()
 def url(empty_url):
-    st.migrate(empty_url)
+    db.migrate(empty_url)
     return empty_url
 
 
@@ -48,7 +51,7 @@ def kinds(store, job_id):
 
 
 def test_migration_creates_the_schema_of_daemon_schema(url, backend):
-    engine = st.make_engine(url)
+    engine = db.make_engine(url)
     try:
         inspector = inspect(engine)
         assert {"jobs", "job_events", "workers", "alembic_version"} <= set(inspector.get_table_names())
@@ -66,12 +69,12 @@ def test_migration_creates_the_schema_of_daemon_schema(url, backend):
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
         assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
         conn.close()
-    st.migrate(url)  # idempotent
-    assert st.current_revision(url) == "0003"
+    db.migrate(url)  # idempotent
+    assert db.current_revision(url) == db.head_revision()
 
 
 def _migrator(url: str) -> None:  # runs in a child process
-    st.migrate(url)
+    db.migrate(url)
 
 
 def test_hosts_starting_together_migrate_once(empty_url):
@@ -84,7 +87,7 @@ def test_hosts_starting_together_migrate_once(empty_url):
     for p in procs:
         p.join(timeout=120)
     assert [p.exitcode for p in procs] == [0] * 4
-    assert st.current_revision(empty_url) == "0003"
+    assert db.current_revision(empty_url) == db.head_revision()
 
 
 def test_sizes_over_2_gib_fit(store):
@@ -201,13 +204,13 @@ def test_retry_requeues_failed_jobs(store):
 
 def test_readonly_sql_refuses_writes_and_changes_nothing(url, store):
     enqueue(store)
-    columns, rows = st.query_readonly(url, "select id, state from jobs")
+    columns, rows = query_readonly(url, "select id, state from jobs")
     assert columns == ["id", "state"] and rows == [(1, "queued")]
     for statement in ("DELETE FROM jobs", "UPDATE jobs SET state='done'", "DROP TABLE jobs",
                       "INSERT INTO job_events(job_id, at, kind) VALUES (1, '2020-01-01', 'x')",
                       "COMMIT; DELETE FROM jobs", "SELECT 1; DELETE FROM jobs", "ROLLBACK; DROP TABLE jobs"):
-        with pytest.raises(st.ReadOnlyError):
-            st.query_readonly(url, statement)
+        with pytest.raises(ReadOnlyError):
+            query_readonly(url, statement)
     assert store.counts() == {"queued": 1}
     assert len(store.events()) == 1
 

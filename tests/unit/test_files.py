@@ -1,0 +1,36 @@
+"""The one " (n)" naming rule (daemon.files.numbered) as each of its users sees it: a
+file in failed/ or archive/, a job's output stem, the outputs of one `spkd transcribe`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemon import files
+from daemon.oneshot import output_stems
+
+
+def test_numbered() -> None:
+    assert files.numbered("talk", lambda name: False) == "talk"
+    taken = {"talk", "talk (2)"}
+    assert files.numbered("talk", taken.__contains__) == "talk (3)"
+    assert files.numbered("a", {"a.wav"}.__contains__, ".wav") == "a (2).wav"
+
+
+def test_free_name_keeps_the_suffix(tmp_path: Path) -> None:
+    first = tmp_path / "team" / "a.m4a"
+    assert files.free_name(first) == first
+    first.parent.mkdir()
+    first.write_bytes(b"x")
+    (tmp_path / "team" / "a (2).m4a").write_bytes(b"x")
+    assert files.free_name(first) == tmp_path / "team" / "a (3).m4a"
+
+
+def test_one_shot_stems_follow_the_same_rule(tmp_path: Path) -> None:
+    a, b = tmp_path / "x" / "talk.wav", tmp_path / "y" / "talk.m4a"
+    assert output_stems([a, b, a], tmp_path / "out") == [(tmp_path / "out", "talk"), (tmp_path / "out", "talk (2)"),
+                                                         (tmp_path / "out", "talk (3)")]
+
+
+def test_nearest_existing(tmp_path: Path) -> None:
+    assert files.nearest_existing(tmp_path / "not" / "yet") == tmp_path
+    assert files.nearest_existing(tmp_path) == tmp_path
