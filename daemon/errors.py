@@ -62,3 +62,18 @@ class FetchError(SpkdError):
 
     kind = "models_fetch"
     permanent = True
+
+
+class SearchQueryError(SpkdError):
+    """A search query that cannot be searched for (empty once blanks are removed)."""
+
+    kind = "bad_query"
+    permanent = True
+
+
+class DatabaseExtensionError(SpkdError):
+    """The database lacks an extension spkd needs and this role may not create it;
+    the message names the fix."""
+
+    kind = "database_extension"
+    permanent = True
