@@ -1,6 +1,6 @@
 """`spkd`: argument parsing and printing only; the work happens in the rooms it calls.
 
-Fast paths (`jobs`, `sql`, `status`, `db`) never import torch or funasr.
+Fast paths (`jobs`, `sql`, `search`, `status`, `db`) never import torch or funasr.
 """
 
 from __future__ import annotations
@@ -97,10 +97,22 @@ def _check_models(config: Any) -> None:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from daemon.db import current_revision, display_url, migrate
+    from daemon.search import backfill_segments
+    from daemon.store import Store
 
     config = _config(args)
     migrate(config.database_url)
+    store = Store(config.database_url, host=config.host)
+    try:
+        filled = backfill_segments(config, store)
+    finally:
+        store.close()
     print(f"database {display_url(config.database_url)} at revision {current_revision(config.database_url)}")
+    if filled.jobs:
+        print(f"segments: filled {filled.jobs} earlier job(s) with {filled.segments} row(s) from stored transcripts")
+    if filled.missing:
+        print(f"segments: {len(filled.missing)} done job(s) have no stored transcript, so their text is not "
+              "searchable", file=sys.stderr)
     return ExitCode.OK
 
 
@@ -137,6 +149,49 @@ def cmd_sql(args: argparse.Namespace) -> int:
     else:
         _print_table(columns, rows)
     return ExitCode.OK
+
+
+# Marks around a match: reverse video in a terminal (NO_COLOR respected), brackets otherwise.
+TERMINAL_MARK = ("\x1b[1;7m", "\x1b[0m")
+PLAIN_MARK = ("[", "]")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import os
+
+    from daemon import search
+
+    since = search.parse_date_bound(args.since, end=False) if args.since else None
+    until = search.parse_date_bound(args.until, end=True) if args.until else None
+    config = _config(args)
+    store = _open_store(config)
+    try:
+        result = search.search(store, args.query, speaker=args.speaker, since=since, until=until, job_id=args.job,
+                               limit=args.limit)
+    finally:
+        store.close()
+    for note in result.notes:
+        print(f"spkd search: {note}", file=sys.stderr)
+    if args.json:
+        _print_json([hit.as_json() for hit in result.hits])
+    else:
+        before, after = TERMINAL_MARK if sys.stdout.isatty() and not os.environ.get("NO_COLOR") else PLAIN_MARK
+        current: int | None = None
+        for hit in result.hits:
+            if hit.job_id != current:
+                if current is not None:
+                    print()
+                current = hit.job_id
+                received = hit.received_at.replace(tzinfo=dt.timezone.utc).astimezone()
+                print(f"{hit.source_name}  (job {hit.job_id}, received {received:%Y-%m-%d %H:%M})")
+            text = search.mark(hit.text, hit.matches, before=before, after=after)
+            print(f"  {search.hms(hit.start_seconds)}-{search.hms(hit.end_seconds)}  {hit.speaker}  {text}")
+    if not result.hits:
+        print(f"spkd search: no segment contains {result.query.text!r}", file=sys.stderr)
+    elif result.more:
+        print(f"spkd search: showing the first {len(result.hits)} hits; there are more (-n N shows more)",
+              file=sys.stderr)
+    return 0 if result.hits else 1
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -334,6 +389,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("sql", cmd_sql, "run a read-only SQL query against the job database")
     p.add_argument("statement")
     p.add_argument("--json", action="store_true")
+
+    p = add("search", cmd_search, "find what was said: segments containing QUERY (literal text, any case and "
+            "width), newest recordings first; exit 1 when nothing matches")
+    p.add_argument("query", metavar="QUERY")
+    p.add_argument("--speaker", metavar="NAME", help="only this speaker, exactly as shown (Speaker2, or the name)")
+    p.add_argument("--since", metavar="DATE", help="recordings received on or after DATE (2026-11-01, local time; "
+                                                   "or a date and time)")
+    p.add_argument("--until", metavar="DATE", help="recordings received up to DATE (that whole day; or before a "
+                                                   "date and time)")
+    p.add_argument("--job", type=int, metavar="ID", help="only this job")
+    p.add_argument("--limit", "-n", type=int, default=20, metavar="N", help="at most N hits (default 20)")
+    p.add_argument("--json", action="store_true", help="a JSON list of hits")
 
     p = add("retry", cmd_retry, "requeue failed jobs")
     p.add_argument("ids", nargs="*", type=int)

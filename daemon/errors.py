@@ -13,6 +13,8 @@ database's vocabulary and never change.
     ├── ServiceError               service         permanent  `spkd service …` cannot render or install
     ├── ModelsMissingError         models_missing  permanent  a model directory is missing or incomplete
     ├── FetchError                 models_fetch    permanent  downloading the real models failed
+    ├── SearchQueryError           bad_query       permanent  `spkd search`: nothing left to search for
+    ├── DatabaseExtensionError     database_extension permanent  PostgreSQL lacks pg_trgm and may not create it
     ├── AudioError                 bad_audio       permanent  the file cannot be decoded into audio
     │   ├── NotAudioError          not_audio                  no audio stream (a photo, a text file)
     │   ├── TooShortError          too_short                  less audio than anything useful needs
@@ -44,6 +46,7 @@ __all__ = [
     "DeviceMissingError",
     "EmptyFileError",
     "ExitCode",
+    "DatabaseExtensionError",
     "FetchError",
     "FfmpegMissingError",
     "LeaseExpiredError",
@@ -52,6 +55,7 @@ __all__ = [
     "OptionsError",
     "OutOfMemoryError",
     "ReadOnlyError",
+    "SearchQueryError",
     "ServiceError",
     "SpkdError",
     "SymlinkError",
@@ -119,6 +123,21 @@ class FetchError(SpkdError):
     """Downloading the real models failed (hub unreachable, incomplete download)."""
 
     kind = "models_fetch"
+    permanent = True
+
+
+class SearchQueryError(SpkdError):
+    """A search query that cannot be searched for (empty once blanks are removed)."""
+
+    kind = "bad_query"
+    permanent = True
+
+
+class DatabaseExtensionError(SpkdError):
+    """The database lacks an extension spkd needs and this role may not create it;
+    the message names the fix."""
+
+    kind = "database_extension"
     permanent = True
 
 

@@ -73,6 +73,7 @@ jobs = Table(
     Index("ix_jobs_sha256", "sha256"),
     Index("ix_jobs_spool_path", "spool_path"),
     CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in JOB_STATES) + ")", name="ck_jobs_state"),
+    Index("ix_jobs_created_at", "created_at"),
 )
 
 job_events = Table(
@@ -104,4 +105,34 @@ workers = Table(
     Column("rss_mb", Float),
     Column("last_error", Text),
     UniqueConstraint("host", "slot", name="uq_workers_host_slot"),
+)
+
+# One row per transcript segment of a done job (duplicates included, pointing at their
+# own job). `id` is `job_id * SEGMENT_ID_STRIDE + idx`: id order is (job, time in the
+# recording), so the full-text index, which walks its matches in id order, can return
+# the newest recordings first and stop at the limit, and one job's segments are one id
+# range. `folded_text` is `text` as search compares it (daemon.search.fold: NFKC, case
+# folded); the full-text index is built over it (and `speaker_key`): SQLite's FTS5 table
+# `segments_fts` (trigram tokenizer, kept in step by triggers), PostgreSQL's pg_trgm GIN
+# index. Both are made by the migration, not by this metadata.
+SEGMENT_ID_STRIDE = 2**20
+
+segments = Table(
+    "segments",
+    metadata,
+    # INTEGER on SQLite, so that it is the rowid the FTS5 index refers to.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("start_seconds", Float, nullable=False),
+    Column("end_seconds", Float, nullable=False),
+    # The speaker as every output shows it: the label (Speaker2), or the name where named.
+    Column("speaker", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("folded_text", Text, nullable=False),
+    # The speaker as a search filter matches it: folded like the text, between two
+    # U+001F marks, so that the trigram index holds even a 2-character name and a
+    # phrase of the key matches this one speaker only (daemon.search.speaker_key).
+    Column("speaker_key", Text, nullable=False),
+    Index("ix_segments_job_id", "job_id", "idx"),
 )

@@ -22,7 +22,7 @@ from typing import Any
 from loguru import logger
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from daemon import devices, diskguard, notify, retention, service, spool
+from daemon import devices, diskguard, notify, retention, search, service, spool
 from daemon.config import Config, load
 from daemon.db import display_url, migrate
 from daemon.errors import ConfigError, ExitCode, SpkdError
@@ -188,6 +188,10 @@ class Supervisor:
         else:
             logger.info("not watching the inbox on this host (daemon.roles has no \"watcher\")")
         self._start_scheduler()
+        # Segments of jobs finished before they existed, once, beside the work: after a
+        # long history this reads thousands of stored transcripts, and start-up (READY)
+        # must not wait for it.
+        self.scheduler.add_job(self._backfill_segments, id="backfill")
         for slot in self.slots:
             self.spawn(slot)
 
@@ -243,6 +247,12 @@ class Supervisor:
                           id="notify")
         scheduler.start()
         self.scheduler = scheduler
+
+    def _backfill_segments(self) -> None:
+        try:
+            search.backfill_segments(self.config, self.store)
+        except Exception as exc:  # noqa: BLE001 - a busy or unreachable database: the next start tries again
+            logger.warning("search: filling earlier jobs' segments failed (tried again at the next start): {}", exc)
 
     def _rescan(self) -> None:
         if self.watcher is not None:

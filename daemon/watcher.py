@@ -344,7 +344,7 @@ class Watcher:
         job_id = self.store.add_reused(source_name=source_name, spool_path=str(spool_path), output_stem=output_stem,
                                        sha256=sha256, size_bytes=size_bytes, options=job_options, dedup_key=key,
                                        twin=twin, outputs=written, audio_seconds=transcript.audio_seconds,
-                                       speakers=len(transcript.speakers))
+                                       speakers=len(transcript.speakers), segments=transcript.segments)
         outputs.save_transcript(self.config, job_id, transcript)
         spool.archive(spool_path=spool_path, spool_root=self.config.paths.spool,
                       archive_root=self.config.paths.archive, source_name=source_name)

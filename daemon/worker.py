@@ -212,7 +212,8 @@ class Worker:
         done = self.store.complete(job.id, pid=self.pid, audio_seconds=transcript.audio_seconds,
                                    processing_seconds=elapsed, speakers=len(transcript.speakers),
                                    outputs=written, device=_slot_device(ran_on, self.spec),
-                                   reused_from=twin.id if reused is not None and twin is not None else None)
+                                   reused_from=twin.id if reused is not None and twin is not None else None,
+                                   segments=transcript.segments)
         if not done:
             logger.warning("job {}: finished after its lease was taken back; result discarded", job.id)
             return

@@ -58,6 +58,14 @@ def test_dropped_wav_and_m4a_become_speaker_labelled_transcripts(tmp_path, tiny_
             assert cue_texts and all(re.match(r"Speaker\d+: ", t) for t in cue_texts)
             assert all(p.startswith("Speaker") for p in (d.outbox / f"{stem}.txt").read_text().split("\n\n") if p)
             d.wait((tmp_path / "archive" / job["source_name"]).exists, what="archived source")
+            # What was said is in the database too: one row per segment of the json.
+            rows = d.query("SELECT idx, start_seconds, end_seconds, speaker, text FROM segments WHERE job_id = ? "
+                           "ORDER BY idx", job["id"])
+            assert [(r["start_seconds"], r["end_seconds"], r["speaker"], r["text"]) for r in rows] == [
+                (s["start"], s["end"], s["speaker_label"], s["text"]) for s in payload["segments"]]
+            longest = max(payload["segments"], key=lambda s: len(s["text"]))
+            found = json.loads(spkd(d, "search", longest["text"], "--job", str(job["id"]), "--json").stdout)
+            assert {(h["start_seconds"], h["text"]) for h in found} >= {(longest["start"], longest["text"])}
         # History is plain SQL, read-only.
         out = spkd(d, "sql", "SELECT state, count(*) AS n FROM jobs GROUP BY state", "--json")
         assert json.loads(out.stdout) == [{"state": "done", "n": 2}]

@@ -10,6 +10,7 @@ that crashes, hangs or fails its worker:
 * `*bad*`       - a permanent error (AudioError)
 * `*oom*`       - out of memory on any device but the CPU
 * `*slow*`      - takes SPKD_FAKE_SLOW_SECONDS (default 3 s)
+* `*zh*`        - sentences in Chinese mixed with English (and full-width letters)
 
 `SPKD_FAKE_BOOT_FAIL` = comma-separated device kinds ("cuda,cpu") or "all" makes
 boots on those devices fail, `SPKD_FAKE_BOOT_FAIL_SLOTS` = slot numbers likewise; `SPKD_FAKE_SECONDS` is each job's duration.
@@ -72,9 +73,7 @@ class FakeEngine:
         n = 1 + size % 3
         step = audio_seconds / (2 * n)
         segments = tuple(Segment(start=round(2 * i * step, 3), end=round((2 * i + 1) * step, 3),
-                                 speaker=1 + i % 2,
-                                 text=f"sentence {i + 1} of {audio_path.name} speakers={speakers} "
-                                      f"hotwords={','.join(hotwords)}")
+                                 speaker=1 + i % 2, text=_sentence(i, audio_path.name, speakers, hotwords))
                          for i in range(n))
         return Transcript(segments=segments, audio_seconds=audio_seconds,
                           engine=EngineInfo(funasr_version="fake", device=self.device),
@@ -82,6 +81,12 @@ class FakeEngine:
 
     def release(self) -> None:
         pass
+
+
+def _sentence(i: int, name: str, speakers: int | None, hotwords: Any) -> str:
+    if "zh" in name.lower():
+        return f"第{i + 1}句：我们讨论一下{name}的预算，ＫＰＩ要重新定。"
+    return f"sentence {i + 1} of {name} speakers={speakers} hotwords={','.join(hotwords)}"
 
 
 def make(config: Config, device: str) -> FakeEngine:

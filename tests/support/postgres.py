@@ -160,14 +160,16 @@ class PostgresServer:
         """The SQLAlchemy URL as psycopg takes it."""
         return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
-    def new_database(self) -> str:
-        """A fresh, empty database; returns its SQLAlchemy URL."""
+    def new_database(self, *, locale: str | None = None) -> str:
+        """A fresh, empty database (with `locale` as its collation and character
+        classes, else the server's, C); returns its SQLAlchemy URL."""
         import psycopg
         from sqlalchemy.engine import make_url
 
         name = f"spkd_test_{secrets.token_hex(6)}"
+        with_locale = f" TEMPLATE template0 LOCALE '{locale}'" if locale else ""
         with psycopg.connect(self.libpq_url(self.url), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{with_locale}')
         return make_url(self.url).set(database=name).render_as_string(hide_password=False)
 
     def drop_database(self, url: str) -> None:

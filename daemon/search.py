@@ -1,0 +1,285 @@
+"""Finding what was said: full-text search over the segments of every done job.
+
+The store holds the rows (`segments`, written in the transaction that marks a job
+done) and runs the queries; this module holds the rules that are not SQL:
+
+* **What matches.** A query is literal text, searched for as a substring of one
+  segment: quotes, `*`, `NEAR`, `AND`, `'`, `%`, `_` and backslashes are characters
+  like any other, never query syntax. Case and width do not matter: both the text
+  and the query are compared in their `fold`ed form (Unicode NFKC, then case
+  folding), so `KPI`, `kpi` and full-width `ＫＰＩ` are one word, and full-width
+  punctuation equals its ASCII form (`，` is `,`, `？` is `?`); Chinese characters,
+  `。` and `、` are unchanged by it. The original text is what is shown.
+* **How.** Queries of 3 or more (folded) characters go through the trigram index
+  (SQLite FTS5, PostgreSQL pg_trgm); 1–2 characters cannot, and are compared with
+  every segment by `LIKE` (correct, slower; the result says so).
+* **Order.** Newest recordings first (by job, i.e. by when spkd received them),
+  then by time in the recording.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import unicodedata
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+from loguru import logger
+
+from daemon.errors import SearchQueryError
+
+if TYPE_CHECKING:
+    from daemon.config import Config
+    from daemon.store import Store
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "LIKE_ESCAPE",
+    "MIN_INDEXED_CHARACTERS",
+    "BackfillResult",
+    "Hit",
+    "SearchQuery",
+    "SearchResult",
+    "backfill_segments",
+    "fold",
+    "hms",
+    "mark",
+    "match_spans",
+    "parse_date_bound",
+    "parse_query",
+    "search",
+    "speaker_key",
+    "fts5_string",
+]
+
+# The trigram index finds substrings of at least this many characters.
+MIN_INDEXED_CHARACTERS = 3
+DEFAULT_LIMIT = 20
+LIKE_ESCAPE = "\\"
+
+
+# --- folding --------------------------------------------------------------------------
+
+def fold(text: str) -> str:
+    """`text` as search compares it: NFKC-normalised, case folded, and NFKC-normalised
+    again (case folding can leave a form NFKC would change). Segments are indexed in
+    this form and queries are folded the same way."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
+def _folded_length(text: str, end: int) -> int:
+    return len(fold(text[:end]))
+
+
+def match_spans(text: str, folded_query: str) -> tuple[tuple[int, int], ...]:
+    """Where the (folded) query occurs in `text`: (start, end) character offsets into
+    the original text, not overlapping, in order. A match that begins or ends inside
+    what one original character folded into (ﬁ is fi) covers that whole character, and
+    combining marks after a match stay with it."""
+    if not folded_query:
+        return ()
+    folded = fold(text)
+    positions = range(len(text) + 1)
+    spans: list[tuple[int, int]] = []
+    at = folded.find(folded_query)
+    while at >= 0:
+        # The last prefix folding to at most `at` characters, the first reaching the end.
+        start = bisect.bisect_right(positions, at, key=lambda i: _folded_length(text, i)) - 1
+        end = bisect.bisect_left(positions, at + len(folded_query), key=lambda i: _folded_length(text, i))
+        while end < len(text) and unicodedata.combining(text[end]):
+            end += 1
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+        else:
+            spans.append((start, end))
+        at = folded.find(folded_query, at + len(folded_query))
+    return tuple(spans)
+
+
+def mark(text: str, spans: Sequence[tuple[int, int]], *, before: str, after: str) -> str:
+    """`text` with every span wrapped in `before` … `after`."""
+    out: list[str] = []
+    last = 0
+    for start, end in spans:
+        out += [text[last:start], before, text[start:end], after]
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def hms(seconds: float) -> str:
+    """`HH:MM:SS` (whole seconds, rounded down)."""
+    total = max(0, int(seconds))
+    return f"{total // 3600:02d}:{total // 60 % 60:02d}:{total % 60:02d}"
+
+
+# --- queries --------------------------------------------------------------------------
+
+SPEAKER_KEY_MARK = "\x1f"
+
+
+def speaker_key(speaker: str) -> str:
+    """How a speaker filter finds a speaker: folded like the text (`--speaker alice`
+    finds Alice), between two U+001F marks (`segments.speaker_key`)."""
+    return SPEAKER_KEY_MARK + fold(speaker.strip()).replace(SPEAKER_KEY_MARK, "") + SPEAKER_KEY_MARK
+
+
+def fts5_string(value: str) -> str:
+    """An FTS5 string: inside double quotes every character is literal (`NEAR`, `*`,
+    `AND`, `:` are text), and a double quote is written twice."""
+    return '"' + value.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A user's query turned into literal search terms. `fts5_phrase` and
+    `like_pattern` are bound as parameters, never spliced into SQL."""
+
+    text: str
+    folded: str
+
+    @property
+    def indexed(self) -> bool:
+        """Long enough for the trigram index (else every segment is compared)."""
+        return len(self.folded) >= MIN_INDEXED_CHARACTERS
+
+    @property
+    def fts5_phrase(self) -> str:
+        return fts5_string(self.folded)
+
+    @property
+    def like_pattern(self) -> str:
+        """`%folded%` with the LIKE wildcards and the escape character escaped."""
+        escaped = (self.folded.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%")
+                   .replace("_", LIKE_ESCAPE + "_"))
+        return f"%{escaped}%"
+
+
+def parse_query(raw: str) -> SearchQuery:
+    text = raw.strip()
+    folded = fold(text)
+    if not folded.strip():
+        raise SearchQueryError("nothing to search for: give some text (spkd search 预算)")
+    return SearchQuery(text=text, folded=folded)
+
+
+def parse_date_bound(value: str, *, end: bool) -> dt.datetime:
+    """A `--since`/`--until` value as naive UTC (the database's times). `YYYY-MM-DD`
+    is a day in local time: as `--since` its start, as `--until` its end (the whole
+    day is included). A date with a time (`2026-11-26 14:30`, `…T14:30:00+08:00`) is
+    that instant, local time unless it carries an offset."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = dt.date.fromisoformat(text)
+            moment = dt.datetime.combine(day + dt.timedelta(days=1) if end else day, dt.time())
+        else:
+            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SearchQueryError(f"not a date: {value!r} (write 2026-11-26, or 2026-11-26T14:30)") from None
+    aware = moment.astimezone() if moment.tzinfo is None else moment
+    return aware.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+# --- searching ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Hit:
+    job_id: int
+    idx: int
+    source_name: str
+    received_at: dt.datetime
+    start_seconds: float
+    end_seconds: float
+    speaker: str
+    text: str
+    # Where the query occurs in `text` (character offsets).
+    matches: tuple[tuple[int, int], ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "source_name": self.source_name, "start_seconds": self.start_seconds,
+                "end_seconds": self.end_seconds, "speaker": self.speaker, "text": self.text, "idx": self.idx,
+                "received_at": self.received_at, "matches": [list(m) for m in self.matches]}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query: SearchQuery
+    hits: tuple[Hit, ...]
+    # More hits exist than `limit` allowed.
+    more: bool
+    # Things the user should know about how this search ran (fallback, missing index).
+    notes: tuple[str, ...] = field(default=())
+
+
+def search(store: "Store", raw_query: str, *, speaker: str | None = None, since: dt.datetime | None = None,
+           until: dt.datetime | None = None, job_id: int | None = None, limit: int = DEFAULT_LIMIT) -> SearchResult:
+    """Segments containing `raw_query` (literal, case- and width-insensitive), newest
+    recordings first, then by time; `since`/`until` (naive UTC, until exclusive) bound
+    when spkd received the recording, `speaker` is one speaker's label or name (any
+    case and width)."""
+    query = parse_query(raw_query)
+    if limit < 1:
+        raise SearchQueryError(f"-n must be at least 1, not {limit}")
+    rows, more = store.search_segments(query, speaker_key=speaker_key(speaker) if speaker else None, since=since,
+                                       until=until, job_id=job_id, limit=limit)
+    notes: list[str] = []
+    if not query.indexed:
+        notes.append(f"{query.text!r} is shorter than {MIN_INDEXED_CHARACTERS} characters, which the full-text "
+                     "index cannot look up: every segment was compared instead (slower on a large database)")
+    elif store.is_postgres and not query.folded.isascii() and not store.trigram_index_covers_cjk():
+        notes.append(_PG_LOCALE_NOTE)
+    hits = tuple(Hit(job_id=r["job_id"], idx=r["idx"], source_name=r["source_name"], received_at=r["received_at"],
+                     start_seconds=r["start_seconds"], end_seconds=r["end_seconds"], speaker=r["speaker"],
+                     text=r["text"], matches=match_spans(r["text"], query.folded)) for r in rows)
+    return SearchResult(query=query, hits=hits, more=more, notes=tuple(notes))
+
+
+_PG_LOCALE_NOTE = ("this PostgreSQL database's LC_CTYPE is C, with which pg_trgm skips Chinese characters: "
+                   "searches for them are right but read every segment instead of the index; create the "
+                   "database with a UTF-8 locale (createdb --template=template0 --locale=C.UTF-8 …) to index them")
+
+
+# --- backfill ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BackfillResult:
+    jobs: int = 0
+    segments: int = 0
+    # Done jobs of this host whose stored transcript is gone: they stay without segments.
+    missing: tuple[int, ...] = ()
+
+
+def backfill_segments(config: "Config", store: "Store") -> BackfillResult:
+    """Give done jobs without segment rows (finished before the segments existed)
+    their rows from the stored transcripts under `paths.state/transcripts/`. Each job
+    is filled in one transaction, and only while it has none, so running this again,
+    or on two hosts at once, adds nothing twice. Run after every migration that has a
+    config at hand (`spkd db upgrade`, daemon start)."""
+    from daemon import outputs  # the writers: not needed by a search
+
+    filled = rows = 0
+    missing: list[int] = []
+    candidates = store.done_jobs_without_segments()
+    for done, job_id in enumerate(candidates):
+        if done and done % 1000 == 0:
+            logger.info("search: filling earlier jobs' segments, {} of {} looked at", done, len(candidates))
+        transcript = outputs.load_transcript(config, job_id)
+        if transcript is None:
+            missing.append(job_id)
+            continue
+        added = store.add_segments(job_id, transcript.segments)
+        if added:
+            filled += 1
+            rows += added
+    if filled:
+        logger.info("search: filled {} earlier job(s) with {} segment row(s) from their stored transcripts", filled,
+                    rows)
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" …" if len(missing) > 10 else "")
+        logger.warning("search: {} done job(s) have no stored transcript under {}, so their text is not searchable "
+                       "(jobs {})", len(missing), config.paths.state / "transcripts", shown)
+    if store.is_postgres and not store.trigram_index_covers_cjk():
+        logger.warning("search: {}", _PG_LOCALE_NOTE)
+    return BackfillResult(jobs=filled, segments=rows, missing=tuple(missing))
