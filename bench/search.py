@@ -201,7 +201,8 @@ def build(path: Path, hours: float) -> dict:
     beside it)."""
     import json
 
-    from daemon.store import Store, migrate
+    from daemon.db import migrate
+    from daemon.store import Store
 
     facts_path = path.with_suffix(".json")
     if path.exists() and facts_path.exists():

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from daemon import outputs
+from daemon import db
 from daemon import store as st
 from daemon.config import load
 from daemon.transcript import Segment, Transcript
@@ -132,10 +133,10 @@ def test_a_database_made_before_segments_is_filled_at_daemon_start(tmp_path):
     url = config.database_url
     config.paths.state.mkdir(parents=True)
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(st.MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(db.migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", url)
     command.upgrade(cfg, "0003")
-    engine = st.make_engine(url)
+    engine = db.make_engine(url)
     with engine.begin() as conn:
         job_id = conn.exec_driver_sql(
             "INSERT INTO jobs (source_name, spool_path, output_stem, state, attempts, max_attempts, priority, "

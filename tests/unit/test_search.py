@@ -20,9 +20,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from daemon import outputs, search
+from daemon import db, sqlconsole
 from daemon import store as st
 from daemon.config import from_dict
-from daemon.errors import DatabaseExtensionError, SearchQueryError
+from daemon.errors import DatabaseExtensionError, ReadOnlyError, SearchQueryError
 from daemon.transcript import Segment, Transcript
 from tests.support import postgres
 
@@ -85,7 +86,7 @@ def empty_url(backend, tmp_path, request):
 
 @pytest.fixture()
 def url(empty_url):
-    st.migrate(empty_url)
+    db.migrate(empty_url)
     return empty_url
 
 
@@ -286,7 +287,7 @@ def _alembic_upgrade(url: str, revision: str) -> None:
     from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(st.MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(db.migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(cfg, revision)
 
@@ -303,7 +304,7 @@ def pre_segments_database(tmp_path: Path, url: str) -> tuple[object, dict[int, i
     config and {job id: segments in its stored json}."""
     _alembic_upgrade(url, "0003")
     config = make_config(tmp_path, url)
-    engine = st.make_engine(url)
+    engine = db.make_engine(url)
     expected: dict[int, int] = {}
     try:
         with engine.begin() as conn:
@@ -328,7 +329,7 @@ def pre_segments_database(tmp_path: Path, url: str) -> tuple[object, dict[int, i
 
 def test_the_backfill_fills_a_database_made_before_the_migration(tmp_path, empty_url):
     config, expected = pre_segments_database(tmp_path, empty_url)
-    st.migrate(empty_url)
+    db.migrate(empty_url)
     store = st.Store(empty_url, host="h1")
     try:
         result = search.backfill_segments(config, store)
@@ -363,7 +364,7 @@ def test_db_upgrade_backfills(tmp_path):
     pre_segments_database(tmp_path, url)
     out = spkd(write_config(tmp_path, url), "db", "upgrade")
     assert out.returncode == 0, out.stderr
-    assert f"at revision {st.head_revision()}" in out.stdout
+    assert f"at revision {db.head_revision()}" in out.stdout
     assert "filled 3 earlier job(s) with 5 row(s)" in out.stdout
     assert "1 done job(s) have no stored transcript" in out.stderr
     conn = sqlite3.connect(tmp_path / "spkd.db")
@@ -433,12 +434,12 @@ def test_spkd_sql_reads_segments_with_the_readme_examples(store, url, backend):
     for scope, statement in examples:
         if scope == "sqlite" and backend != "sqlite":
             continue
-        columns, rows = st.query_readonly(url, statement)
+        columns, rows = sqlconsole.query_readonly(url, statement)
         assert columns and rows, statement
-    columns, rows = st.query_readonly(url, "SELECT count(*) FROM segments WHERE folded_text LIKE '%预算会议%'")
+    columns, rows = sqlconsole.query_readonly(url, "SELECT count(*) FROM segments WHERE folded_text LIKE '%预算会议%'")
     assert rows == [(3,)]
-    with pytest.raises(st.ReadOnlyError):
-        st.query_readonly(url, "DELETE FROM segments")
+    with pytest.raises(ReadOnlyError):
+        sqlconsole.query_readonly(url, "DELETE FROM segments")
 
 
 # --- PostgreSQL specifics ----------------------------------------------------------------
@@ -457,14 +458,14 @@ def test_postgres_role_without_the_extension_privilege_gets_the_fix(postgres_ser
             conn.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}")
         role_url = make_url(db_url).set(username=role).render_as_string(hide_password=False)
         with pytest.raises(DatabaseExtensionError) as caught:
-            st.migrate(role_url)
+            db.migrate(role_url)
         message = str(caught.value)
         assert "pg_trgm" in message and role in message and database in message
         assert "CREATE EXTENSION pg_trgm" in message and "spkd db upgrade" in message
-        assert st.current_revision(role_url) is None  # nothing half done
+        assert db.current_revision(role_url) is None  # nothing half done
         with psycopg.connect(admin, autocommit=True) as conn:  # the fix the message names
             conn.execute("CREATE EXTENSION pg_trgm")
-        st.migrate(role_url)
+        db.migrate(role_url)
         s = st.Store(role_url, host="h1")
         try:
             job_id = finish(s, "a.wav", segs("扩展装好了"))
@@ -480,7 +481,7 @@ def test_postgres_role_without_the_extension_privilege_gets_the_fix(postgres_ser
 def test_postgres_trigram_index_serves_chinese_where_the_locale_classifies_it(postgres_server):
     c_url = postgres_server.new_database()
     try:
-        st.migrate(c_url)
+        db.migrate(c_url)
         s = st.Store(c_url, host="h1")
         try:
             job_id = finish(s, "a.wav", segs("我们讨论一下预算"))
@@ -497,7 +498,7 @@ def test_postgres_trigram_index_serves_chinese_where_the_locale_classifies_it(po
     except Exception as exc:  # noqa: BLE001 - a server without that locale
         pytest.skip(f"no C.UTF-8 locale on this PostgreSQL server: {exc}")
     try:
-        st.migrate(utf8_url)
+        db.migrate(utf8_url)
         s = st.Store(utf8_url, host="h1")
         try:
             job_id = finish(s, "a.wav", segs("我们讨论一下预算"))
