@@ -6,7 +6,7 @@ Benchmarks only: it understands exactly the command line of `daemon.engine.decod
 16 kHz, as the benchmark audio is: it refuses to resample rather than do it differently
 from ffmpeg. bench/gpu_setup.sh puts it on PATH as `ffmpeg`:
 
-    printf '#!/bin/sh\\nexec python3 -m bench.ffmpeg_standin "$@"\\n' > /tmp/bin/ffmpeg
+    printf '#!/bin/sh\\nexec python3 /path/to/bench/ffmpeg_standin.py "$@"\\n' > /tmp/bin/ffmpeg
 """
 
 from __future__ import annotations

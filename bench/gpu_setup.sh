@@ -74,7 +74,7 @@ install)
   wheels=${2:?WHEELS}
   run $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$wheels"/*.whl
   mkdir -p /tmp/bin
-  printf '#!/bin/sh\nexec %s -m bench.ffmpeg_standin "$@"\n' "$PY" > /tmp/bin/ffmpeg
+  printf '#!/bin/sh\nexec %s %s "$@"\n' "$PY" "$(realpath bench/ffmpeg_standin.py)" > /tmp/bin/ffmpeg
   chmod +x /tmp/bin/ffmpeg
   ;;
 env)
