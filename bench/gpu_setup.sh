@@ -19,6 +19,15 @@
 #   bench/gpu_setup.sh workers TREES AUDIO OUT   # bench.workers, main vs this tree, same run
 #   bench/gpu_setup.sh cpu AUDIO OUT      # bench.stages bare vs spkd on the CPU, 16 threads
 # Each step prints what it runs; results go to OUT as .txt and .json.
+#
+# Or the whole sequence in two device calls of under 10 minutes each (on a device tool
+# that sends a checkout: put the wheels, audio and trees in ignored folders of it, e.g.
+# .whl/ and .gpu/, carry them, and run from the checkout's root):
+#   bash .gpu/trees/speed/bench/gpu_setup.sh part1 .whl .gpu/audio .gpu/trees "$OUT"
+#       install, models, bench.hooks_check, bench.stages at 300 s (+ profile) and 1,800 s
+#   bash .gpu/trees/speed/bench/gpu_setup.sh part2 .whl .gpu/audio .gpu/trees "$OUT"
+#       install, models, bench.workers main vs this tree, bench.stages on the CPU
+# (a fresh machine each call: each part installs and builds the models again, ~1 min).
 set -euo pipefail
 
 PY=${PYTHON:-python3}
@@ -81,29 +90,58 @@ env)
   echo "export PYTHONPATH=$SITE PATH=/tmp/bin:\$PATH PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE"
   ;;
 models)
+  [ -f "$MODELS/paraformer-zh/model.pt" ] && { echo "models already in $MODELS"; exit 0; }
   run $PY -c "import sys; from daemon.models import make_tiny_models; make_tiny_models(sys.argv[1], real_sizes=True)" "$MODELS"
   ;;
 stages)
   audio=${2:?AUDIO}; out=${3:?OUT}
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
   run $PY -m bench.stages --models "$MODELS" --audio "$audio/two300.flac" --device cuda --repeat 2 \
-    --json "$out/stages300.json" | tee "$out/stages300.txt"
+    --json "$out/stages300.json"
   run $PY -m bench.stages --models "$MODELS" --audio "$audio/varied1800.ogg" --device cuda --repeat 1 \
-    --json "$out/stages1800.json" | tee "$out/stages1800.txt"
+    --json "$out/stages1800.json"
   ;;
 workers)
   trees=${2:?TREES}; audio=$(realpath "${3:?AUDIO}"); out=$(realpath "${4:?OUT}")
   for tree in main speed; do  # per_device 2 is the default of workers.per_device; 8 = 16 cores / 2 slots
     (cd "$trees/$tree" && run $PY -m bench.workers --models "$MODELS" --devices cuda:0 --per-device 2 \
-      --copies 4 --threads 8 --json "$out/workers-$tree.json" "$audio"/rec?.flac) | tee "$out/workers-$tree.txt"
+      --copies 4 --threads 8 --json "$out/workers-$tree.json" "$audio"/rec?.flac)
   done
   ;;
 cpu)
   audio=${2:?AUDIO}; out=${3:?OUT}
   CUDA_VISIBLE_DEVICES= run $PY -m bench.stages --models "$MODELS" --audio "$audio/two300.flac" --device cpu \
-    --threads 16 --repeat 1 --json "$out/stages-cpu16.json" | tee "$out/stages-cpu16.txt"
+    --threads 16 --repeat 1 --json "$out/stages-cpu16.json"
+  ;;
+part1|part2)
+  wheels=$(realpath "${2:?WHEELS}"); audio=$(realpath "${3:?AUDIO}"); trees=$(realpath "${4:?TREES}")
+  out=$(realpath "${5:?OUT}"); self=$trees/speed/bench/gpu_setup.sh
+  exec > >(tee -a "$out/log.txt") 2>&1
+  date -u; nproc; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+  cd "$trees/speed"
+  began=$(date +%s)
+  bash "$self" install "$wheels"
+  eval "$(bash "$self" env)"
+  $PY -c "import torch, torchaudio, numpy, scipy, sklearn; print('torch', torch.__version__, 'torchaudio', torchaudio.__version__, 'numpy', numpy.__version__, 'scipy', scipy.__version__, 'sklearn', sklearn.__version__)"
+  bash "$self" models 2>&1 | grep -v "\[INFO\]"
+  echo "installed and built in $(( $(date +%s) - began )) s"
+  quiet() { grep --line-buffered -v "\[INFO\]\|\[WARNING\]\|DEBUG\|Warning:\|warnings.warn"; }
+  if [ "$1" = part1 ]; then
+    $PY -m bench.hooks_check --models "$MODELS" --audio "$audio/two300.flac" --device cuda \
+      --json "$out/checks.json" 2>&1 | quiet || echo "FAILED: bench.hooks_check"
+    echo "checks done at $(( $(date +%s) - began )) s"
+    $PY -m bench.stages --models "$MODELS" --audio "$audio/two300.flac" --device cuda --repeat 2 \
+      --profile "$out/gpu300.prof" --json "$out/stages300.json" 2>&1 | quiet || echo "FAILED: stages 300 s"
+    echo "300 s done at $(( $(date +%s) - began )) s"
+    $PY -m bench.stages --models "$MODELS" --audio "$audio/varied1800.ogg" --device cuda --repeat 1 \
+      --json "$out/stages1800.json" 2>&1 | quiet || echo "FAILED: stages 1,800 s"
+  else
+    bash "$self" workers "$trees" "$audio" "$out" 2>&1 | quiet || echo "FAILED: workers"
+    echo "workers done at $(( $(date +%s) - began )) s"
+    bash "$self" cpu "$audio" "$out" 2>&1 | quiet || echo "FAILED: cpu stages"
+  fi
+  echo "$1 took $(( $(date +%s) - began )) s"; date -u
   ;;
 *)
-  sed -n '2,25p' "$0"; exit 2
+  sed -n '2,35p' "$0"; exit 2
   ;;
 esac
