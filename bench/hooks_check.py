@@ -127,8 +127,8 @@ def check_features(models: Path, audio: Path, device: str, rows: list[dict]) -> 
     batched_seconds = time.perf_counter() - began
     diff = float((got.cpu() - expected).abs().max())
     with torch.no_grad():
-        e_ref = batcher._forward(expected)
-        e_got = batcher._forward(got)
+        e_ref = batcher.embed(expected)
+        e_got = batcher.embed(got)
     emb_diff = float((e_ref - e_got).abs().max())
     print(f"speaker fbank, {len(windows)} windows on {batcher.feature_device}: FunASR per window "
           f"{funasr_seconds:.3f} s, batched {batched_seconds:.4f} s; largest feature difference {diff:.2e}, "

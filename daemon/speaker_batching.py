@@ -141,7 +141,7 @@ class SpeakerBatcher:
     def _probe_dim(self) -> int:
         import torch
 
-        emb = self._forward(self.features([torch.zeros(WINDOW_SAMPLES)]))
+        emb = self.embed(self.features([torch.zeros(WINDOW_SAMPLES)]))
         return int(emb.shape[-1])
 
     def uninstall(self) -> None:
@@ -225,7 +225,7 @@ class SpeakerBatcher:
             try:
                 speech = self.features([s for _, s in chunk])
                 featured = time.perf_counter()
-                emb = self._forward(speech)
+                emb = self.embed(speech)
             except Exception as exc:
                 if not _is_oom(exc) or self.batch_size <= 1:
                     raise
@@ -242,7 +242,7 @@ class SpeakerBatcher:
                 job.embeddings[wid] = row
             start += len(chunk)
 
-    def _forward(self, speech: Any) -> Any:
+    def embed(self, speech: Any) -> Any:
         """The model's own forward on one batch of features [B, frames, bins]."""
         import torch
 
@@ -258,8 +258,10 @@ class SpeakerBatcher:
         shifts, so the frames of window j are frames j*stride ... j*stride + n - 1 of the
         long signal (the frames straddling two windows are dropped), and every step of
         the Kaldi fbank is per frame (no dither in FunASR's call). FunASR then subtracts
-        each window's mean over its frames; so do we. On a CUDA worker this runs on the
-        GPU (features within float rounding of the CPU's, tests/integration)."""
+        each window's mean over its frames; so do we. On the CPU the features come out
+        equal to FunASR's (tests/integration/test_pipeline_hooks.py); on a CUDA worker
+        the fbank runs on the GPU, within float rounding of the CPU's
+        (`python -m bench.hooks_check` measures how far)."""
         import torch
 
         length = int(samples[0].shape[0])
