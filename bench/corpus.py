@@ -13,7 +13,16 @@ import tempfile
 from pathlib import Path
 
 from bench.common import CACHE
-from tests.support.audio import LINES, VOICE_A, VOICE_B, duration_seconds, make_silence_wav, run_tool, speak
+from tests.support.audio import (
+    LINES,
+    VOICE_A,
+    VOICE_B,
+    duration_seconds,
+    make_silence_wav,
+    make_varied_wav,
+    run_tool,
+    speak,
+)
 
 CORPUS_VERSION = 1
 
@@ -78,4 +87,13 @@ def short_clip(target: Path | None = None) -> Path:
         partial = target.with_suffix(".partial.wav")
         run_tool(["sox", str(edge), str(utt), str(edge), str(partial)])
         partial.replace(target)
+    return target
+
+
+
+def varied_recording(seconds: float, target: Path, *, seed: int = 0, voices: int = 6) -> Path:
+    """A long, varied recording (tests.support.audio.make_varied_wav), built once, its
+    utterances cached under bench/.cache."""
+    if not target.exists():
+        make_varied_wav(target, seconds, seed=seed, voices=voices, cache_dir=CACHE / "audio" / "varied-utterances")
     return target

@@ -1,6 +1,7 @@
 """Where a job's time goes, stage by stage, in bare FunASR and in spkd's engine.
 
     python -m bench.stages --models DIR --audio FILE --device cpu|cuda[:N] [--repeat 3]
+                           [--profile OUT.prof]
 
 Loads the same model directories twice: FunASR's `AutoModel` exactly as its README
 builds it (VAD + ASR + punctuation + CAM++), and spkd's `Engine` (speaker stage batched,
@@ -10,7 +11,9 @@ cumulative times VAD, +ASR, +punc, +speaker (speaker = the speaker model's calls
 clustering), the whole `generate` wall time, the real-time factor, the bare/spkd
 ratio, and whether both gave the same result (numpy's RNG seeded alike before each
 run, since FunASR's spectral clustering runs an unseeded k-means). Each pipeline runs
-once to warm up, then `--repeat` times; the fastest run is reported.
+once to warm up, then `--repeat` times; the fastest run is reported. `--profile` runs
+spkd's engine once more under cProfile (after the timed runs) and prints where its host
+time goes, by own time.
 """
 
 from __future__ import annotations
@@ -114,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("--skip-bare", action="store_true", help="spkd's engine only")
+    ap.add_argument("--profile", type=Path, help="cProfile one more spkd run into this file")
     args = ap.parse_args(argv)
+    # as in the daemon's workers (daemon.devices.worker_env): spinning OpenMP threads make
+    # CPU timings on a shared machine meaningless; before torch is imported
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from daemon.engine import Engine, decode_audio
     from daemon.models import resolve_model_dirs
@@ -141,13 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     rows["spkd engine"], results["spkd"] = measure(
         lambda: engine.generate(samples, {"batch_size_s": 300}), clock, args.repeat)
     stats = engine.speaker_batcher.last_stats if engine.speaker_batcher else None
+    hooks = engine.pipeline_hooks.names if getattr(engine, "pipeline_hooks", None) else []
 
     name = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "cpu"
     print(f"audio {args.audio.name}: {seconds:.1f} s; device {args.device} ({name}); torch threads {threads}; "
           f"best of {args.repeat} after a warm-up")
     if stats:
         print(f"spkd speaker batching: {stats.windows} windows in {stats.batches} batches "
-              f"(batch size {stats.batch_size}), forward {stats.forward_seconds:.3f} s")
+              f"(batch size {stats.batch_size}), fbank {getattr(stats, 'feature_seconds', 0.0):.3f} s, "
+              f"forward {stats.forward_seconds:.3f} s")
+    print(f"spkd pipeline hooks: {', '.join(hooks) or 'none'}")
     header = f"{'pipeline':<12} {'VAD':>8} {'+ASR':>8} {'+punc':>8} {'+speaker':>9} {'generate':>9} {'RTF':>7}  calls"
     print(header)
     for label, r in rows.items():
@@ -169,7 +179,28 @@ def main(argv: list[str] | None = None) -> int:
               f"{summary['speaker_ratio']:.1f}x speaker stage; identical results: {same}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1, default=str))
+    if args.profile:
+        _profile(lambda: engine.generate(samples, {"batch_size_s": 300}), clock, args.profile)
     return 0
+
+
+def _profile(run: Callable[[], list[dict]], clock: StageClock, out: Path) -> None:
+    import cProfile
+    import pstats
+
+    import numpy as np
+
+    np.random.seed(0)
+    profiler = cProfile.Profile()
+    clock.sync()
+    profiler.enable()
+    run()
+    clock.sync()
+    profiler.disable()
+    profiler.dump_stats(str(out))
+    print(f"\nprofile of one spkd run (cProfile adds its own overhead), written to {out}:")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(35)
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
 
 
 if __name__ == "__main__":

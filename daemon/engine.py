@@ -13,9 +13,10 @@ input, and *no dict at all* when nothing was recognised):
 
 `sentence_info` comes with a speaker model, or without one when `sentence_timestamp=True`.
 
-daemon/speaker_batching.py (used only from here) knows one more piece of FunASR's
-inside: how `inference_with_vad` feeds the speaker model and the clusterer; it batches
-that stage and is pinned to the tested FunASR versions.
+daemon/speaker_batching.py and daemon/pipeline_hooks.py (used only from here) know a
+few more pieces of FunASR's inside: how `inference_with_vad` feeds the speaker model and
+the clusterer, where the VAD and the timestamps read device tensors; they batch the
+speaker stage and move host work off the device, pinned to the tested FunASR versions.
 """
 
 from __future__ import annotations
@@ -209,6 +210,7 @@ class Engine:
     funasr_version: str
     models: tuple[ModelInfo, ...] = field(default_factory=tuple)
     speaker_batcher: Any = None  # daemon.speaker_batching.SpeakerBatcher, None when off
+    pipeline_hooks: Any = None  # daemon.pipeline_hooks.PipelineHooks, None when off
 
     @property
     def speaker_batching(self) -> bool:
@@ -231,12 +233,16 @@ class Engine:
         batch_size_s: int = 300,
         ncpu: int | None = None,
         speaker_batching: bool = True,
+        pipeline_hooks: bool = True,
     ) -> "Engine":
         """Load VAD + ASR + punctuation (+ speaker model unless dirs.spk is None) once.
 
         `speaker_batching` runs the speaker model over all of a job's windows in large
         batches (daemon.speaker_batching; identical results); it falls back to FunASR's
         own per-window loop, with a warning, on an untested FunASR version.
+        `pipeline_hooks` moves FunASR's frame-by-frame reads of device tensors to the
+        host and runs its clusterer on one thread (daemon.pipeline_hooks; identical
+        results; same fallback).
 
         Raises ModelsMissingError before touching funasr when a directory is missing
         (FunASR would otherwise try the hub), DeviceError when the device is unusable."""
@@ -282,6 +288,10 @@ class Engine:
             from daemon import speaker_batching as sb
 
             batcher = sb.install(model, str(funasr.__version__), actual)
+        from daemon import pipeline_hooks as ph
+
+        hooks = ph.install(model, str(funasr.__version__), actual) if pipeline_hooks else None
+        ph.release_load_memory()  # the loader's freed copies of the weights
 
         infos = []
         for role, path in dirs.items():
@@ -296,6 +306,7 @@ class Engine:
             funasr_version=str(funasr.__version__),
             models=tuple(infos),
             speaker_batcher=batcher,
+            pipeline_hooks=hooks,
         )
         logger.info("models loaded in {:.1f} s{}", engine.load_seconds,
                     f" (speaker batches of {batcher.batch_size})" if batcher else "")

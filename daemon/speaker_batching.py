@@ -16,8 +16,10 @@ So, with no copy of FunASR's code, this module
    returns a *placeholder* embedding row per window whose every value is the window's
    id; FunASR concatenates those rows exactly as it would the real ones;
 2. computes the real embeddings in large batches: windows grouped by sample count
-   (so no padding changes any result), features by FunASR's own `extract_feature`,
-   the model's own `forward`; a full batch is computed as soon as it is collected, so
+   (so no padding changes any result), the features of a whole batch from one call of
+   FunASR's own Kaldi fbank (`funasr.utils.fbank`, on the GPU of a CUDA worker; see
+   `SpeakerBatcher.features`) instead of `extract_feature`'s one call per window, the
+   model's own `forward`; a full batch is computed as soon as it is collected, so
    memory stays bounded on long recordings;
 3. wraps `cb_model`: before clustering it fills the placeholder rows *in place* with
    the real embeddings (the tensor FunASR hands to the clusterer is the very tensor it
@@ -26,12 +28,14 @@ So, with no copy of FunASR's code, this module
 
 Clustering, speaker assignment and sentence building are FunASR's own. The result
 equals the unbatched run's: same windows, same features, same model; only the batch
-dimension of the forward differs (float differences ~1e-6).
+dimension of the forward and the device of the fbank differ (float differences ~1e-6
+in the embeddings; tests/integration/test_speaker_batching.py bounds them).
 
 Relied on, checked by `check_support` and pinned by tests/integration/
 test_speaker_batching.py: the call order above, `spk_model.inference(data_in, ...)`
 returning `([{"spk_embedding": Tensor[B, D]}], meta)`, `cb_model(X, oracle_num=...)`
-with `X = result["spk_embedding"].cpu()`, and `campplus.utils.extract_feature`. On
+with `X = result["spk_embedding"].cpu()`, `campplus.utils.extract_feature` being
+`funasr.utils.fbank.fbank(window, num_mel_bins=80)` minus its mean over frames. On
 any other FunASR version the engine warns and runs FunASR's unbatched loop.
 """
 
@@ -54,6 +58,10 @@ __all__ = ["TESTED_FUNASR_VERSIONS", "JobStats", "SpeakerBatcher", "check_suppor
 TESTED_FUNASR_VERSIONS = ("1.4.16",)
 
 WINDOW_SAMPLES = 24000  # sv_chunk: 1.5 s at 16 kHz, shorter windows zero padded
+# campplus.utils.extract_feature: Kaldi fbank, 80 bins, its defaults of 25-ms frames every 10 ms
+FBANK_BINS = 80
+FRAME_SAMPLES = 400
+FRAME_SHIFT_SAMPLES = 160
 CPU_BATCH = 64  # CPU throughput hardly grows past this; keeps memory small
 GPU_BATCH_MAX = 1024
 GPU_BYTES_PER_WINDOW = 48 * 2**20  # generous peak activation estimate for one real-size window
@@ -74,8 +82,9 @@ def check_support(version: str, auto_model: Any) -> str | None:
         return "AutoModel has no cb_model (ClusterBackend)"
     try:
         from funasr.models.campplus.utils import extract_feature  # noqa: F401
+        from funasr.utils.fbank import fbank  # noqa: F401
     except ImportError as exc:
-        return f"funasr.models.campplus.utils.extract_feature missing: {exc}"
+        return f"funasr.models.campplus.utils.extract_feature or funasr.utils.fbank missing: {exc}"
     return None
 
 
@@ -84,6 +93,7 @@ class JobStats:
     windows: int = 0
     batches: int = 0
     forward_seconds: float = 0.0
+    feature_seconds: float = 0.0
     batch_size: int = 0
 
 
@@ -99,9 +109,14 @@ class _Job:
 class SpeakerBatcher:
     """Installed once on a loaded AutoModel; active only inside `job()`."""
 
-    def __init__(self, auto_model: Any, device: str, batch_size: int | None = None) -> None:
+    def __init__(self, auto_model: Any, device: str, batch_size: int | None = None,
+                 batched_features: bool = True) -> None:
         self.auto_model = auto_model
         self.device = str(device)
+        self.batched_features = batched_features
+        # fbank on the GPU where torch's FFT and FunASR's fbank run there (CUDA/ROCm);
+        # elsewhere on the CPU, still one call per batch
+        self.feature_device = self.device if self.device.startswith("cuda") else "cpu"
         self.spk_model = auto_model.spk_model
         self._original_inference = self.spk_model.inference
         self._original_cb = auto_model.cb_model
@@ -130,7 +145,7 @@ class SpeakerBatcher:
     def _probe_dim(self) -> int:
         import torch
 
-        emb = self._embed([torch.zeros(WINDOW_SAMPLES)])
+        emb = self.embed(self.features([torch.zeros(WINDOW_SAMPLES)]))
         return int(emb.shape[-1])
 
     def uninstall(self) -> None:
@@ -217,7 +232,9 @@ class SpeakerBatcher:
             chunk = group[start:start + self.batch_size]
             began = time.perf_counter()
             try:
-                emb = self._embed([s for _, s in chunk])
+                speech = self.features([s for _, s in chunk])
+                featured = time.perf_counter()
+                emb = self.embed(speech)
             except Exception as exc:
                 if not is_out_of_memory(exc) or self.batch_size <= 1:
                     raise
@@ -226,22 +243,54 @@ class SpeakerBatcher:
                                self.batch_size)
                 _empty_cache(self.device)
                 continue
-            job.stats.forward_seconds += time.perf_counter() - began
+            job.stats.forward_seconds += time.perf_counter() - featured
+            job.stats.feature_seconds += featured - began
             job.stats.batches += 1
             job.stats.windows += len(chunk)
             for (wid, _), row in zip(chunk, emb):
                 job.embeddings[wid] = row
             start += len(chunk)
 
-    def _embed(self, samples: list[Any]) -> Any:
-        """FunASR's feature extraction and the model's forward for one batch of equal-length windows."""
+    def embed(self, speech: Any) -> Any:
+        """The model's own forward on one batch of features [B, frames, bins]."""
         import torch
-        from funasr.models.campplus.utils import extract_feature
 
-        speech, _lengths, _times = extract_feature(samples)
         with torch.no_grad():
             out = self.spk_model.forward(speech.to(device=self.device).to(torch.float32))
         return out.detach().to("cpu", torch.float32)
+
+    def features(self, samples: list[Any]) -> Any:
+        """What `campplus.utils.extract_feature(samples)[0]` gives for equal-length windows,
+        from one call of FunASR's fbank instead of one per window.
+
+        The windows are laid end to end: a window's length is a whole number of frame
+        shifts, so the frames of window j are frames j*stride ... j*stride + n - 1 of the
+        long signal (the frames straddling two windows are dropped), and every step of
+        the Kaldi fbank is per frame (no dither in FunASR's call). FunASR then subtracts
+        each window's mean over its frames; so do we. On the CPU the features come out
+        equal to FunASR's (tests/integration/test_pipeline_hooks.py); on a CUDA worker
+        the fbank runs on the GPU, within float rounding of the CPU's
+        (`python -m bench.hooks_check` measures how far)."""
+        import torch
+
+        length = int(samples[0].shape[0])
+        if (not self.batched_features or length < FRAME_SAMPLES or length % FRAME_SHIFT_SAMPLES
+                or any(int(s.shape[0]) != length for s in samples)):
+            from funasr.models.campplus.utils import extract_feature
+
+            speech, _lengths, _times = extract_feature(samples)
+            return speech
+        from funasr.utils import fbank as kaldi
+
+        wave = torch.stack([torch.as_tensor(s) for s in samples]).to(self.feature_device)
+        frames = kaldi.fbank(wave.reshape(1, -1), num_mel_bins=FBANK_BINS)  # [B*stride - k, bins]
+        stride = length // FRAME_SHIFT_SAMPLES
+        per_window = (length - FRAME_SAMPLES) // FRAME_SHIFT_SAMPLES + 1
+        device = frames.device
+        index = (torch.arange(len(samples), device=device) * stride).unsqueeze(1) + torch.arange(
+            per_window, device=device).unsqueeze(0)
+        feats = frames[index]  # [B, per_window, bins]
+        return feats - feats.mean(dim=1, keepdim=True)
 
 
 class _ClusterHook:

@@ -177,7 +177,7 @@ def test_untested_version_falls_back(batched, caplog_loguru: list[str]) -> None:
 
 
 def test_switch_off(tiny_models: ModelDirs) -> None:
-    engine = Engine.load(tiny_models, device="cpu", ncpu=1, speaker_batching=False)
+    engine = Engine.load(tiny_models, device="cpu", ncpu=1, speaker_batching=False, pipeline_hooks=False)
     assert not engine.speaker_batching
     assert engine.model.cb_model.__class__.__name__ == "ClusterBackend"
 

@@ -124,6 +124,64 @@ def make_two_voice_wav(
     return turns
 
 
+# Speakers of the long, varied recordings: (espeak-ng voice, pitch, words per minute).
+VARIED_VOICES = (
+    ("en-us+m3", 30, 160), ("en-gb+f4", 80, 150), ("en-us+m7", 45, 175), ("en-gb+f2", 65, 140),
+    ("en-us+klatt", 50, 150), ("en-gb-x-rp+m1", 25, 130), ("en-us+f5", 90, 185), ("en+Andy", 40, 165),
+)
+
+
+def make_varied_wav(path: Path, seconds: float, *, seed: int = 0, voices: int = 6,
+                    cache_dir: Path | None = None) -> Path:
+    """`seconds` of `voices` speakers taking turns in a shuffled order, each turn one or two
+    sentences at one of two speaking rates, with pauses of 0.3-3.5 s (so the VAD both cuts
+    and merges turns), over faint pink noise: long, varied input for the identity checks,
+    where a float moved across a threshold would show. 16 kHz mono; the format follows
+    the suffix (.wav, .flac, .ogg). Same seed, same recording. `cache_dir` keeps the
+    synthesised utterances for the next call."""
+    import random
+
+    path = Path(path)
+    rng = random.Random(seed)
+    cast = VARIED_VOICES[:max(1, voices)]
+    with tempfile.TemporaryDirectory(prefix="spkd-audio-") as tmp:
+        tmpdir = Path(tmp)
+        cache = Path(cache_dir) if cache_dir is not None else tmpdir
+        cache.mkdir(parents=True, exist_ok=True)
+        parts: list[Path] = []
+        total, speaker, n = 0.0, -1, 0
+        while total < seconds:
+            speaker = rng.choice([i for i in range(len(cast)) if i != speaker or len(cast) == 1])
+            name, pitch, wpm = cast[speaker]
+            for _ in range(rng.choice((1, 1, 2))):
+                line = rng.randrange(len(LINES))
+                rate = wpm if rng.random() < 0.5 else int(wpm * 1.25)
+                utt = cache / f"{name}-{pitch}-{rate}-{line}.wav"
+                if not utt.exists():
+                    speak(LINES[line], (name, pitch, rate), utt)
+                pause = make_silence_wav(tmpdir / f"gap{n}.wav", round(rng.uniform(0.3, 3.5), 2))
+                n += 1
+                parts += [pause, utt]
+                total += duration_seconds(pause) + duration_seconds(utt)
+        # sox opens every input at once: join in groups to stay under the open-file limit
+        joined = []
+        for i in range(0, len(parts), 200):
+            out = tmpdir / f"group{i}.wav"
+            run_tool(["sox", *map(str, parts[i:i + 200]), str(out)])
+            joined.append(out)
+        speech = tmpdir / "speech.wav"
+        run_tool(["sox", *map(str, joined), str(speech), "trim", "0", f"{seconds:g}"])
+        noise = tmpdir / "noise.wav"
+        run_tool(["sox", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(noise), "synth", f"{seconds:g}",
+              "pinknoise", "vol", "0.004"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.stem + ".partial" + path.suffix)
+        run_tool(["sox", "-m", str(speech), str(noise), "-r", str(SAMPLE_RATE), "-c", "1", *(
+            ["-b", "16"] if path.suffix.lower() in (".wav", ".flac") else []), str(partial)])
+        partial.replace(path)
+    return path
+
+
 def make_image_file(path: Path) -> Path:
     """A small PNG: a real media file without any audio stream."""
     run_tool(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=16x16",

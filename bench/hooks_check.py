@@ -1,0 +1,169 @@
+"""Checks behind daemon/pipeline_hooks.py and the batched speaker fbank, on this machine.
+
+    python -m bench.hooks_check --models DIR --audio FILE [--device cuda]
+
+1. FunASR's clusterer (ClusterBackend) on N synthetic speaker embeddings (4 speakers,
+   192 dimensions), N = 300, 1000, 1700: time with the thread pools as they are and
+   limited to 1, 2, 4 threads (threadpoolctl); whether labels and speaker count agree
+   across thread counts, and how far the spectral embedding moves (OpenBLAS's results
+   depend on its thread count in the last bits).
+2. The one reduction the timestamp hook moves from the GPU to the CPU: how often a
+   float32 `sum` of CIF-like alphas differs in its last bits between the devices, and
+   whether the timestamps of `ts_prediction_lfr6_standard` (its slow, rescaling path)
+   still agree on those inputs.
+3. The batched speaker fbank (`SpeakerBatcher.features`) against FunASR's
+   `extract_feature` on the CPU, for the windows of the given recording: largest
+   feature difference, largest embedding difference (real model), time per window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _clusters(n: int, k: int, dim: int, seed: int) -> Any:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, dim))
+    labels = rng.integers(0, k, size=n)
+    return (centres[labels] + 0.9 * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def check_clustering(rows: list[dict], limits: list[int], sizes: list[int]) -> None:
+    import numpy as np
+    import torch
+    from funasr.models.campplus.cluster_backend import ClusterBackend
+    from threadpoolctl import ThreadpoolController, threadpool_info
+
+    backend = ClusterBackend()
+    controller = ThreadpoolController()
+    pools = sorted({lib["num_threads"] for lib in threadpool_info()})
+    print(f"thread pools as loaded: {pools} threads; libraries: "
+          f"{sorted({lib['internal_api'] for lib in threadpool_info()})}")
+    for n in sizes:
+        X = torch.from_numpy(_clusters(n, 4, 192, seed=n))
+        outputs: dict[str, Any] = {}
+        for label, limit in [("as loaded", None)] + [(str(t), t) for t in limits]:
+            scope = controller.limit(limits=limit) if limit else _nothing()
+            best = float("inf")
+            with scope:
+                for _ in range(3):
+                    np.random.seed(0)
+                    began = time.perf_counter()
+                    labels = backend(X.clone(), oracle_num=None)
+                    best = min(best, time.perf_counter() - began)
+                sim = backend.spectral_cluster.get_sim_mat(X.numpy())
+                pruned = backend.spectral_cluster.p_pruning(sim)
+                lap = backend.spectral_cluster.get_laplacian(0.5 * (pruned + pruned.T))
+                emb, k = backend.spectral_cluster.get_spec_embs(lap)
+            outputs[label] = (np.asarray(labels).copy(), emb.copy(), k)
+            rows.append({"check": "cluster", "n": n, "threads": label, "seconds": best})
+        ref = outputs["as loaded"]
+        same_labels = {label: bool(np.array_equal(o[0], ref[0]) and o[2] == ref[2]) for label, o in outputs.items()}
+        emb_diff = {label: float(np.abs(np.abs(o[1]) - np.abs(ref[1])).max()) for label, o in outputs.items()}
+        line = ", ".join(f"{r['threads']} thr {1000 * r['seconds']:.1f} ms" for r in rows[-len(outputs):])
+        print(f"clusterer N={n}: {line}; labels and speaker count equal to 'as loaded': {same_labels}; "
+              f"largest |spectral embedding| difference: {emb_diff}")
+        rows[-1].update(labels_equal=same_labels, embedding_diff=emb_diff)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def check_sums(device: str, rows: list[dict]) -> None:
+    import torch
+    from funasr.utils.timestamp_tools import ts_prediction_lfr6_standard
+
+    if not device.startswith("cuda"):
+        print("sums: no GPU, skipped")
+        return
+    gen = torch.Generator().manual_seed(0)
+    differ = trials = stamps_differ = 0
+    for length in list(range(60, 3000, 37)):
+        alphas = torch.rand(length, generator=gen) * 0.4
+        peaks = torch.zeros(length)  # no peak fires: always the rescaling path
+        trials += 1
+        if not torch.equal(alphas.sum(), alphas.cuda().sum().cpu()):
+            differ += 1
+        tokens = [f"t{i}" for i in range(max(1, int(alphas.sum()) - 1))]
+        host = ts_prediction_lfr6_standard(alphas.clone(), peaks.clone(), list(tokens))
+        dev = ts_prediction_lfr6_standard(alphas.clone().cuda(), peaks.clone().cuda(), list(tokens))
+        stamps_differ += host != dev
+    print(f"float32 sums of {trials} alpha vectors: {differ} differ in their last bits between CPU and "
+          f"{device}; timestamps (rescaling path) differ for {stamps_differ} of them")
+    rows.append({"check": "sums", "trials": trials, "sum_differs": differ, "timestamps_differ": stamps_differ})
+
+
+def check_features(models: Path, audio: Path, device: str, rows: list[dict]) -> None:
+    import torch
+    from funasr.models.campplus.utils import extract_feature, sv_chunk
+
+    from daemon.engine import Engine, decode_audio
+    from daemon.models import resolve_model_dirs
+
+    engine = Engine.load(resolve_model_dirs(models), device=device, batch_size_s=300)
+    batcher = engine.speaker_batcher
+    samples = decode_audio(audio)
+    windows = [torch.from_numpy(w[2]) for w in sv_chunk([[0.0, samples.size / 16000, samples]])]
+    windows = windows[:512]
+    began = time.perf_counter()
+    expected, _, _ = extract_feature(windows)
+    funasr_seconds = time.perf_counter() - began
+    batcher.features(windows[:8])  # warm-up (cuFFT plan, mel banks)
+    _sync(device)
+    began = time.perf_counter()
+    got = batcher.features(windows)
+    _sync(device)
+    batched_seconds = time.perf_counter() - began
+    diff = float((got.cpu() - expected).abs().max())
+    with torch.no_grad():
+        e_ref = batcher.embed(expected)
+        e_got = batcher.embed(got)
+    emb_diff = float((e_ref - e_got).abs().max())
+    print(f"speaker fbank, {len(windows)} windows on {batcher.feature_device}: FunASR per window "
+          f"{funasr_seconds:.3f} s, batched {batched_seconds:.4f} s; largest feature difference {diff:.2e}, "
+          f"largest embedding difference {emb_diff:.2e} (embedding scale {float(e_ref.abs().max()):.2f})")
+    rows.append({"check": "features", "windows": len(windows), "funasr_seconds": funasr_seconds,
+                 "batched_seconds": batched_seconds, "feature_diff": diff, "embedding_diff": emb_diff})
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.hooks_check", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", type=Path, required=True)
+    ap.add_argument("--audio", type=Path, required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--limits", default="1,2,4", help="thread limits to time the clusterer with")
+    ap.add_argument("--sizes", default="300,1000,1700", help="embedding counts for the clusterer")
+    args = ap.parse_args(argv)
+    from daemon.models import import_funasr
+
+    import_funasr()
+    rows: list[dict] = []
+    check_clustering(rows, [int(x) for x in args.limits.split(",")], [int(x) for x in args.sizes.split(",")])
+    check_sums(args.device, rows)
+    check_features(args.models, args.audio, args.device, rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""CPU-side overhead taken out of FunASR 1.4.16's own pipeline, results unchanged.
+
+A profile of one job on a GPU (300 s of two-voice audio, one H200) had the GPU busy for
+about a tenth of the time; the rest was host work around small device calls. Each hook
+below sits on one of FunASR's own objects (an instance attribute, like the engine's
+empty-batch guard and daemon/speaker_batching.py), changes *where* a tensor lives or how
+many threads a step may use, and leaves every computation to FunASR's code:
+
+* **cluster threads**: `AutoModel.cb_model` (ClusterBackend: cosine similarities, a
+  pruning loop, `scipy.linalg.eigh`, k-means on a few hundred rows) runs with the
+  BLAS/OpenMP pools limited (threadpoolctl). On a few hundred embeddings, 16 threads
+  spend most of the call waking each other (219 ms against 17.5 ms with one thread on
+  the GPU machine), and a CPU worker's threads are no better. The pools are restored
+  after the call.
+* **VAD scores on the host**: FSMN-VAD's `GetFrameState` reads `scores[0][t][0].item()`
+  for every 10-ms frame (30,000 device syncs for 5 minutes of audio) from the scores its
+  encoder returns per 60-s chunk. The encoder's output is copied to the host once per
+  chunk; `ComputeScores` concatenates and `GetFrameState` reads host tensors.
+* **ASR timestamps on the host**: SeACo Paraformer's `inference` hands the upsampled
+  CIF alphas and peaks (`calc_predictor_timestamp`) to `ts_prediction_lfr6_standard`,
+  which loops over frames (`cif_wo_hidden`: several kernel launches per frame when the
+  peak count does not match the tokens). They are copied to the host once per batch.
+
+The element-wise arithmetic of those steps is IEEE float32 on either device, so host and
+device give the same bits. One reduction moves: when the peaks do not match the token
+count, `ts_prediction_lfr6_standard` rescales the alphas by their sum, and a float32 sum
+on the CPU may differ from the GPU's in the last bit; tests/integration and
+`bench.stages` compare whole results on long, varied recordings for that reason.
+
+Relied on (FunASR 1.4.16, checked by `check_support` and pinned by tests/integration/
+test_pipeline_hooks.py): `vad_model.encoder(feats, cache=...)` returning the [B, T, D]
+scores used only by `ComputeScores`/`GetFrameState`/`DropCachedFrames`;
+`SeacoParaformer.inference` using `calc_predictor_timestamp`'s `us_alphas`/`us_peaks`
+only as inputs to `ts_prediction_lfr6_standard`; `cb_model(X, oracle_num=...)`. On any
+other FunASR version the engine warns and leaves FunASR's code alone.
+
+Also here: `release_load_memory`, which hands the heap that FunASR's loader freed back
+to the operating system (its `load_pretrained_model` holds the checkpoint twice, through
+`torch.load` and `copy.deepcopy`, beside the model's own parameters; glibc keeps most of
+those freed pages in its arenas otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+
+from daemon.speaker_batching import TESTED_FUNASR_VERSIONS
+
+CLUSTER_THREADS = 1  # BLAS/OpenMP threads for FunASR's clusterer (see the module docstring)
+
+
+@dataclass
+class PipelineHooks:
+    """What `install` put on one AutoModel; `uninstall` puts FunASR's objects back."""
+
+    names: list[str] = field(default_factory=list)
+    _undo: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def uninstall(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+        self.names.clear()
+
+
+def check_support(version: str, auto_model: Any) -> str | None:
+    """None when the hooks can go on this AutoModel, else why not."""
+    if version not in TESTED_FUNASR_VERSIONS:
+        return (f"FunASR {version} is not a tested version ({', '.join(TESTED_FUNASR_VERSIONS)}); "
+                "using FunASR's own VAD, timestamp and clustering code as it is")
+    vad = getattr(auto_model, "vad_model", None)
+    if vad is not None and not callable(getattr(getattr(vad, "encoder", None), "forward", None)):
+        return "VAD model has no encoder.forward"
+    asr = getattr(auto_model, "model", None)
+    if asr is not None and type(asr).__name__ == "SeacoParaformer" and not callable(
+            getattr(asr, "calc_predictor_timestamp", None)):
+        return "SeACo Paraformer has no calc_predictor_timestamp"
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError as exc:
+        return f"threadpoolctl missing: {exc}"
+    return None
+
+
+def install(auto_model: Any, version: str, device: str) -> PipelineHooks:
+    """Put the hooks on a loaded AutoModel (nothing, with a warning, when unsupported)."""
+    hooks = PipelineHooks()
+    reason = check_support(version, auto_model)
+    if reason is not None:
+        logger.warning("pipeline hooks off: {}", reason)
+        return hooks
+    on_device = not str(device).startswith("cpu")
+    if getattr(auto_model, "cb_model", None) is not None:
+        _limit_cluster_threads(auto_model, hooks)
+    if on_device and getattr(auto_model, "vad_model", None) is not None:
+        _vad_scores_to_host(auto_model.vad_model, hooks)
+    asr = getattr(auto_model, "model", None)
+    if on_device and asr is not None and type(asr).__name__ == "SeacoParaformer" \
+            and getattr(asr, "predictor_name", None) == "CifPredictorV3":
+        _timestamps_to_host(asr, hooks)
+    logger.debug("pipeline hooks on {}: {}", device, ", ".join(hooks.names) or "none")
+    return hooks
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+class _LimitedThreads:
+    """Stands in for AutoModel.cb_model: FunASR's clusterer with the thread pools limited."""
+
+    def __init__(self, original: Any, threads: int) -> None:
+        from threadpoolctl import ThreadpoolController
+
+        self._original = original
+        self._threads = threads
+        # Built once (it scans the loaded libraries): numpy, scipy, sklearn and torch are
+        # all loaded by now, so every BLAS and OpenMP pool the clusterer can use is known.
+        self._controller = ThreadpoolController()
+
+    def __call__(self, X: Any, **params: Any) -> Any:
+        with self._controller.limit(limits=self._threads):
+            return self._original(X, **params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+
+def _limit_cluster_threads(auto_model: Any, hooks: PipelineHooks) -> None:
+    original = auto_model.cb_model
+    auto_model.cb_model = _LimitedThreads(original, CLUSTER_THREADS)
+
+    def undo() -> None:
+        auto_model.cb_model = original
+
+    hooks.names.append(f"clustering on {CLUSTER_THREADS} thread(s)")
+    hooks._undo.append(undo)
+
+
+def _vad_scores_to_host(vad_model: Any, hooks: PipelineHooks) -> None:
+    encoder = vad_model.encoder
+    original = encoder.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        return original(*args, **kwargs).cpu()  # once per chunk; read frame by frame on the host
+
+    encoder.forward = forward
+    hooks.names.append("VAD scores on the host")
+    hooks._undo.append(lambda: _restore(encoder, "forward"))
+
+
+def _timestamps_to_host(asr_model: Any, hooks: PipelineHooks) -> None:
+    original = asr_model.calc_predictor_timestamp
+
+    def calc_predictor_timestamp(*args: Any, **kwargs: Any) -> Any:
+        ds_alphas, ds_peaks, us_alphas, us_peaks = original(*args, **kwargs)
+        return ds_alphas, ds_peaks, us_alphas.cpu(), us_peaks.cpu()
+
+    asr_model.calc_predictor_timestamp = calc_predictor_timestamp
+    hooks.names.append("ASR timestamps on the host")
+    hooks._undo.append(lambda: _restore(asr_model, "calc_predictor_timestamp"))
+
+
+def _restore(owner: Any, name: str) -> None:
+    with contextlib.suppress(AttributeError):
+        delattr(owner, name)  # the instance attribute goes; the class's method shows again
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def release_load_memory() -> bool:
+    """Return the heap freed while loading to the operating system (glibc only).
+
+    True when it ran. Harmless to call at any time; costs a few milliseconds."""
+    if not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c") or "libc.so.6"
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # musl and others: no malloc_trim
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True
+
+
+__all__ = ["CLUSTER_THREADS", "PipelineHooks", "check_support", "install", "release_load_memory"]
