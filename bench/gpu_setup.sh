@@ -10,7 +10,8 @@
 # Here, with network, in the repository root:
 #   bench/gpu_setup.sh fetch  DIR     # the wheels to carry, into DIR (~35 MB)
 #   bench/gpu_setup.sh audio  DIR     # the benchmark audio, into DIR (~12 MB)
-#   bench/gpu_setup.sh trees  DIR     # this tree and main's, for the side-by-side runs
+#   bench/gpu_setup.sh trees  DIR [BASE]  # this tree (as `speed`) and BASE's (default main, as
+#                                     # `main`), for the side-by-side runs
 # There, in the copy of the repository root (DIR as carried):
 #   bench/gpu_setup.sh install WHEELS     # pip install --no-index into /tmp/site, ffmpeg stand-in
 #   eval "$(bench/gpu_setup.sh env)"      # PYTHONPATH and PATH for the commands below
@@ -75,7 +76,7 @@ EOF
 trees)
   dir=${2:?DIR}; mkdir -p "$dir/speed" "$dir/main"
   run git archive --format=tar HEAD | tar -x -C "$dir/speed"
-  run git archive --format=tar main | tar -x -C "$dir/main"
+  run git archive --format=tar "${3:-main}" | tar -x -C "$dir/main"
   # the same harness for both: main's daemon/, this tree's bench/
   rm -rf "$dir/main/bench"; cp -r "$dir/speed/bench" "$dir/main/bench"
   ;;
@@ -91,7 +92,7 @@ env)
   ;;
 models)
   [ -f "$MODELS/paraformer-zh/model.pt" ] && { echo "models already in $MODELS"; exit 0; }
-  run $PY -c "import sys; from daemon.models import make_tiny_models; make_tiny_models(sys.argv[1], real_sizes=True)" "$MODELS"
+  run $PY -c "import sys; from daemon.tiny_models import build_tiny_models; build_tiny_models(sys.argv[1], real_sizes=True)" "$MODELS"
   ;;
 stages)
   audio=${2:?AUDIO}; out=${3:?OUT}

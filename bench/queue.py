@@ -47,7 +47,8 @@ def _claimer(url: str, slot: int, start: mp.synchronize.Event, ready: mp.Queue, 
 
 
 def run_one(procs: int, jobs: int, workdir: Path) -> dict:
-    from daemon.store import Store, migrate
+    from daemon.db import migrate
+    from daemon.store import Store
 
     url = f"sqlite:///{workdir / f'queue-{procs}.db'}"
     migrate(url)

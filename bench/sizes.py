@@ -65,7 +65,8 @@ def child(models: str, threads: int, long_files: list[str], short: str, short_jo
     from daemon import config as config_mod
     from daemon import spool
     from daemon.engine import Engine
-    from daemon.store import Store, migrate
+    from daemon.db import migrate
+    from daemon.store import Store
     from daemon.worker import Worker, WorkerSpec
 
     dirs = resolve_model_dirs(Path(models), asr="paraformer-zh", vad="fsmn-vad", punc="ct-punc-c", spk="cam++")
