@@ -55,7 +55,8 @@ def hooked(tiny_models: ModelDirs) -> tuple[Engine, dict[str, _Counted]]:
     engine = Engine.load(tiny_models, device="cpu", batch_size_s=300, ncpu=1, pipeline_hooks=False)
     hooks = ph.install(engine.model, funasr.__version__, "cuda:0")
     engine.pipeline_hooks = hooks
-    assert hooks.names == ["clustering on 1 thread(s)", "VAD scores on the host", "ASR timestamps on the host"]
+    assert hooks.names == ["clustering on 1 thread(s)", "VAD scores on the host", "ASR timestamps on the host",
+                           "CIF re-firing on numpy"]
     counters = {"vad": _Counted(), "timestamps": _Counted(), "cluster": _Counted()}
     _count(engine.model.vad_model.encoder, "forward", counters["vad"])
     _count(engine.model.model, "calc_predictor_timestamp", counters["timestamps"])
@@ -180,18 +181,56 @@ def test_uninstall_restores_funasr(tiny_models: ModelDirs) -> None:
     engine = Engine.load(tiny_models, device="cpu", ncpu=1, speaker_batching=False, pipeline_hooks=False)
     model = engine.model
     cluster, encoder_forward = model.cb_model, model.vad_model.encoder.forward
+    guard = model.model.inference
     hooks = ph.install(model, funasr.__version__, "cuda:0")
     assert model.cb_model is not cluster and "forward" in vars(model.vad_model.encoder)
     hooks.uninstall()
     assert model.cb_model is cluster
     assert "forward" not in vars(model.vad_model.encoder)
     assert "calc_predictor_timestamp" not in vars(model.model)
+    assert model.model.inference is guard  # the engine's empty-batch guard stays, unwrapped
     assert model.vad_model.encoder.forward == encoder_forward
 
 
 def test_cpu_worker_gets_only_the_thread_limit(tiny_models: ModelDirs) -> None:
     engine = Engine.load(tiny_models, device="cpu", ncpu=1)
-    assert engine.pipeline_hooks.names == ["clustering on 1 thread(s)"]
+    assert engine.pipeline_hooks.names == ["clustering on 1 thread(s)", "CIF re-firing on numpy"]
+
+
+def test_cif_fires_host_equals_funasrs_bit_for_bit() -> None:
+    import torch
+    from funasr.utils.timestamp_tools import cif_wo_hidden
+
+    generator = torch.Generator().manual_seed(7)
+    for frames in (1, 2, 9, 400, 2500):
+        for _ in range(10):
+            alphas = torch.rand(1, frames, generator=generator) * torch.rand(1, generator=generator) * 1.5
+            alphas /= alphas.sum() / (frames // 7 + 1)  # as ts_prediction_lfr6_standard rescales them
+            assert torch.equal(ph.cif_fires_host(alphas, 1.0 - 1e-4), cif_wo_hidden(alphas, 1.0 - 1e-4))
+    batch = torch.rand(3, 600, generator=generator)
+    assert torch.equal(ph.cif_fires_host(batch, 1.0 - 1e-4), cif_wo_hidden(batch, 1.0 - 1e-4))
+
+
+def test_cif_swap_lasts_for_the_asr_call_only(hooked, two_voice_wav: Path) -> None:
+    from funasr.utils import timestamp_tools
+
+    engine, _ = hooked
+    original = timestamp_tools.cif_wo_hidden
+    seen: list[Any] = []
+    inner = ph.cif_fires_host
+
+    def spy(alphas: Any, threshold: float) -> Any:
+        seen.append(alphas.shape)
+        return inner(alphas, threshold)
+
+    ph.cif_fires_host = spy  # type: ignore[assignment]
+    try:
+        engine.transcribe(two_voice_wav)
+    finally:
+        ph.cif_fires_host = inner  # type: ignore[assignment]
+    assert timestamp_tools.cif_wo_hidden is original
+    # Random tiny weights take the re-firing path (peaks never match the tokens).
+    assert seen, "the tiny ASR never re-fired its CIF: the hook went untested"
 
 
 def test_untested_version_leaves_funasr_alone(tiny_models: ModelDirs, caplog_loguru: list[str]) -> None:
