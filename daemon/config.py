@@ -96,6 +96,10 @@ class WatchConfig:
     polling: bool = False
     # A file that stays empty this long fails instead of waiting forever.
     empty_fail_seconds: float = 300.0
+    # Where the kernel cannot say whether a file is still open for writing, a file whose
+    # container looks unfinished (a WAV header without sizes, an MP4 without its index)
+    # is taken only after it stayed unchanged this long.
+    incomplete_wait_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,7 @@ _VALUE_RULES: dict[str, Any] = {
     "output.formats": lambda v: _check_formats(v),
     "watch.settle_seconds": lambda v: None if v >= 0 else "must be >= 0",
     "watch.rescan_seconds": lambda v: None if v > 0 else "must be > 0",
+    "watch.incomplete_wait_seconds": lambda v: None if v >= 0 else "must be >= 0",
     "watch.extensions": lambda v: None if v else "must not be empty",
     "jobs.max_attempts": lambda v: None if v >= 1 else "must be >= 1",
     "jobs.lease_seconds": lambda v: None if v > 0 else "must be > 0",

@@ -32,6 +32,9 @@ __all__ = ["ERROR_SUFFIX", "SIDECAR_SUFFIX", "TokenInfo", "archive", "error_file
 
 SIDECAR_SUFFIX = ".spkd.json"
 ERROR_SUFFIX = ".error.json"
+# What is appended to a retired source's name in archive/ and failed/ (its sidecar, its
+# `.error.json`): the source's name there keeps this much of the name limit free.
+RETIRED_RESERVE_BYTES = max(len(SIDECAR_SUFFIX), len(ERROR_SUFFIX))
 
 TOKEN_TIME_FORMAT = "%Y%m%dT%H%M%S"
 
@@ -87,7 +90,9 @@ def spooled_files(spool_root: Path) -> list[Path]:
     found: list[Path] = []
     if not spool_root.is_dir():
         return found
-    for dirpath, _dirnames, filenames in os.walk(spool_root):
+    for dirpath, dirnames, filenames in os.walk(spool_root):
+        # A "sidecar" that is a folder travels with its audio but holds no sources.
+        dirnames[:] = [d for d in dirnames if not d.endswith(SIDECAR_SUFFIX)]
         for name in filenames:
             if name.endswith(SIDECAR_SUFFIX) or name.startswith("."):
                 continue
@@ -107,10 +112,10 @@ def error_file_of(path: Path) -> Path:
 def _retire(spool_path: Path, spool_root: Path, target_root: Path, source_name: str) -> Path:
     """Move a spooled file (and its sidecar) under `target_root` by its inbox name,
     never overwriting an earlier file of the same name."""
-    target = files.free_name(files.inside(target_root, source_name))
+    target = files.free_name(files.inside(target_root, source_name), reserve_bytes=RETIRED_RESERVE_BYTES)
     files.move(spool_path, target)
     sidecar = sidecar_of(spool_path)
-    if sidecar.exists():
+    if files.exists(sidecar):
         files.move(sidecar, files.free_name(sidecar_of(target)))
     remove_empty_parents(spool_path.parent, spool_root)
     return target
@@ -146,7 +151,7 @@ def fail(*, spool_path: Path, spool_root: Path, failed_root: Path, source_name: 
         target = _retire(spool_path, spool_root, failed_root, source_name)
     else:
         # The file is already gone (moved by an earlier attempt): still leave the reason.
-        target = files.free_name(files.inside(failed_root, source_name))
+        target = files.free_name(files.inside(failed_root, source_name), reserve_bytes=RETIRED_RESERVE_BYTES)
     failed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat() + "Z"
     info: dict[str, Any] = {"job_id": job_id, "source": source_name, "sha256": sha256, "error_kind": error_kind,
                             "error_message": error_message, "attempts": attempts, "failed_at": failed_at}

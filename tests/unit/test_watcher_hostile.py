@@ -1,0 +1,197 @@
+"""One bad file never stops the watcher or start-up recovery: the real watcher and a
+real SQLite store, with the failure of one file injected or made for real (a FIFO, a
+device file, a name that is not UTF-8, a sidecar that is a folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from loguru import logger
+
+from daemon import db, files, spool, watcher as watcher_module
+from daemon import store as st
+from daemon.config import from_dict
+from daemon.watcher import Watcher
+from tests.support.daemon import write_wav
+
+
+@pytest.fixture()
+def root(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def make_watcher(root: Path, **watch: object) -> Watcher:
+    url = f"sqlite:///{root / 'state' / 'spkd.db'}"
+    db.migrate(url)
+    config = from_dict({"paths": {"inbox": "inbox", "outbox": "outbox", "archive": "archive", "failed": "failed",
+                                  "spool": "spool", "state": "state"},
+                        "database": {"url": url}, "daemon": {"host": "h1"},
+                        "watch": {"settle_seconds": 0, **watch}}, base_dir=root, env={})
+    for path in (config.paths.inbox, config.paths.spool, config.paths.failed, config.paths.archive):
+        path.mkdir(parents=True, exist_ok=True)
+    return Watcher(config, st.Store(url, host="h1"))
+
+
+@pytest.fixture()
+def w(root: Path):
+    made = make_watcher(root)
+    yield made
+    made.store.close()
+
+
+@pytest.fixture()
+def logged():
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="INFO")
+    yield lines
+    logger.remove(sink)
+
+
+def take_all(w: Watcher) -> dict[str, dict]:
+    w.scan()
+    w.process_due()
+    return {j["source_name"]: j for j in w.store.jobs(limit=100)}
+
+
+def test_a_name_that_is_not_utf8_becomes_a_job_with_its_readable_name(w):
+    raw = os.fsencode(w.inbox) + b"/\xff\xfe.wav"
+    with open(raw, "wb") as handle:
+        handle.write(write_wav(w.inbox.parent / "src.wav").read_bytes())
+    jobs = take_all(w)
+    job = jobs["\\xff\\xfe.wav"]
+    assert job["state"] == "queued" and job["output_stem"] == "\\xff\\xfe"
+    assert Path(job["spool_path"]).exists() and Path(job["spool_path"]).name == "\\xff\\xfe.wav"
+    assert not os.path.exists(raw)
+
+
+def test_recovery_adopts_a_spooled_name_that_is_not_utf8(w):
+    token = spool.new_slot(w.config.paths.spool, "h1")
+    token.mkdir(parents=True)
+    raw = os.fsencode(token) + b"/\xe9t\xe9.wav"  # Latin-1 "été", as an old client wrote it
+    with open(raw, "wb") as handle:
+        handle.write(write_wav(w.inbox.parent / "src.wav").read_bytes())
+    [job_id] = w.recover_spool()
+    job = w.store.job(job_id)
+    assert job["source_name"] == "\\xe9t\\xe9.wav" and Path(job["spool_path"]).exists()
+    assert w.recover_spool() == []  # recorded once
+
+
+def test_an_unexpected_error_in_recovery_fails_that_file_only(w, monkeypatch):
+    for name in ("a.wav", "evil.wav", "b.wav"):
+        target = spool.new_slot(w.config.paths.spool, "h1") / name
+        write_wav(target, seed=len(name))
+    real = Watcher.enqueue_spooled
+
+    def enqueue(self, spool_path, **kwargs):  # type: ignore[no-untyped-def]
+        if spool_path.name == "evil.wav":
+            raise RuntimeError("something nobody foresaw")
+        return real(self, spool_path, **kwargs)
+
+    monkeypatch.setattr(Watcher, "enqueue_spooled", enqueue)
+    recovered = w.recover_spool()
+    jobs = {j["source_name"]: j for j in w.store.jobs()}
+    assert len(recovered) == 3 and jobs["a.wav"]["state"] == jobs["b.wav"]["state"] == "queued"
+    evil = jobs["evil.wav"]
+    assert (evil["state"], evil["error_kind"]) == ("failed", "error")
+    assert evil["error_message"] == "RuntimeError: something nobody foresaw"
+    error = json.loads((w.config.paths.failed / "evil.wav.error.json").read_text())
+    assert error["job_id"] == evil["id"] and (w.config.paths.failed / "evil.wav").exists()
+
+
+def test_an_unexpected_error_after_the_move_fails_the_job_instead_of_orphaning_the_file(w, monkeypatch):
+    write_wav(w.inbox / "good.wav", seed=1)
+    write_wav(w.inbox / "evil.wav", seed=2)
+    real = Watcher.enqueue_spooled
+
+    def enqueue(self, spool_path, **kwargs):  # type: ignore[no-untyped-def]
+        if spool_path.name == "evil.wav":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(self, spool_path, **kwargs)
+
+    monkeypatch.setattr(Watcher, "enqueue_spooled", enqueue)
+    jobs = take_all(w)
+    assert jobs["good.wav"]["state"] == "queued"
+    assert (jobs["evil.wav"]["state"], jobs["evil.wav"]["error_kind"]) == ("failed", "error")
+    assert (w.config.paths.failed / "evil.wav.error.json").exists()
+    assert spool.spooled_files(w.config.paths.spool) == [Path(jobs["good.wav"]["spool_path"])]
+
+
+def test_an_unexpected_error_before_the_move_fails_that_file(w, monkeypatch):
+    write_wav(w.inbox / "good.wav", seed=1)
+    write_wav(w.inbox / "evil.wav", seed=2)
+    real = files.sha256_file
+    monkeypatch.setattr(files, "sha256_file",
+                        lambda p: (_ for _ in ()).throw(OSError(5, "Input/output error")) if p.name == "evil.wav"
+                        else real(p))
+    jobs = take_all(w)
+    assert jobs["good.wav"]["state"] == "queued"
+    evil = jobs["evil.wav"]
+    assert evil["state"] == "failed" and "Input/output error" in evil["error_message"]
+    assert (w.config.paths.failed / "evil.wav").exists() and not (w.inbox / "evil.wav").exists()
+
+
+def test_a_file_that_cannot_even_be_moved_stays_logged_once_until_it_changes(w, monkeypatch, logged):
+    path = write_wav(w.inbox / "stuck.wav")
+    monkeypatch.setattr(files, "sha256_file", lambda p: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+    monkeypatch.setattr(Watcher, "_move_in", lambda self, p, name: (_ for _ in ()).throw(PermissionError(13, "no")))
+    for _ in range(20):
+        take_all(w)
+    assert path.exists() and w.store.jobs() == []
+    assert sum("stays in the inbox until it changes" in line for line in logged) == 1
+    assert len(w.tracker) == 0  # not looked at again and again
+    with open(path, "ab") as handle:
+        handle.write(b"\0\0")  # it changed: looked at again
+    monkeypatch.undo()
+    jobs = take_all(w)
+    assert jobs["stuck.wav"]["state"] == "queued"
+
+
+def test_fifos_and_devices_fail_at_once_as_not_a_file(w):
+    os.mkfifo(w.inbox / "pipe.wav")
+    os.mknod(w.inbox / "null.wav", stat.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null's numbers
+    write_wav(w.inbox / "good.wav")
+    jobs = take_all(w)
+    assert jobs["good.wav"]["state"] == "queued"
+    for name, what in (("pipe.wav", "FIFO"), ("null.wav", "character device")):
+        assert (jobs[name]["state"], jobs[name]["error_kind"]) == ("failed", "not_a_file"), jobs[name]
+        assert what in jobs[name]["error_message"]
+        assert (w.config.paths.failed / f"{name}.error.json").exists()
+    assert sorted(p.name for p in w.inbox.iterdir()) == []
+
+
+def test_a_sidecar_that_is_a_folder_fails_its_audio_and_stays(w):
+    write_wav(w.inbox / "a.wav")
+    (w.inbox / "a.wav.spkd.json").mkdir()
+    write_wav(w.inbox / "a.wav.spkd.json" / "inside.wav", seed=3)
+    jobs = take_all(w)
+    assert (jobs["a.wav"]["error_kind"], jobs["a.wav"]["state"]) == ("bad_options", "failed")
+    assert "a folder" in jobs["a.wav"]["error_message"]
+    assert "a.wav.spkd.json/inside.wav" not in jobs  # never mistaken for audio
+    assert (w.inbox / "a.wav.spkd.json" / "inside.wav").exists()
+
+
+def test_an_unreadable_file_waits_then_fails_as_unreadable(w, monkeypatch):
+    path = write_wav(w.inbox / "locked.wav")
+    real = files.open_regular
+    monkeypatch.setattr(files, "open_regular", lambda p: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
+                        if p.name == "locked.wav" else real(p))
+    w.scan()
+    assert w.take(path, age_seconds=1.0) is None and path.exists()  # its owner may still fix that
+    job_id = w.take(path, age_seconds=watcher_module.UNREADABLE_FAIL_SECONDS)
+    job = w.store.job(job_id)
+    assert (job["state"], job["error_kind"]) == ("failed", "unreadable")
+    assert "Permission denied" in job["error_message"]
+
+
+def test_long_names_keep_every_derived_name_within_the_limit(w):
+    for n in (235, 248, 251):
+        write_wav(w.inbox / ("n" * (n - 4) + ".wav"), seed=n)
+    jobs = take_all(w)
+    assert len(jobs) == 3 and all(j["state"] == "queued" for j in jobs.values())
+    for job in jobs.values():
+        assert len(os.fsencode(job["output_stem"])) + 14 <= 255
+        assert len(os.fsencode(Path(job["spool_path"]).name)) <= 255
