@@ -22,6 +22,9 @@ __all__ = ["current_revision", "display_url", "head_revision", "make_engine", "m
 
 # pg_advisory_xact_lock key serialising migrations of hosts that share a database ("spkd").
 MIGRATION_LOCK_KEY = 0x73706B64
+# How long an SQLite writer waits for the write lock before it gives up with "database
+# is locked" (spkd's workers then wait and try again; see daemon/worker.py).
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
 
 def normalize_url(url: str) -> str:
@@ -48,7 +51,7 @@ def _sqlite_setup(engine: Engine, *, foreign_keys: bool) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.close()
@@ -69,7 +72,7 @@ def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
         _sqlite_setup(engine, foreign_keys=foreign_keys)
         return engine
     return create_engine(url, pool_pre_ping=True)

@@ -115,6 +115,7 @@ class Supervisor:
         os.set_blocking(self._wake_w, False)
         self._lock_fd: int | None = None
         self._db_trouble_logged = -DB_TROUBLE_LOG_SECONDS
+        self._spawn_held_logged = -DB_TROUBLE_LOG_SECONDS
 
     # --- signals -----------------------------------------------------------------------
 
@@ -257,7 +258,13 @@ class Supervisor:
     def _rescan(self) -> None:
         if self.watcher is not None:
             self.watcher.scan()
-            self.watcher.recover_spool()
+            try:
+                self.watcher.recover_spool()
+            except (OperationalError, InterfaceError) as exc:
+                # Locked, out of reach or on a full disk: the spooled files wait for the next rescan.
+                self.watcher.log_repeated("rescan-db", "rescan: jobs of spooled files cannot be recorded now ({}); "
+                                          "the next rescan tries again",
+                                          str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300])
 
     def _checkpoint(self) -> None:
         if self.store is not None:
@@ -308,7 +315,8 @@ class Supervisor:
         ended = WorkerExit(code=code, ran_seconds=time.monotonic() - slot.started_at,
                            booted=row is not None and row.get("pid") == pid
                            and row.get("state") in ("ready", "busy", "stopped"),
-                           killed=slot.kill_reason is not None, stopping=self.stopping, retiring=slot.retiring)
+                           killed=slot.kill_reason is not None, stopping=self.stopping, retiring=slot.retiring,
+                           disk_low=diskguard.claim_blocker(self.config) is not None)
         for outcome in self.store.release(pid=pid, reason=f"worker {pid} {reason}",
                                           counts_as_attempt=not ended.clean, exit_code=code):
             self._after_take_back(outcome.job, outcome.state, reason)
@@ -325,6 +333,10 @@ class Supervisor:
         if decision.cause is Cause.EXITED:
             logger.info("slot {} worker {} exited normally after {:.0f} s; restarting", slot.index, pid,
                         ended.ran_seconds)
+        elif decision.cause is Cause.BOOT_FAILURE and ended.disk_low:
+            slot.last_error = (row or {}).get("last_error") or reason
+            logger.warning("slot {} did not boot on {} while the disk is too full ({}); not counted as a boot "
+                           "failure", slot.index, previous.device, slot.last_error)
         elif decision.cause is Cause.BOOT_FAILURE:
             slot.last_error = (row or {}).get("last_error") or reason
             logger.error("slot {} failed to boot on {} ({}/{}): {}", slot.index, previous.device,
@@ -359,9 +371,20 @@ class Supervisor:
         if self.stopping:
             return
         now = time.monotonic()
-        for slot in self.slots:
-            if slot.process is None and not slot.failed and not slot.retiring and now >= slot.next_start_at:
-                self.spawn(slot)
+        due = [slot for slot in self.slots
+               if slot.process is None and not slot.failed and not slot.retiring and now >= slot.next_start_at]
+        if not due:
+            return
+        # A worker booting on a full disk could only fail (and spend its slot's boot
+        # attempts): wait for space, as the claims do.
+        low = diskguard.claim_blocker(self.config)
+        if low is not None:
+            if now - self._spawn_held_logged >= DB_TROUBLE_LOG_SECONDS:
+                logger.warning("not starting {} worker(s) while claiming is paused: {}", len(due), low)
+                self._spawn_held_logged = now
+            return
+        for slot in due:
+            self.spawn(slot)
 
     def check_health(self) -> None:
         """Hung workers (no heartbeat within the lease), jobs past their time limit, and

@@ -571,7 +571,7 @@ class Watcher:
         except FileNotFoundError:
             return None  # another host claimed it first
         adopted = fresh / source_name
-        logger.warning("recovering spooled file without a job: {} (from {})", adopted, path)
+        logger.debug("recovering spooled file without a job: {} (from {})", adopted, path)
         self._recover_sidecar(adopted, source_name)
         readable = files.readable_relative(source_name, reserve_bytes=len(spool.SIDECAR_SUFFIX)
                                            if files.exists(spool.sidecar_of(adopted)) else 0)
@@ -583,11 +583,13 @@ class Watcher:
             spool.remove_empty_parents(adopted.parent, fresh)
             adopted, source_name = renamed, readable
         try:
-            return self.enqueue_spooled(adopted, source_name=source_name)
+            job_id = self.enqueue_spooled(adopted, source_name=source_name)
         except (OperationalError, InterfaceError):
             raise
         except Exception as exc:  # noqa: BLE001
             return self._fail_spooled(adopted, source_name, exc)
+        logger.warning("job {} recorded for a spooled file that had none: {} (was {})", job_id, source_name, path)
+        return job_id
 
     def _recover_sidecar(self, spooled: Path, source_name: str) -> None:
         """A crash between moving a file and moving its sidecar leaves the sidecar in the
