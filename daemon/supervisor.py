@@ -24,7 +24,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from daemon import devices, diskguard, notify, retention, search, service, spool
 from daemon.config import Config, load
-from daemon.db import display_url, migrate
+from daemon.db import check_usable, display_url, migrate, translate_unusable
 from daemon.errors import ConfigError, ExitCode, SpkdError
 from daemon.slot_policy import Action, Cause, RestartPolicy, SlotHistory, WorkerExit, decide
 from daemon.store import Job, Store, utcnow
@@ -164,7 +164,11 @@ class Supervisor:
         for path in (config.paths.inbox, config.paths.outbox, config.paths.archive, config.paths.failed,
                      config.paths.spool, config.paths.state):
             path.mkdir(parents=True, exist_ok=True)
-        migrate(config.database_url)
+        # A corrupt database (or a folder in its place) stops the start with one clear
+        # message and exit code 2, before any worker is spawned to crash on it.
+        check_usable(config.database_url)
+        with translate_unusable(config.database_url):
+            migrate(config.database_url)
         self.store = Store(config.database_url, host=config.host)
         logger.info("host {}: roles {}; database {}", self.store.host, ", ".join(config.daemon.roles),
                     display_url(config.database_url))
