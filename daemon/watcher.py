@@ -332,11 +332,12 @@ class Watcher:
             if sidecar_identity is not None and \
                     time.time() - sidecar_identity[1] / 1e9 < self.config.watch.settle_seconds:
                 return None  # the sidecar is still being written
-            if files.open_for_writing(path):
+            writing = files.open_for_writing(path)
+            if writing:
                 self._waiting(path, "it is still open for writing by another process")
                 return None
             unfinished = incomplete_reason(path)
-            if unfinished and files.open_for_writing(path) is None and \
+            if unfinished and writing is None and \
                     time.time() - st.st_mtime < self.config.watch.incomplete_wait_seconds:
                 self._waiting(path, unfinished)
                 return None  # where the kernel cannot tell, a container still missing its end is waited for

@@ -195,3 +195,83 @@ def test_long_names_keep_every_derived_name_within_the_limit(w):
     for job in jobs.values():
         assert len(os.fsencode(job["output_stem"])) + 14 <= 255
         assert len(os.fsencode(Path(job["spool_path"]).name)) <= 255
+
+
+# --- files still being written -------------------------------------------------------
+
+def test_the_kernel_says_whether_a_file_is_still_open_for_writing(tmp_path):
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("read leases are Linux's")
+    assert files.ignore_lease_breaks()  # pytest runs tests in the main thread
+    path = tmp_path / "rec.wav"
+    path.write_bytes(b"x" * 100)
+    assert files.open_for_writing(path) is False
+    writer = subprocess.Popen([sys.executable, "-c", f"import sys, time\nf = open({str(path)!r}, 'ab')\n"
+                               "print('open', flush=True); sys.stdin.readline()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        assert files.open_for_writing(path) is True
+    finally:
+        writer.communicate("done\n", timeout=10)
+    assert files.open_for_writing(path) is False
+    reader = open(path, "rb")  # a reader does not count
+    try:
+        assert files.open_for_writing(path) is False
+    finally:
+        reader.close()
+
+
+def streaming_wav(path: Path) -> Path:
+    """A WAV as a recorder writes it before it knows the sizes (0xFFFFFFFF placeholders)."""
+    import struct
+
+    path.write_bytes(b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " +
+                     struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16) + b"data" +
+                     struct.pack("<I", 0xFFFFFFFF) + b"\0\1" * 16000)
+    return path
+
+
+def mp4_without_index(path: Path) -> Path:
+    import struct
+
+    path.write_bytes(struct.pack(">I4s", 24, b"ftyp") + b"M4A \0\0\2\0isomiso2" + struct.pack(">I4s", 0, b"mdat") +
+                     b"\0" * 5000)
+    return path
+
+
+@pytest.mark.parametrize("make, reason", [(streaming_wav, "WAV"), (mp4_without_index, "moov")])
+def test_where_the_kernel_cannot_tell_an_unfinished_container_waits(root, monkeypatch, make, reason):
+    monkeypatch.setattr(files, "open_for_writing", lambda path: None)  # not Linux, or another user's file
+    w = make_watcher(root, incomplete_wait_seconds=300)
+    try:
+        path = make(w.inbox / f"rec{make.__name__[:3]}.{'wav' if reason == 'WAV' else 'm4a'}")
+        assert w.take(path) is None and path.exists()  # still being written, as far as anyone can tell
+    finally:
+        w.store.close()
+    w = make_watcher(root, incomplete_wait_seconds=0)  # ... and once it stayed unchanged long enough
+    try:
+        job_id = w.take(path)
+        assert job_id is not None and not path.exists()
+        [warning] = [e for e in w.store.events(job_id) if e["kind"] == "warning"]
+        assert reason in warning["detail"]["message"]
+    finally:
+        w.store.close()
+
+
+def test_container_completeness(tmp_path):
+    from daemon.probe import incomplete_reason
+
+    whole = write_wav(tmp_path / "whole.wav", seconds=1.0)
+    assert incomplete_reason(whole) is None
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:5000])
+    assert "promises" in incomplete_reason(cut)
+    assert "still being written" in incomplete_reason(streaming_wav(tmp_path / "s.wav"))
+    assert "moov" in incomplete_reason(mp4_without_index(tmp_path / "m.m4a"))
+    other = tmp_path / "a.mp3"
+    other.write_bytes(b"ID3" + b"\0" * 100)
+    assert incomplete_reason(other) is None  # no such check for this format
