@@ -164,6 +164,7 @@ class Watcher:
         self._extensions = {e.lower().lstrip(".") for e in config.watch.extensions}
         self._stop = threading.Event()
         self._observer: Observer | PollingObserver | None = None
+        self._inbox_identity: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
         self._take_lock = threading.Lock()
         self._throttle = Throttle(REPEAT_LOG_SECONDS)
@@ -234,31 +235,62 @@ class Watcher:
         self.inbox.mkdir(parents=True, exist_ok=True)
         # Lets files.open_for_writing ask the kernel whether a file is still open for writing.
         files.ignore_lease_breaks()
-        observer_class = PollingObserver if self.config.watch.polling else Observer
-        self._observer = observer_class()
-        self._observer.schedule(_EventHandler(self), str(self.inbox), recursive=True)
-        self._observer.start()
+        self._inbox_identity = _folder_identity(self.inbox)
+        self._start_observer()
         self.scan()
         self._thread = threading.Thread(target=self._run, name="spkd-watcher", daemon=True)
         self._thread.start()
         logger.info("watching {} ({} observer, settle {:.1f} s)", self.inbox,
                     "polling" if self.config.watch.polling else "native", self.config.watch.settle_seconds)
 
-    def stop(self) -> None:
-        self._stop.set()
+    def _start_observer(self) -> None:
+        observer_class = PollingObserver if self.config.watch.polling else Observer
+        observer = observer_class()
+        observer.schedule(_EventHandler(self), str(self.inbox), recursive=True)
+        observer.start()
+        self._observer = observer
+
+    def _stop_observer(self) -> None:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
+            self._observer = None
+
+    def stop(self) -> None:
+        self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._stop_observer()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                self.check_inbox()
                 self.process_due()
             except Exception:  # the watcher thread must outlive any one bad file
                 logger.exception("watcher: unexpected error")
             self._stop.wait(CHECK_INTERVAL_SECONDS)
+
+    def check_inbox(self) -> None:
+        """The inbox folder deleted and made again (or a share mounted over it) is a new
+        folder that the observer does not watch: watch it again, and scan it. Native
+        events would otherwise stop for good and only the periodic rescan would see files."""
+        current = _folder_identity(self.inbox)
+        if current is None:
+            self.log_repeated("inbox-gone", "the inbox {} is gone; waiting for it to come back", self.inbox)
+            self._inbox_identity = None
+            return
+        observer_alive = self._observer is not None and self._observer.is_alive()
+        if current == self._inbox_identity and observer_alive:
+            return
+        logger.warning("the inbox {} {}; watching it again", self.inbox,
+                       "is a new folder (deleted and made again)" if current != self._inbox_identity
+                       else "lost its observer")
+        self._stop_observer()
+        self._start_observer()
+        self._inbox_identity = current
+        self._throttle.forget("inbox-gone")
+        self.scan()
 
     def process_due(self) -> list[int]:
         taken: list[int] = []
@@ -607,6 +639,15 @@ class Watcher:
             files.move(left_sidecar, sidecar)
         except FileNotFoundError:
             pass
+
+
+def _folder_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a folder, or None when there is none at `path`."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 def _is_regular(path: Path) -> bool:

@@ -126,3 +126,21 @@ def test_start_up_recovery_survives_what_an_older_spkd_left_in_the_spool(tmp_pat
         assert jobs["caf\\xe9.wav"]["state"] == "done"
         assert (jobs["deep.wav"]["state"], jobs["deep.wav"]["error_kind"]) == ("failed", "bad_options")
         assert d.stop() == 0
+
+
+def test_native_events_resume_after_the_inbox_is_deleted_and_made_again(tmp_path):
+    import shutil
+
+    with Daemon(tmp_path, config={"watch": {"rescan_seconds": 300}}) as d:  # no rescan will come to help
+        d.start()
+        write_wav(d.inbox / "first.wav", seed=1)
+        d.wait_finished(1, timeout=20)
+        shutil.rmtree(d.inbox)
+        time.sleep(1.0)
+        d.inbox.mkdir()
+        time.sleep(2.0)  # the new folder's own scan is over: what follows only native events can report
+        write_wav(d.inbox / "second.wav", seed=2)
+        jobs = d.wait_finished(2, timeout=20)
+        assert [j["state"] for j in jobs] == ["done", "done"]
+        assert "is gone; waiting for it to come back" in d.log() and "watching it again" in d.log()
+        assert d.stop() == 0
