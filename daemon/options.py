@@ -117,7 +117,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         raise OptionsError(f"{path.name}: larger than {MAX_SIDECAR_BYTES // 1024} KB; a sidecar holds a few small "
                            f"options ({', '.join(KEYS)})")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # Windows editors start UTF-8 files with a byte-order mark
     except UnicodeDecodeError:
         raise OptionsError(f"{path.name}: not UTF-8 text") from None
     return parse(text, source=path.name)

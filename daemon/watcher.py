@@ -361,8 +361,9 @@ class Watcher:
                 return None  # probably a copy that has not started writing yet
             sidecar = spool.sidecar_of(path)
             sidecar_identity = files.file_identity(sidecar)
+            # A modification time in the future (a share's clock ahead of ours) counts as settled.
             if sidecar_identity is not None and \
-                    time.time() - sidecar_identity[1] / 1e9 < self.config.watch.settle_seconds:
+                    0 <= time.time() - sidecar_identity[1] / 1e9 < self.config.watch.settle_seconds:
                 return None  # the sidecar is still being written
             writing = files.open_for_writing(path)
             if writing:
@@ -370,7 +371,7 @@ class Watcher:
                 return None
             unfinished = incomplete_reason(path)
             if unfinished and writing is None and \
-                    time.time() - st.st_mtime < self.config.watch.incomplete_wait_seconds:
+                    0 <= time.time() - st.st_mtime < self.config.watch.incomplete_wait_seconds:
                 self._waiting(path, unfinished)
                 return None  # where the kernel cannot tell, a container still missing its end is waited for
             try:

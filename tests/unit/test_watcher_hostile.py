@@ -4,6 +4,7 @@ device file, a name that is not UTF-8, a sidecar that is a folder)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -275,3 +276,16 @@ def test_container_completeness(tmp_path):
     other = tmp_path / "a.mp3"
     other.write_bytes(b"ID3" + b"\0" * 100)
     assert incomplete_reason(other) is None  # no such check for this format
+
+
+def test_a_sidecar_from_the_future_or_with_a_byte_order_mark_does_not_hold_its_audio(w):
+    """A share whose clock runs ahead gives a sidecar an mtime in the future; a Windows
+    editor starts the file with a BOM. Neither may keep the audio waiting or failing."""
+    write_wav(w.inbox / "a.wav")
+    sidecar = w.inbox / "a.wav.spkd.json"
+    sidecar.write_bytes(b"\xef\xbb\xbf" + json.dumps({"speakers": 2}).encode())
+    future = os.stat(sidecar).st_mtime + 3600
+    os.utime(sidecar, (future, future))
+    w.config = dataclasses.replace(w.config, watch=dataclasses.replace(w.config.watch, settle_seconds=5.0))
+    job_id = w.take(w.inbox / "a.wav")
+    assert job_id is not None and w.store.job(job_id)["options"] == {"speakers": 2}
