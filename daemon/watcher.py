@@ -222,7 +222,16 @@ class Watcher:
         and the periodic rescan."""
         root = root or self.inbox
         seen = 0
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+        def unreadable(exc: OSError) -> None:
+            # A folder we cannot list (no permission, a path past the system's limit): its
+            # files cannot be taken, so say so rather than pass over them in silence.
+            if exc.filename is not None and Path(exc.filename) == self.inbox and not self.inbox.exists():
+                return  # the inbox itself is gone: check_inbox says so
+            self.log_repeated(("unlistable", exc.filename), "watcher: cannot look into {}: {}; its files stay "
+                              "where they are", exc.filename, exc.strerror or exc)
+
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
             dirnames[:] = [d for d in dirnames if not d.startswith(".") and not d.endswith(spool.SIDECAR_SUFFIX)]
             for name in filenames:
                 self.consider(Path(dirpath) / name)

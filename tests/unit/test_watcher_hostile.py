@@ -289,3 +289,24 @@ def test_a_sidecar_from_the_future_or_with_a_byte_order_mark_does_not_hold_its_a
     w.config = dataclasses.replace(w.config, watch=dataclasses.replace(w.config.watch, settle_seconds=5.0))
     job_id = w.take(w.inbox / "a.wav")
     assert job_id is not None and w.store.job(job_id)["options"] == {"speakers": 2}
+
+
+def test_a_folder_that_cannot_be_listed_is_logged_not_passed_over_in_silence(w, logged):
+    """A tree deeper than the system's 4096-byte path limit (or, for a user other than
+    root, a folder without read permission): its files cannot be taken; the log says so,
+    once, and the other files are taken as ever."""
+    here = os.open(w.inbox, os.O_RDONLY)
+    try:
+        for _ in range(20):
+            os.mkdir("d" * 250, dir_fd=here)
+            deeper = os.open("d" * 250, os.O_RDONLY, dir_fd=here)
+            os.close(here)
+            here = deeper
+        os.close(os.open("deep.wav", os.O_WRONLY | os.O_CREAT, dir_fd=here))
+    finally:
+        os.close(here)
+    write_wav(w.inbox / "fine.wav")
+    for _ in range(3):
+        jobs = take_all(w)
+    assert list(jobs) == ["fine.wav"]
+    assert sum("cannot look into" in line and "File name too long" in line for line in logged) == 1
