@@ -185,12 +185,16 @@ def move(src: Path, dst: Path) -> Path:
         if exc.errno != errno.EXDEV:
             raise
         tmp = dst.with_name(f".{shorten(dst.name, NAME_MAX_BYTES - len('..partial'))}.partial")
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, HASH_CHUNK_BYTES)
-            fout.flush()
-            os.fsync(fout.fileno())
-        shutil.copystat(src, tmp)
-        os.replace(tmp, dst)
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout, HASH_CHUNK_BYTES)
+                fout.flush()
+                os.fsync(fout.fileno())
+            shutil.copystat(src, tmp)
+            os.replace(tmp, dst)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk must not keep half a copy; the source is still whole
+            raise
         fsync_dir(dst.parent)
         try:
             os.unlink(src)

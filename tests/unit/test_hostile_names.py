@@ -155,3 +155,26 @@ def test_a_sidecar_is_never_read_whole_when_it_is_huge(tmp_path, monkeypatch):
     with pytest.raises(OptionsError, match="larger than 64 KB"):
         options.read_sidecar(sidecar)
     assert reads == [options.MAX_SIDECAR_BYTES + 1]
+
+
+def test_a_copy_across_file_systems_that_fails_leaves_no_half_copy(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    src = tmp_path / "a" / "x.wav"
+    src.parent.mkdir()
+    src.write_bytes(b"audio" * 1000)
+    dst = tmp_path / "b" / "x.wav"
+
+    def cross_device(*_args):  # type: ignore[no-untyped-def]
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def full(fin, fout, _size):  # type: ignore[no-untyped-def]
+        fout.write(fin.read(100))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "rename", cross_device)
+    monkeypatch.setattr(shutil, "copyfileobj", full)
+    with pytest.raises(OSError, match="No space left"):
+        files.move(src, dst)
+    assert src.read_bytes() == b"audio" * 1000 and list(dst.parent.iterdir()) == []
