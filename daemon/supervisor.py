@@ -232,12 +232,15 @@ class Supervisor:
         for spool_path, job in self.store.jobs_by_spool_path(spooled).items():
             if job.host not in (None, self.store.host):
                 continue
-            if job.state == "done":
-                spool.archive(spool_path=spooled[spool_path], spool_root=paths.spool, archive_root=paths.archive,
-                              source_name=job.source_name)
-                logger.info("job {}: archived its source after its worker died", job.id)
-            elif job.state == "failed":
-                spool.retire_failed(self.config, job)
+            try:
+                if job.state == "done":
+                    spool.archive(spool_path=spooled[spool_path], spool_root=paths.spool,
+                                  archive_root=paths.archive, source_name=job.source_name)
+                    logger.info("job {}: archived its source after its worker died", job.id)
+                elif job.state == "failed":
+                    spool.retire_failed(self.config, job)
+            except OSError as exc:  # one file that cannot be moved must not stop the start (or the loop)
+                logger.error("job {}: cannot move its source {} out of the spool: {}", job.id, spool_path, exc)
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
