@@ -310,3 +310,21 @@ def test_a_folder_that_cannot_be_listed_is_logged_not_passed_over_in_silence(w, 
         jobs = take_all(w)
     assert list(jobs) == ["fine.wav"]
     assert sum("cannot look into" in line and "File name too long" in line for line in logged) == 1
+
+
+def test_start_up_settling_survives_a_spool_file_that_cannot_be_moved(w, monkeypatch, logged):
+    from daemon.supervisor import Supervisor
+
+    ids = []
+    for name in ("stuck.wav", "fine.wav"):
+        path = write_wav(spool.new_slot(w.config.paths.spool, "h1") / name, seed=len(name))
+        ids.append(w.store.add_failed(source_name=name, spool_path=str(path), output_stem=name[:-4], sha256=None,
+                                      size_bytes=1, kind="not_audio", message="m"))
+    real = spool.retire_failed
+    monkeypatch.setattr(spool, "retire_failed", lambda config, job: (_ for _ in ()).throw(
+        PermissionError(13, "Permission denied")) if job.source_name == "stuck.wav" else real(config, job))
+    supervisor = Supervisor(w.config)
+    supervisor.store = w.store
+    supervisor.settle_spool()  # at start, and after every worker crash: must not raise
+    assert (w.config.paths.failed / "fine.wav").exists()
+    assert any("cannot move its source" in line and "Permission denied" in line for line in logged)
