@@ -180,7 +180,7 @@ class Supervisor:
         self.inventory = devices.detect()
         plans = self._plan(config)
         self.slots = [Slot.planned(p) for p in plans]
-        if plans and plans[0].kind in ("cpu", "mps") and len(plans) < config.workers.count:
+        if plans and devices.device_kind(plans[0].device) in ("cpu", "mps") and len(plans) < config.workers.count:
             logger.warning("workers.count is {}, but this machine has {} cores: running {} worker(s)",
                            config.workers.count, self.inventory.cpu_cores, len(plans))
         for slot in self.slots:
