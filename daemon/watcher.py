@@ -364,7 +364,8 @@ class Watcher:
                     f"{files.describe_mode(st.st_mode)} is not a recording; only regular files are transcribed"))
             size = st.st_size
             if size == 0:
-                if age_seconds >= self.config.watch.empty_fail_seconds:
+                # A writer that still holds the file open (a recorder buffering) is waited for.
+                if age_seconds >= self.config.watch.empty_fail_seconds and not files.open_for_writing(path):
                     return self._spool_and_fail(path, self._spool_name(path),
                                                 EmptyFileError(f"the file stayed empty for {age_seconds:.0f} s"))
                 return None  # probably a copy that has not started writing yet

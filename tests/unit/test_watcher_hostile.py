@@ -328,3 +328,22 @@ def test_start_up_settling_survives_a_spool_file_that_cannot_be_moved(w, monkeyp
     supervisor.settle_spool()  # at start, and after every worker crash: must not raise
     assert (w.config.paths.failed / "fine.wav").exists()
     assert any("cannot move its source" in line and "Permission denied" in line for line in logged)
+
+
+def test_an_empty_file_still_open_for_writing_is_not_failed_as_empty(w):
+    import subprocess
+    import sys
+
+    if not files.ignore_lease_breaks():
+        pytest.skip("needs Linux read leases")
+    path = w.inbox / "buffering.wav"
+    writer = subprocess.Popen([sys.executable, "-c", f"import sys\nf = open({str(path)!r}, 'wb')\n"
+                               "print('open', flush=True); sys.stdin.readline()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        assert w.take(path, age_seconds=w.config.watch.empty_fail_seconds + 1) is None and path.exists()
+    finally:
+        writer.communicate("done\n", timeout=10)
+    job_id = w.take(path, age_seconds=w.config.watch.empty_fail_seconds + 1)
+    assert w.store.job(job_id)["error_kind"] == "empty"
