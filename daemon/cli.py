@@ -490,6 +490,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.ERROR
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+    except Exception as exc:
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
+        if not isinstance(exc, (OperationalError, InterfaceError)):
+            raise
+        # Locked by another process past the busy timeout, a server out of reach: one
+        # line, and a status that lets a service manager try again.
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"spkd: the job database cannot be used right now ({reason}); try again", file=sys.stderr)
+        return ExitCode.FAILED
     except BrokenPipeError:
         # `spkd jobs --json | head`: the reader left; say nothing more.
         import os

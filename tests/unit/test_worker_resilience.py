@@ -109,3 +109,24 @@ def test_a_recording_far_shorter_than_its_container_claimed_is_done_with_a_warni
     assert warning["detail"]["claimed_seconds"] == 64.0 and warning["detail"]["decoded_seconds"] < 3
     assert "decoded 2.0 s of audio, but the file said 64.0 s" in warning["detail"]["message"]
     assert not [e for e in reader.events(fine_id) if e["kind"] == "warning"]
+
+
+def test_a_command_meeting_a_locked_database_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    import json as json_module
+
+    from daemon.cli import main
+    from daemon.errors import ExitCode
+
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.3)
+    config = tmp_path / "spkd.json"
+    config.write_text(json_module.dumps({"paths": {"state": "state"}}))
+    (tmp_path / "state").mkdir()
+    holder = sqlite3.connect(tmp_path / "state" / "spkd.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        assert main(["--config", str(config), "db", "upgrade"]) == ExitCode.FAILED
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    err = capsys.readouterr().err
+    assert err.strip() == "spkd: the job database cannot be used right now (database is locked); try again"
