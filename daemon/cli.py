@@ -172,13 +172,16 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     since = search.parse_date_bound(args.since, end=False) if args.since else None
     until = search.parse_date_bound(args.until, end=True) if args.until else None
+    from daemon.db import translate_unusable
+
     config = _config(args)
-    store = _open_store(config)
-    try:
-        result = search.search(store, args.query, speaker=args.speaker, since=since, until=until, job_id=args.job,
-                               limit=args.limit)
-    finally:
-        store.close()
+    with translate_unusable(config.database_url):
+        store = _open_store(config)
+        try:
+            result = search.search(store, args.query, speaker=args.speaker, since=since, until=until,
+                                   job_id=args.job, limit=args.limit)
+        finally:
+            store.close()
     for note in result.notes:
         print(f"spkd search: {note}", file=sys.stderr)
     if args.json:

@@ -88,7 +88,7 @@ def test_a_corrupt_database_stops_everything_with_one_clear_message_and_exit_2(t
         log = d.log()
     assert "Traceback" not in log and "spawned worker" not in log, log[-3000:]
     assert f"the job database {d.db_path} cannot be used" in log and "move it aside" in log
-    for command in (["status"], ["jobs"], ["sql", "SELECT count(*) FROM jobs"], ["db", "upgrade"]):
+    for command in (["status"], ["jobs"], ["sql", "SELECT count(*) FROM jobs"], ["db", "upgrade"], ["search", "x"]):
         result = subprocess.run([sys.executable, "-m", "daemon", "--config", str(d.config_path), *command],
                                 capture_output=True, text=True, env=d.env, timeout=60)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
