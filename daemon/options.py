@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from daemon import files
 from daemon.errors import OptionsError, SpkdError
 
 __all__ = ["KEYS", "MAX_HOTWORDS", "MAX_SIDECAR_BYTES", "MAX_SPEAKERS", "check_speakers", "dedup_key", "hotword_words", "parse", "read_sidecar",
@@ -104,10 +105,8 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     """The validated options of a sidecar file. Whatever keeps it from being read as a
     small UTF-8 JSON object (a folder or a FIFO of that name, a symbolic link, no
     permission to read it, more than MAX_SIDECAR_BYTES) is an OptionsError too."""
-    from daemon.files import open_regular
-
     try:
-        with open_regular(path) as handle:
+        with files.open_regular(path) as handle:
             data = handle.read(MAX_SIDECAR_BYTES + 1)
     except SpkdError as exc:
         raise OptionsError(f"{path.name}: cannot be read as options: {exc.message}") from None

@@ -328,6 +328,7 @@ class Worker:
         kind, message = error.kind, error.message
         if isinstance(error, UnexpectedError):
             logger.opt(exception=exc).debug("job {} traceback", job.id)
+        # In a tuple: the store's own None (the lease was taken back) is not "asked to stop".
         stored = self._stored(f"recording job {job.id} failed", lambda: (self.store.fail(
             job.id, pid=self.pid, kind=kind, message=message[:4000], permanent=error.permanent,
             retry_backoff_seconds=self.config.jobs.retry_backoff_seconds),))

@@ -96,3 +96,13 @@ def test_a_corrupt_database_stops_everything_with_one_clear_message_and_exit_2(t
         assert f"the job database {d.db_path} cannot be used" in result.stderr
         assert "restore it from a backup, or move it aside" in result.stderr
     assert snapshot(d.db_path) == before  # never deleted, never rewritten
+
+
+def test_doctor_names_a_corrupt_database(tmp_path):
+    d = Daemon(tmp_path)
+    make_database(d)
+    garbage_in_the_middle(d.db_path)
+    result = subprocess.run([sys.executable, "-m", "daemon", "--config", str(d.config_path), "doctor"],
+                            capture_output=True, text=True, env=d.env, timeout=120)
+    line = next(line for line in result.stdout.splitlines() if "database" in line and line.startswith("BAD"))
+    assert "cannot be used: it is corrupt" in line and result.returncode == 1
