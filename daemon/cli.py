@@ -96,17 +96,19 @@ def _check_models(config: Any) -> None:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from daemon.db import current_revision, display_url, migrate
+    from daemon.db import check_usable, current_revision, display_url, migrate, translate_unusable
     from daemon.search import backfill_segments
     from daemon.store import Store
 
     config = _config(args)
-    migrate(config.database_url)
-    store = Store(config.database_url, host=config.host)
-    try:
-        filled = backfill_segments(config, store)
-    finally:
-        store.close()
+    check_usable(config.database_url)
+    with translate_unusable(config.database_url):
+        migrate(config.database_url)
+        store = Store(config.database_url, host=config.host)
+        try:
+            filled = backfill_segments(config, store)
+        finally:
+            store.close()
     print(f"database {display_url(config.database_url)} at revision {current_revision(config.database_url)}")
     if filled.jobs:
         print(f"segments: filled {filled.jobs} earlier job(s) with {filled.segments} row(s) from stored transcripts")
@@ -121,12 +123,15 @@ JOB_COLUMNS = ("id", "state", "source_name", "device", "attempts", "audio_second
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    from daemon.db import translate_unusable
+
     config = _config(args)
-    store = _open_store(config)
-    try:
-        rows = store.jobs(limit=args.limit, state=args.state)
-    finally:
-        store.close()
+    with translate_unusable(config.database_url):
+        store = _open_store(config)
+        try:
+            rows = store.jobs(limit=args.limit, state=args.state)
+        finally:
+            store.close()
     if args.json:
         _print_json(rows)
     else:
@@ -140,10 +145,14 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
     config = _config(args)
     try:
-        columns, rows = query_readonly(config.database_url, args.statement)
+        columns, rows = query_readonly(config.database_url, args.statement, timeout_seconds=args.timeout or None,
+                                       max_rows=args.max_rows)
     except ReadOnlyError as exc:
         print(f"spkd sql: {exc}", file=sys.stderr)
         return ExitCode.ERROR
+    if len(rows) > args.max_rows:
+        rows = rows[:args.max_rows]
+        print(f"spkd sql: showing the first {args.max_rows} rows (--max-rows)", file=sys.stderr)
     if args.json:
         _print_json([dict(zip(columns, row)) for row in rows])
     else:
@@ -163,13 +172,16 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     since = search.parse_date_bound(args.since, end=False) if args.since else None
     until = search.parse_date_bound(args.until, end=True) if args.until else None
+    from daemon.db import translate_unusable
+
     config = _config(args)
-    store = _open_store(config)
-    try:
-        result = search.search(store, args.query, speaker=args.speaker, since=since, until=until, job_id=args.job,
-                               limit=args.limit)
-    finally:
-        store.close()
+    with translate_unusable(config.database_url):
+        store = _open_store(config)
+        try:
+            result = search.search(store, args.query, speaker=args.speaker, since=since, until=until,
+                                   job_id=args.job, limit=args.limit)
+        finally:
+            store.close()
     for note in result.notes:
         print(f"spkd search: {note}", file=sys.stderr)
     if args.json:
@@ -200,12 +212,15 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if not args.ids and not args.failed:
         print("spkd retry: give job ids or --failed", file=sys.stderr)
         return ExitCode.ERROR
+    from daemon.db import translate_unusable
+
     config = _config(args)
-    store = _open_store(config)
-    try:
-        requeued = spool.requeue_failed(config, store, job_ids=args.ids, all_failed=args.failed)
-    finally:
-        store.close()
+    with translate_unusable(config.database_url):
+        store = _open_store(config)
+        try:
+            requeued = spool.requeue_failed(config, store, job_ids=args.ids, all_failed=args.failed)
+        finally:
+            store.close()
     print(f"requeued {len(requeued)} job(s)" + (f": {', '.join(map(str, requeued))}" if requeued else ""))
     return ExitCode.OK
 
@@ -218,13 +233,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     running = False
     if runtime:
         running = service.pid_alive(int(runtime["pid"]))
-    store = _open_store(config)
-    try:
-        counts = store.counts()
-        workers = store.worker_rows()
-        failures = store.jobs(limit=5, state="failed")
-    finally:
-        store.close()
+    from daemon.db import translate_unusable
+
+    with translate_unusable(config.database_url):
+        store = _open_store(config)
+        try:
+            counts = store.counts()
+            workers = store.worker_rows()
+            failures = store.jobs(limit=5, state="failed")
+        finally:
+            store.close()
     from daemon import diskguard
 
     paused = diskguard.paused_reason(config)
@@ -342,6 +360,28 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 # --- parser ----------------------------------------------------------------------------
 
+def _non_negative_seconds(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from daemon.schema import JOB_STATES
 
@@ -386,9 +426,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", choices=JOB_STATES)
     p.add_argument("--json", action="store_true")
 
+    from daemon.sqlconsole import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_SECONDS
+
     p = add("sql", cmd_sql, "run a read-only SQL query against the job database")
     p.add_argument("statement")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=_non_negative_seconds, default=DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
+                   help=f"stop the statement after this long (default {DEFAULT_TIMEOUT_SECONDS:g}; 0: no limit)")
+    p.add_argument("--max-rows", type=_positive_int, default=DEFAULT_MAX_ROWS, metavar="N",
+                   help=f"show at most this many rows (default {DEFAULT_MAX_ROWS})")
 
     p = add("search", cmd_search, "find what was said: segments containing QUERY (literal text, any case and "
             "width), newest recordings first; exit 1 when nothing matches")
@@ -447,6 +493,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.ERROR
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+    except Exception as exc:
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
+        if not isinstance(exc, (OperationalError, InterfaceError)):
+            raise
+        # Locked by another process past the busy timeout, a server out of reach: one
+        # line, and a status that lets a service manager try again.
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"spkd: the job database cannot be used right now ({reason}); try again", file=sys.stderr)
+        return ExitCode.FAILED
     except BrokenPipeError:
         # `spkd jobs --json | head`: the reader left; say nothing more.
         import os

@@ -35,8 +35,10 @@ def cmd_service_print(args: argparse.Namespace) -> int:
 def cmd_service_install(args: argparse.Namespace) -> int:
     import os
 
+    from daemon.config import is_override
+
     config = _config(args)
-    overrides = sorted(k for k in os.environ if k.startswith("SPKD_") and k != "SPKD_CONFIG")
+    overrides = sorted(k for k in os.environ if is_override(k))
     if overrides:
         print(f"note: the service reads only {config.source}; {', '.join(overrides)} from this shell "
               "do not reach it (put those settings in the config file)", file=sys.stderr)

@@ -9,6 +9,7 @@ together with the folders it names.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -23,7 +24,7 @@ from daemon.models import is_model_path
 
 __all__ = ["DEVICE_KINDS", "Config", "DaemonConfig", "DatabaseConfig", "JobsConfig", "ModelsConfig", "NotifyConfig",
            "OutputConfig", "PathsConfig", "RetentionConfig", "WatchConfig", "WorkersConfig", "device_problem",
-           "from_dict", "load"]
+           "from_dict", "is_override", "load"]
 
 DEVICE_KINDS = ("cuda", "rocm", "xpu", "mps", "cpu")
 DEFAULT_EXTENSIONS = (
@@ -31,6 +32,23 @@ DEFAULT_EXTENSIONS = (
 )
 DEFAULT_IGNORE = ("*.part", "*.crdownload", "*.tmp", "~$*", ".DS_Store", "*.download", "*.partial")
 ENV_PREFIX = "SPKD_"
+# SPKD_ variables that are not configuration overrides; every other SPKD_ variable must
+# name a key (SPKD_<SECTION>_<KEY>) or start-up stops, so that a typo is never ignored.
+NON_CONFIG_ENV = {
+    "SPKD_CONFIG": "the config file",
+    "SPKD_ENGINE_FACTORY": "`module:callable` building the engine (the test suite's fake engine)",
+    "SPKD_WORKER_SLOT": "set by spkd in each of its worker processes",
+}
+# Prefixes kept for the test suite and the benchmarks (SPKD_FAKE_DEVICES, SPKD_TEST_POSTGRES_URL, …).
+NON_CONFIG_ENV_PREFIXES = ("SPKD_FAKE_", "SPKD_TEST_", "SPKD_BENCH_")
+# Bounds every number of the configuration keeps: what the database's INTEGER columns
+# hold, and durations a clock can add without overflowing (10 years, 100 years).
+MAX_INT = 2**31 - 1
+MAX_SECONDS = 10 * 365 * 86400.0
+MAX_DAYS = 100 * 365.0
+# A CPU or MPS slot needs a core of its own; beyond that more workers only share them.
+MAX_WORKERS = 1024
+MAX_PER_DEVICE = 64
 # What a webhook can be told about: a job done or failed, the daemon starting or stopping.
 NOTIFY_EVENTS = ("done", "failed", "start", "stop")
 
@@ -96,6 +114,10 @@ class WatchConfig:
     polling: bool = False
     # A file that stays empty this long fails instead of waiting forever.
     empty_fail_seconds: float = 300.0
+    # Where the kernel cannot say whether a file is still open for writing, a file whose
+    # container looks unfinished (a WAV header without sizes, an MP4 without its index)
+    # is taken only after it stayed unchanged this long.
+    incomplete_wait_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -195,8 +217,8 @@ def _sections() -> list[Any]:
 
 _VALUE_RULES: dict[str, Any] = {
     # key -> predicate(value) -> error message or None
-    "workers.count": lambda v: None if v >= 1 else "must be >= 1",
-    "workers.per_device": lambda v: None if v >= 1 else "must be >= 1",
+    "workers.count": lambda v: None if 1 <= v <= MAX_WORKERS else f"must be from 1 to {MAX_WORKERS}",
+    "workers.per_device": lambda v: None if 1 <= v <= MAX_PER_DEVICE else f"must be from 1 to {MAX_PER_DEVICE}",
     "workers.threads": lambda v: None if v is None or v >= 1 else "must be >= 1 or null",
     "workers.max_jobs": lambda v: None if v is None or v >= 1 else "must be >= 1 or null",
     "workers.max_rss_mb": lambda v: None if v is None or v >= 64 else "must be >= 64 or null",
@@ -207,6 +229,7 @@ _VALUE_RULES: dict[str, Any] = {
     "output.formats": lambda v: _check_formats(v),
     "watch.settle_seconds": lambda v: None if v >= 0 else "must be >= 0",
     "watch.rescan_seconds": lambda v: None if v > 0 else "must be > 0",
+    "watch.incomplete_wait_seconds": lambda v: None if v >= 0 else "must be >= 0",
     "watch.extensions": lambda v: None if v else "must not be empty",
     "jobs.max_attempts": lambda v: None if v >= 1 else "must be >= 1",
     "jobs.lease_seconds": lambda v: None if v > 0 else "must be > 0",
@@ -303,11 +326,19 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
         raise ConfigError(f"{key}: expected true or false, got {json.dumps(value)}")
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise ConfigError(f"{key}: expected an integer of at most {MAX_INT}, got {value}")
             return value
         raise ConfigError(f"{key}: expected an integer, got {json.dumps(value)}")
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: expected a finite number, got {json.dumps(value)}")
+            limit = MAX_SECONDS if key.endswith("_seconds") else MAX_DAYS if key.endswith("_days") else None
+            if limit is not None and abs(number) > limit:
+                raise ConfigError(f"{key}: expected at most {limit:.0f}, got {json.dumps(value)}")
+            return number
         raise ConfigError(f"{key}: expected a number, got {json.dumps(value)}")
     if annotation is str:
         if isinstance(value, str):
@@ -344,18 +375,32 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
     return cls(**values)
 
 
+def is_override(name: str) -> bool:
+    """Whether the environment variable `name` is meant as a configuration override (it
+    starts with SPKD_ and is none of NON_CONFIG_ENV and NON_CONFIG_ENV_PREFIXES)."""
+    return name.startswith(ENV_PREFIX) and name not in NON_CONFIG_ENV and not name.startswith(NON_CONFIG_ENV_PREFIXES)
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """`SPKD_WORKERS_COUNT=2` overrides workers.count; values are parsed as JSON when they
-    parse (numbers, true/false, null, lists), else taken as strings."""
-    sections = {f.name for f in _sections()}
+    parse (numbers, true/false, null, lists), else taken as strings. Any other SPKD_
+    variable that is not in NON_CONFIG_ENV (or NON_CONFIG_ENV_PREFIXES) is refused."""
+    hints = typing.get_type_hints(Config)
+    sections = {f.name: {k.name for k in fields(hints[f.name])} for f in _sections()}
     out: dict[str, dict[str, Any]] = {}
-    for name, text in env.items():
-        if not name.startswith(ENV_PREFIX) or name in ("SPKD_CONFIG",):
+    for name in sorted(env):
+        if not is_override(name):
             continue
         rest = name[len(ENV_PREFIX):].lower()
         section, _, key = rest.partition("_")
-        if section not in sections or not key:
-            continue
+        if section not in sections:
+            raise ConfigError(f"{name}: not a configuration key: overrides are SPKD_<SECTION>_<KEY> (sections: "
+                              f"{', '.join(sections)}; e.g. SPKD_WORKERS_COUNT for workers.count), and spkd's own "
+                              f"variables are {', '.join(NON_CONFIG_ENV)}")
+        if key not in sections[section]:
+            raise ConfigError(f"{name}: {section}.{key or '?'} is not a configuration key (keys of {section}: "
+                              f"{', '.join(sorted(sections[section]))})")
+        text = env[name]
         try:
             value: Any = json.loads(text)
         except ValueError:
@@ -385,7 +430,8 @@ def from_dict(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None = N
 
 def _resolved(config: Config, base_dir: Path) -> Config:
     def absolute(p: Path) -> Path:
-        return p if p.is_absolute() else (base_dir / p).resolve()
+        # `..` and symbolic links resolved: the "inside the inbox" checks compare real places.
+        return (p if p.is_absolute() else base_dir / p).resolve()
 
     def model_setting(value: str | None) -> str | None:
         # a relative model path (`./cam++`) is relative to this config, like every path

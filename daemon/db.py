@@ -10,18 +10,26 @@ but `pool_pre_ping` (a server restart must not leave dead connections in the poo
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
+import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
-__all__ = ["current_revision", "display_url", "head_revision", "make_engine", "migrate", "migrations_dir",
-           "normalize_url", "schema_problem"]
+from daemon.errors import UnusableDatabaseError
+
+__all__ = ["check_usable", "current_revision", "display_url", "head_revision", "make_engine", "migrate",
+           "migrations_dir", "normalize_url", "schema_problem", "sqlite_path", "translate_unusable",
+           "unusable_database"]
 
 # pg_advisory_xact_lock key serialising migrations of hosts that share a database ("spkd").
 MIGRATION_LOCK_KEY = 0x73706B64
+# How long an SQLite writer waits for the write lock before it gives up with "database
+# is locked" (spkd's workers then wait and try again; see daemon/worker.py).
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
 
 def normalize_url(url: str) -> str:
@@ -41,6 +49,88 @@ def display_url(url: str) -> str:
         return "(unparsable URL)"
 
 
+# SQLite's result codes (their low byte) that say the file itself is unusable: corrupt,
+# not a database at all, or impossible to open (a folder where the file should be).
+_SQLITE_UNUSABLE = {11: "it is corrupt", 26: "it is not an SQLite database", 14: "it cannot be opened"}
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an SQLite URL; None for PostgreSQL and in-memory databases."""
+    try:
+        parsed = make_url(normalize_url(url))
+    except Exception:  # noqa: BLE001 - not a URL: nothing to name
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def _unusable(path: Path, why: str) -> UnusableDatabaseError:
+    return UnusableDatabaseError(
+        f"the job database {path} cannot be used: {why}. spkd never deletes or rewrites it: restore it from a "
+        f"backup, or move it aside to start with a fresh, empty database (mv {path} {path}.broken, and its "
+        "-wal and -shm files beside it, if any)")
+
+
+def unusable_database(url: str, exc: BaseException) -> UnusableDatabaseError | None:
+    """The UnusableDatabaseError that `exc` (SQLAlchemy's or sqlite3's) means, or None
+    when it says something else (a lock, a full disk, a missing table)."""
+    path = sqlite_path(url)
+    if path is None:
+        return None
+    orig = getattr(exc, "orig", None) or exc
+    if not isinstance(orig, sqlite3.Error):
+        return None
+    code = getattr(orig, "sqlite_errorcode", None)
+    why = _SQLITE_UNUSABLE.get(code & 0xFF) if isinstance(code, int) else None
+    if why is None and "malformed" in str(orig):
+        why = "it is corrupt"
+    if why is None:
+        return None
+    if path.is_dir():
+        why = "it is a folder, not a file"
+    return _unusable(path, f"{why} ({orig})")
+
+
+@contextlib.contextmanager
+def translate_unusable(url: str) -> Iterator[None]:
+    """Turn a database error that means the file itself is unusable into one clear
+    UnusableDatabaseError; anything else passes unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        unusable = unusable_database(url, exc)
+        if unusable is not None:
+            raise unusable from None
+        raise
+
+
+def check_usable(url: str, *, thorough: bool = True) -> None:
+    """Raise UnusableDatabaseError when the SQLite file exists but cannot be used: a
+    folder, not a database, or (`thorough`: PRAGMA quick_check, which reads every page)
+    corrupt anywhere. Read-only: the file is opened with `mode=ro` and never changed.
+    A file that does not exist yet is fine (it is created empty); PostgreSQL checks its
+    own storage."""
+    path = sqlite_path(url)
+    if path is None or not path.exists():
+        return
+    if not path.is_file():
+        raise _unusable(path, "it is a folder, not a file" if path.is_dir() else "it is not a regular file")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
+    except sqlite3.Error as exc:
+        raise unusable_database(url, exc) or _unusable(path, f"it cannot be opened ({exc})") from None
+    try:
+        with translate_unusable(url):
+            conn.execute("PRAGMA schema_version").fetchone()  # reads the header and the schema page
+            if thorough:
+                problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+                if problems != ["ok"]:
+                    raise _unusable(path, f"it is corrupt (quick_check: {'; '.join(map(str, problems))})")
+    finally:
+        conn.close()
+
+
 def _sqlite_setup(engine: Engine, *, foreign_keys: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -48,7 +138,7 @@ def _sqlite_setup(engine: Engine, *, foreign_keys: bool) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.close()
@@ -69,7 +159,7 @@ def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
         _sqlite_setup(engine, foreign_keys=foreign_keys)
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -125,12 +215,17 @@ def head_revision() -> str | None:
 
 
 def current_revision(url: str) -> str | None:
+    """The schema revision of the database; None for an empty one. A database whose file
+    is unusable raises UnusableDatabaseError (it must not look empty: it would be
+    migrated over)."""
     engine = make_engine(url)
     try:
-        with engine.connect() as conn:
+        with translate_unusable(url), engine.connect() as conn:
             try:
                 return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            except Exception:
+            except Exception as exc:
+                if unusable_database(url, exc) is not None:
+                    raise
                 return None
     finally:
         engine.dispose()
@@ -139,9 +234,11 @@ def current_revision(url: str) -> str | None:
 def schema_problem(url: str) -> str | None:
     """Why this spkd cannot read the database, or None. A database that does not exist
     yet is created (it is simply empty)."""
+    check_usable(url)  # PRAGMA quick_check reads every page: ~0.3 s for 300 MB
     current = current_revision(url)
     if current is None:
-        migrate(url)
+        with translate_unusable(url):
+            migrate(url)
         return None
     head = head_revision()
     if current != head:

@@ -204,7 +204,13 @@ def plan_slots(workers: WorkersConfig, inventory: Inventory) -> list[SlotPlan]:
     if kind in GPU_KINDS:
         devices = [d for d in chosen for _ in range(workers.per_device)]
     else:
-        devices = [chosen[0]] * workers.count
+        # One core per CPU (or MPS) slot at least: beyond that, more workers only share the
+        # same cores, each with its own copy of the models in memory.
+        count = min(workers.count, max(1, inventory.cpu_cores))
+        if count < workers.count:
+            reason += (f"; workers.count {workers.count} is more than this machine's {inventory.cpu_cores} cores, "
+                       f"so {count}")
+        devices = [chosen[0]] * count
     cpu_slots = sum(1 for d in devices if device_kind(d) in ("cpu", "mps"))
     default_threads = max(1, inventory.cpu_cores // max(1, cpu_slots)) if cpu_slots else 1
     plans = []

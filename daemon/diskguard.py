@@ -3,8 +3,10 @@ low, so a full disk fails no job halfway (a transcript half written, a database 
 cannot commit); queued jobs simply wait until space comes back.
 
 The supervisor checks every `daemon.disk_check_seconds` and writes or removes the
-pause file `<paths.state>/claims.paused` (its text is the reason); workers look for
-that file before each claim, which costs one failed open() while it is absent.
+pause file `<paths.state>/claims.paused` (its text is the reason, for `spkd status`).
+Workers look for that file before each claim and, since a disk can fill up between
+two checks (and then the pause file itself cannot be written), measure the free
+space themselves too: two statvfs calls, microseconds.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from loguru import logger
 from daemon.config import Config
 from daemon.files import atomic_write, nearest_existing
 
-__all__ = ["check", "pause_path", "paused_reason", "set_paused", "update"]
+__all__ = ["check", "claim_blocker", "pause_path", "paused_reason", "set_paused", "update"]
 
 PAUSE_FILE = "claims.paused"
 MB = 2**20
+# Pauses this process announced but could not write down (the disk was full already),
+# by pause file: so that the pause is logged once, and its end too.
+_unwritten: dict[Path, str] = {}
 
 
 def pause_path(config: Config) -> Path:
@@ -53,12 +58,25 @@ def paused_reason(config: Config) -> str | None:
     return text or "paused"
 
 
+def claim_blocker(config: Config) -> str | None:
+    """Why a worker must not claim now, or None: the supervisor's pause file, else the
+    free space measured right now (a folder that cannot be measured does not block)."""
+    reason = paused_reason(config)
+    if reason is not None:
+        return reason
+    try:
+        return check(config)
+    except OSError:
+        return None
+
+
 def set_paused(config: Config, reason: str | None) -> bool:
     """Write (reason) or remove (None) the pause file; logs only when the paused state
     changes. Returns True on a change."""
     path = pause_path(config)
-    current = paused_reason(config)
+    current = paused_reason(config) or _unwritten.get(path)
     if reason is None:
+        _unwritten.pop(path, None)
         if current is None:
             return False
         try:
@@ -68,7 +86,15 @@ def set_paused(config: Config, reason: str | None) -> bool:
         logger.info("claiming resumed (was paused: {})", current)
         return True
     if current != reason:
-        atomic_write(path, reason + "\n")  # the reason's numbers change while paused: keep the file current
+        try:
+            atomic_write(path, reason + "\n")  # the reason's numbers change while paused: keep the file current
+            _unwritten.pop(path, None)
+        except OSError as exc:
+            # The disk is full already: workers measure the free space themselves (claim_blocker).
+            _unwritten[path] = reason
+            if current is None:
+                logger.warning("claiming paused: {} (the pause file cannot be written: {})", reason, exc)
+            return current is None
     if current is None:
         logger.warning("claiming paused: {}", reason)
         return True

@@ -60,6 +60,13 @@ def _database_writable(url: str) -> tuple[bool, str]:
             return True, f"{parsed.get_backend_name()} database reachable"
         except Exception as exc:  # noqa: BLE001
             return False, f"cannot connect: {exc}"
+    from daemon.db import check_usable
+    from daemon.errors import UnusableDatabaseError
+
+    try:
+        check_usable(url)
+    except UnusableDatabaseError as exc:
+        return False, exc.message
     path = Path(parsed.database or "")
     probe_dir = nearest_existing(path.parent)
     if not os.access(probe_dir, os.W_OK):

@@ -10,6 +10,7 @@ database's vocabulary and never change.
     SpkdError                      (abstract: never raised itself)
     ├── UnexpectedError            error           transient  any exception that is not an SpkdError
     ├── ConfigError                config          permanent  invalid configuration; start-up stops
+    │   └── UnusableDatabaseError  database                   the job database is corrupt or cannot be opened
     ├── ServiceError               service         permanent  `spkd service …` cannot render or install
     ├── ModelsMissingError         models_missing  permanent  a model directory is missing or incomplete
     ├── FetchError                 models_fetch    permanent  downloading the real models failed
@@ -19,12 +20,15 @@ database's vocabulary and never change.
     │   ├── NotAudioError          not_audio                  no audio stream (a photo, a text file)
     │   ├── TooShortError          too_short                  less audio than anything useful needs
     │   ├── EmptyFileError         empty                      the file stayed empty
-    │   └── SymlinkError           symlink                    a symbolic link (never followed)
+    │   ├── SymlinkError           symlink                    a symbolic link (never followed)
+    │   ├── NotRegularFileError    not_a_file                 a FIFO, a device or a socket
+    │   └── UnreadableError        unreadable                 the file cannot be opened or read (permissions, I/O)
     ├── OptionsError               bad_options     permanent  a sidecar or command-line option is invalid
     ├── DeviceError                device          transient  a device cannot be initialised
     │   ├── OutOfMemoryError       oom                        retried at half the batch, then on the fallback device
     │   └── DeviceMissingError     device_missing             the configured device is absent, no fallback
     ├── FfmpegMissingError         ffmpeg_missing  transient  installing ffmpeg fixes it; the job then succeeds
+    ├── DiskFullError              disk_full       transient  no space left for outputs or the database
     └── WorkerLostError            worker_lost     transient  the job's worker died (recorded by the store)
         └── LeaseExpiredError      lease_expired              its holder stopped heartbeating
 
@@ -44,6 +48,7 @@ __all__ = [
     "ConfigError",
     "DeviceError",
     "DeviceMissingError",
+    "DiskFullError",
     "EmptyFileError",
     "ExitCode",
     "DatabaseExtensionError",
@@ -52,6 +57,7 @@ __all__ = [
     "LeaseExpiredError",
     "ModelsMissingError",
     "NotAudioError",
+    "NotRegularFileError",
     "OptionsError",
     "OutOfMemoryError",
     "ReadOnlyError",
@@ -61,8 +67,11 @@ __all__ = [
     "SymlinkError",
     "TooShortError",
     "UnexpectedError",
+    "UnreadableError",
+    "UnusableDatabaseError",
     "WorkerLostError",
     "as_spkd_error",
+    "is_disk_full",
     "is_out_of_memory",
 ]
 
@@ -103,6 +112,13 @@ class ConfigError(SpkdError):
 
     kind = "config"
     permanent = True
+
+
+class UnusableDatabaseError(ConfigError):
+    """The job database cannot be used: not a database, corrupt, or not a file at all.
+    spkd never deletes or rewrites it; the message names the file and the way out."""
+
+    kind = "database"
 
 
 class ServiceError(SpkdError):
@@ -172,6 +188,18 @@ class SymlinkError(AudioError):
     kind = "symlink"
 
 
+class NotRegularFileError(AudioError):
+    """A FIFO, a device or a socket in the inbox: nothing spkd can read as a recording."""
+
+    kind = "not_a_file"
+
+
+class UnreadableError(AudioError):
+    """The file stayed impossible to open or read (permissions, an I/O error)."""
+
+    kind = "unreadable"
+
+
 class OptionsError(SpkdError):
     """A sidecar `<file>.spkd.json` (or a command-line option) is invalid."""
 
@@ -205,6 +233,14 @@ class FfmpegMissingError(SpkdError):
     permanent = False
 
 
+class DiskFullError(SpkdError):
+    """No space left where the job writes (the outbox, the database). Transient: the
+    disk guard pauses claiming until space comes back, then the job is retried."""
+
+    kind = "disk_full"
+    permanent = False
+
+
 class WorkerLostError(SpkdError):
     """The job's worker died holding it (recorded by the store, never raised)."""
 
@@ -223,13 +259,44 @@ class ReadOnlyError(Exception):
 
 
 def as_spkd_error(exc: BaseException) -> SpkdError:
-    """`exc` itself when it is one of ours, else an UnexpectedError naming its type
-    (`RuntimeError: …`), so that every failure is recorded the same way."""
+    """`exc` itself when it is one of ours, a DiskFullError for a full disk, else an
+    UnexpectedError naming its type (`RuntimeError: …`), so that every failure is
+    recorded the same way."""
     if isinstance(exc, SpkdError):
         return exc
+    if is_disk_full(exc):
+        full = DiskFullError(f"no space left on the device: {exc}")
+        full.__cause__ = exc
+        return full
     error = UnexpectedError(f"{type(exc).__name__}: {exc}")
     error.__cause__ = exc
     return error
+
+
+# SQLite's SQLITE_FULL (its extended codes keep it in the low byte) and PostgreSQL's
+# SQLSTATE class 53 "insufficient resources" (53100 disk_full).
+_SQLITE_FULL = 13
+_POSTGRES_DISK_FULL = "53100"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a foreign exception (the file system's, a database driver's, wrapped by
+    SQLAlchemy or not) means there is no space left on a device."""
+    import errno
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        code = getattr(current, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == _SQLITE_FULL:
+            return True
+        if getattr(current, "sqlstate", None) == _POSTGRES_DISK_FULL:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
-from daemon import files, options, writers
+from daemon import files, options, outputs, writers
 from daemon.config import Config, device_problem
 from daemon.errors import AudioError, DeviceError, OptionsError, SpkdError, as_spkd_error
 
@@ -73,7 +73,8 @@ def output_stems(paths: Sequence[Path], out_dir: Path | None) -> list[tuple[Path
     for path in paths:
         directory = Path(out_dir) if out_dir is not None else path.parent
         where = directory.resolve()
-        stem = files.numbered(path.stem if path.suffix else path.name, lambda name: (where, name) in used)
+        stem = files.numbered(path.stem if path.suffix else path.name, lambda name: (where, name) in used,
+                              max_bytes=files.NAME_MAX_BYTES - outputs.EXTENSION_MAX_BYTES)
         used.add((where, stem))
         result.append((directory, stem))
     return result

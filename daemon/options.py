@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from daemon.errors import OptionsError
+from daemon import files
+from daemon.errors import OptionsError, SpkdError
 
-__all__ = ["KEYS", "MAX_HOTWORDS", "MAX_SPEAKERS", "check_speakers", "dedup_key", "hotword_words", "parse", "read_sidecar",
+__all__ = ["KEYS", "MAX_HOTWORDS", "MAX_SIDECAR_BYTES", "MAX_SPEAKERS", "check_speakers", "dedup_key", "hotword_words", "parse", "read_sidecar",
            "validate"]
 
 KEYS = ("speakers", "hotwords", "formats", "priority")
@@ -30,6 +31,9 @@ MAX_SPEAKERS = 20
 # Counted as the recogniser sees them (hotword_words). From 50 on, SeACo Paraformer keeps
 # the 50 most relevant for each segment, so a long list costs little; 200 bounds the rest.
 MAX_HOTWORDS = 200
+# A sidecar holds four small keys; 200 hotwords fit in a few KB. Anything larger is
+# not a sidecar (and is never read into memory whole).
+MAX_SIDECAR_BYTES = 64 * 1024
 
 
 def hotword_words(items: Sequence[str]) -> list[str]:
@@ -48,6 +52,8 @@ def parse(text: str, *, source: str = "sidecar") -> dict[str, Any]:
         raw = json.loads(text)
     except ValueError as exc:
         raise OptionsError(f"{source}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise OptionsError(f"{source}: not valid JSON: nested too deeply") from None
     return validate(raw, source=source)
 
 
@@ -96,8 +102,21 @@ def check_speakers(value: Any, *, source: str) -> int:
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
+    """The validated options of a sidecar file. Whatever keeps it from being read as a
+    small UTF-8 JSON object (a folder or a FIFO of that name, a symbolic link, no
+    permission to read it, more than MAX_SIDECAR_BYTES) is an OptionsError too."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with files.open_regular(path) as handle:
+            data = handle.read(MAX_SIDECAR_BYTES + 1)
+    except SpkdError as exc:
+        raise OptionsError(f"{path.name}: cannot be read as options: {exc.message}") from None
+    except OSError as exc:
+        raise OptionsError(f"{path.name}: cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_SIDECAR_BYTES:
+        raise OptionsError(f"{path.name}: larger than {MAX_SIDECAR_BYTES // 1024} KB; a sidecar holds a few small "
+                           f"options ({', '.join(KEYS)})")
+    try:
+        text = data.decode("utf-8-sig")  # Windows editors start UTF-8 files with a byte-order mark
     except UnicodeDecodeError:
         raise OptionsError(f"{path.name}: not UTF-8 text") from None
     return parse(text, source=path.name)

@@ -11,7 +11,12 @@ from daemon import files, writers
 from daemon.config import Config
 from daemon.transcript import Transcript
 
-__all__ = ["formats_for", "load_transcript", "publish", "reused_transcript", "save_transcript", "transcript_path"]
+__all__ = ["EXTENSION_MAX_BYTES", "formats_for", "load_transcript", "publish", "reused_transcript", "save_transcript",
+           "transcript_path"]
+
+# The longest extension a format adds to an output stem (`.sentences.txt`): a stem
+# leaves this much of the file system's name limit free (daemon.files.numbered).
+EXTENSION_MAX_BYTES = max(len(writers.extension(fmt).encode()) for fmt in writers.FORMATS)
 
 
 def transcript_path(config: Config, job_id: int) -> Path:

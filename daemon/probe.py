@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 import wave
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from daemon.errors import NotAudioError
 
-__all__ = ["Probe", "ffprobe_available", "probe", "probe_pcm_wav"]
+__all__ = ["Probe", "ffprobe_available", "incomplete_reason", "probe", "probe_pcm_wav"]
 
 PROBE_TIMEOUT_SECONDS = 60.0
 
@@ -83,3 +84,73 @@ def _float(value: object) -> float | None:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+# How many top-level boxes of an MP4 are looked at before giving up (a real file has a handful).
+_MAX_BOXES = 10_000
+# The sizes a WAV writer puts into the header until it knows the real ones.
+_PLACEHOLDER_SIZES = (0, 0xFFFFFFFF)
+
+
+def incomplete_reason(path: Path) -> str | None:
+    """Why the container says the file is not whole yet, or None (whole, or a format
+    without such a check). A writer streaming a WAV fills in its RIFF and data sizes only
+    when it finishes; an MP4/M4A/MOV gets its `moov` index (without which nothing can be
+    decoded) at the end, and each box's size says where the next one starts."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+            size = path.stat().st_size
+            if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+                return _wav_incomplete(handle, head, size)
+            if head[4:8] == b"ftyp":
+                return _mp4_incomplete(handle, size)
+    except OSError:
+        return None
+    return None
+
+
+def _wav_incomplete(handle, head: bytes, size: int) -> str | None:  # type: ignore[no-untyped-def]
+    riff_size = struct.unpack("<I", head[4:8])[0]
+    if riff_size in _PLACEHOLDER_SIZES:
+        return "the WAV header does not give its size yet (still being written)"
+    if riff_size + 8 > size:
+        return f"the WAV header promises {riff_size + 8} bytes, the file has {size}"
+    offset = 12
+    while offset + 8 <= size:
+        handle.seek(offset)
+        chunk = handle.read(8)
+        if len(chunk) < 8:
+            break
+        chunk_id, chunk_size = chunk[:4], struct.unpack("<I", chunk[4:8])[0]
+        if chunk_id == b"data":
+            if chunk_size in _PLACEHOLDER_SIZES and size > offset + 8:
+                return "the WAV data size is not filled in yet (still being written)"
+            if offset + 8 + chunk_size > size:
+                return f"the WAV header promises {chunk_size} bytes of audio, the file has {size - offset - 8}"
+            return None
+        offset += 8 + chunk_size + (chunk_size & 1)
+    return None
+
+
+def _mp4_incomplete(handle, size: int) -> str | None:  # type: ignore[no-untyped-def]
+    offset, moov = 0, False
+    for _ in range(_MAX_BOXES):
+        if offset == size:
+            return None if moov else "the MP4 has no moov index (still being written, or cut short)"
+        handle.seek(offset)
+        header = handle.read(16)
+        if len(header) < 8:
+            return "the MP4 ends inside a box header"
+        box_size, box_type = struct.unpack(">I4s", header[:8])
+        if box_size == 1 and len(header) == 16:
+            box_size = struct.unpack(">Q", header[8:16])[0]
+        elif box_size == 0:  # "to the end of the file": only the last box may say so
+            return None if moov else "the MP4 has no moov index (still being written, or cut short)"
+        if box_size < 8:
+            return None  # not a layout we know: let ffprobe judge it
+        moov = moov or box_type == b"moov"
+        if offset + box_size > size:
+            return f"the MP4 box {box_type.decode('latin-1')!r} runs past the end of the file (still being written)"
+        offset += box_size
+    return None

@@ -13,6 +13,9 @@ The rules:
 * The daemon is stopping, or the pool shrank and this slot goes: stopped.
 * A clean exit (ExitCode.OK, not stopped by the supervisor: recycled after
   `workers.max_jobs` or `workers.max_rss_mb`): restart at once, crashes forgotten.
+* A worker that never reported ready while the disk guard found the disk too full
+  (its models may have failed to load for want of space): restart after a backoff,
+  without counting a boot failure, so a full disk never moves a slot off its device.
 * A worker that never reported ready (ExitCode.BOOT_FAILED, or died while booting):
   a boot failure. Below `workers.max_boot_failures` restart after an exponential
   backoff; at the limit fall back to the next device in the chain (boot failures
@@ -49,6 +52,7 @@ class WorkerExit:
     killed: bool = False  # the supervisor stopped it (hung, past its time limit, boot too slow)
     stopping: bool = False  # the daemon is shutting down
     retiring: bool = False  # the pool shrank (SIGHUP) and this slot goes
+    disk_low: bool = False  # the disk guard found the outbox or state disk too full meanwhile
 
     @property
     def clean(self) -> bool:
@@ -95,6 +99,9 @@ def decide(history: SlotHistory, exit: WorkerExit, policy: RestartPolicy) -> Dec
         return Decision(Action.STOP, Cause.STOPPED, history)
     if exit.code == ExitCode.OK and not exit.killed:
         return Decision(Action.RESTART, Cause.EXITED, dataclasses.replace(history, crashes=0))
+    if (exit.code == ExitCode.BOOT_FAILED or not exit.booted) and exit.disk_low:
+        return Decision(Action.RESTART, Cause.BOOT_FAILURE, history,
+                        delay_seconds=policy.backoff_seconds(history.boot_failures + 1))
     if exit.code == ExitCode.BOOT_FAILED or not exit.booted:
         failures = history.boot_failures + 1
         if failures < policy.max_boot_failures:

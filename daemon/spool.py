@@ -26,12 +26,15 @@ if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.store import Job, Store
 
-__all__ = ["ERROR_SUFFIX", "SIDECAR_SUFFIX", "TokenInfo", "archive", "error_file_of", "fail", "new_slot", "owned_by",
-           "remove_empty_parents", "requeue_failed", "restore", "retire_failed", "sidecar_of", "source_name_of",
-           "spooled_files", "token_info", "token_of"]
+__all__ = ["ERROR_SUFFIX", "RETIRED_RESERVE_BYTES", "SIDECAR_SUFFIX", "TokenInfo", "archive", "error_file_of", "fail",
+           "failed_copy_of", "new_slot", "owned_by", "remove_empty_parents", "requeue_failed", "restore",
+           "retire_failed", "sidecar_of", "source_name_of", "spooled_files", "token_info", "token_of"]
 
 SIDECAR_SUFFIX = ".spkd.json"
 ERROR_SUFFIX = ".error.json"
+# What is appended to a retired source's name in archive/ and failed/ (its sidecar, its
+# `.error.json`): the source's name there keeps this much of the name limit free.
+RETIRED_RESERVE_BYTES = max(len(SIDECAR_SUFFIX), len(ERROR_SUFFIX))
 
 TOKEN_TIME_FORMAT = "%Y%m%dT%H%M%S"
 
@@ -87,7 +90,9 @@ def spooled_files(spool_root: Path) -> list[Path]:
     found: list[Path] = []
     if not spool_root.is_dir():
         return found
-    for dirpath, _dirnames, filenames in os.walk(spool_root):
+    for dirpath, dirnames, filenames in os.walk(spool_root):
+        # A "sidecar" that is a folder travels with its audio but holds no sources.
+        dirnames[:] = [d for d in dirnames if not d.endswith(SIDECAR_SUFFIX)]
         for name in filenames:
             if name.endswith(SIDECAR_SUFFIX) or name.startswith("."):
                 continue
@@ -107,10 +112,10 @@ def error_file_of(path: Path) -> Path:
 def _retire(spool_path: Path, spool_root: Path, target_root: Path, source_name: str) -> Path:
     """Move a spooled file (and its sidecar) under `target_root` by its inbox name,
     never overwriting an earlier file of the same name."""
-    target = files.free_name(files.inside(target_root, source_name))
+    target = files.free_name(files.inside(target_root, source_name), reserve_bytes=RETIRED_RESERVE_BYTES)
     files.move(spool_path, target)
     sidecar = sidecar_of(spool_path)
-    if sidecar.exists():
+    if files.exists(sidecar):
         files.move(sidecar, files.free_name(sidecar_of(target)))
     remove_empty_parents(spool_path.parent, spool_root)
     return target
@@ -146,7 +151,7 @@ def fail(*, spool_path: Path, spool_root: Path, failed_root: Path, source_name: 
         target = _retire(spool_path, spool_root, failed_root, source_name)
     else:
         # The file is already gone (moved by an earlier attempt): still leave the reason.
-        target = files.free_name(files.inside(failed_root, source_name))
+        target = files.free_name(files.inside(failed_root, source_name), reserve_bytes=RETIRED_RESERVE_BYTES)
     failed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat() + "Z"
     info: dict[str, Any] = {"job_id": job_id, "source": source_name, "sha256": sha256, "error_kind": error_kind,
                             "error_message": error_message, "attempts": attempts, "failed_at": failed_at}
@@ -162,15 +167,45 @@ def retire_failed(config: Config, job: Job) -> Path:
                 error_message=job.error_message, attempts=job.attempts)
 
 
-def restore(*, spool_path: Path, failed_root: Path, source_name: str) -> bool:
+def _error_job_id(error_file: Path) -> int | None:
+    try:
+        info = json.loads(error_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info.get("job_id") if isinstance(info, dict) else None
+
+
+def failed_copy_of(failed_root: Path, source_name: str, job_id: int | None = None) -> Path:
+    """Where job `job_id`'s source lies in failed/: under its own name, or, when that name
+    was taken by another job's file (` (2)`) or shortened to fit, the file beside it
+    whose `.error.json` names the job. The plain name when none is found."""
+    plain = files.inside(failed_root, source_name)
+    if job_id is None or (files.exists(plain) and _error_job_id(error_file_of(plain)) in (job_id, None)):
+        return plain
+    try:
+        siblings = sorted(plain.parent.iterdir())
+    except OSError:
+        return plain
+    for error_file in siblings:
+        if error_file.name.endswith(ERROR_SUFFIX) and _error_job_id(error_file) == job_id:
+            source = error_file.with_name(error_file.name[: -len(ERROR_SUFFIX)])
+            if files.exists(source):
+                return source
+    return plain
+
+
+def restore(*, spool_path: Path, failed_root: Path, source_name: str, job_id: int | None = None) -> bool:
     """Bring a failed source back from failed/ to where its job row says it is (its
     `.error.json` goes); False when it is in neither place."""
     if spool_path.exists():
         return True
-    failed_copy = files.inside(failed_root, source_name)
-    if not failed_copy.exists():
+    failed_copy = failed_copy_of(failed_root, source_name, job_id)
+    if not files.exists(failed_copy):
         return False
     files.move(failed_copy, spool_path)
+    sidecar = sidecar_of(failed_copy)
+    if files.exists(sidecar):
+        files.move(sidecar, sidecar_of(spool_path))
     error_file_of(failed_copy).unlink(missing_ok=True)
     return True
 
@@ -186,7 +221,7 @@ def requeue_failed(config: Config, store: Store, *, job_ids: Iterable[int] = (),
         if row is None:
             continue
         if not restore(spool_path=Path(row["spool_path"]), failed_root=config.paths.failed,
-                       source_name=row["source_name"]):
+                       source_name=row["source_name"], job_id=job_id):
             store.add_event(job_id, "retry_missing_source",
                             path=str(files.inside(config.paths.failed, row["source_name"])))
     return requeued

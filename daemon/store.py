@@ -58,6 +58,14 @@ def hostname() -> str:
     return socket.gethostname()
 
 
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Job:
     id: int
@@ -189,7 +197,8 @@ class Store:
         return job_id
 
     def jobs_by_spool_path(self, paths: Iterable[str]) -> dict[str, Job]:
-        wanted = list(paths)
+        # A path that is not valid UTF-8 (a name spooled by an older spkd) has no row: it cannot be stored.
+        wanted = [p for p in paths if _storable(p)]
         found: dict[str, Job] = {}
         with self._read() as conn:
             for start in range(0, len(wanted), 500):

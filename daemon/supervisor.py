@@ -24,7 +24,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from daemon import devices, diskguard, notify, retention, search, service, spool
 from daemon.config import Config, load
-from daemon.db import display_url, migrate
+from daemon.db import check_usable, display_url, migrate, translate_unusable
 from daemon.errors import ConfigError, ExitCode, SpkdError
 from daemon.slot_policy import Action, Cause, RestartPolicy, SlotHistory, WorkerExit, decide
 from daemon.store import Job, Store, utcnow
@@ -115,6 +115,7 @@ class Supervisor:
         os.set_blocking(self._wake_w, False)
         self._lock_fd: int | None = None
         self._db_trouble_logged = -DB_TROUBLE_LOG_SECONDS
+        self._spawn_held_logged = -DB_TROUBLE_LOG_SECONDS
 
     # --- signals -----------------------------------------------------------------------
 
@@ -163,7 +164,11 @@ class Supervisor:
         for path in (config.paths.inbox, config.paths.outbox, config.paths.archive, config.paths.failed,
                      config.paths.spool, config.paths.state):
             path.mkdir(parents=True, exist_ok=True)
-        migrate(config.database_url)
+        # A corrupt database (or a folder in its place) stops the start with one clear
+        # message and exit code 2, before any worker is spawned to crash on it.
+        check_usable(config.database_url)
+        with translate_unusable(config.database_url):
+            migrate(config.database_url)
         self.store = Store(config.database_url, host=config.host)
         logger.info("host {}: roles {}; database {}", self.store.host, ", ".join(config.daemon.roles),
                     display_url(config.database_url))
@@ -175,6 +180,9 @@ class Supervisor:
         self.inventory = devices.detect()
         plans = self._plan(config)
         self.slots = [Slot.planned(p) for p in plans]
+        if plans and devices.device_kind(plans[0].device) in ("cpu", "mps") and len(plans) < config.workers.count:
+            logger.warning("workers.count is {}, but this machine has {} cores: running {} worker(s)",
+                           config.workers.count, self.inventory.cpu_cores, len(plans))
         for slot in self.slots:
             logger.info("slot {} -> {} ({}; {} threads)", slot.index, slot.device, slot.plan.reason,
                         slot.plan.threads)
@@ -224,12 +232,15 @@ class Supervisor:
         for spool_path, job in self.store.jobs_by_spool_path(spooled).items():
             if job.host not in (None, self.store.host):
                 continue
-            if job.state == "done":
-                spool.archive(spool_path=spooled[spool_path], spool_root=paths.spool, archive_root=paths.archive,
-                              source_name=job.source_name)
-                logger.info("job {}: archived its source after its worker died", job.id)
-            elif job.state == "failed":
-                spool.retire_failed(self.config, job)
+            try:
+                if job.state == "done":
+                    spool.archive(spool_path=spooled[spool_path], spool_root=paths.spool,
+                                  archive_root=paths.archive, source_name=job.source_name)
+                    logger.info("job {}: archived its source after its worker died", job.id)
+                elif job.state == "failed":
+                    spool.retire_failed(self.config, job)
+            except OSError as exc:  # one file that cannot be moved must not stop the start (or the loop)
+                logger.error("job {}: cannot move its source {} out of the spool: {}", job.id, spool_path, exc)
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -257,7 +268,13 @@ class Supervisor:
     def _rescan(self) -> None:
         if self.watcher is not None:
             self.watcher.scan()
-            self.watcher.recover_spool()
+            try:
+                self.watcher.recover_spool()
+            except (OperationalError, InterfaceError) as exc:
+                # Locked, out of reach or on a full disk: the spooled files wait for the next rescan.
+                self.watcher.log_repeated("rescan-db", "rescan: jobs of spooled files cannot be recorded now ({}); "
+                                          "the next rescan tries again",
+                                          str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300])
 
     def _checkpoint(self) -> None:
         if self.store is not None:
@@ -308,7 +325,8 @@ class Supervisor:
         ended = WorkerExit(code=code, ran_seconds=time.monotonic() - slot.started_at,
                            booted=row is not None and row.get("pid") == pid
                            and row.get("state") in ("ready", "busy", "stopped"),
-                           killed=slot.kill_reason is not None, stopping=self.stopping, retiring=slot.retiring)
+                           killed=slot.kill_reason is not None, stopping=self.stopping, retiring=slot.retiring,
+                           disk_low=diskguard.claim_blocker(self.config) is not None)
         for outcome in self.store.release(pid=pid, reason=f"worker {pid} {reason}",
                                           counts_as_attempt=not ended.clean, exit_code=code):
             self._after_take_back(outcome.job, outcome.state, reason)
@@ -325,6 +343,10 @@ class Supervisor:
         if decision.cause is Cause.EXITED:
             logger.info("slot {} worker {} exited normally after {:.0f} s; restarting", slot.index, pid,
                         ended.ran_seconds)
+        elif decision.cause is Cause.BOOT_FAILURE and ended.disk_low:
+            slot.last_error = (row or {}).get("last_error") or reason
+            logger.warning("slot {} did not boot on {} while the disk is too full ({}); not counted as a boot "
+                           "failure", slot.index, previous.device, slot.last_error)
         elif decision.cause is Cause.BOOT_FAILURE:
             slot.last_error = (row or {}).get("last_error") or reason
             logger.error("slot {} failed to boot on {} ({}/{}): {}", slot.index, previous.device,
@@ -359,9 +381,20 @@ class Supervisor:
         if self.stopping:
             return
         now = time.monotonic()
-        for slot in self.slots:
-            if slot.process is None and not slot.failed and not slot.retiring and now >= slot.next_start_at:
-                self.spawn(slot)
+        due = [slot for slot in self.slots
+               if slot.process is None and not slot.failed and not slot.retiring and now >= slot.next_start_at]
+        if not due:
+            return
+        # A worker booting on a full disk could only fail (and spend its slot's boot
+        # attempts): wait for space, as the claims do.
+        low = diskguard.claim_blocker(self.config)
+        if low is not None:
+            if now - self._spawn_held_logged >= DB_TROUBLE_LOG_SECONDS:
+                logger.warning("not starting {} worker(s) while claiming is paused: {}", len(due), low)
+                self._spawn_held_logged = now
+            return
+        for slot in due:
+            self.spawn(slot)
 
     def check_health(self) -> None:
         """Hung workers (no heartbeat within the lease), jobs past their time limit, and

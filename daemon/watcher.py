@@ -1,11 +1,18 @@
 """The inbox watcher: finds dropped files, waits until each is stable, moves it into
 the spool and records a job, in that order.
 
-A file is *stable* once its size and mtime have not changed for `settle_seconds`
-and it can be opened; any change restarts its clock. Filesystem events (watchdog)
-only tell us where to look; the periodic rescan and the start-up scan catch what
-events miss (network shares, overflowed inotify queues), so correctness never
-depends on an event arriving.
+A file is *stable* once its size and mtime have not changed for `settle_seconds`,
+it can be opened, and no process has it open for writing (on Linux the kernel says
+so; elsewhere, and where it cannot tell, the container must look whole: a WAV's
+header sizes, an MP4's moov index); any change restarts its clock. Filesystem
+events (watchdog) only tell us where to look; the periodic rescan and the start-up
+scan catch what events miss (network shares, overflowed inotify queues), so
+correctness never depends on an event arriving.
+
+One file never stops the others: whatever goes wrong with a file (its name, its
+sidecar, an exception nobody foresaw) fails that file's job with the reason and
+moves it into failed/; a file that cannot even be moved stays where it is, is
+logged (at most once a minute) and is looked at again once it changes.
 
 Order matters for crash safety: hash, move into the spool, then insert the row.
 A crash after the move leaves a spool file without a row, which the start-up
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -31,8 +39,19 @@ from watchdog.observers.polling import PollingObserver
 
 from daemon import files, options, outputs, spool
 from daemon.config import Config
-from daemon.errors import AudioError, EmptyFileError, OptionsError, SpkdError, SymlinkError, TooShortError
-from daemon.probe import ffprobe_available, probe
+from daemon.errors import (
+    AudioError,
+    EmptyFileError,
+    NotRegularFileError,
+    OptionsError,
+    SpkdError,
+    SymlinkError,
+    TooShortError,
+    UnreadableError,
+    as_spkd_error,
+)
+from daemon.logs import Throttle
+from daemon.probe import ffprobe_available, incomplete_reason, probe
 from daemon.store import Store
 
 __all__ = ["MIN_AUDIO_SECONDS", "StabilityTracker", "Watcher"]
@@ -43,6 +62,12 @@ MIN_AUDIO_SECONDS = 0.5
 # Another host's spool file without a job row is adopted at start only once it is this
 # old: that host died between moving it in and recording it, and has not come back.
 FOREIGN_ORPHAN_SECONDS = 3600.0
+# A file that cannot be opened (no permission yet: its owner may still fix that) fails
+# as `unreadable` once it has been in the inbox this long.
+UNREADABLE_FAIL_SECONDS = 60.0
+# A line about one file that keeps coming back (waiting for its writer, failing again)
+# is logged at most this often.
+REPEAT_LOG_SECONDS = 60.0
 
 
 @dataclass
@@ -109,6 +134,13 @@ class _EventHandler(FileSystemEventHandler):
         self.watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            self._dispatch(event)
+        except Exception as exc:  # noqa: BLE001 - an exception here would end the observer's thread
+            self.watcher.log_repeated(("event", event.src_path), "watcher: cannot handle {} of {}: {}",
+                                      event.event_type, event.src_path, exc)
+
+    def _dispatch(self, event: FileSystemEvent) -> None:
         if event.is_directory:
             if event.event_type in ("created", "moved"):
                 # A folder moved in whole brings files that raise no events of their own.
@@ -132,8 +164,22 @@ class Watcher:
         self._extensions = {e.lower().lstrip(".") for e in config.watch.extensions}
         self._stop = threading.Event()
         self._observer: Observer | PollingObserver | None = None
+        self._inbox_identity: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
         self._take_lock = threading.Lock()
+        self._throttle = Throttle(REPEAT_LOG_SECONDS)
+        # Files that could not even be moved out of the inbox, with their identity then:
+        # left alone until they change.
+        self._stuck: dict[Path, tuple[int, int] | None] = {}
+
+    def log_repeated(self, key: Any, message: str, *args: Any, level: str = "WARNING") -> None:
+        """Log a line that may come back for the same `key` (a file failing at every
+        look) at most once per REPEAT_LOG_SECONDS, saying how many were held back."""
+        held_back = self._throttle.allow(key)
+        if held_back is None:
+            return
+        suffix = f" ({held_back} more like it in the last {REPEAT_LOG_SECONDS:.0f} s)" if held_back else ""
+        logger.log(level, message + suffix, *args)
 
     # --- what to look at ---------------------------------------------------------------
 
@@ -147,6 +193,9 @@ class Watcher:
             if part.startswith("."):
                 return "hidden"
         name = rel.name
+        for part in rel.parts[:-1]:
+            if part.endswith(spool.SIDECAR_SUFFIX):
+                return "inside a folder named like a sidecar"
         if name.endswith(spool.SIDECAR_SUFFIX):
             return "sidecar"
         for pattern in self.config.watch.ignore:
@@ -157,16 +206,33 @@ class Watcher:
         return None
 
     def consider(self, path: Path) -> None:
-        if self.ignore_reason(path) is None:
+        try:
+            if self.ignore_reason(path) is not None:
+                return
+            if path in self._stuck:
+                if files.file_identity(path) == self._stuck[path]:
+                    return
+                self._stuck.pop(path, None)
             self.tracker.touch(path)
+        except Exception as exc:  # noqa: BLE001 - one odd path must not stop a scan or the observer
+            self.log_repeated(("consider", path), "watcher: cannot look at {}: {}", path, exc)
 
     def scan(self, root: Path | None = None) -> int:
         """Walk the inbox (or a folder in it) and consider every file: the start-up scan
         and the periodic rescan."""
         root = root or self.inbox
         seen = 0
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+
+        def unreadable(exc: OSError) -> None:
+            # A folder we cannot list (no permission, a path past the system's limit): its
+            # files cannot be taken, so say so rather than pass over them in silence.
+            if exc.filename is not None and Path(exc.filename) == self.inbox and not self.inbox.exists():
+                return  # the inbox itself is gone: check_inbox says so
+            self.log_repeated(("unlistable", exc.filename), "watcher: cannot look into {}: {}; its files stay "
+                              "where they are", exc.filename, exc.strerror or exc)
+
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and not d.endswith(spool.SIDECAR_SUFFIX)]
             for name in filenames:
                 self.consider(Path(dirpath) / name)
                 seen += 1
@@ -176,31 +242,64 @@ class Watcher:
 
     def start(self) -> None:
         self.inbox.mkdir(parents=True, exist_ok=True)
-        observer_class = PollingObserver if self.config.watch.polling else Observer
-        self._observer = observer_class()
-        self._observer.schedule(_EventHandler(self), str(self.inbox), recursive=True)
-        self._observer.start()
+        # Lets files.open_for_writing ask the kernel whether a file is still open for writing.
+        files.ignore_lease_breaks()
+        self._inbox_identity = _folder_identity(self.inbox)
+        self._start_observer()
         self.scan()
         self._thread = threading.Thread(target=self._run, name="spkd-watcher", daemon=True)
         self._thread.start()
         logger.info("watching {} ({} observer, settle {:.1f} s)", self.inbox,
                     "polling" if self.config.watch.polling else "native", self.config.watch.settle_seconds)
 
-    def stop(self) -> None:
-        self._stop.set()
+    def _start_observer(self) -> None:
+        observer_class = PollingObserver if self.config.watch.polling else Observer
+        observer = observer_class()
+        observer.schedule(_EventHandler(self), str(self.inbox), recursive=True)
+        observer.start()
+        self._observer = observer
+
+    def _stop_observer(self) -> None:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
+            self._observer = None
+
+    def stop(self) -> None:
+        self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._stop_observer()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                self.check_inbox()
                 self.process_due()
             except Exception:  # the watcher thread must outlive any one bad file
                 logger.exception("watcher: unexpected error")
             self._stop.wait(CHECK_INTERVAL_SECONDS)
+
+    def check_inbox(self) -> None:
+        """The inbox folder deleted and made again (or a share mounted over it) is a new
+        folder that the observer does not watch: watch it again, and scan it. Native
+        events would otherwise stop for good and only the periodic rescan would see files."""
+        current = _folder_identity(self.inbox)
+        if current is None:
+            self.log_repeated("inbox-gone", "the inbox {} is gone; waiting for it to come back", self.inbox)
+            self._inbox_identity = None
+            return
+        observer_alive = self._observer is not None and self._observer.is_alive()
+        if current == self._inbox_identity and observer_alive:
+            return
+        logger.warning("the inbox {} {}; watching it again", self.inbox,
+                       "is a new folder (deleted and made again)" if current != self._inbox_identity
+                       else "lost its observer")
+        self._stop_observer()
+        self._start_observer()
+        self._inbox_identity = current
+        self._throttle.forget("inbox-gone")
+        self.scan()
 
     def process_due(self) -> list[int]:
         taken: list[int] = []
@@ -210,12 +309,39 @@ class Watcher:
             except FileNotFoundError:
                 self.tracker.forget(path)  # gone while we looked (moved away by its owner)
                 continue
-            except Exception:  # noqa: BLE001 - one bad file must not stop the others
-                logger.exception("watcher: cannot take {}; will look again", path)
-                continue
+            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+                job_id = self._take_failed(path, exc)
             if job_id is not None:
                 taken.append(job_id)
         return taken
+
+    def _take_failed(self, path: Path, exc: Exception) -> int | None:
+        """`take` raised for a file still in the inbox: fail it with that reason. A file
+        that cannot even be moved stays, logged, until it changes."""
+        error = as_spkd_error(exc)
+        logger.opt(exception=exc).debug("watcher: taking {} raised", path)
+        self.tracker.forget(path)
+        try:
+            with self._take_lock:
+                return self._spool_and_fail(path, self._spool_name(path), error)
+        except FileNotFoundError:
+            return None
+        except Exception as again:  # noqa: BLE001
+            try:
+                self._stuck[path] = files.file_identity(path)
+            except OSError:
+                self._stuck[path] = None
+            self.log_repeated(("stuck", path), "watcher: cannot take {} ({}: {}) nor move it into failed/ ({}); "
+                              "it stays in the inbox until it changes", path, error.kind, error.message, again,
+                              level="ERROR")
+            return None
+
+    def _spool_name(self, path: Path, *, with_sidecar: bool = False) -> str:
+        """The inbox file's name in the spool, the database and every output
+        (files.readable_relative): valid UTF-8, each component within the name limit,
+        leaving room for the sidecar that travels beside it."""
+        rel = path.relative_to(self.inbox).as_posix()
+        return files.readable_relative(rel, reserve_bytes=len(spool.SIDECAR_SUFFIX) if with_sidecar else 0)
 
     # --- taking a file ---------------------------------------------------------------
 
@@ -223,30 +349,50 @@ class Watcher:
         """Move a stable file into the spool and record its job. Returns the job id, or
         None when the file is not ready after all (it stays under watch)."""
         with self._take_lock:
-            identity = files.file_identity(path)
-            if identity is None and not path.is_symlink():
+            try:
+                st = path.lstat()
+            except (FileNotFoundError, NotADirectoryError):
                 self.tracker.forget(path)
                 return None
-            source_name = path.relative_to(self.inbox).as_posix()
-            if path.is_symlink():
+            identity = (st.st_size, st.st_mtime_ns)
+            if stat.S_ISLNK(st.st_mode):
                 # Never follow a link: it may point anywhere on the machine.
-                return self._spool_and_fail(path, source_name,
+                return self._spool_and_fail(path, self._spool_name(path),
                                             SymlinkError("symbolic links are not followed; drop the file itself"))
-            size = identity[0] if identity else 0
+            if not stat.S_ISREG(st.st_mode):
+                return self._spool_and_fail(path, self._spool_name(path), NotRegularFileError(
+                    f"{files.describe_mode(st.st_mode)} is not a recording; only regular files are transcribed"))
+            size = st.st_size
             if size == 0:
-                if age_seconds >= self.config.watch.empty_fail_seconds:
-                    return self._spool_and_fail(path, source_name,
+                # A writer that still holds the file open (a recorder buffering) is waited for.
+                if age_seconds >= self.config.watch.empty_fail_seconds and not files.open_for_writing(path):
+                    return self._spool_and_fail(path, self._spool_name(path),
                                                 EmptyFileError(f"the file stayed empty for {age_seconds:.0f} s"))
                 return None  # probably a copy that has not started writing yet
             sidecar = spool.sidecar_of(path)
             sidecar_identity = files.file_identity(sidecar)
+            # A modification time in the future (a share's clock ahead of ours) counts as settled.
             if sidecar_identity is not None and \
-                    time.time() - sidecar_identity[1] / 1e9 < self.config.watch.settle_seconds:
+                    0 <= time.time() - sidecar_identity[1] / 1e9 < self.config.watch.settle_seconds:
                 return None  # the sidecar is still being written
+            writing = files.open_for_writing(path)
+            if writing:
+                self._waiting(path, "it is still open for writing by another process")
+                return None
+            unfinished = incomplete_reason(path)
+            if unfinished and writing is None and \
+                    0 <= time.time() - st.st_mtime < self.config.watch.incomplete_wait_seconds:
+                self._waiting(path, unfinished)
+                return None  # where the kernel cannot tell, a container still missing its end is waited for
             try:
-                with open(path, "rb"):
+                with files.open_regular(path):
                     pass
+            except SpkdError:
+                raise  # replaced by a link or a FIFO meanwhile: fails as such
             except OSError as exc:
+                if age_seconds >= UNREADABLE_FAIL_SECONDS:
+                    return self._spool_and_fail(path, self._spool_name(path), UnreadableError(
+                        f"cannot be opened for {age_seconds:.0f} s: {exc.strerror or exc}"))
                 logger.debug("not yet openable: {} ({})", path, exc)
                 return None
             digest = files.sha256_file(path)
@@ -254,21 +400,46 @@ class Watcher:
                 self.tracker.touch(path)  # changed while hashing: not stable after all
                 return None
             self.tracker.forget(path)
+            self._throttle.forget(("waiting", path))
+            sidecar_problem = None
+            if sidecar_identity is not None and not _is_regular(sidecar):
+                sidecar_problem = OptionsError(f"{sidecar.name}: is {_describe(sidecar)}, not a sidecar file")
+                sidecar_identity = None  # it stays in the inbox; the audio fails with the reason
+            source_name = self._spool_name(path, with_sidecar=sidecar_identity is not None)
             target = self._move_in(path, source_name)
-            if sidecar_identity is not None:
-                try:
-                    files.move(sidecar, spool.sidecar_of(target))
-                except FileNotFoundError:
-                    logger.warning("{}: its sidecar {} vanished before it could be taken; no options", path,
-                                   sidecar.name)
             try:
-                return self.enqueue_spooled(target, source_name=source_name, sha256=digest, size_bytes=size)
+                if sidecar_problem is not None:
+                    return self._fail_spooled(target, source_name, sidecar_problem, sha256=digest, size_bytes=size)
+                if sidecar_identity is not None:
+                    try:
+                        files.move(sidecar, spool.sidecar_of(target))
+                    except FileNotFoundError:
+                        logger.warning("{}: its sidecar {} vanished before it could be taken; no options", path,
+                                       sidecar.name)
+                job_id = self.enqueue_spooled(target, source_name=source_name, sha256=digest, size_bytes=size)
             except (OperationalError, InterfaceError) as exc:
                 # The database is out of reach (a PostgreSQL server restarting): the file
                 # waits in the spool, and the next rescan's recovery records its job.
                 logger.error("{} is in the spool but its job could not be recorded ({}); the next rescan "
                              "will record it", source_name, str(getattr(exc, "orig", exc)).strip().splitlines()[0])
                 return None
+            except Exception as exc:  # noqa: BLE001 - the file is ours now: fail its job with the reason
+                return self._fail_spooled(target, source_name, exc, sha256=digest, size_bytes=size)
+            if unfinished:
+                self._warn(job_id, source_name, unfinished)
+            return job_id
+
+    def _waiting(self, path: Path, why: str) -> None:
+        self.log_repeated(("waiting", path), "waiting for {}: {}", path.relative_to(self.inbox).as_posix(), why,
+                          level="INFO")
+
+    def _warn(self, job_id: int, source_name: str, message: str) -> None:
+        """Something about the job's file the user should know (it looked incomplete)."""
+        try:
+            self.store.add_event(job_id, "warning", message=message)
+        except (OperationalError, InterfaceError):
+            pass  # the warning is in the log line below
+        logger.warning("job {}: {}: {}", job_id, source_name, message)
 
     def _move_in(self, path: Path, source_name: str) -> Path:
         """Move an inbox file into a fresh spool folder of this host.
@@ -287,10 +458,27 @@ class Watcher:
             raise
         return target
 
-    def _spool_and_fail(self, path: Path, source_name: str, error: AudioError) -> int:
+    def _spool_and_fail(self, path: Path, source_name: str, error: SpkdError) -> int | None:
         self.tracker.forget(path)
         target = self._move_in(path, source_name)
-        return self._fail_early(target, source_name, self._output_stem(source_name), None, None, error)
+        return self._fail_spooled(target, source_name, error)
+
+    def _fail_spooled(self, spool_path: Path, source_name: str, exc: BaseException, *, sha256: str | None = None,
+                      size_bytes: int | None = None) -> int | None:
+        """Fail the job of a file already in the spool with `exc` as its reason. When not
+        even that can be recorded, the file waits in the spool: the next rescan's
+        recovery tries again."""
+        error = as_spkd_error(exc)
+        if not isinstance(exc, SpkdError):
+            logger.opt(exception=exc).debug("{}: traceback", source_name)
+        try:
+            return self._fail_early(spool_path, source_name, self._output_stem(source_name), sha256, size_bytes,
+                                    error)
+        except Exception as again:  # noqa: BLE001
+            self.log_repeated(("unrecorded", spool_path), "{} is in the spool and failed ({}: {}), but that could not "
+                              "be recorded ({}); the next rescan tries again", source_name, error.kind,
+                              error.message, again, level="ERROR")
+            return None
 
     def enqueue_spooled(self, spool_path: Path, *, source_name: str, sha256: str | None = None,
                         size_bytes: int | None = None) -> int:
@@ -302,7 +490,7 @@ class Watcher:
         output_stem = self._output_stem(source_name)
         sidecar = spool.sidecar_of(spool_path)
         try:
-            job_options = options.read_sidecar(sidecar) if sidecar.exists() else {}
+            job_options = options.read_sidecar(sidecar) if files.exists(sidecar) else {}
         except OptionsError as exc:
             return self._fail_early(spool_path, source_name, output_stem, sha256, size_bytes, exc)
         audio_seconds: float | None = None
@@ -367,8 +555,10 @@ class Watcher:
         so two inputs never write over each other's outputs."""
         rel = PurePosixPath(source_name)
         stem = rel.with_suffix("").as_posix() if rel.suffix else rel.as_posix()
-        used = self.store.output_stems_in_use(stem)
-        return files.numbered(stem, used.__contains__)
+        # Each output is the stem + its format's extension (the longest: `.sentences.txt`).
+        room = files.NAME_MAX_BYTES - outputs.EXTENSION_MAX_BYTES
+        used = self.store.output_stems_in_use(files.fit_stem(stem, max_bytes=room))
+        return files.numbered(stem, used.__contains__, max_bytes=room)
 
     # --- recovery ---------------------------------------------------------------------
 
@@ -398,24 +588,52 @@ class Watcher:
         for path in spooled:
             if str(path) in known:
                 continue
-            token = spool.token_of(spool_root, path)
-            if len(path.relative_to(spool_root).parts) < 2:
-                continue  # not in a token folder: not ours
-            if not spool.owned_by(token, self.store.host):
-                created = spool.token_info(token).created
-                if created is None or time.time() - created < FOREIGN_ORPHAN_SECONDS:
-                    continue  # another host's file in flight (or recovered by that host when it restarts)
-            source_name = spool.source_name_of(spool_root, path)
-            fresh = spool.new_slot(spool_root, self.store.host)
             try:
-                os.rename(spool_root / token, fresh)
-            except FileNotFoundError:
-                continue  # another host claimed it first
-            adopted = fresh / source_name
-            logger.warning("recovering spooled file without a job: {} (from {})", adopted, path)
-            self._recover_sidecar(adopted, source_name)
-            recovered.append(self.enqueue_spooled(adopted, source_name=source_name))
+                job_id = self._recover_one(spool_root, path)
+            except (OperationalError, InterfaceError):
+                raise  # the database is out of reach: every file waits for the next try
+            except Exception as exc:  # noqa: BLE001 - one bad file must not stop recovery (or the start)
+                self.log_repeated(("recover", path), "recovery: cannot recover {}: {}: {}", path,
+                                  type(exc).__name__, exc, level="ERROR")
+                continue
+            if job_id is not None:
+                recovered.append(job_id)
         return recovered
+
+    def _recover_one(self, spool_root: Path, path: Path) -> int | None:
+        token = spool.token_of(spool_root, path)
+        if len(path.relative_to(spool_root).parts) < 2:
+            return None  # not in a token folder: not ours
+        if not spool.owned_by(token, self.store.host):
+            created = spool.token_info(token).created
+            if created is None or time.time() - created < FOREIGN_ORPHAN_SECONDS:
+                return None  # another host's file in flight (or recovered by that host when it restarts)
+        source_name = spool.source_name_of(spool_root, path)
+        fresh = spool.new_slot(spool_root, self.store.host)
+        try:
+            os.rename(spool_root / token, fresh)
+        except FileNotFoundError:
+            return None  # another host claimed it first
+        adopted = fresh / source_name
+        logger.debug("recovering spooled file without a job: {} (from {})", adopted, path)
+        self._recover_sidecar(adopted, source_name)
+        readable = files.readable_relative(source_name, reserve_bytes=len(spool.SIDECAR_SUFFIX)
+                                           if files.exists(spool.sidecar_of(adopted)) else 0)
+        if readable != source_name:
+            # Spooled by an spkd that kept names the database cannot hold (not UTF-8).
+            renamed = files.move(adopted, fresh / readable)
+            if files.exists(spool.sidecar_of(adopted)):
+                files.move(spool.sidecar_of(adopted), spool.sidecar_of(renamed))
+            spool.remove_empty_parents(adopted.parent, fresh)
+            adopted, source_name = renamed, readable
+        try:
+            job_id = self.enqueue_spooled(adopted, source_name=source_name)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            return self._fail_spooled(adopted, source_name, exc)
+        logger.warning("job {} recorded for a spooled file that had none: {} (was {})", job_id, source_name, path)
+        return job_id
 
     def _recover_sidecar(self, spooled: Path, source_name: str) -> None:
         """A crash between moving a file and moving its sidecar leaves the sidecar in the
@@ -426,9 +644,32 @@ class Watcher:
         except ValueError:
             return
         left_sidecar = spool.sidecar_of(left)
-        if sidecar.exists() or left.exists() or not left_sidecar.exists():
+        if files.exists(sidecar) or files.exists(left) or not files.exists(left_sidecar):
             return
         try:
             files.move(left_sidecar, sidecar)
         except FileNotFoundError:
             pass
+
+
+def _folder_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a folder, or None when there is none at `path`."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _describe(path: Path) -> str:
+    try:
+        return files.describe_mode(path.lstat().st_mode)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"

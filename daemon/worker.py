@@ -8,6 +8,11 @@ worker stops) and treats SIGTERM as "finish the current job, then exit".
 The exit code tells the supervisor what happened (daemon.errors.ExitCode: OK,
 BOOT_FAILED, LOST_PARENT, FAILED for a crash); a SIGKILL shows up as a negative
 code and is handled there.
+
+A database that is locked by another process for longer than its busy timeout, out
+of reach, or on a full disk is waited for, never a crash: the worker keeps its
+models loaded, says so in the log (at most once a minute) and carries on when the
+database takes writes again.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from loguru import logger
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from daemon import diskguard, outputs, spool
 from daemon.config import Config
 from daemon.errors import ExitCode, OutOfMemoryError, UnexpectedError, as_spkd_error
+from daemon.logs import Throttle
 from daemon.store import Job, Store, utcnow
 from daemon.transcript import Transcript
 
@@ -38,6 +45,17 @@ __all__ = ["ENGINE_FACTORY_ENV", "EngineFactory", "Worker", "WorkerSpec", "rss_m
 ENGINE_FACTORY_ENV = "SPKD_ENGINE_FACTORY"
 
 EngineFactory = Callable[[Config, str], "Transcriber"]
+T = TypeVar("T")
+
+# While the database cannot take a write (locked, out of reach, disk full): how long
+# between tries, and how often the log says so.
+DB_RETRY_SECONDS = 1.0
+DB_TROUBLE_LOG_SECONDS = 60.0
+# A decoded recording this much shorter than its container claims (and by at least
+# SHORT_AUDIO_MIN_SECONDS) is recorded on its job as a warning: cut short, or taken
+# while still being written.
+SHORT_AUDIO_RATIO = 0.9
+SHORT_AUDIO_MIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -118,24 +136,41 @@ class Worker:
         self.jobs_done = 0
         self.engine: Transcriber | None = None
         self._fallback_engine: Transcriber | None = None
+        self._db_trouble = Throttle(DB_TROUBLE_LOG_SECONDS)
+
+    def _stored(self, what: str, call: Callable[[], T]) -> T | None:
+        """`call()` (a store write), retried while the database cannot take it (another
+        process holds its write lock past the busy timeout, it is out of reach, its disk
+        is full); None when the worker is asked to stop, or loses its supervisor, first."""
+        while True:
+            try:
+                return call()
+            except (OperationalError, InterfaceError) as exc:
+                if self._db_trouble.allow(what) is not None:
+                    logger.warning("slot {}: {}: the database cannot take it now ({}); waiting", self.spec.slot, what,
+                                   str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300])
+            if self.stop_requested.wait(DB_RETRY_SECONDS) or not self.parent_alive():
+                return None
 
     # --- boot -----------------------------------------------------------------------
 
     def boot(self) -> bool:
-        self.store.worker_update(self.spec.slot, pid=self.pid, device=self.spec.device, state="booting",
-                                 started_at=utcnow(), fallback_from=self.spec.fallback_from, current_job_id=None,
-                                 jobs_done=0)
+        self._stored("recording the boot", lambda: self.store.worker_update(
+            self.spec.slot, pid=self.pid, device=self.spec.device, state="booting", started_at=utcnow(),
+            fallback_from=self.spec.fallback_from, current_job_id=None, jobs_done=0))
         started = time.monotonic()
         try:
             self.engine = _load_factory(self.spec.engine_factory)(self.config, self.spec.device)
         except Exception as exc:  # noqa: BLE001 - any load failure is a boot failure of this device
             message = as_spkd_error(exc).message
             logger.error("slot {} failed to boot on {}: {}", self.spec.slot, self.spec.device, message)
-            self.store.worker_update(self.spec.slot, state="booting", last_error=message[:2000])
+            self._stored("recording the boot failure",
+                         lambda: self.store.worker_update(self.spec.slot, state="booting", last_error=message[:2000]))
             return False
         logger.info("slot {} ready on {} (pid {}, models loaded in {:.1f} s)", self.spec.slot, self.spec.device,
                     self.pid, time.monotonic() - started)
-        self.store.worker_update(self.spec.slot, state="ready", rss_mb=rss_mb(), last_error=None)
+        self._stored("reporting ready",
+                     lambda: self.store.worker_update(self.spec.slot, state="ready", rss_mb=rss_mb(), last_error=None))
         return True
 
     # --- loop -------------------------------------------------------------------------
@@ -153,14 +188,25 @@ class Worker:
                 logger.warning("slot {}: supervisor is gone; exiting", self.spec.slot)
                 return ExitCode.LOST_PARENT
             # The disk guard pauses claiming while the outbox or state disk is nearly full.
-            paused = diskguard.paused_reason(self.config)
-            job = None if paused else self.store.claim(slot=self.spec.slot, pid=self.pid, device=self.spec.device,
-                                                       lease_seconds=self.config.jobs.lease_seconds)
+            paused = diskguard.claim_blocker(self.config)
+            try:
+                job = None if paused else self.store.claim(slot=self.spec.slot, pid=self.pid,
+                                                           device=self.spec.device,
+                                                           lease_seconds=self.config.jobs.lease_seconds)
+                if job is None:
+                    now = time.monotonic()
+                    if now - last_beat >= self.config.jobs.heartbeat_seconds:
+                        self.store.worker_update(self.spec.slot, state="ready", pid=self.pid)
+                        last_beat = now
+            except (OperationalError, InterfaceError) as exc:
+                # Locked by another process past the busy timeout, out of reach, or a full
+                # disk: nothing was claimed; the models stay loaded and we ask again.
+                if self._db_trouble.allow("claiming") is not None:
+                    logger.warning("slot {}: cannot claim a job now ({}); waiting", self.spec.slot,
+                                   str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300])
+                self.stop_requested.wait(max(poll, DB_RETRY_SECONDS))
+                continue
             if job is None:
-                now = time.monotonic()
-                if now - last_beat >= self.config.jobs.heartbeat_seconds:
-                    self.store.worker_update(self.spec.slot, state="ready", pid=self.pid)
-                    last_beat = now
                 self.stop_requested.wait(poll)
                 continue
             self.process(job)
@@ -185,7 +231,8 @@ class Worker:
     def process(self, job: Job) -> None:
         assert self.engine is not None
         paths = self.config.paths
-        self.store.worker_update(self.spec.slot, state="busy", current_job_id=job.id)
+        self._stored("reporting busy", lambda: self.store.worker_update(self.spec.slot, state="busy",
+                                                                        current_job_id=job.id))
         logger.info("job {} started: {} on {} (slot {}, attempt {}/{})", job.id, job.source_name, self.spec.device,
                     self.spec.slot, job.attempts, job.max_attempts)
         started = time.monotonic()
@@ -209,17 +256,22 @@ class Worker:
                 self.engine.release()
         elapsed = time.monotonic() - started
         ran_on = transcript.engine.device if transcript.engine and reused is None else self.spec.device
-        done = self.store.complete(job.id, pid=self.pid, audio_seconds=transcript.audio_seconds,
-                                   processing_seconds=elapsed, speakers=len(transcript.speakers),
-                                   outputs=written, device=_slot_device(ran_on, self.spec),
-                                   reused_from=twin.id if reused is not None and twin is not None else None,
-                                   segments=transcript.segments)
+        if reused is None:
+            self._check_duration(job, transcript)
+        done = self._stored(f"recording job {job.id} done", lambda: self.store.complete(
+            job.id, pid=self.pid, audio_seconds=transcript.audio_seconds, processing_seconds=elapsed,
+            speakers=len(transcript.speakers), outputs=written, device=_slot_device(ran_on, self.spec),
+            reused_from=twin.id if reused is not None and twin is not None else None,
+            segments=transcript.segments))
+        if done is None:
+            logger.warning("job {}: stopping before its result could be recorded; it goes back to the queue", job.id)
+            return
         if not done:
             logger.warning("job {}: finished after its lease was taken back; result discarded", job.id)
             return
         spool.archive(spool_path=Path(job.spool_path), spool_root=paths.spool, archive_root=paths.archive,
                       source_name=job.source_name)
-        self.store.worker_job_done(self.spec.slot, rss_mb=rss_mb())
+        self._stored("counting the job", lambda: self.store.worker_job_done(self.spec.slot, rss_mb=rss_mb()))
         if reused is not None and twin is not None:
             logger.info("job {} done: {} reused the result of job {} (same audio and options)", job.id,
                         job.source_name, twin.id)
@@ -228,6 +280,19 @@ class Worker:
         logger.info("job {} done: {} on {} in {:.1f} s ({:.1f} s of audio, rtf {:.3f}, {} speakers, {} segments)",
                     job.id, job.source_name, self.spec.device, elapsed, transcript.audio_seconds, rtf,
                     len(transcript.speakers), len(transcript.segments))
+
+    def _check_duration(self, job: Job, transcript: Transcript) -> None:
+        """A recording that decodes far shorter than its container said when it was
+        queued (cut short, or still being written when it was taken) is done, with a
+        `warning` event saying so, rather than silently short."""
+        claimed, decoded = job.audio_seconds, transcript.audio_seconds
+        if not claimed or decoded >= claimed * SHORT_AUDIO_RATIO or claimed - decoded < SHORT_AUDIO_MIN_SECONDS:
+            return
+        message = (f"decoded {decoded:.1f} s of audio, but the file said {claimed:.1f} s when it was queued "
+                   "(cut short, or still being written when it was taken)")
+        logger.warning("job {}: {}: {}", job.id, job.source_name, message)
+        self._stored(f"recording a warning on job {job.id}", lambda: self.store.add_event(
+            job.id, "warning", message=message, claimed_seconds=round(claimed, 3), decoded_seconds=round(decoded, 3)))
 
     def _transcribe(self, job: Job) -> Transcript:
         """Out of memory: retry with half the batch (daemon.engine.transcribe_with_retries);
@@ -263,9 +328,17 @@ class Worker:
         kind, message = error.kind, error.message
         if isinstance(error, UnexpectedError):
             logger.opt(exception=exc).debug("job {} traceback", job.id)
-        outcome = self.store.fail(job.id, pid=self.pid, kind=kind, message=message[:4000], permanent=error.permanent,
-                                  retry_backoff_seconds=self.config.jobs.retry_backoff_seconds)
-        self.store.worker_update(self.spec.slot, state="ready", current_job_id=None)
+        # In a tuple: the store's own None (the lease was taken back) is not "asked to stop".
+        stored = self._stored(f"recording job {job.id} failed", lambda: (self.store.fail(
+            job.id, pid=self.pid, kind=kind, message=message[:4000], permanent=error.permanent,
+            retry_backoff_seconds=self.config.jobs.retry_backoff_seconds),))
+        if stored is None:
+            logger.warning("job {}: stopping before its failure ({}) could be recorded; it goes back to the queue",
+                           job.id, kind)
+            return
+        outcome = stored[0]
+        self._stored("reporting ready",
+                     lambda: self.store.worker_update(self.spec.slot, state="ready", current_job_id=None))
         if outcome is None:
             logger.warning("job {}: failed after its lease was taken back: {}", job.id, message)
             return

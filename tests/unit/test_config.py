@@ -89,3 +89,90 @@ def test_missing_file_and_bad_json(tmp_path):
     bad.write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         cfg.load(bad, env={})
+
+
+# --- paths are compared where they really are -----------------------------------------
+
+@pytest.mark.parametrize("archive", ["{root}/x/../conf/in/arch", "{root}/conf/in/./a/../arch", "{root}/link-to-inbox/arch"])
+def test_a_folder_inside_the_inbox_is_refused_however_it_is_spelled(tmp_path, archive):
+    (tmp_path / "conf" / "in").mkdir(parents=True)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "link-to-inbox").symlink_to(tmp_path / "conf" / "in")
+    path = write(tmp_path, {"paths": {"inbox": "in", "archive": archive.format(root=tmp_path)}})
+    with pytest.raises(ConfigError, match="paths.archive: .* lies inside paths.inbox"):
+        cfg.load(path, env={})
+
+
+def test_paths_are_normalised(tmp_path):
+    path = write(tmp_path, {"paths": {"outbox": f"{tmp_path}/a/../out", "archive": "./sub/../arch"}})
+    config = cfg.load(path, env={})
+    assert config.paths.outbox == tmp_path / "out" and config.paths.archive == tmp_path / "conf" / "arch"
+
+
+# --- bounds --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("data, key, words", [
+    ({"workers": {"count": 10_000}}, "workers.count", "from 1 to 1024"),
+    ({"workers": {"per_device": 500}}, "workers.per_device", "from 1 to 64"),
+    ({"jobs": {"max_attempts": 10**30}}, "jobs.max_attempts", "at most 2147483647"),
+    ({"jobs": {"lease_seconds": 1e300}}, "jobs.lease_seconds", "at most"),
+    ({"retention": {"archive_days": 1e12}}, "retention.archive_days", "at most"),
+])
+def test_numbers_out_of_bounds_are_refused(tmp_path, data, key, words):
+    with pytest.raises(ConfigError, match=rf"^{key}: .*{words}"):
+        cfg.load(write(tmp_path, data), env={})
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_refused_in_the_file_and_the_environment(tmp_path, text):
+    path = tmp_path / "spkd.json"
+    path.write_text('{"watch": {"settle_seconds": %s}}' % text)  # Python's json accepts these
+    with pytest.raises(ConfigError, match="^watch.settle_seconds: expected a finite number"):
+        cfg.load(path, env={})
+    with pytest.raises(ConfigError, match="^jobs.lease_seconds: expected a finite number"):
+        cfg.load(write(tmp_path, {}), env={"SPKD_JOBS_LEASE_SECONDS": text})
+
+
+# Names the tests below use on purpose: they must be refused.
+WRONG_OVERRIDES = {"SPKD_WORKER_COUNT", "SPKD_BOGUS_KEY", "SPKD_WORKERS_CONT", "SPKD_WORKERS"}
+
+
+@pytest.mark.parametrize("name, words", [
+    ("SPKD_WORKER_COUNT", "not a configuration key"),  # section typo
+    ("SPKD_BOGUS_KEY", "not a configuration key"),
+    ("SPKD_WORKERS_CONT", "workers.cont is not a configuration key"),  # key typo
+    ("SPKD_WORKERS", "workers.? is not a configuration key"),
+])
+def test_unknown_environment_overrides_are_refused(tmp_path, name, words):
+    with pytest.raises(ConfigError, match=rf"^{name}: {re_escape(words)}"):
+        cfg.load(write(tmp_path, {}), env={name: "2"})
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_spkd_variables_that_are_not_overrides_are_left_alone(tmp_path):
+    env = {"SPKD_CONFIG": "x.json", "SPKD_ENGINE_FACTORY": "tests.fakes.engine:make", "SPKD_WORKER_SLOT": "0",
+           "SPKD_FAKE_DEVICES": "{}", "SPKD_TEST_POSTGRES_URL": "postgresql://x", "SPKD_BENCH_CACHE": "/tmp"}
+    assert cfg.load(write(tmp_path, {}), env=env).workers.count == 1
+    assert not any(cfg.is_override(name) for name in env)
+    assert cfg.is_override("SPKD_WORKERS_COUNT") and cfg.is_override("SPKD_WORKER_COUNT")
+
+
+def test_every_spkd_variable_the_code_reads_has_a_rule():
+    """Each SPKD_ name in daemon/, tests/ and bench/ is a config override or one of the
+    variables the config says are not."""
+    import re
+
+    names = set()
+    for folder in ("daemon", "tests", "bench"):
+        for source in (REPO / folder).rglob("*.py"):
+            names |= set(re.findall(r"\bSPKD_[A-Z][A-Z0-9_]*[A-Z0-9]\b", source.read_text(encoding="utf-8")))
+    config = cfg.Config().to_dict()
+    overrides = {f"SPKD_{section.upper()}_{key.upper()}" for section, keys in config.items() for key in keys}
+    for name in sorted(names):
+        assert (name in overrides or name in cfg.NON_CONFIG_ENV or name.startswith(cfg.NON_CONFIG_ENV_PREFIXES)
+                or name in WRONG_OVERRIDES), name

@@ -93,3 +93,11 @@ def test_workers_wait_passively_for_their_openmp_threads():
     # Spinning OpenMP threads made a 1-s job take 60 s when anything else wanted the cores.
     for device in ("cpu", "cuda:0", "mps"):
         assert devices.worker_env(device, 2)["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+@pytest.mark.parametrize("wanted", ["auto", "cpu", "mps"])
+def test_more_cpu_slots_than_cores_are_clamped_to_the_cores_saying_so(wanted):
+    plans = devices.plan_slots(WorkersConfig(count=1000, device=wanted), inv(cores=4, mps=wanted == "mps"))
+    assert len(plans) == 4 and all(p.threads == 1 for p in plans)
+    assert "workers.count 1000 is more than this machine's 4 cores, so 4" in plans[0].reason
+    assert len(devices.plan_slots(WorkersConfig(count=3), inv(cores=4))) == 3

@@ -262,3 +262,28 @@ def test_a_failing_check_keeps_the_current_state(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", broken)
     assert diskguard.update(config) == "low disk space: earlier"
     assert diskguard.paused_reason(config) == "low disk space: earlier"
+
+
+def test_a_pause_file_that_cannot_be_written_still_pauses_and_resumes(tmp_path, monkeypatch, log_lines):
+    """The disk filled up between two checks: the pause file itself cannot be written
+    (ENOSPC). The guard must not fail, the pause is logged once and so is its end, and
+    the workers' own measurement (claim_blocker) keeps them from claiming meanwhile."""
+    import errno
+
+    config = make_config(tmp_path, daemon={"min_free_mb": 1})
+    config.paths.state.mkdir(parents=True)
+    config.paths.outbox.mkdir(parents=True)
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(diskguard, "atomic_write", full)
+    fake_free(monkeypatch, {config.paths.state: 0})
+    for _ in range(3):
+        assert "paths.state" in diskguard.update(config)
+    assert not diskguard.pause_path(config).exists()
+    assert "paths.state" in diskguard.claim_blocker(config)
+    assert len([line for line in log_lines if "claiming paused" in line]) == 1
+    fake_free(monkeypatch, {})
+    assert diskguard.update(config) is None and diskguard.claim_blocker(config) is None
+    assert len([line for line in log_lines if "claiming resumed" in line]) == 1

@@ -67,3 +67,26 @@ def test_spkd_retry(setup, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(config.source), "retry", "--failed"]) == ExitCode.OK
     assert capsys.readouterr().out.strip() == f"requeued 2 job(s): {first}, {second}"
     assert main(["--config", str(config.source), "retry"]) == ExitCode.ERROR  # neither ids nor --failed
+
+
+@pytest.mark.parametrize("name", ["same.wav", "L" * 247 + ".wav"])
+def test_each_job_gets_its_own_source_back_when_failed_holds_several_of_that_name(setup, name) -> None:
+    """Two jobs of one name: the second's source lies in failed/ as `same (2).wav`; a name
+    near the limit lies there shortened. Each retry finds its own file by its .error.json."""
+    config, store = setup
+    first, first_source = failed_job(config, store, name) if name == "same.wav" else (None, None)
+    source = spool.new_slot(config.paths.spool) / name
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"RIFF second")
+    second = store.enqueue(source_name=name, spool_path=str(source), output_stem="x", sha256=None, size_bytes=11,
+                           max_attempts=1)
+    job = store.claim(slot=0, pid=1, device="cpu", lease_seconds=60)
+    outcome = store.fail(job.id, pid=1, kind="bad_audio", message="undecodable", permanent=True,
+                         retry_backoff_seconds=0)
+    retired = spool.retire_failed(config, outcome.job)
+    assert retired.name != name
+    assert spool.requeue_failed(config, store, job_ids=[second]) == [second]
+    assert source.read_bytes() == b"RIFF second" and not retired.exists()
+    assert not [e for e in store.events(second) if e["kind"] == "retry_missing_source"]
+    if first is not None:
+        assert (config.paths.failed / name).read_bytes() == b"RIFFsame.wav"  # the other job's file stays

@@ -106,3 +106,13 @@ def test_a_crash_after_a_long_run_starts_the_count_again() -> None:
 def test_backoff_seconds() -> None:
     assert [POLICY.backoff_seconds(n) for n in range(1, 7)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
     assert RestartPolicy(backoff_start_seconds=0.5).backoff_seconds(1) == 0.5
+
+
+@pytest.mark.parametrize("code", [ExitCode.BOOT_FAILED, ExitCode.FAILED, KILLED])
+def test_a_boot_that_fails_while_the_disk_is_full_spends_no_boot_attempt(code: int) -> None:
+    history = SlotHistory(device="cuda:0", fallbacks=("cpu",), boot_failures=POLICY.max_boot_failures - 1)
+    ended = WorkerExit(code=code, booted=False, ran_seconds=1.0, disk_low=True)
+    decision = decide(history, ended, POLICY)
+    assert (decision.action, decision.cause) == (Action.RESTART, Cause.BOOT_FAILURE)
+    assert decision.history == history  # no fallback off the GPU, nothing counted
+    assert decision.delay_seconds == POLICY.backoff_seconds(POLICY.max_boot_failures)
