@@ -40,7 +40,8 @@ from daemon.transcript import Transcript
 if TYPE_CHECKING:
     from daemon.engine import Transcriber
 
-__all__ = ["ENGINE_FACTORY_ENV", "EngineFactory", "Worker", "WorkerSpec", "rss_mb", "run_worker"]
+__all__ = ["ENGINE_FACTORY_ENV", "PROGRESS_SECONDS", "EngineFactory", "Heartbeat", "Worker", "WorkerSpec", "rss_mb",
+           "run_worker"]
 
 # `module:callable` building the engine instead of FunASR's (the fake engine in tests/).
 ENGINE_FACTORY_ENV = "SPKD_ENGINE_FACTORY"
@@ -97,7 +98,7 @@ def rss_mb() -> float | None:
         return None
 
 
-class _Heartbeat:
+class Heartbeat:
     """Renews the job's lease while the main thread transcribes, and records how far
     the job is. It runs on a thread so that a long inference keeps its lease; a process
     that is frozen or stuck in native code stops heartbeating and is found out, and a
@@ -120,7 +121,7 @@ class _Heartbeat:
         self._written: tuple[str, float | None] | None = None
         self._started = time.monotonic()
 
-    def __enter__(self) -> "_Heartbeat":
+    def __enter__(self) -> "Heartbeat":
         self._started = time.monotonic()
         self._thread.start()
         return self
@@ -280,7 +281,7 @@ class Worker:
         reused = outputs.reused_transcript(self.config, twin.id if twin is not None else None,
                                            audio_path=Path(job.spool_path), source_name=job.source_name,
                                            sha256=job.sha256)
-        with _Heartbeat(self.store, job, pid=self.pid, lease_seconds=self.config.jobs.lease_seconds,
+        with Heartbeat(self.store, job, pid=self.pid, lease_seconds=self.config.jobs.lease_seconds,
                         every_seconds=self.config.jobs.heartbeat_seconds,
                         recent_rtf=self.store.recent_rtf(slot=self.spec.slot)) as beat:
             try:
