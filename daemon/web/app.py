@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlencode
@@ -39,7 +41,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Redire
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from daemon import __version__, spool, writers
+from daemon import __version__, files, spool, writers
 from daemon.config import Config
 from daemon.errors import SpkdError
 from daemon.progress import STAGES
@@ -272,8 +274,34 @@ def create_app(config: Config) -> Starlette:
         return render(request, "voices.html", voices=library.list(config, store), page="voices")
 
     async def voices_enrol(request: Request) -> Response:
-        await posted_form(request)
-        return unavailable(request, "Enrolling voices")
+        """A recording of one voice (multipart: `name`, `recording`) for the library."""
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > config.web.max_upload_mb * 2**20:
+            raise HTTPException(413, f"larger than web.max_upload_mb ({config.web.max_upload_mb} MB)")
+        form = await request.form(max_files=1, max_fields=10)
+        submitted = request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)
+        if not csrf_ok(request.scope, submitted if isinstance(submitted, str) else None):
+            raise HTTPException(403, "the CSRF token is missing or wrong: reload the page and try again")
+        library = seams.voice_library()
+        if library is None:
+            return unavailable(request, "The voice library")
+        name, recording = form.get("name"), form.get("recording")
+        if not isinstance(name, str) or not name.strip() or isinstance(recording, str) or recording is None:
+            raise HTTPException(400, "give a name and a recording")
+        folder = config.paths.state / "uploads"
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = Path(files.safe_file_name(recording.filename or "")).suffix
+        fd, temp_name = tempfile.mkstemp(prefix="voice-", suffix=suffix, dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                while chunk := await recording.read(1 << 20):
+                    await run_in_threadpool(handle.write, chunk)
+            await run_in_threadpool(library.enrol, config, store, name.strip(), Path(temp_name))
+        except SpkdError as exc:
+            raise HTTPException(400, str(exc)) from None
+        finally:
+            Path(temp_name).unlink(missing_ok=True)
+        return RedirectResponse("/voices", status_code=303)
 
     async def voices_remove(request: Request) -> Response:
         fields = await posted_form(request)

@@ -24,7 +24,7 @@ import hmac
 import secrets
 from http.cookies import SimpleCookie
 from typing import Any, Awaitable, Callable, Mapping
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote, urlsplit
 
 __all__ = ["CSP", "CSRF_COOKIE", "CSRF_FIELD", "CSRF_HEADER", "SESSION_COOKIE", "SecurityMiddleware", "csrf_ok",
            "cookie_header", "session_value"]
@@ -170,8 +170,3 @@ async def _redirect(send: Send, location: str) -> None:
     await send({"type": "http.response.start", "status": 303,
                 "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0")]})
     await send({"type": "http.response.body", "body": b""})
-
-
-def parse_form(body: bytes) -> dict[str, list[str]]:
-    """An application/x-www-form-urlencoded body."""
-    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)

@@ -13,7 +13,7 @@ import socket
 import pytest
 
 from tests.support.daemon import Daemon
-from tests.support.web import XSS_NAME, Jobs, WebProcess, free_port, loaded, populate, write_config
+from tests.support.web import XSS_NAME, WebProcess, free_port, loaded, populate, write_config
 
 pytestmark = pytest.mark.e2e
 

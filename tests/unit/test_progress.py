@@ -103,3 +103,24 @@ def test_the_heartbeat_writes_the_latest_stage_at_most_every_couple_of_seconds(s
     row = store.job(job.id)
     assert row["stage"] == "asr" and 0.1 < row["progress"] < 0.8
     assert row["eta_seconds"] is not None and 0 < row["eta_seconds"] < 20  # a 20-s job, under way
+
+
+def test_spkd_jobs_and_status_show_a_running_jobs_progress(store, tmp_path, capsys) -> None:
+    import json
+
+    from daemon.cli import main, progress_text
+
+    config = tmp_path / "spkd.json"
+    config.write_text(json.dumps({"paths": {"state": str(tmp_path / "state")},
+                                  "database": {"url": store.url}}))
+    job_id = enqueue(store)
+    store.claim(slot=0, pid=100, device="cpu", lease_seconds=30)
+    store.heartbeat(job_id, pid=100, lease_seconds=30, progress=Progress("asr", 0.456, 12.3))
+    assert progress_text(store.job(job_id)) == "asr 46%, ~12 s left"
+    assert main(["--config", str(config), "jobs"]) == 0
+    assert "asr 46%, ~12 s left" in capsys.readouterr().out
+    main(["--config", str(config), "status"])
+    assert f"running job {job_id}: a.wav on cpu: asr 46%, ~12 s left" in capsys.readouterr().out
+    main(["--config", str(config), "status", "--json"])
+    running = json.loads(capsys.readouterr().out)["running_jobs"]
+    assert [(r["id"], r["stage"], r["progress"]) for r in running] == [(job_id, "asr", 0.456)]

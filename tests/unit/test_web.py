@@ -21,7 +21,7 @@ from daemon.web.app import create_app
 from daemon.web.security import CSP, CSRF_COOKIE
 from daemon.web.server import is_loopback, refusal
 from tests.support.daemon import REPO, write_wav
-from tests.support.web import SEGMENTS, XSS_NAME, Jobs, loaded, populate, write_config
+from tests.support.web import SEGMENTS, XSS_NAME, loaded, populate, write_config
 
 HTML = {"accept": "text/html"}
 TOKEN = "correct-horse-battery-staple"
@@ -106,6 +106,24 @@ def test_every_response_carries_the_security_headers(client) -> None:
         assert response.headers["content-security-policy"] == CSP, path
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_a_running_jobs_stage_and_progress_show_on_its_page_and_in_the_lists(client, setup) -> None:
+    config, _jobs = setup
+    from daemon.progress import Progress
+    from daemon.store import Store
+
+    store = Store(config.database_url, host=config.host)
+    job_id = store.enqueue(source_name="long.wav", spool_path="/spool/x/long.wav", output_stem="long", sha256=None,
+                           size_bytes=1, audio_seconds=600)
+    store.claim(slot=0, pid=4242, device="cpu", lease_seconds=60)
+    store.heartbeat(job_id, pid=4242, lease_seconds=60, progress=Progress("punctuation", 0.81, 95.0))
+    store.close()
+    for path in (f"/jobs/{job_id}", f"/jobs/{job_id}/live", "/", "/jobs?state=running"):
+        body = client.get(path, headers=HTML).text
+        assert '<progress max="1" value="0.81">' in body, path
+        assert '<span class="stage">punctuation</span> <span class="pct">81%</span>' in body, path
+        assert "~95 s left" in body, path
 
 
 # --- a job's own files -----------------------------------------------------------------------
@@ -342,6 +360,12 @@ def test_search_voices_and_renaming_say_they_are_not_in_this_build(client, setup
     r = client.post(f"/jobs/{jobs.done}/speakers", data={"csrf_token": csrf, "name:Speaker1": "Alice"})
     assert r.status_code == 501
     assert client.post(f"/jobs/{jobs.done}/speakers", data={"name:Speaker1": "Alice"}).status_code == 403
+    r = client.post("/voices", data={"csrf_token": csrf, "name": "Alice"},
+                    files=[("recording", ("alice.wav", b"RIFF", "audio/wav"))])
+    assert r.status_code == 501
+    assert client.post("/voices", data={"name": "Alice"},
+                       files=[("recording", ("alice.wav", b"RIFF", "audio/wav"))]).status_code == 403
+    assert client.post("/voices/remove", data={"csrf_token": csrf, "name": "Alice"}).status_code == 501
 
 
 def test_the_web_stack_never_imports_torch_or_funasr() -> None:
