@@ -561,8 +561,8 @@ class Store:
         def at_most(column: Any, bound: float) -> Any:
             return func.sum(case((column <= bound, 1), else_=0))
 
-        device = func.coalesce(jobs.c.device, "unknown")
-        columns = [device.label("device"), func.count().label("jobs"),
+        device = jobs.c.device
+        columns = [device, func.count().label("jobs"),
                    func.coalesce(func.sum(jobs.c.audio_seconds), 0.0).label("audio_seconds"),
                    func.coalesce(func.sum(jobs.c.processing_seconds), 0.0).label("processing_seconds"),
                    func.coalesce(func.sum(jobs.c.rtf), 0.0).label("rtf_sum")]
@@ -572,7 +572,7 @@ class Store:
             by_state = {state: int(n) for state, n in
                         conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()}
             devices = [DeviceFigures(
-                device=r["device"], jobs=int(r["jobs"]), audio_seconds=float(r["audio_seconds"]),
+                device=r["device"] or "unknown", jobs=int(r["jobs"]), audio_seconds=float(r["audio_seconds"]),
                 processing_seconds=float(r["processing_seconds"]), rtf_sum=float(r["rtf_sum"]),
                 processing_buckets={b: int(r[f"p{i}"] or 0) for i, b in enumerate(processing_buckets)},
                 rtf_buckets={b: int(r[f"r{i}"] or 0) for i, b in enumerate(rtf_buckets)})

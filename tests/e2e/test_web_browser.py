@@ -244,6 +244,10 @@ def test_the_dashboard_comes_back_when_its_process_dies(daemon, browser) -> None
 
     pids = lambda: [int(p) for p in re.findall(r"dashboard process pid (\d+)", daemon.log())]  # noqa: E731
     first = pids()[-1]
+    maps = Path(f"/proc/{first}/maps")
+    if maps.exists():  # Linux: what the running dashboard has loaded
+        loaded = maps.read_text()
+        assert "libtorch" not in loaded and "funasr" not in loaded, "the dashboard process loaded torch"
     os.kill(first, signal.SIGKILL)
     wait_for(lambda: len(pids()) >= 2 and pids()[-1] != first, timeout=30, what="a new dashboard process")
     wait_listening(daemon.port, timeout=30)
