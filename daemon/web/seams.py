@@ -1,8 +1,8 @@
-"""Where the dashboard meets rooms that own other features: search, the voice library,
-renaming a job's speakers. The pages call exactly one function of that room each,
-found here; while a build lacks it, the function is None and the page answers 501,
-saying the feature is not available in this build. No logic of those features lives
-in the dashboard.
+"""Where the dashboard meets rooms that own other features: search (daemon.search,
+present), the voice library and renaming a job's speakers (not in this build yet). The
+pages call exactly one function of that room each, found here; while a build lacks it,
+the function is None and the page answers 501, saying the feature is not available in
+this build. No logic of those features lives in the dashboard.
 
 What the pages expect of each (so that wiring one is a matter of this file):
 

@@ -7,7 +7,7 @@ against `web.max_upload_mb` as it comes (a body over the limit is cut off and it
 files removed). Only once the whole body is in and the options are valid is each
 file given its real name: a safe version of the name it had (daemon.files.
 safe_file_name; the watcher's own rules decide whether it would be taken at all),
-made unique with the inbox's " (n)" rule, its sidecar `<name>.spkd.json` written first
+made unique with the inbox's " (n)" rule (and short enough for its sidecar's name), its sidecar `<name>.spkd.json` written first
 (the watcher takes a file only once its sidecar has settled), then the file linked
 into place (a link never overwrites a file that appeared meanwhile).
 
@@ -157,8 +157,12 @@ def upload_options(fields: dict[str, list[str]]) -> dict[str, Any]:
     return options.validate(raw, source="upload options")
 
 
+# A sidecar's name is the file's and this: room the file's name keeps for it.
+SIDECAR_RESERVE_BYTES = files.name_bytes(spool.SIDECAR_SUFFIX)
+
+
 def _target_name(config: Config, filename: str) -> str:
-    name = files.safe_file_name(filename)
+    name = files.safe_file_name(filename, reserve_bytes=SIDECAR_RESERVE_BYTES)
     reason = ignored_because(config, PurePosixPath(name))
     if reason is not None:
         raise UploadError(f"{name}: not taken from the inbox ({reason}); allowed extensions: "
@@ -178,7 +182,8 @@ def _place(config: Config, part: _Part, name: str, sidecar_text: str | None) -> 
         return path.exists() or path.is_symlink() or spool.sidecar_of(path).exists()
 
     while True:
-        target = files.inside(inbox, files.numbered(stem, taken, suffix))
+        target = files.inside(inbox, files.numbered(stem, taken, suffix,
+                                                    max_bytes=files.NAME_MAX_BYTES - SIDECAR_RESERVE_BYTES))
         sidecar = spool.sidecar_of(target)
         if sidecar_text is not None:
             files.atomic_write(sidecar, sidecar_text)

@@ -188,6 +188,35 @@ def test_clicking_a_sentence_plays_the_audio_from_its_start(daemon, browser, sho
     browser.execute_script("arguments[0].pause()", player)
 
 
+def test_search_and_follow_a_hit_to_that_moment(daemon, browser, shots) -> None:
+    """What `spkd search` finds, in the browser: each hit links to its job at the hit's
+    start; following it highlights that sentence and puts the player there."""
+    from selenium.webdriver.common.by import By
+
+    job = daemon.wait(lambda: (lambda j: j if j and j["state"] == "done" else None)(
+        job_named(daemon, "meeting.wav")), timeout=60, what="meeting.wav done")
+    browser.get(daemon.url + "/jobs")
+    box = browser.find_element(By.CSS_SELECTOR, "header.top")  # any page: the search page is one click away
+    box.find_element(By.LINK_TEXT, "Search").click()
+    field = browser.find_element(By.NAME, "q")
+    field.send_keys("SENTENCE 3 of meeting")  # case does not matter
+    field.submit()
+    links = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "ol.hits a"), what="a hit")
+    assert len(links) == 1 and "meeting.wav" in links[0].text
+    assert browser.find_element(By.CSS_SELECTOR, "ol.hits mark").text.lower() == "sentence 3 of meeting"
+    shots(browser, "search")
+    links[0].click()
+    wait_for(lambda: f"/jobs/{job['id']}#t=" in browser.current_url, what="the job page at the hit")
+    target = browser.find_elements(By.CSS_SELECTOR, ".sent[data-start]")[2]
+    start = float(target.get_attribute("data-start"))
+    assert browser.current_url.endswith(f"#t={start:.3f}")
+    wait_for(lambda: "current" in target.get_attribute("class").split(), what="the hit's sentence highlighted")
+    player = browser.find_element(By.ID, "player")
+    wait_for(lambda: abs(browser.execute_script("return arguments[0].currentTime", player) - start) < 0.05,
+             timeout=10, what="the player at the hit")
+    shots(browser, "job-from-search")
+
+
 def test_a_failed_job_is_retried_from_the_overview(daemon, browser, shots) -> None:
     from selenium.webdriver.common.by import By
 
@@ -230,10 +259,9 @@ def test_hostile_names_show_as_text_on_every_page(daemon, browser, shots, tmp_pa
     browser.get(daemon.url + "/jobs?name=onerror")
     names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "td.name a")]
     assert names == [XSS_NAME]
-    for path, name in (("/search?q=budget", "search"), ("/voices", "voices")):
-        browser.get(daemon.url + path)
-        assert "not available in this build" in browser.find_element(By.ID, "unavailable").text
-        shots(browser, name)
+    browser.get(daemon.url + "/voices")
+    assert "not available in this build" in browser.find_element(By.ID, "unavailable").text
+    shots(browser, "voices")
     browser.get(daemon.url + "/metrics")
     assert "spkd_jobs{state=\"done\"}" in browser.find_element(By.TAG_NAME, "body").text
     shots(browser, "metrics")

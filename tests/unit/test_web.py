@@ -281,7 +281,8 @@ def test_uploads_land_safely_named_in_the_inbox(client, setup, tmp_path) -> None
                                                       "content-type": f"multipart/form-data; boundary={boundary}"})
     assert r.status_code == 200, r.text
     saved = [f["saved_as"] for f in r.json()["files"]]
-    assert saved == ["evil.wav", "win.wav", "hidden.wav", "a_b_c.wav", XSS_NAME, "plain.wav", "plain (2).wav"]
+    assert saved == ["evil.wav", "win.wav", "hidden.wav", "a\\x01b\u200bc.wav", XSS_NAME, "plain.wav",
+                     "plain (2).wav"]
     assert inbox_files(config) == sorted(saved), "nothing else: no temporary file is left"
     assert all((config.paths.inbox / n).read_bytes() == data for n in saved)
     assert not (config.paths.inbox.parent / "etc").exists()
@@ -351,11 +352,23 @@ def test_metrics_parse_as_prometheus_text(client, setup) -> None:
 
 # --- what this build does not have ------------------------------------------------------------
 
-def test_search_voices_and_renaming_say_they_are_not_in_this_build(client, setup) -> None:
+def test_search_finds_what_was_said_and_links_to_that_moment(client, setup) -> None:
     _config, jobs = setup
-    for path in ("/search?q=hello", "/voices"):
-        r = client.get(path, headers=HTML)
-        assert r.status_code == 501 and "not available in this build" in r.text, path
+    page = client.get("/search?q=WELCOME", headers=HTML).text  # what spkd search runs: case does not matter
+    hits = re.findall(r'<a href="/jobs/(\d+)#t=([0-9.]+)">', page)
+    assert hits == [(str(jobs.done), f"{SEGMENTS[0].start:.3f}")]
+    assert "&lt;b&gt;everyone&lt;/b&gt; &amp; <mark>welcome</mark>." in page, "the text escaped, the match marked"
+    assert "&lt;img src=x onerror=alert(1)&gt;.wav" in page and "<img" not in page
+    page = client.get("/search?q=%3Cscript%3E", headers=HTML).text
+    assert "<mark>&lt;script&gt;</mark>alert(&#39;x&#39;)&lt;/script&gt;" in page
+    assert "Nothing found" in client.get("/search?q=nowhere+at+all", headers=HTML).text
+    assert 'name="q"' in client.get("/search", headers=HTML).text
+
+
+def test_voices_and_renaming_say_they_are_not_in_this_build(client, setup) -> None:
+    _config, jobs = setup
+    r = client.get("/voices", headers=HTML)
+    assert r.status_code == 501 and "not available in this build" in r.text
     csrf = csrf_of(client)
     r = client.post(f"/jobs/{jobs.done}/speakers", data={"csrf_token": csrf, "name:Speaker1": "Alice"})
     assert r.status_code == 501
