@@ -302,6 +302,8 @@ def listen_problem(value: str) -> str | None:
 
 
 ROLES = ("watcher", "workers")
+# Keys whose values an error message never repeats.
+SECRET_KEYS = ("web.token",)
 
 
 def _check_roles(value: tuple[str, ...]) -> str | None:
@@ -411,7 +413,8 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
         if rule is not None:
             problem = rule(values[key])
             if problem:
-                raise ConfigError(f"{full}: {problem} (got {json.dumps(_plain(values[key]))})")
+                shown = "a hidden value" if full in SECRET_KEYS else json.dumps(_plain(values[key]))
+                raise ConfigError(f"{full}: {problem} (got {shown})")
     return cls(**values)
 
 
