@@ -31,7 +31,7 @@ system-deps:
 	@scripts/system-deps.sh ffmpeg
 
 test-system-deps:
-	@scripts/system-deps.sh ffmpeg espeak-ng sox systemd-analyze chromium
+	@scripts/system-deps.sh ffmpeg espeak-ng sox systemd-analyze chromium chromedriver
 	@scripts/system-deps.sh pg_ctl
 	@scripts/system-deps.sh soffice pdftotext
 

@@ -1,6 +1,6 @@
 """`spkd`: argument parsing and printing only; the work happens in the rooms it calls.
 
-Fast paths (`jobs`, `sql`, `search`, `status`, `db`) never import torch or funasr.
+Fast paths (`jobs`, `sql`, `search`, `status`, `db`, `web`) never import torch or funasr.
 """
 
 from __future__ import annotations
@@ -119,7 +119,19 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 JOB_COLUMNS = ("id", "state", "source_name", "device", "attempts", "audio_seconds", "processing_seconds", "rtf",
-               "speakers", "created_at", "finished_at", "error_kind")
+               "speakers", "created_at", "finished_at", "error_kind", "progress")
+
+
+def progress_text(row: dict[str, Any]) -> str:
+    """A running job's stage, percent done and time left (`asr 45%, ~12 s left`); ""
+    for any other job, or before its worker first said."""
+    if row.get("state") != "running" or not row.get("stage"):
+        return ""
+    text = f"{row['stage']} {100 * (row.get('progress') or 0):.0f}%"
+    eta = row.get("eta_seconds")
+    if eta is not None:
+        text += f", ~{eta:.0f} s left" if eta < 120 else f", ~{eta / 60:.0f} min left"
+    return text
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -135,7 +147,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
     else:
-        _print_table(JOB_COLUMNS, [[r.get(c) for c in JOB_COLUMNS] for r in rows])
+        _print_table(JOB_COLUMNS, [[r.get(c) for c in JOB_COLUMNS[:-1]] + [progress_text(r)] for r in rows])
     return ExitCode.OK
 
 
@@ -229,10 +241,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from daemon import service
 
     config = _config(args)
-    runtime = service.read_runtime(config)
-    running = False
-    if runtime:
-        running = service.pid_alive(int(runtime["pid"]))
+    runtime = service.running_daemon(config)
+    running = runtime is not None
     from daemon.db import translate_unusable
 
     with translate_unusable(config.database_url):
@@ -241,6 +251,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             counts = store.counts()
             workers = store.worker_rows()
             failures = store.jobs(limit=5, state="failed")
+            running_jobs = store.jobs(limit=100, state="running")
         finally:
             store.close()
     from daemon import diskguard
@@ -255,6 +266,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         "config": str(config.source),
         "queue": counts,
         "workers": workers,
+        "running_jobs": [{k: j.get(k) for k in ("id", "source_name", "host", "slot", "device", "stage", "progress",
+                                           "eta_seconds", "started_at")} for j in running_jobs],
         "last_failures": [{k: f.get(k) for k in ("id", "source_name", "error_kind", "error_message",
                                                   "finished_at")} for f in failures],
     }
@@ -271,9 +284,29 @@ def cmd_status(args: argparse.Namespace) -> int:
                       "fallback_from", "last_error"),
                      [[w.get(k) for k in ("host", "slot", "pid", "device", "state", "current_job_id", "jobs_done",
                                           "rss_mb", "fallback_from", "last_error")] for w in workers])
+    for job in running_jobs:
+        print(f"running job {job['id']}: {job['source_name']} on {job.get('device') or '?'}"
+              + (f": {progress_text(job)}" if progress_text(job) else ""))
     for f in info["last_failures"]:
         print(f"failed job {f['id']}: {f['source_name']}: {f['error_kind']}: {f['error_message']}")
     return ExitCode.OK if running else ExitCode.FAILED
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from daemon.config import listen_problem
+    from daemon.logs import setup_logging
+    from daemon.web.server import DEFAULT_LISTEN, refusal, serve
+
+    config = _config(args)
+    listen = args.listen or config.web.listen or DEFAULT_LISTEN
+    problem = listen_problem(listen) or refusal(config, listen)
+    if problem:
+        print(f"spkd web: {problem}", file=sys.stderr)
+        return ExitCode.ERROR
+    _open_store(config).close()  # the database must exist at the current schema
+    setup_logging(config, role="web")
+    serve(config, listen)
+    return ExitCode.OK
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -454,6 +487,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("status", cmd_status, "is the daemon running; its slots, queue and recent failures")
     p.add_argument("--json", action="store_true")
+
+    p = add("web", cmd_web, "serve the dashboard (jobs, transcripts, metrics) from the config's database and "
+            "folders; the daemon need not run")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="address to serve on (default: web.listen of the config, else 127.0.0.1:8765); any "
+                        "address other than loopback needs web.token")
 
     p = add("doctor", cmd_doctor, "versions, devices, slot plan, models, ffmpeg, disk and database checks")
     p.add_argument("--json", action="store_true")

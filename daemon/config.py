@@ -23,8 +23,8 @@ from daemon.errors import ConfigError
 from daemon.models import is_model_path
 
 __all__ = ["DEVICE_KINDS", "Config", "DaemonConfig", "DatabaseConfig", "JobsConfig", "ModelsConfig", "NotifyConfig",
-           "OutputConfig", "PathsConfig", "RetentionConfig", "WatchConfig", "WorkersConfig", "device_problem",
-           "from_dict", "is_override", "load"]
+           "OutputConfig", "PathsConfig", "RetentionConfig", "WatchConfig", "WebConfig", "WorkersConfig",
+           "device_problem", "from_dict", "is_override", "listen_problem", "load", "parse_listen"]
 
 DEVICE_KINDS = ("cuda", "rocm", "xpu", "mps", "cpu")
 DEFAULT_EXTENSIONS = (
@@ -168,6 +168,16 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    # "HOST:PORT" where `spkd run` serves the dashboard (a supervised child process);
+    # null: no dashboard (`spkd web` still serves one on demand).
+    listen: str | None = None
+    # Required for any address other than loopback; a bearer token or the login form's password.
+    token: str | None = None
+    max_upload_mb: int = 2048
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -179,6 +189,7 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     # Where the config came from; not a key of the file.
     source: Path | None = None
 
@@ -245,6 +256,9 @@ _VALUE_RULES: dict[str, Any] = {
     "daemon.host": lambda v: None if v is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", v)
     else "must be null or a name of letters, digits, '.', '_' and '-' (at most 63)",
     "database.url": lambda v: _check_database_url(v),
+    "web.listen": lambda v: None if v is None else listen_problem(v),
+    "web.token": lambda v: None if v is None or len(v) >= 16 else "must be null or at least 16 characters",
+    "web.max_upload_mb": lambda v: None if v >= 1 else "must be >= 1",
     "daemon.log_level": lambda v: None
     if v.upper() in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
     else "must be one of TRACE, DEBUG, INFO, SUCCESS, WARNING, ERROR, CRITICAL",
@@ -261,7 +275,35 @@ def device_problem(value: str) -> str | None:
     return "must be auto, cuda, cuda:N, rocm, rocm:N, xpu, xpu:N, mps or cpu"
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (`127.0.0.1:8080`, `localhost:8080`, `[::1]:8080`, `0.0.0.0:8080`) as
+    (host, port); ValueError saying what is wrong."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("write an IPv6 address in brackets, e.g. [::1]:8080")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be a number from 0 to 65535, got {port_text!r}")
+    if not host or not re.fullmatch(r"[A-Za-z0-9._:-]+", host):
+        raise ValueError(f"not a host name or address: {host!r}")
+    return host, int(port_text)
+
+
+def listen_problem(value: str) -> str | None:
+    """Why `value` is not a `web.listen` / `spkd web --listen` address, or None."""
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 ROLES = ("watcher", "workers")
+# Keys whose values an error message never repeats.
+SECRET_KEYS = ("web.token",)
 
 
 def _check_roles(value: tuple[str, ...]) -> str | None:
@@ -371,7 +413,8 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
         if rule is not None:
             problem = rule(values[key])
             if problem:
-                raise ConfigError(f"{full}: {problem} (got {json.dumps(_plain(values[key]))})")
+                shown = "a hidden value" if full in SECRET_KEYS else json.dumps(_plain(values[key]))
+                raise ConfigError(f"{full}: {problem} (got {shown})")
     return cls(**values)
 
 

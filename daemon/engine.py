@@ -17,6 +17,13 @@ daemon/speaker_batching.py and daemon/pipeline_hooks.py (used only from here) kn
 few more pieces of FunASR's inside: how `inference_with_vad` feeds the speaker model and
 the clusterer, where the VAD and the timestamps read device tensors; they batch the
 speaker stage and move host work off the device, pinned to the tested FunASR versions.
+
+Progress (daemon.progress): `StageReporter` wraps the sub-models' `inference` methods
+(and the clusterer) of one AutoModel, per instance, to tell a job's caller which stage
+FunASR is in and how much of the speech the recogniser has done. Each wrapper calls the
+method it found, so it composes with the other hooks on the same objects (the
+empty-batch guard, speaker batching, the pipeline hooks) in any order, as long as nobody
+restores an attribute over it; the engine installs it last.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +45,7 @@ from loguru import logger
 from daemon.errors import AudioError, DeviceError, FfmpegMissingError, NotAudioError, OutOfMemoryError, is_out_of_memory
 from daemon.models import ModelDirs, configured_model_dirs, import_funasr, read_model_meta, require_model_dirs
 from daemon.options import check_speakers, hotword_words
+from daemon.progress import ProgressCallback
 from daemon.transcript import EngineInfo, ModelInfo, Timing, Transcript, describe_source, number_speakers
 
 if TYPE_CHECKING:
@@ -44,8 +53,8 @@ if TYPE_CHECKING:
 
     from daemon.config import Config
 
-__all__ = ["OOM_RETRIES", "SAMPLE_RATE", "Engine", "Transcriber", "decode_audio", "guard_empty_batches",
-           "load_configured", "rows_from_result", "transcribe_with_retries"]
+__all__ = ["OOM_RETRIES", "SAMPLE_RATE", "Engine", "StageReporter", "Transcriber", "decode_audio",
+           "guard_empty_batches", "load_configured", "rows_from_result", "transcribe_with_retries"]
 
 SAMPLE_RATE = 16000
 # Generous: ffmpeg decodes hours of audio in seconds; a hang means a broken input or pipe.
@@ -188,6 +197,110 @@ def guard_empty_batches(asr_model: Any) -> None:
     asr_model.inference = inference
 
 
+class StageReporter:
+    """Tells the current job's ProgressCallback where FunASR's `generate` is.
+
+    FunASR 1.4.16's `inference_with_vad` calls the VAD model once per input, the
+    recogniser once per batch of VAD segments (with the speaker model on each batch's
+    windows), the punctuation model once, then the clusterer (`cb_model`). The wrappers
+    report `vad`, then `asr` with the fraction of the speech (the VAD segments' total
+    length) recognised so far, `punctuation` and `speakers`. Outside `job()` they only
+    pass calls through. A failing callback never fails the job."""
+
+    def __init__(self, auto_model: Any) -> None:
+        self._local = threading.local()
+        for stage, owner in (("vad", getattr(auto_model, "vad_model", None)),
+                             ("asr", getattr(auto_model, "model", None)),
+                             ("punctuation", getattr(auto_model, "punc_model", None))):
+            if owner is not None:
+                owner.inference = self._wrapped(stage, owner.inference)
+        if getattr(auto_model, "cb_model", None) is not None:
+            auto_model.cb_model = _ReportingCall(self, "speakers", auto_model.cb_model)
+
+    @contextlib.contextmanager
+    def job(self, callback: ProgressCallback) -> Any:
+        self._local.callback = callback
+        self._local.speech_ms = 0.0
+        self._local.done_ms = 0.0
+        try:
+            yield self
+        finally:
+            self._local.callback = None
+
+    def report(self, stage: str, fraction: float | None) -> None:
+        callback = getattr(self._local, "callback", None)
+        if callback is None:
+            return
+        try:
+            callback(stage, fraction)
+        except Exception as exc:  # noqa: BLE001 - progress is informational
+            logger.debug("progress callback failed: {}", exc)
+
+    def _wrapped(self, stage: str, inference: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if getattr(self._local, "callback", None) is None:
+                return inference(*args, **kwargs)
+            data_in = args[0] if args else kwargs.get("data_in")
+            if stage == "asr":
+                self.report("asr", self._asr_fraction())
+            else:
+                self.report(stage, None)
+            out = inference(*args, **kwargs)
+            if stage == "vad":
+                self._local.speech_ms += _speech_ms(out)
+            elif stage == "asr":
+                self._local.done_ms += _samples(data_in) * 1000.0 / SAMPLE_RATE
+                self.report("asr", self._asr_fraction())
+            return out
+
+        wrapper.__wrapped__ = inference  # type: ignore[attr-defined]
+        return wrapper
+
+    def _asr_fraction(self) -> float | None:
+        total = getattr(self._local, "speech_ms", 0.0)
+        return min(1.0, self._local.done_ms / total) if total > 0 else None
+
+
+class _ReportingCall:
+    """Stands in for a callable attribute (AutoModel.cb_model): reports a stage, then calls it."""
+
+    def __init__(self, reporter: StageReporter, stage: str, original: Any) -> None:
+        self._reporter, self._stage, self._original = reporter, stage, original
+        self.__wrapped__ = original
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._reporter.report(self._stage, None)
+        return self._original(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+
+def _speech_ms(vad_out: Any) -> float:
+    """The total length of the VAD segments in FSMN-VAD's `([{"value": [[beg_ms, end_ms], ...]}], meta)`."""
+    results = vad_out[0] if isinstance(vad_out, tuple) and vad_out else vad_out
+    total = 0.0
+    for result in results if isinstance(results, list) else ():
+        for pair in (result.get("value") or []) if isinstance(result, dict) else ():
+            try:
+                total += max(0.0, float(pair[1]) - float(pair[0]))
+            except (TypeError, ValueError, IndexError):
+                continue
+    return total
+
+
+def _samples(data_in: Any) -> int:
+    """Samples in one recogniser batch: a list of 1-D waveforms (numpy or torch)."""
+    items = data_in if isinstance(data_in, (list, tuple)) else [data_in]
+    count = 0
+    for item in items:
+        try:
+            count += int(item.shape[-1]) if hasattr(item, "shape") else len(item)
+        except (TypeError, IndexError):
+            continue
+    return count
+
+
 def _funasr_path(path: Path) -> str:
     """A model directory as FunASR must see it: absolute. FunASR looks a model string up
     in its hub aliases before it checks the file system, so a relative `cam++` (what
@@ -211,6 +324,7 @@ class Engine:
     models: tuple[ModelInfo, ...] = field(default_factory=tuple)
     speaker_batcher: Any = None  # daemon.speaker_batching.SpeakerBatcher, None when off
     pipeline_hooks: Any = None  # daemon.pipeline_hooks.PipelineHooks, None when off
+    stage_reporter: StageReporter | None = None
 
     @property
     def speaker_batching(self) -> bool:
@@ -292,6 +406,7 @@ class Engine:
 
         hooks = ph.install(model, str(funasr.__version__), actual) if pipeline_hooks else None
         ph.release_load_memory()  # the loader's freed copies of the weights
+        reporter = StageReporter(model)  # last: it wraps whatever the hooks above put there
 
         infos = []
         for role, path in dirs.items():
@@ -307,6 +422,7 @@ class Engine:
             models=tuple(infos),
             speaker_batcher=batcher,
             pipeline_hooks=hooks,
+            stage_reporter=reporter,
         )
         logger.info("models loaded in {:.1f} s{}", engine.load_seconds,
                     f" (speaker batches of {batcher.batch_size})" if batcher else "")
@@ -319,9 +435,11 @@ class Engine:
         speakers: int | None = None,
         hotwords: Sequence[str] = (),
         source_name: str | None = None,
+        progress: ProgressCallback | None = None,
     ) -> Transcript:
         """Transcribe one file. `speakers` fixes the speaker count for clustering;
-        `hotwords` bias SeACo's recognition. Silence gives zero segments.
+        `hotwords` bias SeACo's recognition; `progress` hears each stage (decoding,
+        vad, asr with its fraction, punctuation, speakers). Silence gives zero segments.
         Raises AudioError / OptionsError (permanent) or OutOfMemoryError (retry
         with a smaller batch_size_s)."""
         audio_path = Path(audio_path)
@@ -342,9 +460,15 @@ class Engine:
         if not self.has_speakers:
             cfg["sentence_timestamp"] = True  # sentence_info without a speaker model
 
+        if progress is not None:
+            progress("decoding", None)
         samples = decode_audio(audio_path)
         duration = samples.size / SAMPLE_RATE
-        results = self.generate(samples, cfg)
+        if progress is not None and self.stage_reporter is not None:
+            with self.stage_reporter.job(progress):
+                results = self.generate(samples, cfg)
+        else:
+            results = self.generate(samples, cfg)
 
         rows: list[tuple[float, float, int | None, str]] = []
         for result in results or []:
@@ -418,7 +542,7 @@ class Transcriber(Protocol):
     batch_size_s: int
 
     def transcribe(self, audio_path: Path, *, speakers: int | None = None, hotwords: Sequence[str] = (),
-                   source_name: str | None = None) -> Transcript: ...
+                   source_name: str | None = None, progress: ProgressCallback | None = None) -> Transcript: ...
 
     def release(self) -> None: ...
 
@@ -437,14 +561,16 @@ def load_configured(config: "Config", device: str, *, threads: int | None = None
 
 
 def transcribe_with_retries(engine: Transcriber, audio_path: Path, options: Mapping[str, Any], *,
-                            source_name: str, on_retry: Callable[[int], None] | None = None) -> Transcript:
+                            source_name: str, on_retry: Callable[[int], None] | None = None,
+                            progress: ProgressCallback | None = None) -> Transcript:
     """`engine.transcribe` with a job's options (`speakers`, `hotwords`). Out of memory:
     halve `engine.batch_size_s` and try again, OOM_RETRIES times at most and never below
     1, calling `on_retry(new batch_size_s)` before each; then OutOfMemoryError goes up."""
     for attempt in range(OOM_RETRIES + 1):
         try:
             return engine.transcribe(Path(audio_path), speakers=options.get("speakers"),
-                                     hotwords=tuple(options.get("hotwords") or ()), source_name=source_name)
+                                     hotwords=tuple(options.get("hotwords") or ()), source_name=source_name,
+                                     progress=progress)
         except OutOfMemoryError:
             if attempt == OOM_RETRIES or engine.batch_size_s <= 1:
                 raise

@@ -21,7 +21,7 @@ from daemon.errors import NotRegularFileError, SymlinkError
 
 __all__ = ["HASH_CHUNK_BYTES", "NAME_MAX_BYTES", "atomic_write", "describe_mode", "exists", "file_identity", "fit_stem", "free_name",
            "fsync_dir", "ignore_lease_breaks", "inside", "lease_checks_enabled", "move", "name_bytes", "nearest_existing", "numbered", "open_for_writing", "open_regular",
-           "readable_relative", "safe_relative", "sha256_file", "shorten"]
+           "readable_relative", "regular_file_inside", "safe_file_name", "safe_relative", "sha256_file", "shorten"]
 
 HASH_CHUNK_BYTES = 1 << 20
 
@@ -289,6 +289,16 @@ def readable_relative(name: str, *, reserve_bytes: int = 0) -> str:
     return "/".join(out)
 
 
+def safe_file_name(name: str, *, reserve_bytes: int = 0, default: str = "upload") -> str:
+    """A name someone else chose (an upload's file name) as one plain file name: the
+    last component of any path in it (`/` or `\\`), without the leading dots that would
+    hide it, then as spkd writes every name (`readable_relative`: control characters
+    as text, shortened to the file system's limit less `reserve_bytes`); `default`
+    when nothing is left."""
+    base = re.split(r"[/\\]", name)[-1].strip().lstrip(".").strip()
+    return readable_relative(base, reserve_bytes=reserve_bytes) if base else default
+
+
 def safe_relative(name: str) -> PurePosixPath:
     """A relative path that cannot climb out of the folder it is joined to."""
     rel = PurePosixPath(name)
@@ -304,6 +314,25 @@ def inside(root: Path, name: str) -> Path:
     if target != root_resolved and root_resolved not in target.parents:
         raise ValueError(f"{name!r} would land outside {root}")
     return target
+
+
+def regular_file_inside(root: Path, name: str) -> Path | None:
+    """The regular file `root / name` (resolved) when it exists under `root` and
+    neither it nor any folder on the way below `root` is a symbolic link; None
+    otherwise, also for a name that would climb out (`..`, absolute). For serving a
+    file that a database row names: a link planted in a folder never leads elsewhere."""
+    try:
+        rel = safe_relative(name)
+    except ValueError:
+        return None
+    candidate = root.resolve() / rel
+    try:
+        real = candidate.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if real != candidate or not real.is_file():
+        return None
+    return real
 
 
 def nearest_existing(path: Path) -> Path:

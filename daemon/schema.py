@@ -68,6 +68,14 @@ jobs = Table(
     Column("reused_from", Integer, ForeignKey("jobs.id")),
     # sha256 + the options that change the transcript (daemon.options.dedup_key).
     Column("dedup_key", String(64)),
+    # While running: the stage (daemon.progress.STAGES), the fraction of the whole job
+    # done, the estimated seconds left, and when the worker said so (migration 0007).
+    Column("stage", String(16)),
+    Column("progress", Float),
+    Column("eta_seconds", Float),
+    Column("progress_at", DateTime),
+    # The source's path under paths.archive once archived (relative, POSIX).
+    Column("archive_name", Text),
     Index("ix_jobs_claim", "state", "priority", "id"),
     Index("ix_jobs_dedup_key", "dedup_key", "state"),
     Index("ix_jobs_sha256", "sha256"),

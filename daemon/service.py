@@ -32,8 +32,8 @@ from daemon.errors import ServiceError
 from daemon.files import atomic_write
 
 __all__ = ["DEFAULT_SERVICE_USER", "PLATFORMS", "SCOPES", "ServiceFile", "clear_runtime", "detect_platform",
-           "install", "notify", "pid_alive", "program_arguments", "read_runtime", "render", "runtime_path",
-           "stop_timeout_seconds", "uninstall", "watchdog_interval_seconds", "writable_paths", "write_runtime"]
+           "install", "notify", "pid_alive", "program_arguments", "read_runtime", "render", "running_daemon",
+           "runtime_path", "stop_timeout_seconds", "uninstall", "watchdog_interval_seconds", "writable_paths", "write_runtime"]
 
 
 def notify(*messages: str) -> bool:
@@ -107,6 +107,16 @@ def read_runtime(config: Config) -> dict[str, Any] | None:
     except (FileNotFoundError, ValueError):
         return None
     return info
+
+
+def running_daemon(config: Config) -> dict[str, Any] | None:
+    """The runtime file of this host's daemon while its process lives, else None."""
+    runtime = read_runtime(config)
+    try:
+        pid = int((runtime or {}).get("pid") or 0)
+    except (TypeError, ValueError):
+        return None
+    return runtime if pid > 0 and pid_alive(pid) else None
 
 
 def clear_runtime(config: Config) -> None:

@@ -22,13 +22,14 @@ from __future__ import annotations
 import datetime as dt
 import socket
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import (
     Connection,
     DateTime,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     func,
@@ -41,12 +42,18 @@ from sqlalchemy import (
 
 from daemon.db import make_engine
 from daemon.errors import LeaseExpiredError, WorkerLostError
-from daemon.schema import FINISHED_STATES, SEGMENT_ID_STRIDE, job_events, jobs, segments, workers
+from daemon.schema import FINISHED_STATES, JOB_STATES, SEGMENT_ID_STRIDE, job_events, jobs, segments, workers
 from daemon.search import LIKE_ESCAPE, SearchQuery, fold, fts5_string
 from daemon.search import speaker_key as key_of_speaker
 from daemon.transcript import Segment, Transcript
 
-__all__ = ["Job", "Outcome", "Store", "hostname", "utcnow"]
+if TYPE_CHECKING:
+    from daemon.progress import Progress
+
+__all__ = ["DeviceFigures", "Job", "JobFilter", "MetricFigures", "Outcome", "Store", "hostname", "utcnow"]
+
+# A job that leaves `running` keeps no stage, fraction or estimate.
+_NO_PROGRESS: dict[str, Any] = {"stage": None, "progress": None, "eta_seconds": None, "progress_at": None}
 
 
 def utcnow() -> dt.datetime:
@@ -94,6 +101,40 @@ class Job:
     def from_row(cls, row: Mapping[str, Any]) -> "Job":
         return cls(**{name: row[name] for name in cls.__dataclass_fields__ if name != "options"},
                    options=dict(row["options"] or {}))
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a list shows: a state, a window of `created_at` (naive UTC, `until`
+    exclusive) and a piece of the file name (literal, case-insensitive for ASCII)."""
+
+    state: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    name_contains: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceFigures:
+    """What the done jobs (not reuses) of one device add up to, for /metrics."""
+
+    device: str
+    jobs: int
+    audio_seconds: float
+    processing_seconds: float
+    # upper bound -> jobs at or below it (cumulative, as Prometheus histograms count)
+    processing_buckets: dict[float, int]
+    rtf_buckets: dict[float, int]
+    rtf_sum: float
+
+
+@dataclass(frozen=True)
+class MetricFigures:
+    jobs_by_state: dict[str, int]
+    devices: list[DeviceFigures]
+    oldest_queued_at: dt.datetime | None
+    last_done_at: dt.datetime | None
+    workers: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -240,7 +281,7 @@ class Store:
             .values(state="running", attempts=jobs.c.attempts + 1, host=bindparam("c_host"),
                     slot=bindparam("c_slot"), pid=bindparam("c_pid"), device=bindparam("c_device"),
                     started_at=now, heartbeat_at=now, lease_expires_at=bindparam("c_lease", type_=DateTime),
-                    finished_at=None)
+                    finished_at=None, **_NO_PROGRESS)
             .returning(*jobs.c)
         )
         return self._claim
@@ -261,13 +302,30 @@ class Store:
     def _held(self, job_id: int, pid: int) -> Any:
         return and_(jobs.c.id == job_id, jobs.c.state == "running", jobs.c.pid == pid, jobs.c.host == self.host)
 
-    def heartbeat(self, job_id: int, *, pid: int, lease_seconds: float) -> bool:
-        """Renew the lease; False when the job is no longer this worker's."""
+    def heartbeat(self, job_id: int, *, pid: int, lease_seconds: float, progress: "Progress | None" = None) -> bool:
+        """Renew the lease (and record how far the job is); False when the job is no
+        longer this worker's."""
         now = utcnow()
+        values: dict[str, Any] = {"heartbeat_at": now, "lease_expires_at": now + dt.timedelta(seconds=lease_seconds)}
+        if progress is not None:
+            values.update(stage=progress.stage, progress=progress.fraction, eta_seconds=progress.eta_seconds,
+                          progress_at=now)
         with self.engine.begin() as conn:
-            result = conn.execute(update(jobs).where(self._held(job_id, pid)).values(
-                heartbeat_at=now, lease_expires_at=now + dt.timedelta(seconds=lease_seconds)))
+            result = conn.execute(update(jobs).where(self._held(job_id, pid)).values(**values))
         return result.rowcount == 1
+
+    def recent_rtf(self, *, slot: int, limit: int = 5) -> float | None:
+        """The median real-time factor of this host's slot over its last `limit`
+        transcriptions (reuses excluded), or None before its first."""
+        with self._read() as conn:
+            values = sorted(conn.execute(
+                select(jobs.c.rtf).where(jobs.c.state == "done", jobs.c.host == self.host, jobs.c.slot == slot,
+                                         jobs.c.reused_from.is_(None), jobs.c.rtf > 0)
+                .order_by(jobs.c.finished_at.desc()).limit(limit)).scalars())
+        if not values:
+            return None
+        middle = len(values) // 2
+        return float(values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2)
 
     def complete(self, job_id: int, *, pid: int, audio_seconds: float, processing_seconds: float,
                  speakers: int, outputs: Sequence[str], device: str, reused_from: int | None = None,
@@ -280,7 +338,7 @@ class Store:
             result = conn.execute(update(jobs).where(self._held(job_id, pid)).values(
                 state="done", finished_at=now, audio_seconds=audio_seconds, processing_seconds=processing_seconds,
                 rtf=rtf, speakers=speakers, outputs=list(outputs), device=device, lease_expires_at=None,
-                error_kind=None, error_message=None, reused_from=reused_from))
+                error_kind=None, error_message=None, reused_from=reused_from, **_NO_PROGRESS))
             if result.rowcount != 1:
                 return False
             self._event(conn, job_id, "done", now, device=device, audio_seconds=round(audio_seconds, 3),
@@ -308,12 +366,12 @@ class Store:
         spent = row["attempts"] >= row["max_attempts"]
         if permanent or spent:
             values: dict[str, Any] = dict(state="failed", finished_at=now, error_kind=kind,
-                                          error_message=message, lease_expires_at=None)
+                                          error_message=message, lease_expires_at=None, **_NO_PROGRESS)
             event_kind = "failed"
         else:
             backoff = retry_backoff_seconds * (2 ** max(0, row["attempts"] - 1))
             values = dict(state="queued", not_before=now + dt.timedelta(seconds=backoff), error_kind=kind,
-                          error_message=message, lease_expires_at=None, pid=None)
+                          error_message=message, lease_expires_at=None, pid=None, **_NO_PROGRESS)
             event_kind = "retry"
         conn.execute(update(jobs).where(jobs.c.id == row["id"]).values(**values))
         self._event(conn, row["id"], event_kind, now, kind=kind, message=message, attempt=row["attempts"],
@@ -349,7 +407,8 @@ class Store:
                                   permanent=True, retry_backoff_seconds=0)
         attempts = row["attempts"] if counts_as_attempt else max(0, row["attempts"] - 1)
         not_before = now + dt.timedelta(seconds=retry_backoff_seconds) if retry_backoff_seconds else None
-        values = dict(state="queued", pid=None, lease_expires_at=None, attempts=attempts, not_before=not_before)
+        values = dict(state="queued", pid=None, lease_expires_at=None, attempts=attempts, not_before=not_before,
+                      **_NO_PROGRESS)
         conn.execute(update(jobs).where(jobs.c.id == row["id"]).values(**values))
         self._event(conn, row["id"], "requeued", now, reason=reason, kind=kind, attempt=row["attempts"],
                     host=row["host"], pid=row["pid"], **detail)
@@ -412,6 +471,11 @@ class Store:
                 self._event(conn, job_id, "retry_requested", now)
         return chosen
 
+    def set_archive_name(self, job_id: int, archive_name: str) -> None:
+        """Where the job's source now lies under paths.archive (relative, POSIX)."""
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(archive_name=archive_name))
+
     def set_spool_path(self, job_id: int, spool_path: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(spool_path=spool_path))
@@ -471,6 +535,54 @@ class Store:
             if job_id is not None:
                 query = query.where(job_events.c.job_id == job_id)
             return [dict(r) for r in conn.execute(query).mappings()]
+
+    def job_page(self, where: JobFilter, *, offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
+        """One page of jobs matching `where`, newest first, and how many match in all."""
+        conditions: list[Any] = []
+        if where.state:
+            conditions.append(jobs.c.state == where.state)
+        if where.since is not None:
+            conditions.append(jobs.c.created_at >= where.since)
+        if where.until is not None:
+            conditions.append(jobs.c.created_at < where.until)
+        if where.name_contains:
+            conditions.append(func.lower(jobs.c.source_name).contains(where.name_contains.lower(), autoescape=True))
+        with self._read() as conn:
+            total = int(conn.execute(select(func.count()).select_from(jobs).where(*conditions)).scalar_one())
+            rows = conn.execute(select(*jobs.c).where(*conditions).order_by(jobs.c.id.desc())
+                                .offset(max(0, offset)).limit(limit)).mappings()
+            return [dict(r) for r in rows], total
+
+    def metric_figures(self, *, processing_buckets: Sequence[float], rtf_buckets: Sequence[float]) -> MetricFigures:
+        """Everything /metrics reports, read in one go at scrape time. Histograms count
+        done jobs that were transcribed (not reuses) at or below each bucket bound."""
+        transcribed = and_(jobs.c.state == "done", jobs.c.reused_from.is_(None), jobs.c.processing_seconds.isnot(None))
+
+        def at_most(column: Any, bound: float) -> Any:
+            return func.sum(case((column <= bound, 1), else_=0))
+
+        device = jobs.c.device
+        columns = [device, func.count().label("jobs"),
+                   func.coalesce(func.sum(jobs.c.audio_seconds), 0.0).label("audio_seconds"),
+                   func.coalesce(func.sum(jobs.c.processing_seconds), 0.0).label("processing_seconds"),
+                   func.coalesce(func.sum(jobs.c.rtf), 0.0).label("rtf_sum")]
+        columns += [at_most(jobs.c.processing_seconds, b).label(f"p{i}") for i, b in enumerate(processing_buckets)]
+        columns += [at_most(jobs.c.rtf, b).label(f"r{i}") for i, b in enumerate(rtf_buckets)]
+        with self._read() as conn:
+            by_state = {state: int(n) for state, n in
+                        conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()}
+            devices = [DeviceFigures(
+                device=r["device"] or "unknown", jobs=int(r["jobs"]), audio_seconds=float(r["audio_seconds"]),
+                processing_seconds=float(r["processing_seconds"]), rtf_sum=float(r["rtf_sum"]),
+                processing_buckets={b: int(r[f"p{i}"] or 0) for i, b in enumerate(processing_buckets)},
+                rtf_buckets={b: int(r[f"r{i}"] or 0) for i, b in enumerate(rtf_buckets)})
+                for r in conn.execute(select(*columns).where(transcribed).group_by(device).order_by(device)).mappings()]
+            oldest = conn.execute(select(func.min(jobs.c.created_at)).where(jobs.c.state == "queued")).scalar_one()
+            last_done = conn.execute(select(func.max(jobs.c.finished_at)).where(jobs.c.state == "done")).scalar_one()
+            worker_rows = [dict(r) for r in conn.execute(select(*workers.c).order_by(workers.c.host, workers.c.slot))
+                           .mappings()]
+        return MetricFigures(jobs_by_state={s: by_state.get(s, 0) for s in JOB_STATES}, devices=devices,
+                             oldest_queued_at=oldest, last_done_at=last_done, workers=worker_rows)
 
     def counts(self) -> dict[str, int]:
         with self._read() as conn:

@@ -6,6 +6,10 @@ restarts slots with exponential backoff, kills workers that hang, and gives up
 on a slot that cannot boot (falling back to the next device where configured)
 instead of respawning it forever. What happens to a slot whose worker exited is
 decided by the pure function daemon.slot_policy.decide; this module applies it.
+
+With `web.listen` set it also keeps the dashboard (daemon.web.server.run_child) running
+as one more child process, restarted by the same policy: a child that never got to
+listen counts as a boot failure, one that dies later as a crash.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from daemon.store import Job, Store, utcnow
 from daemon.watcher import Watcher
 from daemon.worker import ENGINE_FACTORY_ENV, WorkerSpec, run_worker
 
-__all__ = ["Slot", "Supervisor", "describe_exit"]
+__all__ = ["Slot", "Supervisor", "WebChild", "describe_exit"]
 
 LOOP_SECONDS = 0.5
 # A worker that ran this long before dying resets its slot's crash backoff.
@@ -87,6 +91,27 @@ class Slot:
 
 
 @dataclass
+class WebChild:
+    """The dashboard process, supervised like a slot (its history: daemon.slot_policy)."""
+
+    listen: str
+    history: SlotHistory = field(default_factory=lambda: SlotHistory(device="web"))
+    process: BaseProcess | None = None
+    ready: Any = None  # a multiprocessing Event the child sets once it listens
+    started_at: float = 0.0
+    next_start_at: float = 0.0
+    failed: bool = False
+    retiring: bool = False  # stopped for a reload: started again with the new config
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+
+@dataclass
 class _Signals:
     """Filled by signal handlers, drained by the main loop."""
 
@@ -104,6 +129,7 @@ class Supervisor:
         self.watcher: Watcher | None = None
         self.scheduler: Any = None
         self.slots: list[Slot] = []
+        self.web: WebChild | None = None
         self.inventory: devices.Inventory | None = None
         self.stopping = False
         self.stop_deadline: float | None = None
@@ -202,6 +228,7 @@ class Supervisor:
         self.scheduler.add_job(self._backfill_segments, id="backfill")
         for slot in self.slots:
             self.spawn(slot)
+        self.start_web()
 
     def _plan(self, config: Config) -> list[devices.SlotPlan]:
         """This host's worker slots: none unless it has the `workers` role."""
@@ -234,8 +261,8 @@ class Supervisor:
                 continue
             try:
                 if job.state == "done":
-                    spool.archive(spool_path=spooled[spool_path], spool_root=paths.spool,
-                                  archive_root=paths.archive, source_name=job.source_name)
+                    spool.archive_job(self.config, self.store, job.id, spool_path=spooled[spool_path],
+                                      source_name=job.source_name)
                     logger.info("job {}: archived its source after its worker died", job.id)
                 elif job.state == "failed":
                     spool.retire_failed(self.config, job)
@@ -295,6 +322,61 @@ class Supervisor:
         slot.kill_reason, slot.term_sent_at = None, None
         logger.info("slot {} spawned worker pid {} on {}", slot.index, process.pid, slot.device)
 
+    # --- the dashboard -----------------------------------------------------------------
+
+    def start_web(self) -> None:
+        """Start the dashboard child when `web.listen` is set, unless the address needs
+        a token the config lacks: then the daemon runs without it, saying why."""
+        listen = self.config.web.listen
+        self.web = None
+        if listen is None:
+            return
+        from daemon.web.server import refusal
+
+        reason = refusal(self.config, listen)
+        if reason is not None:
+            logger.error("web: not starting the dashboard: {}", reason)
+            return
+        self.web = WebChild(listen=listen)
+        self.spawn_web()
+
+    def spawn_web(self) -> None:
+        from daemon.web.server import run_child
+
+        web = self.web
+        assert web is not None
+        web.ready = self.ctx.Event()
+        web.process = self.ctx.Process(target=run_child, args=(self.config, web.listen, web.ready), name="spkd-web")
+        web.process.start()
+        web.started_at = time.monotonic()
+        logger.info("dashboard process pid {} for {}", web.process.pid, web.listen)
+
+    def on_web_exit(self, code: int) -> None:
+        web = self.web
+        assert web is not None
+        ended = WorkerExit(code=code, booted=bool(web.ready is not None and web.ready.is_set()),
+                           ran_seconds=time.monotonic() - web.started_at, stopping=self.stopping,
+                           retiring=web.retiring)
+        pid = web.pid
+        web.process = None
+        decision = decide(web.history, ended, self._restart_policy())
+        web.history = decision.history
+        if decision.action is Action.STOP:
+            if web.retiring and not self.stopping:
+                self.start_web()  # a reload: the new configuration's dashboard, if any
+            return
+        if decision.action in (Action.FAIL, Action.FALL_BACK):
+            web.failed = True
+            logger.error("dashboard could not start on {} ({} tries; see the errors above); running without it",
+                         web.listen, web.history.boot_failures)
+            return
+        if decision.cause is Cause.EXITED:
+            logger.info("dashboard process {} exited; starting it again", pid)
+        else:
+            logger.error("dashboard process {} {} after {:.0f} s; restarting in {:.0f} s", pid, describe_exit(code),
+                         ended.ran_seconds, decision.delay_seconds)
+        web.next_start_at = time.monotonic() + decision.delay_seconds
+
     def _worker_state(self, slot: Slot) -> dict[str, Any] | None:
         assert self.store is not None
         for row in self.store.worker_rows(host=self.store.host):
@@ -309,6 +391,10 @@ class Supervisor:
                 continue
             process.join(timeout=0)
             self.on_exit(slot, process.exitcode)
+        web = self.web
+        if web is not None and web.process is not None and web.process.exitcode is not None:
+            web.process.join(timeout=0)
+            self.on_web_exit(web.process.exitcode)
 
     def _restart_policy(self) -> RestartPolicy:
         workers = self.config.workers
@@ -383,6 +469,9 @@ class Supervisor:
         now = time.monotonic()
         due = [slot for slot in self.slots
                if slot.process is None and not slot.failed and not slot.retiring and now >= slot.next_start_at]
+        web = self.web
+        if web is not None and web.process is None and not web.failed and now >= web.next_start_at:
+            self.spawn_web()  # the dashboard shows the full disk; it writes nothing there itself
         if not due:
             return
         # A worker booting on a full disk could only fail (and spend its slot's boot
@@ -488,6 +577,11 @@ class Supervisor:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         self._start_scheduler()
+        if self.web is not None and self.web.alive():
+            self.web.retiring = True
+            _kill(self.web.pid, signal.SIGTERM)  # on_web_exit starts the new config's dashboard
+        elif self.web is None or self.web.failed:
+            self.start_web()
         for slot in self.slots[len(plans):]:
             slot.retiring = True
             if slot.alive():
@@ -517,6 +611,8 @@ class Supervisor:
         for slot in self.slots:
             if slot.alive():
                 _kill(slot.pid, signal.SIGTERM)
+        if self.web is not None and self.web.alive():
+            _kill(self.web.pid, signal.SIGTERM)
 
     def _finish_stop(self) -> bool:
         """True once every worker is gone."""
@@ -525,11 +621,16 @@ class Supervisor:
                 if slot.alive():
                     slot.kill_reason = "stopped at shutdown"
                     _kill(slot.pid, signal.SIGKILL)
+            if self.web is not None and self.web.alive():
+                _kill(self.web.pid, signal.SIGKILL)
             for slot in self.slots:
                 if slot.process is not None:
                     slot.process.join(timeout=10)
+            if self.web is not None and self.web.process is not None:
+                self.web.process.join(timeout=10)
             self.reap_children()
-        return not any(slot.process is not None for slot in self.slots)
+        return not any(slot.process is not None for slot in self.slots) and (
+            self.web is None or self.web.process is None)
 
     # --- main loop -------------------------------------------------------------------
 
@@ -553,6 +654,8 @@ class Supervisor:
         try:
             while True:
                 sentinels = [s.process.sentinel for s in self.slots if s.process is not None]
+                if self.web is not None and self.web.process is not None:
+                    sentinels.append(self.web.process.sentinel)
                 multiprocessing.connection.wait([*sentinels, self._wake_r], timeout=LOOP_SECONDS)
                 _drain(self._wake_r)
                 self._handle_signals()
@@ -604,6 +707,11 @@ class Supervisor:
             if slot.alive():
                 _kill(slot.pid, signal.SIGKILL)
                 slot.process.join(timeout=10)  # type: ignore[union-attr]
+        if self.web is not None and self.web.alive():
+            _kill(self.web.pid, signal.SIGTERM)
+            self.web.process.join(timeout=10)  # type: ignore[union-attr]
+            if self.web.alive():
+                _kill(self.web.pid, signal.SIGKILL)
         if self.store is not None:
             self.reap_children()
             self.store.close()

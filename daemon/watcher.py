@@ -54,7 +54,7 @@ from daemon.logs import Throttle
 from daemon.probe import ffprobe_available, incomplete_reason, probe
 from daemon.store import Store
 
-__all__ = ["MIN_AUDIO_SECONDS", "StabilityTracker", "Watcher"]
+__all__ = ["MIN_AUDIO_SECONDS", "StabilityTracker", "Watcher", "ignored_because"]
 
 CHECK_INTERVAL_SECONDS = 0.25
 # Shorter recordings fail at once: nothing useful can come out of them.
@@ -75,6 +75,27 @@ class _Pending:
     identity: tuple[int, int]
     since: float
     first_seen: float
+
+
+def ignored_because(config: Config, rel: PurePosixPath) -> str | None:
+    """Why the watcher leaves the inbox file at `rel` (relative to the inbox) alone, or
+    None when it takes it: the one rule, for the watcher and for uploads."""
+    for part in rel.parts:
+        if part.startswith("."):
+            return "hidden"
+    name = rel.name
+    for part in rel.parts[:-1]:
+        if part.endswith(spool.SIDECAR_SUFFIX):
+            return "inside a folder named like a sidecar"
+    if name.endswith(spool.SIDECAR_SUFFIX):
+        return "sidecar"
+    for pattern in config.watch.ignore:
+        if fnmatch.fnmatchcase(name, pattern):
+            return f"matches ignore pattern {pattern!r}"
+    extensions = {e.lower().lstrip(".") for e in config.watch.extensions}
+    if PurePosixPath(name).suffix.lower().lstrip(".") not in extensions:
+        return "extension not in watch.extensions"
+    return None
 
 
 class StabilityTracker:
@@ -161,7 +182,6 @@ class Watcher:
         self.store = store
         self.inbox = config.paths.inbox
         self.tracker = StabilityTracker(config.watch.settle_seconds)
-        self._extensions = {e.lower().lstrip(".") for e in config.watch.extensions}
         self._stop = threading.Event()
         self._observer: Observer | PollingObserver | None = None
         self._inbox_identity: tuple[int, int] | None = None
@@ -189,21 +209,7 @@ class Watcher:
             rel = path.relative_to(self.inbox)
         except ValueError:
             return "outside the inbox"
-        for part in rel.parts:
-            if part.startswith("."):
-                return "hidden"
-        name = rel.name
-        for part in rel.parts[:-1]:
-            if part.endswith(spool.SIDECAR_SUFFIX):
-                return "inside a folder named like a sidecar"
-        if name.endswith(spool.SIDECAR_SUFFIX):
-            return "sidecar"
-        for pattern in self.config.watch.ignore:
-            if fnmatch.fnmatchcase(name, pattern):
-                return f"matches ignore pattern {pattern!r}"
-        if PurePosixPath(name).suffix.lower().lstrip(".") not in self._extensions:
-            return "extension not in watch.extensions"
-        return None
+        return ignored_because(self.config, PurePosixPath(rel.as_posix()))
 
     def consider(self, path: Path) -> None:
         try:
@@ -534,8 +540,7 @@ class Watcher:
                                        twin=twin, outputs=written, audio_seconds=transcript.audio_seconds,
                                        speakers=len(transcript.speakers), segments=transcript.segments)
         outputs.save_transcript(self.config, job_id, transcript)
-        spool.archive(spool_path=spool_path, spool_root=self.config.paths.spool,
-                      archive_root=self.config.paths.archive, source_name=source_name)
+        spool.archive_job(self.config, self.store, job_id, spool_path=spool_path, source_name=source_name)
         logger.info("job {} done: {} is a duplicate of job {}; reused its transcript", job_id, source_name, twin.id)
         return job_id
 

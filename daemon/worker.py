@@ -33,13 +33,15 @@ from daemon import diskguard, outputs, spool
 from daemon.config import Config
 from daemon.errors import ExitCode, OutOfMemoryError, UnexpectedError, as_spkd_error
 from daemon.logs import Throttle
+from daemon.progress import Progress, ProgressCallback, eta_seconds, overall_fraction
 from daemon.store import Job, Store, utcnow
 from daemon.transcript import Transcript
 
 if TYPE_CHECKING:
     from daemon.engine import Transcriber
 
-__all__ = ["ENGINE_FACTORY_ENV", "EngineFactory", "Worker", "WorkerSpec", "rss_mb", "run_worker"]
+__all__ = ["ENGINE_FACTORY_ENV", "PROGRESS_SECONDS", "EngineFactory", "Heartbeat", "Worker", "WorkerSpec", "rss_mb",
+           "run_worker"]
 
 # `module:callable` building the engine instead of FunASR's (the fake engine in tests/).
 ENGINE_FACTORY_ENV = "SPKD_ENGINE_FACTORY"
@@ -56,6 +58,9 @@ DB_TROUBLE_LOG_SECONDS = 60.0
 # while still being written.
 SHORT_AUDIO_RATIO = 0.9
 SHORT_AUDIO_MIN_SECONDS = 1.0
+
+# A running job's stage and fraction reach the database at most this often.
+PROGRESS_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -93,20 +98,31 @@ def rss_mb() -> float | None:
         return None
 
 
-class _Heartbeat:
-    """Renews the job's lease while the main thread transcribes. It runs on a thread
-    so that a long inference keeps its lease; a process that is frozen or stuck
-    in native code stops heartbeating and is found out, and a job past its time
-    limit is caught by the supervisor's timeout regardless."""
+class Heartbeat:
+    """Renews the job's lease while the main thread transcribes, and records how far
+    the job is. It runs on a thread so that a long inference keeps its lease; a process
+    that is frozen or stuck in native code stops heartbeating and is found out, and a
+    job past its time limit is caught by the supervisor's timeout regardless.
 
-    def __init__(self, store: Store, job: Job, *, pid: int, lease_seconds: float, every_seconds: float) -> None:
+    `report` (the engine's ProgressCallback, on the main thread) only keeps the latest
+    stage; this thread writes it with the next lease renewal, at most every
+    PROGRESS_SECONDS, so progress costs no extra write while nothing moves."""
+
+    def __init__(self, store: Store, job: Job, *, pid: int, lease_seconds: float, every_seconds: float,
+                 recent_rtf: float | None = None) -> None:
         self.store, self.job, self.pid = store, job, pid
         self.lease_seconds, self.every_seconds = lease_seconds, every_seconds
+        self.recent_rtf = recent_rtf
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="spkd-heartbeat", daemon=True)
+        self._lock = threading.Lock()
+        self._stage: tuple[str, float | None] | None = None
+        self._written: tuple[str, float | None] | None = None
+        self._started = time.monotonic()
 
-    def __enter__(self) -> "_Heartbeat":
+    def __enter__(self) -> "Heartbeat":
+        self._started = time.monotonic()
         self._thread.start()
         return self
 
@@ -114,13 +130,39 @@ class _Heartbeat:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def report(self, stage: str, fraction: float | None) -> None:
+        with self._lock:
+            self._stage = (stage, fraction)
+
+    def progress(self) -> Progress | None:
+        """The job's progress as of the latest report (None before the first)."""
+        with self._lock:
+            current = self._stage
+        if current is None:
+            return None
+        fraction = overall_fraction(*current)
+        eta = eta_seconds(fraction=fraction, elapsed_seconds=time.monotonic() - self._started,
+                          audio_seconds=self.job.audio_seconds, recent_rtf=self.recent_rtf)
+        return Progress(stage=current[0], fraction=fraction, eta_seconds=eta)
+
     def _run(self) -> None:
-        while not self._stop.wait(self.every_seconds):
+        tick = min(self.every_seconds, PROGRESS_SECONDS)
+        last_beat = time.monotonic()
+        while not self._stop.wait(tick):
+            with self._lock:
+                moved = self._stage != self._written
+                current = self._stage
+            now = time.monotonic()
+            if not moved and now - last_beat < self.every_seconds:
+                continue
             try:
-                if not self.store.heartbeat(self.job.id, pid=self.pid, lease_seconds=self.lease_seconds):
+                if not self.store.heartbeat(self.job.id, pid=self.pid, lease_seconds=self.lease_seconds,
+                                            progress=self.progress()):
                     logger.warning("job {}: lease lost (taken back by the supervisor)", self.job.id)
                     self.lost.set()
                     return
+                last_beat = now
+                self._written = current
             except Exception as exc:  # noqa: BLE001 - a busy database must not kill the job
                 logger.warning("job {}: heartbeat failed: {}", self.job.id, exc)
 
@@ -230,7 +272,6 @@ class Worker:
 
     def process(self, job: Job) -> None:
         assert self.engine is not None
-        paths = self.config.paths
         self._stored("reporting busy", lambda: self.store.worker_update(self.spec.slot, state="busy",
                                                                         current_job_id=job.id))
         logger.info("job {} started: {} on {} (slot {}, attempt {}/{})", job.id, job.source_name, self.spec.device,
@@ -240,12 +281,14 @@ class Worker:
         reused = outputs.reused_transcript(self.config, twin.id if twin is not None else None,
                                            audio_path=Path(job.spool_path), source_name=job.source_name,
                                            sha256=job.sha256)
-        with _Heartbeat(self.store, job, pid=self.pid, lease_seconds=self.config.jobs.lease_seconds,
-                        every_seconds=self.config.jobs.heartbeat_seconds) as beat:
+        with Heartbeat(self.store, job, pid=self.pid, lease_seconds=self.config.jobs.lease_seconds,
+                        every_seconds=self.config.jobs.heartbeat_seconds,
+                        recent_rtf=self.store.recent_rtf(slot=self.spec.slot)) as beat:
             try:
-                transcript = reused if reused is not None else self._transcribe(job)
+                transcript = reused if reused is not None else self._transcribe(job, beat.report)
                 if beat.lost.is_set():
                     return
+                beat.report("writing", None)
                 outputs.save_transcript(self.config, job.id, transcript)
                 written = outputs.publish(self.config, output_stem=job.output_stem, transcript=transcript,
                                           formats=outputs.formats_for(self.config, job.options))
@@ -269,8 +312,9 @@ class Worker:
         if not done:
             logger.warning("job {}: finished after its lease was taken back; result discarded", job.id)
             return
-        spool.archive(spool_path=Path(job.spool_path), spool_root=paths.spool, archive_root=paths.archive,
-                      source_name=job.source_name)
+        spool.archive_job(self.config, self.store, job.id, spool_path=Path(job.spool_path),
+                          source_name=job.source_name,
+                          write=lambda call: self._stored(f"recording where job {job.id}'s source went", call))
         self._stored("counting the job", lambda: self.store.worker_job_done(self.spec.slot, rss_mb=rss_mb()))
         if reused is not None and twin is not None:
             logger.info("job {} done: {} reused the result of job {} (same audio and options)", job.id,
@@ -294,12 +338,12 @@ class Worker:
         self._stored(f"recording a warning on job {job.id}", lambda: self.store.add_event(
             job.id, "warning", message=message, claimed_seconds=round(claimed, 3), decoded_seconds=round(decoded, 3)))
 
-    def _transcribe(self, job: Job) -> Transcript:
+    def _transcribe(self, job: Job, progress: ProgressCallback) -> Transcript:
         """Out of memory: retry with half the batch (daemon.engine.transcribe_with_retries);
         then once on the slot's fallback device (a slower job, never a lost one)."""
         assert self.engine is not None
         try:
-            transcript = self._transcribe_on(self.engine, job)
+            transcript = self._transcribe_on(self.engine, job, progress)
         except OutOfMemoryError:
             if not self.spec.fallbacks:
                 raise
@@ -308,11 +352,11 @@ class Worker:
             self.store.add_event(job.id, "oom_fallback", device=self.spec.device, fallback=device)
             if self._fallback_engine is None:
                 self._fallback_engine = _load_factory(self.spec.engine_factory)(self.config, device)
-            transcript = self._transcribe_on(self._fallback_engine, job)
+            transcript = self._transcribe_on(self._fallback_engine, job, progress)
             self._fallback_engine.release()
         return transcript.for_source(Path(job.spool_path), name=job.source_name, sha256=job.sha256)
 
-    def _transcribe_on(self, engine: Transcriber, job: Job) -> Transcript:
+    def _transcribe_on(self, engine: Transcriber, job: Job, progress: ProgressCallback) -> Transcript:
         from daemon.engine import transcribe_with_retries
 
         def on_retry(batch_size_s: int) -> None:
@@ -321,7 +365,7 @@ class Worker:
             self.store.add_event(job.id, "oom_retry", device=self.spec.device, batch_size_s=batch_size_s)
 
         return transcribe_with_retries(engine, Path(job.spool_path), job.options, source_name=job.source_name,
-                                       on_retry=on_retry)
+                                       on_retry=on_retry, progress=progress)
 
     def _failed(self, job: Job, exc: Exception, elapsed: float) -> None:
         error = as_spkd_error(exc)

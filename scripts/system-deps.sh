@@ -4,7 +4,8 @@
 # exactly what to install. Programs that only matter on Linux (systemd-analyze, for
 # checking the rendered unit files) are skipped elsewhere; their tests skip too.
 # Optional programs (pg_ctl: the PostgreSQL server for the multi-host tests; chromium:
-# the headless browser of the html page test; soffice and pdftotext: LibreOffice
+# the headless browser of the html page test; chromedriver: how the dashboard's tests
+# drive it; soffice and pdftotext: LibreOffice
 # converting the docx output to PDF, and reading its text back) are installed where we
 # may; where we may not, their tests skip and this says so.
 set -euo pipefail
@@ -15,6 +16,7 @@ package_for() {
         systemd-analyze) echo systemd ;;
         pg_ctl) if [ "$(uname -s)" = Darwin ]; then echo postgresql@16; else echo postgresql; fi ;;
         chromium) echo chromium ;;  # Debian's package; the program has the same name
+        chromedriver) echo chromium-driver ;;  # the same version as Debian's chromium
         # Writer without the GUI, and a CJK font: without one the Chinese text of the
         # docx test would have no glyphs in the PDF.
         soffice) echo libreoffice-writer-nogui fonts-wqy-zenhei ;;
@@ -25,7 +27,7 @@ package_for() {
 
 optional() {
     case "$1" in
-        pg_ctl|chromium|soffice|pdftotext) return 0 ;;
+        pg_ctl|chromium|chromedriver|soffice|pdftotext) return 0 ;;
         *) return 1 ;;
     esac
 }
@@ -45,7 +47,7 @@ installed() {
 # their tests skip elsewhere.
 linux_only() {
     case "$1" in
-        systemd-analyze|chromium|soffice) return 0 ;;
+        systemd-analyze|chromium|chromedriver|soffice) return 0 ;;
         *) return 1 ;;
     esac
 }

@@ -12,6 +12,9 @@ that crashes, hangs or fails its worker:
 * `*slow*`      - takes SPKD_FAKE_SLOW_SECONDS (default 3 s)
 * `*zh*`        - sentences in Chinese mixed with English (and full-width letters)
 
+Like the real engine, it tells a `progress` callback its stages: decoding, vad, asr
+(its fraction rising while it "recognises"), punctuation, speakers.
+
 `SPKD_FAKE_BOOT_FAIL` = comma-separated device kinds ("cuda,cpu") or "all" makes
 boots on those devices fail, `SPKD_FAKE_BOOT_FAIL_SLOTS` = slot numbers likewise; `SPKD_FAKE_SECONDS` is each job's duration.
 """
@@ -27,6 +30,7 @@ from typing import Any
 
 from daemon.config import Config
 from daemon.errors import AudioError, OutOfMemoryError
+from daemon.progress import ProgressCallback
 from daemon.transcript import EngineInfo, Segment, Timing, Transcript
 
 
@@ -51,8 +55,10 @@ class FakeEngine:
         self.seconds = float(os.environ.get("SPKD_FAKE_SECONDS", "0.1"))
 
     def transcribe(self, audio_path: Path, *, speakers: int | None = None, hotwords: Any = (),
-                   source_name: str | None = None) -> Transcript:
+                   source_name: str | None = None, progress: ProgressCallback | None = None) -> Transcript:
         started = time.monotonic()
+        report = progress or (lambda stage, fraction: None)
+        report("decoding", None)
         name = audio_path.name.lower()
         if "crashonce" in name:
             if _marker(audio_path, "crash"):
@@ -67,7 +73,14 @@ class FakeEngine:
             raise RuntimeError("boom: a transient failure")
         if "bad" in name:
             raise AudioError("cannot decode: fake bad audio")
-        time.sleep(float(os.environ.get("SPKD_FAKE_SLOW_SECONDS", "3")) if "slow" in name else self.seconds)
+        report("vad", None)
+        busy = float(os.environ.get("SPKD_FAKE_SLOW_SECONDS", "3")) if "slow" in name else self.seconds
+        steps = 10
+        for step in range(steps):
+            report("asr", step / steps)
+            time.sleep(busy / steps)
+        report("punctuation", None)
+        report("speakers", None)
         size = audio_path.stat().st_size
         audio_seconds = max(1.0, size / 32000.0)
         n = 1 + size % 3

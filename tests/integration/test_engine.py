@@ -71,6 +71,22 @@ def test_two_voices_structure(two_voice_transcript: Transcript, two_voice_wav: P
     assert t.text and len(t.speakers) >= 1
 
 
+def test_progress_names_each_stage_in_order(engine: Engine, two_voice_wav: Path,
+                                            two_voice_transcript: Transcript) -> None:
+    """The stages come from FunASR's own sub-model calls (wrapped per instance, on top of
+    the speaker batching hooks); reporting them changes nothing in the result."""
+    heard: list[tuple[str, float | None]] = []
+    t = engine.transcribe(two_voice_wav, source_name="meeting/two_voices.wav",
+                          progress=lambda stage, fraction: heard.append((stage, fraction)))
+    firsts = list(dict.fromkeys(stage for stage, _ in heard))
+    assert firsts == ["decoding", "vad", "asr", "punctuation", "speakers"], heard
+    asr = [f for stage, f in heard if stage == "asr"]
+    assert all(f is not None for f in asr) and asr == sorted(asr), asr
+    assert asr[0] == 0.0 and asr[-1] == pytest.approx(1.0), "the fraction counts the VAD segments' speech"
+    assert engine.speaker_batcher is not None and engine.speaker_batcher.last_stats.windows > 0
+    assert t.segments == two_voice_transcript.segments
+
+
 def test_bookkeeping(two_voice_transcript: Transcript, engine: Engine, tiny_models: ModelDirs) -> None:
     t = two_voice_transcript
     assert t.engine is not None

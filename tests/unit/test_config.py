@@ -176,3 +176,19 @@ def test_every_spkd_variable_the_code_reads_has_a_rule():
     for name in sorted(names):
         assert (name in overrides or name in cfg.NON_CONFIG_ENV or name.startswith(cfg.NON_CONFIG_ENV_PREFIXES)
                 or name in WRONG_OVERRIDES), name
+
+
+def test_web_keys_are_checked_and_a_bad_token_is_not_repeated(tmp_path) -> None:
+    from daemon.config import from_dict
+    from daemon.errors import ConfigError
+
+    config = from_dict({"web": {"listen": "[::1]:8765", "token": "x" * 16, "max_upload_mb": 10}}, base_dir=tmp_path,
+                       env={})
+    assert (config.web.listen, config.web.max_upload_mb) == ("[::1]:8765", 10)
+    assert from_dict({}, base_dir=tmp_path, env={}).web.listen is None
+    for listen in ("8765", "localhost", "::1:8765", "127.0.0.1:99999", "bad host:80"):
+        with pytest.raises(ConfigError, match="web.listen"):
+            from_dict({"web": {"listen": listen}}, base_dir=tmp_path, env={})
+    with pytest.raises(ConfigError, match="web.token") as refused:
+        from_dict({"web": {"token": "hunter2"}}, base_dir=tmp_path, env={})
+    assert "hunter2" not in str(refused.value)

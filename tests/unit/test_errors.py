@@ -129,7 +129,8 @@ def test_out_of_memory_halves_the_batch_and_passes_the_options() -> None:
                             source_name="team/a.wav", on_retry=retried.append)
     assert [c["batch_size_s"] for c in engine.calls] == [300, 150, 75]
     assert retried == [150, 75] and engine.released == 2
-    assert engine.calls[-1] == {"batch_size_s": 75, "speakers": 2, "hotwords": ("魔搭",), "source_name": "team/a.wav"}
+    assert engine.calls[-1] == {"batch_size_s": 75, "speakers": 2, "hotwords": ("魔搭",), "source_name": "team/a.wav",
+                                "progress": None}
 
 
 def test_out_of_memory_gives_up_after_the_retries() -> None:

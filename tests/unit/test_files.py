@@ -34,3 +34,16 @@ def test_one_shot_stems_follow_the_same_rule(tmp_path: Path) -> None:
 def test_nearest_existing(tmp_path: Path) -> None:
     assert files.nearest_existing(tmp_path / "not" / "yet") == tmp_path
     assert files.nearest_existing(tmp_path) == tmp_path
+
+
+def test_a_name_someone_else_chose_becomes_one_plain_file_name() -> None:
+    from daemon.files import NAME_MAX_BYTES, name_bytes, safe_file_name
+
+    assert safe_file_name("../../etc/passwd.wav") == "passwd.wav"
+    assert safe_file_name("C:\\Users\\me\\talk.m4a") == "talk.m4a"
+    assert safe_file_name("...hidden.wav") == "hidden.wav"
+    assert safe_file_name("tab\there\nnewline.wav") == "tab\\x09here\\x0anewline.wav", "as every name is shown"
+    assert safe_file_name("  ") == "upload" and safe_file_name("../..") == "upload"
+    assert safe_file_name("会议 记录.wav") == "会议 记录.wav"
+    long = safe_file_name("长" * 300 + ".wav", reserve_bytes=10)
+    assert long.endswith(".wav") and name_bytes(long) <= NAME_MAX_BYTES - 10 and long.startswith("长")

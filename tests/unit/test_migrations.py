@@ -1,6 +1,7 @@
 """Migrations on data: the jobs.state CHECK constraint (0004) refuses a state the store
 does not know, on SQLite (where adding it rebuilds the table: rows, indexes and
-foreign keys must survive) and on PostgreSQL."""
+foreign keys must survive) and on PostgreSQL; a running job's progress columns (0007)
+arrive empty and go again on downgrade."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from daemon.schema import JOB_STATES
 
 BEFORE_CHECK = "0003"
 WITH_CHECK = "0004"
+# Added by 0007: a running job's stage, fraction, estimate, when; where its source was archived.
+PROGRESS_PARENT = "0005"  # the revision 0007 follows
+PROGRESS_COLUMNS = ("stage", "progress", "eta_seconds", "progress_at", "archive_name")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -127,3 +131,23 @@ def test_the_check_constraint_goes_again_on_downgrade(empty_url):
     assert describe(empty_url)["checks"] == []
     set_state(empty_url, "bogus")  # nothing refuses it any more
     assert describe(empty_url)["rows"][0][2] == "bogus"
+
+
+def test_the_progress_columns_arrive_empty_and_go_again_on_downgrade(empty_url):
+    alembic_to(empty_url, PROGRESS_PARENT)
+    fill(empty_url)
+    before = describe(empty_url)
+    db.migrate(empty_url)
+    after = describe(empty_url)
+    added = [c for c in after["columns"] if c[0] in PROGRESS_COLUMNS]
+    assert [c[0] for c in added] == list(PROGRESS_COLUMNS) and all(nullable for _, _, nullable in added)
+    assert after["rows"] == before["rows"] and after["checks"] == ["ck_jobs_state"]
+    engine = db.make_engine(empty_url)
+    try:
+        with engine.connect() as conn:
+            values = conn.execute(text("SELECT " + ", ".join(PROGRESS_COLUMNS) + " FROM jobs")).all()
+        assert values and all(all(v is None for v in row) for row in values)
+    finally:
+        engine.dispose()
+    alembic_to(empty_url, PROGRESS_PARENT, down=True)
+    assert describe(empty_url)["columns"] == before["columns"]

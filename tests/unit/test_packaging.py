@@ -42,6 +42,16 @@ def test_the_top_level_folders_ship_as_packages_with_all_their_files() -> None:
                 assert any(fnmatch.fnmatch(rel, p) for p in patterns), f"{folder}/{rel} is not package data"
 
 
+def test_the_dashboard_ships_its_templates_and_static_files() -> None:
+    patterns = setuptools_config()["package-data"]["daemon.web"]
+    root = REPO / "daemon" / "web"
+    shipped = [p for folder in ("templates", "static") for p in (root / folder).rglob("*") if p.is_file()]
+    assert shipped
+    for path in shipped:
+        rel = path.relative_to(root).as_posix()
+        assert any(fnmatch.fnmatch(rel, p) for p in patterns), f"daemon/web/{rel} is not package data"
+
+
 def test_the_installed_package_finds_them() -> None:
     from daemon import db
 

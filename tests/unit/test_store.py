@@ -280,3 +280,47 @@ def test_concurrent_claims_never_hand_out_a_job_twice(url, store):
     claimed = [j for r in results for j in r]
     assert sorted(claimed) == list(range(1, n + 1))
     assert store.counts() == {"done": n}
+
+
+def finish(store, name, *, seconds, audio=60.0, device="cpu"):
+    job_id = enqueue(store, name)
+    store.claim(slot=0, pid=1, device=device, lease_seconds=30)
+    store.complete(job_id, pid=1, audio_seconds=audio, processing_seconds=seconds, speakers=1, outputs=[],
+                   device=device)
+    return job_id
+
+
+def test_a_page_of_jobs_filtered_by_state_time_and_name(store):
+    done = finish(store, "team/Standup 100%.wav", seconds=3)
+    queued = enqueue(store, "team/retro_1.wav")
+    other = enqueue(store, "notes.m4a")
+    rows, total = store.job_page(st.JobFilter(), limit=2)
+    assert [r["id"] for r in rows] == [other, queued] and total == 3
+    rows, total = store.job_page(st.JobFilter(), offset=2, limit=2)
+    assert [r["id"] for r in rows] == [done] and total == 3
+    assert [r["id"] for r in store.job_page(st.JobFilter(state="queued"))[0]] == [other, queued]
+    assert [r["id"] for r in store.job_page(st.JobFilter(name_contains="STANDUP"))[0]] == [done]
+    assert [r["id"] for r in store.job_page(st.JobFilter(name_contains="100%"))[0]] == [done]
+    assert store.job_page(st.JobFilter(name_contains="o_1"))[1] == 1, "_ is a character, not a wildcard"
+    future = st.utcnow() + dt.timedelta(days=1)
+    assert store.job_page(st.JobFilter(since=future))[1] == 0
+    assert store.job_page(st.JobFilter(until=future))[1] == 3
+
+
+def test_metric_figures_add_up_the_done_jobs_by_device(store):
+    finish(store, "a.wav", seconds=3)  # rtf 0.05
+    finish(store, "b.wav", seconds=30)  # rtf 0.5
+    finish(store, "c.wav", seconds=6, device="cuda:0")  # rtf 0.1
+    enqueue(store, "d.wav")
+    store.worker_update(0, pid=1, device="cpu", state="busy")
+    figures = store.metric_figures(processing_buckets=(5.0, 60.0), rtf_buckets=(0.1, 1.0))
+    assert figures.jobs_by_state == {"queued": 1, "running": 0, "done": 3, "failed": 0, "cancelled": 0}
+    by_device = {d.device: d for d in figures.devices}
+    assert sorted(by_device) == ["cpu", "cuda:0"]
+    cpu = by_device["cpu"]
+    assert cpu.jobs == 2 and cpu.audio_seconds == 120 and cpu.processing_seconds == 33
+    assert cpu.processing_buckets == {5.0: 1, 60.0: 2} and cpu.rtf_buckets == {0.1: 1, 1.0: 2}
+    assert cpu.rtf_sum == pytest.approx(0.55)
+    assert by_device["cuda:0"].rtf_buckets == {0.1: 1, 1.0: 1}
+    assert figures.oldest_queued_at is not None and figures.last_done_at is not None
+    assert [(w["slot"], w["state"]) for w in figures.workers] == [(0, "busy")]

@@ -1,0 +1,381 @@
+"""The dashboard: a Starlette application over one config's database and folders.
+
+Routes (scripts and monitoring may rely on these paths):
+
+    GET  /                              overview (its live part: /fragments/overview)
+    GET  /jobs?state=&since=&until=&name=&page=
+    GET  /jobs/<id>                     transcript, player, outputs, history (live part: /jobs/<id>/live)
+    GET  /jobs/<id>/audio               the job's archived source (HTTP Range)
+    GET  /jobs/<id>/outputs/<format>    one of the job's outputs, as a download
+    POST /jobs/<id>/retry               requeue a failed job (what `spkd retry` does)
+    POST /jobs/<id>/speakers            rename speakers (what `spkd speakers` does; see seams)
+    POST /upload                        files into the inbox (daemon.web.upload)
+    GET  /search?q=                     search transcripts (see seams)
+    GET  /voices, POST /voices, POST /voices/remove   the voice library (see seams)
+    GET  /metrics                       Prometheus text format (daemon.web.metrics)
+    GET  /login, POST /login, POST /logout
+
+Pages are rendered on the server (Jinja2, autoescaped: every file name, speaker name
+and sentence is text, never markup); the few scripts are static files of the package
+(daemon/web/static), loaded from this origin only (see daemon.web.security). Handlers
+that read the database are plain functions, which Starlette runs in its thread pool.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from daemon import __version__, files, spool, writers
+from daemon.config import Config
+from daemon.errors import SpkdError
+from daemon.progress import STAGES
+from daemon.schema import JOB_STATES
+from daemon.store import JobFilter, Store
+from daemon.web import pages, seams
+from daemon.web.metrics import registry_for
+from daemon.web.security import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    SecurityMiddleware,
+    cookie_header,
+    csrf_ok,
+    session_value,
+)
+from daemon.web.upload import UploadError, receive_upload
+
+__all__ = ["LIVE_SECONDS", "PAGE_SIZE", "create_app"]
+
+HERE = Path(__file__).resolve().parent
+PAGE_SIZE = 50
+# How often the live parts of a page refresh themselves.
+LIVE_SECONDS = 2.0
+SESSION_DAYS = 30
+
+
+def _templates() -> Environment:
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(hms=_hms, when=_when, percent=_percent, duration=_duration, compact=_compact)
+    env.globals.update(version=__version__, stages=STAGES, live_seconds=LIVE_SECONDS)
+    return env
+
+
+def _hms(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _when(moment: dt.datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def _percent(fraction: float | None) -> str:
+    return f"{100 * (fraction or 0):.0f}%"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str) if value else ""
+
+
+def _parse_day(value: str, field_name: str) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.combine(dt.date.fromisoformat(value), dt.time())
+    except ValueError:
+        raise HTTPException(400, f"{field_name}: not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def _safe_next(value: str | None, default: str = "/") -> str:
+    """A local path to go back to; anything else (another site, `//host`) is `default`."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return default
+
+
+def create_app(config: Config) -> Starlette:
+    store = Store(config.database_url, host=config.host)
+    env = _templates()
+    metrics_registry = registry_for(config, store)
+
+    def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        state = request.scope.get("state", {})
+        html = env.get_template(name).render(request=request, csrf=state.get("csrf", ""), csrf_field=CSRF_FIELD,
+                                             logged_in=state.get("auth") == "cookie",
+                                             token_required=state.get("token_required", False), **context)
+        return HTMLResponse(html, status_code=status)
+
+    def unavailable(request: Request, feature: str) -> HTMLResponse:
+        return render(request, "unavailable.html", status=501, feature=feature)
+
+    def job_row(job_id: int) -> dict[str, Any]:
+        row = store.job(job_id)
+        if row is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return row
+
+    async def posted_form(request: Request) -> dict[str, list[str]]:
+        """The urlencoded form of a POST, after its CSRF token was checked."""
+        form = await request.form()
+        fields: dict[str, list[str]] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, str):
+                fields.setdefault(key, []).append(value)
+        submitted = request.headers.get(CSRF_HEADER) or (fields.get(CSRF_FIELD) or [None])[0]
+        if not csrf_ok(request.scope, submitted):
+            raise HTTPException(403, "the CSRF token is missing or wrong: reload the page and try again")
+        return fields
+
+    # --- pages ---------------------------------------------------------------------
+
+    def overview_page(request: Request) -> HTMLResponse:
+        return render(request, "overview.html", o=pages.overview(config, store), page="overview",
+                      formats=writers.FORMATS, max_upload_mb=config.web.max_upload_mb)
+
+    def overview_fragment(request: Request) -> HTMLResponse:
+        return render(request, "_overview_live.html", o=pages.overview(config, store))
+
+    def jobs_page(request: Request) -> HTMLResponse:
+        q = request.query_params
+        state = q.get("state") or None
+        if state is not None and state not in JOB_STATES:
+            raise HTTPException(400, f"state: one of {', '.join(JOB_STATES)}")
+        since, until = _parse_day(q.get("since", ""), "since"), _parse_day(q.get("until", ""), "until")
+        name = (q.get("name") or "").strip() or None
+        try:
+            page = max(1, int(q.get("page") or 1))
+        except ValueError:
+            raise HTTPException(400, "page: a number") from None
+        where = JobFilter(state=state, since=since, until=until + dt.timedelta(days=1) if until else None,
+                          name_contains=name)
+        rows, total = store.job_page(where, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+        filters = {k: v for k, v in (("state", state), ("since", q.get("since")), ("until", q.get("until")),
+                                     ("name", name)) if v}
+        pages_total = max(1, -(-total // PAGE_SIZE))
+
+        def link(number: int) -> str:
+            return "/jobs?" + urlencode({**filters, "page": number})
+
+        return render(request, "jobs.html", rows=rows, total=total, page_number=page, pages_total=pages_total,
+                      previous=link(page - 1) if page > 1 else None,
+                      next_link=link(page + 1) if page < pages_total else None, filters=filters,
+                      states=JOB_STATES, page="jobs")
+
+    def job_page(request: Request) -> HTMLResponse:
+        view = pages.job_view(config, store, request.path_params["job_id"])
+        if view is None:
+            raise HTTPException(404, f"no job {request.path_params['job_id']}")
+        return render(request, "job.html", v=view, job=view.row, page="jobs",
+                      can_rename=seams.rename_function() is not None)
+
+    def job_fragment(request: Request) -> HTMLResponse:
+        row = job_row(request.path_params["job_id"])
+        return render(request, "_job_live.html", job=row, events=store.events(row["id"]))
+
+    def job_audio(request: Request) -> FileResponse:
+        row = job_row(request.path_params["job_id"])
+        source = pages.archived_source(config, row)
+        if source is None:
+            raise HTTPException(404, "this job's source is not in the archive")
+        suffix = source.suffix.lower().lstrip(".")
+        return FileResponse(source, media_type=pages.AUDIO_TYPES.get(suffix, "application/octet-stream"))
+
+    def job_output(request: Request) -> FileResponse:
+        row = job_row(request.path_params["job_id"])
+        fmt = request.path_params["fmt"]
+        path = pages.output_file(config, row, fmt) if fmt in writers.FORMATS else None
+        if path is None:
+            raise HTTPException(404, f"job {row['id']} has no {fmt} output")
+        name = Path(row["output_stem"]).name + writers.extension(fmt)
+        return FileResponse(path, media_type=pages.OUTPUT_TYPES[fmt], filename=name,
+                            content_disposition_type="attachment")
+
+    async def job_retry(request: Request) -> Response:
+        fields = await posted_form(request)
+        job_id = request.path_params["job_id"]
+        await run_in_threadpool(job_row, job_id)
+        requeued = await run_in_threadpool(spool.requeue_failed, config, store, job_ids=[job_id])
+        if not requeued:
+            raise HTTPException(409, f"job {job_id} is not failed (only failed or cancelled jobs can be retried)")
+        return RedirectResponse(_safe_next((fields.get("next") or [None])[0], f"/jobs/{job_id}"), status_code=303)
+
+    async def job_speakers(request: Request) -> Response:
+        fields = await posted_form(request)
+        rename = seams.rename_function()
+        if rename is None:
+            return unavailable(request, "Renaming speakers")
+        job_id = request.path_params["job_id"]
+        await run_in_threadpool(job_row, job_id)
+        names = {key[len("name:"):]: values[0].strip() for key, values in fields.items()
+                 if key.startswith("name:") and values and values[0].strip()}
+        try:
+            await run_in_threadpool(rename, config, store, job_id, names)
+        except SpkdError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+    async def upload(request: Request) -> JSONResponse:
+        if not csrf_ok(request.scope, request.headers.get(CSRF_HEADER)):
+            return JSONResponse({"error": "the CSRF token is missing or wrong: reload the page"}, status_code=403)
+        try:
+            saved = await receive_upload(config, request.headers, request.stream())
+        except UploadError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse({"files": [{"name": u.name, "saved_as": u.saved_as, "size_bytes": u.size_bytes}
+                                       for u in saved]})
+
+    def search_page(request: Request) -> HTMLResponse:
+        search = seams.search_function()
+        if search is None:
+            return unavailable(request, "Search")
+        query = (request.query_params.get("q") or "").strip()
+        result, problem = None, None
+        if query:
+            try:
+                result = search(store, query, limit=100)
+            except SpkdError as exc:
+                problem = str(exc)
+        return render(request, "search.html", query=query, result=result, problem=problem, page="search")
+
+    def voices_page(request: Request) -> HTMLResponse:
+        library = seams.voice_library()
+        if library is None:
+            return unavailable(request, "The voice library")
+        return render(request, "voices.html", voices=library.list(config, store), page="voices")
+
+    async def voices_enrol(request: Request) -> Response:
+        """A recording of one voice (multipart: `name`, `recording`) for the library."""
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > config.web.max_upload_mb * 2**20:
+            raise HTTPException(413, f"larger than web.max_upload_mb ({config.web.max_upload_mb} MB)")
+        form = await request.form(max_files=1, max_fields=10)
+        submitted = request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)
+        if not csrf_ok(request.scope, submitted if isinstance(submitted, str) else None):
+            raise HTTPException(403, "the CSRF token is missing or wrong: reload the page and try again")
+        library = seams.voice_library()
+        if library is None:
+            return unavailable(request, "The voice library")
+        name, recording = form.get("name"), form.get("recording")
+        if not isinstance(name, str) or not name.strip() or isinstance(recording, str) or recording is None:
+            raise HTTPException(400, "give a name and a recording")
+        folder = config.paths.state / "uploads"
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = Path(files.safe_file_name(recording.filename or "")).suffix
+        fd, temp_name = tempfile.mkstemp(prefix="voice-", suffix=suffix, dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                while chunk := await recording.read(1 << 20):
+                    await run_in_threadpool(handle.write, chunk)
+            await run_in_threadpool(library.enrol, config, store, name.strip(), Path(temp_name))
+        except SpkdError as exc:
+            raise HTTPException(400, str(exc)) from None
+        finally:
+            Path(temp_name).unlink(missing_ok=True)
+        return RedirectResponse("/voices", status_code=303)
+
+    async def voices_remove(request: Request) -> Response:
+        fields = await posted_form(request)
+        library = seams.voice_library()
+        if library is None:
+            return unavailable(request, "The voice library")
+        name = (fields.get("name") or [""])[0]
+        try:
+            await run_in_threadpool(library.remove, config, store, name)
+        except SpkdError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return RedirectResponse("/voices", status_code=303)
+
+    def metrics(request: Request) -> Response:
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+    def login_page(request: Request) -> Response:
+        nxt = _safe_next(request.query_params.get("next"))
+        if not config.web.token:
+            return RedirectResponse(nxt, status_code=303)
+        return render(request, "login.html", next=nxt, problem=None, page="login")
+
+    async def login(request: Request) -> Response:
+        fields = await posted_form(request)
+        nxt = _safe_next((fields.get("next") or [None])[0])
+        token = config.web.token
+        if not token:
+            return RedirectResponse(nxt, status_code=303)
+        import hmac
+
+        given = (fields.get("token") or [""])[0]
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return render(request, "login.html", status=401, next=nxt, problem="wrong token", page="login")
+        response = RedirectResponse(nxt, status_code=303)
+        response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, session_value(token),
+                                                            max_age=SESSION_DAYS * 86400))
+        return response
+
+    async def logout(request: Request) -> Response:
+        await posted_form(request)
+        response = RedirectResponse("/login", status_code=303)
+        response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, "", max_age=0))
+        return response
+
+    def error_page(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        if "text/html" in request.headers.get("accept", ""):
+            return render(request, "error.html", status=status, status_code=status, detail=detail)
+        return Response(f"{detail}\n", status_code=status, media_type="text/plain")
+
+    routes: list[Any] = [
+        Route("/", overview_page),
+        Route("/fragments/overview", overview_fragment),
+        Route("/jobs", jobs_page),
+        Route("/jobs/{job_id:int}", job_page),
+        Route("/jobs/{job_id:int}/live", job_fragment),
+        Route("/jobs/{job_id:int}/audio", job_audio),
+        Route("/jobs/{job_id:int}/outputs/{fmt:str}", job_output),
+        Route("/jobs/{job_id:int}/retry", job_retry, methods=["POST"]),
+        Route("/jobs/{job_id:int}/speakers", job_speakers, methods=["POST"]),
+        Route("/upload", upload, methods=["POST"]),
+        Route("/search", search_page),
+        Route("/voices", voices_page),
+        Route("/voices", voices_enrol, methods=["POST"]),
+        Route("/voices/remove", voices_remove, methods=["POST"]),
+        Route("/metrics", metrics),
+        Route("/login", login_page),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    handlers: dict[Any, Callable[..., Any]] = {HTTPException: error_page, 404: error_page, 405: error_page}
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    app.add_middleware(SecurityMiddleware, token=config.web.token)
+    app.state.store = store
+    return app

@@ -1,0 +1,284 @@
+"""The dashboard in a real browser: headless Chromium driven through Debian's
+chromium-driver (selenium), against a real daemon that serves it as its supervised
+child (`web.listen`). The daemon runs the fake engine of tests/fakes: these tests are
+about the pages, the uploads and the progress reporting, not about FunASR (whose
+stages tests/integration/test_engine.py checks). One daemon and one browser session
+serve the whole module.
+
+Each test saves a screenshot of every page it looks at into one folder under pytest's
+temporary directory and prints where; nothing of it is committed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tests.support.daemon import Daemon, write_wav
+from tests.support.web import XSS_NAME, free_port, wait_listening
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--mute-audio", "--autoplay-policy=no-user-gesture-required",
+                  "--window-size=1280,1000")
+SLOW_SECONDS = 6
+
+
+def _programs() -> tuple[str, str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip("needs Chromium and its driver (Debian packages `chromium` and `chromium-driver`): run "
+                    "`make test-system-deps`")
+    return browser, driver
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Any, str], Path]:
+    folder = tmp_path_factory.mktemp("web-screenshots")
+    print(f"\nscreenshots of the dashboard: {folder}")
+
+    def take(driver: Any, name: str) -> Path:
+        path = folder / f"{len(list(folder.iterdir())):02d}-{name}.png"
+        driver.save_screenshot(str(path))
+        print(f"screenshot: {path}")
+        return path
+
+    return take
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory):
+    _programs()
+    port = free_port()
+    d = Daemon(tmp_path_factory.mktemp("web-daemon"),
+               config={"workers": {"count": 1}, "jobs": {"max_attempts": 1},
+                       "web": {"listen": f"127.0.0.1:{port}"}},
+               env={"SPKD_FAKE_SLOW_SECONDS": str(SLOW_SECONDS)})
+    d.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    d.port = port  # type: ignore[attr-defined]
+    d.start()
+    wait_listening(port, timeout=30)
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(daemon, tmp_path_factory: pytest.TempPathFactory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = _programs()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "condition",
+             every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def job_named(d: Daemon, name: str) -> dict[str, Any] | None:
+    return next((j for j in d.jobs() if j["source_name"] == name), None)
+
+
+def drop_files(driver: Any, paths: list[Path]) -> None:
+    """What a drop onto the page does: the files go to the drop zone's `drop` handler in
+    a DataTransfer (selenium cannot drag from the desktop, so a file input fills it)."""
+    from selenium.webdriver.common.by import By
+
+    driver.execute_script("const i = document.createElement('input'); i.type = 'file'; i.multiple = true;"
+                          "i.id = 'test-drop-source'; document.body.appendChild(i);")
+    driver.find_element(By.ID, "test-drop-source").send_keys("\n".join(str(p) for p in paths))
+    driver.execute_script("""
+        const files = document.getElementById('test-drop-source').files;
+        const transfer = new DataTransfer();
+        for (const f of files) transfer.items.add(f);
+        const zone = document.getElementById('dropzone');
+        zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        zone.dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        document.getElementById('test-drop-source').remove();
+    """)
+
+
+def test_a_dropped_file_goes_from_queued_to_done_with_its_progress_shown(daemon, browser, shots, tmp_path) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(daemon.url + "/")
+    assert "Daemon running" in browser.find_element(By.ID, "daemon-status").text
+    shots(browser, "overview")
+    browser.execute_script("window.spkdNotReloaded = true;")
+    browser.find_element(By.CSS_SELECTOR, "details summary").click()
+    browser.find_element(By.NAME, "speakers").send_keys("2")
+    source = write_wav(tmp_path / "slow-standup.wav", 3.0)
+    drop_files(browser, [source])
+    wait_for(lambda: "inbox/slow-standup.wav" in browser.find_element(By.ID, "upload-result").text,
+             what="the upload's answer")
+    sidecar_job = daemon.wait(lambda: job_named(daemon, "slow-standup.wav"), timeout=30, what="the job row")
+    assert sidecar_job["options"] and '"speakers": 2' in sidecar_job["options"]
+
+    seen: list[tuple[str, float]] = []
+
+    def progress_shown() -> bool:
+        for bar in browser.find_elements(By.CSS_SELECTOR, "section.running progress"):
+            stage = bar.find_element(By.XPATH, "following-sibling::span[@class='stage']").text
+            seen.append((stage, float(bar.get_attribute("value") or 0)))
+        return any(0 < value < 1 for _stage, value in seen)
+
+    wait_for(progress_shown, timeout=SLOW_SECONDS + 30, what="a progress bar on the overview")
+    shots(browser, "overview-progress")
+    done_before = int(browser.find_element(By.ID, "count-done").text)
+    job = daemon.wait(lambda: (lambda j: j if j and j["state"] == "done" else None)(
+        job_named(daemon, "slow-standup.wav")), timeout=SLOW_SECONDS + 30, what="the job done")
+    wait_for(lambda: int(browser.find_element(By.ID, "count-done").text) > done_before
+             or not browser.find_elements(By.CSS_SELECTOR, "section.running progress"),
+             timeout=20, what="the overview to show it done")
+    assert browser.execute_script("return window.spkdNotReloaded === true"), "the overview reloaded itself whole"
+    assert any(stage == "asr" for stage, _ in seen), seen
+    kinds = [e["kind"] for e in daemon.events(job["id"])]
+    assert kinds[:2] == ["queued", "claimed"] and kinds[-1] == "done"
+    assert job["stage"] is None and job["progress"] is None, "progress is cleared once done"
+
+
+def test_clicking_a_sentence_plays_the_audio_from_its_start(daemon, browser, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    seconds = 12.0  # the fake engine makes 1 + size % 3 sentences: 3 for this size
+    write_wav(daemon.inbox / "meeting.wav", seconds)
+    job = daemon.wait(lambda: (lambda j: j if j and j["state"] == "done" and j["archive_name"] else None)(
+        job_named(daemon, "meeting.wav")), timeout=60, what="meeting.wav done and archived")
+    browser.get(f"{daemon.url}/jobs/{job['id']}")
+    sentences = browser.find_elements(By.CSS_SELECTOR, ".sent[data-start]")
+    assert len(sentences) == 3
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#timeline rect.seg")) == 3
+    player = browser.find_element(By.ID, "player")
+    wait_for(lambda: browser.execute_script("return arguments[0].readyState", player) >= 1, what="audio metadata")
+    target = sentences[1]
+    start = float(target.get_attribute("data-start"))
+    assert start > 1.0
+    target.click()
+    position = lambda: browser.execute_script("return arguments[0].currentTime", player)  # noqa: E731
+    wait_for(lambda: start - 0.05 <= position() < start + 3, timeout=10, what=f"currentTime at {start}")
+    wait_for(lambda: position() > start + 0.3, timeout=20, what="the audio playing on from there")
+    assert "current" in target.get_attribute("class").split()
+    assert browser.find_elements(By.CSS_SELECTOR, "rect.seg.active[data-index='1']")
+    shots(browser, "job-playing")
+    browser.execute_script("arguments[0].pause()", player)
+
+
+def test_search_and_follow_a_hit_to_that_moment(daemon, browser, shots) -> None:
+    """What `spkd search` finds, in the browser: each hit links to its job at the hit's
+    start; following it highlights that sentence and puts the player there."""
+    from selenium.webdriver.common.by import By
+
+    job = daemon.wait(lambda: (lambda j: j if j and j["state"] == "done" else None)(
+        job_named(daemon, "meeting.wav")), timeout=60, what="meeting.wav done")
+    browser.get(daemon.url + "/jobs")
+    box = browser.find_element(By.CSS_SELECTOR, "header.top")  # any page: the search page is one click away
+    box.find_element(By.LINK_TEXT, "Search").click()
+    field = browser.find_element(By.NAME, "q")
+    field.send_keys("SENTENCE 3 of meeting")  # case does not matter
+    field.submit()
+    links = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "ol.hits a"), what="a hit")
+    assert len(links) == 1 and "meeting.wav" in links[0].text
+    assert browser.find_element(By.CSS_SELECTOR, "ol.hits mark").text.lower() == "sentence 3 of meeting"
+    shots(browser, "search")
+    links[0].click()
+    wait_for(lambda: f"/jobs/{job['id']}#t=" in browser.current_url, what="the job page at the hit")
+    target = browser.find_elements(By.CSS_SELECTOR, ".sent[data-start]")[2]
+    start = float(target.get_attribute("data-start"))
+    assert browser.current_url.endswith(f"#t={start:.3f}")
+    wait_for(lambda: "current" in target.get_attribute("class").split(), what="the hit's sentence highlighted")
+    player = browser.find_element(By.ID, "player")
+    wait_for(lambda: abs(browser.execute_script("return arguments[0].currentTime", player) - start) < 0.05,
+             timeout=10, what="the player at the hit")
+    shots(browser, "job-from-search")
+
+
+def test_a_failed_job_is_retried_from_the_overview(daemon, browser, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    write_wav(daemon.inbox / "crashonce-interview.wav", 2.0, seed=7)  # kills its worker on the first attempt
+    job = daemon.wait(lambda: (lambda j: j if j and j["state"] == "failed" else None)(
+        job_named(daemon, "crashonce-interview.wav")), timeout=60, what="the job failed")
+    browser.get(daemon.url + "/")
+    row = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f"section.failures tr[data-job='{job['id']}']"),
+                   what="the failure on the overview")[0]
+    assert job["error_kind"] in row.text
+    shots(browser, "overview-failure")
+    row.find_element(By.CSS_SELECTOR, "button.retry").click()
+    wait_for(lambda: "retry_requested" in [e["kind"] for e in daemon.events(job["id"])], timeout=20,
+             what="the retry recorded")
+    assert browser.current_url.rstrip("/") == daemon.url, "back on the overview"
+    done = daemon.wait(lambda: (lambda j: j if j and j["state"] == "done" else None)(
+        job_named(daemon, "crashonce-interview.wav")), timeout=60, what="the retried job done")
+    assert "retry_requested" in [e["kind"] for e in daemon.events(done["id"])]
+    browser.get(f"{daemon.url}/jobs/{done['id']}")
+    assert browser.find_element(By.ID, "job-state").text == "done"
+    shots(browser, "job-retried")
+
+
+def test_hostile_names_show_as_text_on_every_page(daemon, browser, shots, tmp_path) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(daemon.url + "/")
+    hostile = tmp_path / "x" / XSS_NAME
+    write_wav(hostile, 1.5, seed=11)
+    drop_files(browser, [hostile])
+    wait_for(lambda: XSS_NAME in browser.find_element(By.ID, "upload-result").text, what="the upload's answer")
+    job = daemon.wait(lambda: (lambda j: j if j and j["state"] == "done" else None)(job_named(daemon, XSS_NAME)),
+                      timeout=60, what="the hostile name done")
+    for path, name in (("/jobs", "jobs"), (f"/jobs?name={'onerror'}", "jobs-filtered"),
+                       (f"/jobs/{job['id']}", "job-hostile-name")):
+        browser.get(daemon.url + path)
+        assert not browser.find_elements(By.CSS_SELECTOR, "main img"), f"{path}: the name became an element"
+        shots(browser, name)
+    assert browser.find_element(By.ID, "job-name").text == XSS_NAME
+    browser.get(daemon.url + "/jobs?name=onerror")
+    names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "td.name a")]
+    assert names == [XSS_NAME]
+    browser.get(daemon.url + "/voices")
+    assert "not available in this build" in browser.find_element(By.ID, "unavailable").text
+    shots(browser, "voices")
+    browser.get(daemon.url + "/metrics")
+    assert "spkd_jobs{state=\"done\"}" in browser.find_element(By.TAG_NAME, "body").text
+    shots(browser, "metrics")
+
+
+def test_the_dashboard_comes_back_when_its_process_dies(daemon, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    pids = lambda: [int(p) for p in re.findall(r"dashboard process pid (\d+)", daemon.log())]  # noqa: E731
+    first = pids()[-1]
+    maps = Path(f"/proc/{first}/maps")
+    if maps.exists():  # Linux: what the running dashboard has loaded
+        loaded = maps.read_text()
+        assert "libtorch" not in loaded and "funasr" not in loaded, "the dashboard process loaded torch"
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: len(pids()) >= 2 and pids()[-1] != first, timeout=30, what="a new dashboard process")
+    wait_listening(daemon.port, timeout=30)
+    browser.get(daemon.url + "/")
+    assert "Daemon running" in browser.find_element(By.ID, "daemon-status").text
+    assert "restarting in" in daemon.log()
