@@ -142,12 +142,12 @@ def make_dialog(
         if dominant_share is None:
             voice = voices[i % len(voices)]
         else:
-            # keep the dominant voice at its share; the others alternate among themselves
+            # the dominant voice speaks whenever it is below its share (several turns in
+            # a row, a pause between them); the others take turns among themselves
             total = sum(talk.values())
             behind = total == 0 or talk[voices[0]] / total < dominant_share
-            last = turns[-1].speaker if turns else None
             others = list(voices[1:])
-            voice = voices[0] if behind and last != voices[0] else others[i % len(others)]
+            voice = voices[0] if behind else others[sum(1 for t in turns if t.speaker != voices[0]) % len(others)]
         audio = _turn_audio(voice, rng.uniform(*turn_seconds), rng, language)
         seconds = audio.size / SAMPLE_RATE
         if turns:
