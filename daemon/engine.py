@@ -46,7 +46,7 @@ from daemon.errors import AudioError, DeviceError, FfmpegMissingError, NotAudioE
 from daemon.models import ModelDirs, configured_model_dirs, import_funasr, read_model_meta, require_model_dirs
 from daemon.options import check_speakers, hotword_words
 from daemon.progress import ProgressCallback
-from daemon.transcript import EngineInfo, ModelInfo, Timing, Transcript, describe_source, number_speakers
+from daemon.transcript import EngineInfo, ModelInfo, Segment, Timing, Transcript, describe_source, number_speakers
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,8 +64,9 @@ FFMPEG_TIMEOUT_SECONDS = 600
 # --------------------------------------------------------------------------- audio
 
 
-def decode_audio(path: Path, *, timeout: float = FFMPEG_TIMEOUT_SECONDS) -> "np.ndarray":
-    """Decode any container ffmpeg understands into 16 kHz mono float32 samples.
+def decode_audio(path: Path, *, timeout: float = FFMPEG_TIMEOUT_SECONDS, keep_channels: bool = False) -> "np.ndarray":
+    """Decode any container ffmpeg understands into 16 kHz mono float32 samples
+    (`keep_channels`: every channel, `[channels, samples]`, in the same single pass).
 
     Decoding ourselves (rather than letting FunASR pick a loader by extension) makes
     wav, m4a, mp3, ... behave identically and tells us the duration up front.
@@ -79,13 +80,15 @@ def decode_audio(path: Path, *, timeout: float = FFMPEG_TIMEOUT_SECONDS) -> "np.
     # ffmpeg writes raw samples to a temporary file rather than a pipe: reading a pipe
     # into bytes and then into a writable array would hold two copies (460 MB an hour).
     with tempfile.TemporaryDirectory(prefix="spkd-decode-") as tmp:
-        raw = Path(tmp) / "audio.f32"
+        raw = Path(tmp) / ("audio.wav" if keep_channels else "audio.f32")
+        # several channels go into a WAV, whose header says how many
+        layout = ["-f", "wav"] if keep_channels else ["-ac", "1", "-f", "f32le"]
         cmd = [
             "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
             "-i", str(path),
             "-map", "0:a:0",  # the first audio stream; fails clearly when there is none
             "-vn", "-sn", "-dn",
-            "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le",
+            "-ar", str(SAMPLE_RATE), *layout, "-acodec", "pcm_f32le",
             str(raw),
         ]
         try:
@@ -99,12 +102,87 @@ def decode_audio(path: Path, *, timeout: float = FFMPEG_TIMEOUT_SECONDS) -> "np.
             if "matches no streams" in reason or "does not contain any stream" in reason:
                 raise NotAudioError(f"{path.name}: no audio stream ({reason})")
             raise AudioError(f"{path.name}: cannot decode audio: {reason or f'ffmpeg exit {proc.returncode}'}")
-        samples = np.fromfile(raw, dtype=np.float32) if raw.exists() else np.zeros(0, dtype=np.float32)
+        if keep_channels:
+            samples = _read_float_wav(raw) if raw.exists() else np.zeros((1, 0), dtype=np.float32)
+        else:
+            samples = np.fromfile(raw, dtype=np.float32) if raw.exists() else np.zeros(0, dtype=np.float32)
     if samples.size == 0:
         raise AudioError(f"{path.name}: decodes to no audio samples{': ' + reason if reason else ''}")
     if not np.isfinite(samples).all():
         samples = np.nan_to_num(samples, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     return samples
+
+
+def _read_float_wav(path: Path) -> "np.ndarray":
+    """`[channels, samples]` from the float32 WAV ffmpeg wrote (RIFF chunks: `fmt ` for
+    the channel count, `data` for the interleaved samples)."""
+    import struct
+
+    import numpy as np
+
+    channels, offset, size = 0, None, 0
+    with open(path, "rb") as handle:
+        if handle.read(12)[8:12] != b"WAVE":
+            raise AudioError(f"{path.name}: ffmpeg wrote no WAV")
+        while offset is None:
+            head = handle.read(8)
+            if len(head) < 8:
+                break
+            chunk, length = head[:4], struct.unpack("<I", head[4:])[0]
+            if chunk == b"fmt ":
+                channels = struct.unpack("<H", handle.read(length)[2:4])[0]
+            elif chunk == b"data":
+                offset, size = handle.tell(), length
+            else:
+                handle.seek(length + (length & 1), 1)
+    if offset is None or channels < 1:
+        raise AudioError(f"{path.name}: ffmpeg wrote an unreadable WAV")
+    size = min(size, path.stat().st_size - offset) // (4 * channels) * channels
+    data = np.fromfile(path, dtype="<f4", count=size, offset=offset)
+    return data.reshape(-1, channels).T.copy()
+
+
+# --------------------------------------------------------------------------- channels
+
+# `channels: "auto"` splits a recording when, in most frames where anyone speaks, one
+# channel is far louder than every other: each party on its own channel (a call
+# recorder, one microphone per person). A dual-mono file (0 dB apart) or a stereo
+# microphone that hears everyone (a few dB) is mixed. Measured on generated cases in
+# tests/integration/test_channels.py (README: "Stereo calls").
+AUTO_FRAME_SECONDS = 0.03
+AUTO_LEVEL_DIFFERENCE_DB = 10.0
+AUTO_SPLIT_SHARE = 0.5  # of the active frames
+AUTO_ACTIVE_BELOW_PEAK_DB = 40.0  # frames this far below the loudest are not speech
+AUTO_ACTIVE_FLOOR_DBFS = -60.0
+
+
+def channel_separation(channels: "np.ndarray") -> float:
+    """The share of active 30-ms frames in which the loudest channel is at least
+    AUTO_LEVEL_DIFFERENCE_DB above the next loudest (0.0 for a single channel or silence)."""
+    import numpy as np
+
+    count, n = channels.shape
+    frame = int(AUTO_FRAME_SECONDS * SAMPLE_RATE)
+    frames = n // frame
+    if count < 2 or frames == 0:
+        return 0.0
+    energy = np.square(channels[:, : frames * frame].reshape(count, frames, frame), dtype=np.float64).mean(axis=2)
+    ordered = np.sort(energy, axis=0)
+    loudest, second = ordered[-1], ordered[-2]
+    floor = max(10 ** (AUTO_ACTIVE_FLOOR_DBFS / 10), loudest.max() * 10 ** (-AUTO_ACTIVE_BELOW_PEAK_DB / 10))
+    active = loudest > floor
+    if not active.any():
+        return 0.0
+    apart = 10 * np.log10(loudest[active] / np.maximum(second[active], 1e-12)) >= AUTO_LEVEL_DIFFERENCE_DB
+    return float(apart.mean())
+
+
+def _channel_rows(results: Sequence[dict[str, Any]], duration: float, speaker: int
+                  ) -> list[tuple[float, float, int | None, str]]:
+    rows: list[tuple[float, float, int | None, str]] = []
+    for result in results or []:
+        rows.extend((s, e, speaker, text) for s, e, _, text in rows_from_result(result, duration, False))
+    return rows
 
 
 def _ffmpeg_missing() -> FfmpegMissingError:
@@ -133,9 +211,11 @@ def _sentence_text(value: Any) -> str:
 
 
 def rows_from_result(
-    result: dict[str, Any], duration: float, with_speakers: bool
+    result: dict[str, Any], duration: float, with_speakers: bool, timeline: Any = None
 ) -> list[tuple[float, float, int | None, str]]:
-    """(start s, end s, raw speaker, text) rows from one FunASR result dict."""
+    """(start s, end s, raw speaker, text) rows from one FunASR result dict; with the
+    speaker `timeline` FunASR assigned sentences from, a sentence that spans a change of
+    speaker becomes one row per speaker (daemon.speaker_turns)."""
     rows: list[tuple[float, float, int | None, str]] = []
     sentences = result.get("sentence_info")
     if sentences:
@@ -146,7 +226,15 @@ def rows_from_result(
             start = float(sentence.get("start", 0)) / 1000.0
             end = float(sentence.get("end", start * 1000.0)) / 1000.0
             spk = sentence.get("spk") if with_speakers else None
-            rows.append((start, end, None if spk is None else int(spk), text))
+            pieces = None
+            if with_speakers and timeline and sentence.get("timestamp"):
+                from daemon.speaker_turns import split_sentence
+
+                pieces = split_sentence(text, start, end, sentence["timestamp"], timeline)
+            if pieces:
+                rows.extend(pieces)
+            else:
+                rows.append((start, end, None if spk is None else int(spk), text))
     else:
         # No sentence split (e.g. punctuation alignment failed): one segment over the
         # recognised span, which is still better than dropping the text.
@@ -325,6 +413,7 @@ class Engine:
     speaker_batcher: Any = None  # daemon.speaker_batching.SpeakerBatcher, None when off
     pipeline_hooks: Any = None  # daemon.pipeline_hooks.PipelineHooks, None when off
     stage_reporter: StageReporter | None = None
+    timeline_recorder: Any = None  # daemon.speaker_turns.TimelineRecorder, None without one
 
     @property
     def speaker_batching(self) -> bool:
@@ -406,6 +495,11 @@ class Engine:
 
         hooks = ph.install(model, str(funasr.__version__), actual) if pipeline_hooks else None
         ph.release_load_memory()  # the loader's freed copies of the weights
+        recorder = None
+        if dirs.spk is not None:
+            from daemon import speaker_turns
+
+            recorder = speaker_turns.install(str(funasr.__version__))
         reporter = StageReporter(model)  # last: it wraps whatever the hooks above put there
 
         infos = []
@@ -423,6 +517,7 @@ class Engine:
             speaker_batcher=batcher,
             pipeline_hooks=hooks,
             stage_reporter=reporter,
+            timeline_recorder=recorder,
         )
         logger.info("models loaded in {:.1f} s{}", engine.load_seconds,
                     f" (speaker batches of {batcher.batch_size})" if batcher else "")
@@ -436,10 +531,13 @@ class Engine:
         hotwords: Sequence[str] = (),
         source_name: str | None = None,
         progress: ProgressCallback | None = None,
+        channels: str | Sequence[str] = "mix",
     ) -> Transcript:
         """Transcribe one file. `speakers` fixes the speaker count for clustering;
         `hotwords` bias SeACo's recognition; `progress` hears each stage (decoding,
-        vad, asr with its fraction, punctuation, speakers). Silence gives zero segments.
+        vad, asr with its fraction, punctuation, speakers); `channels`
+        (daemon.options.CHANNEL_MODES or a list of names) whether each channel is one
+        speaker. Silence gives zero segments.
         Raises AudioError / OptionsError (permanent) or OutOfMemoryError (retry
         with a smaller batch_size_s)."""
         audio_path = Path(audio_path)
@@ -462,23 +560,37 @@ class Engine:
 
         if progress is not None:
             progress("decoding", None)
-        samples = decode_audio(audio_path)
-        duration = samples.size / SAMPLE_RATE
-        if progress is not None and self.stage_reporter is not None:
-            with self.stage_reporter.job(progress):
-                results = self.generate(samples, cfg)
+        names: dict[int, str] = {}
+        if channels == "mix":
+            samples = decode_audio(audio_path)
         else:
+            samples = decode_audio(audio_path, keep_channels=True)
+            split, names = self._channel_plan(samples, channels, audio_path.name)
+            if split:
+                return self._transcribe_channels(samples, cfg, names, audio_path, source_name, started)
+            samples = samples.mean(axis=0)  # what ffmpeg's own down-mix gives, within rounding
+        duration = samples.size / SAMPLE_RATE
+        recording = self.timeline_recorder.job() if self.timeline_recorder else contextlib.nullcontext([])
+        reporting = (self.stage_reporter.job(progress) if progress is not None and self.stage_reporter is not None
+                     else contextlib.nullcontext())
+        with recording as timelines, reporting:
             results = self.generate(samples, cfg)
+        # one timeline per input, in order, when FunASR clustered (>= 1 window)
+        timeline = timelines[0] if len(timelines) == 1 else None
 
         rows: list[tuple[float, float, int | None, str]] = []
         for result in results or []:
-            rows.extend(rows_from_result(result, duration, self.has_speakers))
+            rows.extend(rows_from_result(result, duration, self.has_speakers, timeline))
         segments = number_speakers(rows)
         elapsed = time.monotonic() - started
         logger.debug(
             "{}: {:.1f} s audio, {} segments, {} speakers, {:.2f} s",
             audio_path.name, duration, len(segments), len({s.speaker for s in segments}), elapsed,
         )
+        return self._transcript(segments, duration, audio_path, source_name, elapsed)
+
+    def _transcript(self, segments: tuple[Segment, ...], duration: float, audio_path: Path,
+                    source_name: str | None, elapsed: float, names: dict[int, str] | None = None) -> Transcript:
         return Transcript(
             segments=segments,
             audio_seconds=round(duration, 3),
@@ -486,7 +598,56 @@ class Engine:
                                    duration_seconds=round(duration, 3)),
             engine=self.info,
             timing=Timing(load_seconds=self.load_seconds, transcribe_seconds=round(elapsed, 3)),
+            speaker_names=dict(names or {}),
         )
+
+    def _channel_plan(self, samples: "np.ndarray", channels: str | Sequence[str],
+                      name: str) -> tuple[bool, dict[int, str]]:
+        """(split by channel?, speaker names) for decoded `[channels, samples]`; raises
+        OptionsError when the setting cannot apply to this recording."""
+        from daemon.options import check_channels, splits_channels
+
+        check_channels(channels, samples.shape[0], source=name)
+        names = {} if isinstance(channels, str) else {i + 1: n for i, n in enumerate(channels)}
+        if splits_channels(channels):
+            return True, names
+        separation = channel_separation(samples)
+        split = samples.shape[0] > 1 and separation >= AUTO_SPLIT_SHARE
+        logger.info("{}: channels auto: {} channel(s), {:.0%} of speech frames >= {:g} dB apart: {}", name,
+                    samples.shape[0], separation, AUTO_LEVEL_DIFFERENCE_DB, "split" if split else "mixed")
+        return split, names
+
+    def _transcribe_channels(self, samples: "np.ndarray", cfg: dict[str, Any], names: dict[int, str],
+                             audio_path: Path, source_name: str | None, started: float) -> Transcript:
+        """Each channel on its own (VAD, ASR, punctuation; no speaker model, no clustering),
+        channel i as speaker i, all sentences on one timeline in time order. Overlapping
+        speech on two channels stays two segments."""
+        cfg = {k: v for k, v in cfg.items() if k != "preset_spk_num"}
+        cfg["sentence_timestamp"] = True  # sentence_info without the speaker model
+        duration = samples.shape[1] / SAMPLE_RATE
+        rows: list[tuple[float, float, int | None, str]] = []
+        with self._speaker_model_detached():
+            for index, channel in enumerate(samples):
+                results = self.generate(channel.copy(), dict(cfg))
+                rows.extend(_channel_rows(results, duration, index + 1))
+        rows.sort(key=lambda r: (r[0], r[1], r[2]))
+        segments = tuple(Segment(start=round(s, 3), end=round(e, 3), speaker=int(k or 1), text=t.strip())
+                         for s, e, k, t in rows)
+        elapsed = time.monotonic() - started
+        logger.debug("{}: {:.1f} s audio, {} channels split, {} segments, {:.2f} s", audio_path.name, duration,
+                     samples.shape[0], len(segments), elapsed)
+        return self._transcript(segments, duration, audio_path, source_name, elapsed, names)
+
+    @contextlib.contextmanager
+    def _speaker_model_detached(self) -> Any:
+        """FunASR's pipeline without its speaker stage (it skips CAM++ and clustering when
+        AutoModel.spk_model is None), for channels that are speakers already."""
+        saved = getattr(self.model, "spk_model", None)
+        self.model.spk_model = None
+        try:
+            yield
+        finally:
+            self.model.spk_model = saved
 
     def generate(self, samples: "np.ndarray", cfg: dict[str, Any]) -> list[dict[str, Any]]:
         """FunASR's `AutoModel.generate` on decoded samples (the raw result dicts),

@@ -8,6 +8,8 @@ tokenizer/frontend files (tokens.json, seg_dict, am.mvn), so that AutoModel load
 through the same branch as a fetched model. A few weights are set by hand so that
 the random models behave plausibly (steady token rate, sentence ends every ~24 words,
 no special symbols in the text): their text is meaningless, their structure is real.
+The tiny CAM++ is the exception: it is trained at build time on espeak-ng voices
+(daemon/speaker_training.py), so that FunASR's clustering really tells voices apart.
 """
 
 from __future__ import annotations
@@ -197,7 +199,8 @@ def _spk_config(real: bool) -> dict[str, Any]:
             "embedding_size": 192 if real else 32,
             "growth_rate": 32 if real else 8,
             "bn_size": 4 if real else 2,
-            "init_channels": 128 if real else 16,
+            # tiny: 32 trained directions, each as + and - (daemon.speaker_training)
+            "init_channels": 128 if real else 64,
             "config_str": "batchnorm-relu",
             "memory_efficient": True,
             "output_level": "segment",
@@ -404,12 +407,23 @@ def _build_tiny_punc(directory: Path, real: bool) -> None:
 
 
 def _build_tiny_spk(directory: Path, real: bool) -> None:
+    """Tiny: trained on espeak-ng voices so that voices separate (daemon.speaker_training);
+    real sizes: random, for timing only."""
     import torch
     from funasr.register import tables
 
+    from daemon import speaker_training
+
     config = _spk_config(real)
     torch.manual_seed(_SEED + 2)
-    model = tables.model_classes.get("CAMPPlus")(**_model_kwargs(config))
+    trained = not real and speaker_training.espeak_available()
+    # memory_efficient only changes training-mode forwards; the weights are the same
+    model = tables.model_classes.get("CAMPPlus")(**{**_model_kwargs(config), "memory_efficient": not trained})
+    if trained:
+        report = speaker_training.train_campplus(model, seed=_SEED + 2)
+        speaker_training.write_report(directory, report)
+    elif not real:
+        logger.warning("espeak-ng is not installed: building a RANDOM speaker model; every voice will be one speaker")
     _save(model, directory, config, "spk", real)
 
 
@@ -494,7 +508,7 @@ def build_tiny_models(target_dir: Path, *, real_sizes: bool = False) -> ModelDir
         os.replace(staging, directory)
     logger.info(
         "built {} models in {} ({:.1f} s, {:.1f} MB)",
-        "real-size random" if real_sizes else "tiny random",
+        "real-size random" if real_sizes else "tiny",
         target_dir,
         time.monotonic() - started,
         sum(dir_size(d) for _, d in dirs.items()) / 1e6,

