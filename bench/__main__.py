@@ -1,6 +1,6 @@
 """`python -m bench [NAME…] [--quick] [--files K]` — run the benchmarks (all by default).
 
-Names: queue, start, e2e, sizes. `make bench BENCH_ARGS="--quick"` for the short pass.
+Names: queue, start, e2e, sizes, diarization. `make bench BENCH_ARGS="--quick"` for the short pass.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ BENCHMARKS = {
     "start": "drop to start: stable file → worker starts it, idle workers",
     "e2e": "end to end against the limit, against a plain loop and one process per file (tiny models)",
     "sizes": "real-size models: load time, RSS per worker, per-job overhead, RSS drift",
+    "diarization": "who spoke when on dialogs of held-out voices: DER/JER (pyannote.metrics), bare FunASR vs spkd",
 }
 
 
