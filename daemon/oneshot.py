@@ -61,6 +61,8 @@ def check_options(config: Config, *, formats: Sequence[str] | None, speakers: in
         raw["speakers"] = speakers
     if hotwords:
         raw["hotwords"] = list(hotwords)
+    channels = config.audio.channels
+    raw["channels"] = channels if isinstance(channels, str) else list(channels)
     return options.validate(raw, source="command line")
 
 
@@ -203,7 +205,7 @@ def _transcribe(engine: Any, path: Path, opts: dict[str, Any]) -> Any:
     while True:
         try:
             return engine.transcribe(path, speakers=opts.get("speakers"), hotwords=opts.get("hotwords", ()),
-                                     source_name=path.name)
+                                     source_name=path.name, channels=opts.get("channels", "mix"))
         except DeviceError as exc:
             if exc.kind != "oom" or engine.batch_size_s <= 1:
                 raise

@@ -31,7 +31,7 @@ from watchdog.observers.polling import PollingObserver
 
 from daemon import files, options, outputs, spool
 from daemon.config import Config
-from daemon.errors import AudioError, SpkdError
+from daemon.errors import AudioError, OptionsError, SpkdError
 from daemon.probe import ffprobe_available, probe
 from daemon.store import Store
 from daemon.transcript import Source
@@ -306,16 +306,20 @@ class Watcher:
         except SpkdError as exc:
             return self._fail_early(spool_path, source_name, output_stem, sha256, size_bytes, exc)
         audio_seconds: float | None = None
+        channels = job_options.get("channels", self.config.audio.channels)
         if ffprobe_available():
             try:
-                audio_seconds = probe(spool_path).duration_seconds
+                found = probe(spool_path)
+                audio_seconds = found.duration_seconds
                 if audio_seconds is not None and audio_seconds < MIN_AUDIO_SECONDS:
                     raise AudioError(f"too short: {audio_seconds:.2f} s of audio (at least {MIN_AUDIO_SECONDS} s "
                                      "needed)", kind="too_short")
-            except AudioError as exc:
+                if found.channels is not None:  # else the engine checks after decoding
+                    options.check_channels(channels, found.channels, source=source_name)
+            except (AudioError, OptionsError) as exc:
                 return self._fail_early(spool_path, source_name, output_stem, sha256, size_bytes, exc,
                                         job_options)
-        key = options.dedup_key(sha256, job_options)
+        key = options.dedup_key(sha256, {"channels": channels, **job_options})
         reused = self._reuse(spool_path, source_name=source_name, output_stem=output_stem, sha256=sha256,
                              size_bytes=size_bytes, job_options=job_options, key=key)
         if reused is not None:

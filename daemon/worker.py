@@ -40,7 +40,7 @@ class Engine(Protocol):
     batch_size_s: int
 
     def transcribe(self, audio_path: Path, *, speakers: int | None = None, hotwords: Any = (),
-                   source_name: str | None = None) -> Transcript: ...
+                   source_name: str | None = None, channels: Any = "mix") -> Transcript: ...
 
     def release(self) -> None: ...
 
@@ -272,7 +272,8 @@ class Worker:
         for attempt in range(OOM_RETRIES + 1):
             try:
                 return engine.transcribe(Path(job.spool_path), speakers=options.get("speakers"),
-                                         hotwords=tuple(options.get("hotwords") or ()), source_name=job.source_name)
+                                         hotwords=tuple(options.get("hotwords") or ()), source_name=job.source_name,
+                                         channels=options.get("channels", self.config.audio.channels))
             except DeviceError as exc:
                 if exc.kind != "oom" or attempt == OOM_RETRIES or engine.batch_size_s <= 1:
                     raise

@@ -50,7 +50,7 @@ class FakeEngine:
         self.seconds = float(os.environ.get("SPKD_FAKE_SECONDS", "0.1"))
 
     def transcribe(self, audio_path: Path, *, speakers: int | None = None, hotwords: Any = (),
-                   source_name: str | None = None) -> Transcript:
+                   source_name: str | None = None, channels: Any = "mix") -> Transcript:
         started = time.monotonic()
         name = audio_path.name.lower()
         if "crashonce" in name:
@@ -74,7 +74,7 @@ class FakeEngine:
         segments = tuple(Segment(start=round(2 * i * step, 3), end=round((2 * i + 1) * step, 3),
                                  speaker=1 + i % 2,
                                  text=f"sentence {i + 1} of {audio_path.name} speakers={speakers} "
-                                      f"hotwords={','.join(hotwords)}")
+                                      f"hotwords={','.join(hotwords)} channels={channels}")
                          for i in range(n))
         return Transcript(segments=segments, audio_seconds=audio_seconds,
                           engine=EngineInfo(funasr_version="fake", device=self.device),
