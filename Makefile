@@ -42,7 +42,11 @@ run: venv system-deps
 test: test-venv test-system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: test-venv test-system-deps
+$(VENV)/.installed-bench: $(VENV)/.installed-test pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench test-system-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

@@ -163,11 +163,15 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def ensure_models(real_sizes: bool) -> Path:
-    """The tiny (or real-size random) model set under the cache, built once in a child
+    """The tiny (or real-size random) model set under a cache, built once in a child
     process (so the benchmark runner itself never imports torch)."""
     from daemon.models import check_model_dirs, resolve_model_dirs
 
-    directory = CACHE / ("models-real" if real_sizes else "models-tiny")
+    if not real_sizes:  # the tests' set, rebuilt when its builders change (trains the speaker model)
+        from tests.support.models import cached_tiny_models
+
+        return cached_tiny_models()
+    directory = CACHE / "models-real"
     dirs = resolve_model_dirs(directory, asr="paraformer-zh", vad="fsmn-vad", punc="ct-punc-c", spk="cam++")
     if directory.exists() and not check_model_dirs(dirs):
         return directory

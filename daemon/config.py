@@ -101,6 +101,13 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class AudioConfig:
+    # "mix", "split", "auto" or a list of channel names (daemon.options.validate_channels);
+    # a sidecar's `channels` overrides it per file.
+    channels: str | tuple[str, ...] = "mix"
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     formats: tuple[str, ...] = ("json", "txt", "srt", "vtt", "sentences")
 
@@ -183,6 +190,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
@@ -238,6 +246,7 @@ _VALUE_RULES: dict[str, Any] = {
     "workers.device_priority": lambda v: _check_priority(v),
     "models.batch_size_s": lambda v: None if v >= 1 else "must be >= 1",
     "output.formats": lambda v: _check_formats(v),
+    "audio.channels": lambda v: _check_channels(v),
     "watch.settle_seconds": lambda v: None if v >= 0 else "must be >= 0",
     "watch.rescan_seconds": lambda v: None if v > 0 else "must be > 0",
     "watch.incomplete_wait_seconds": lambda v: None if v >= 0 else "must be >= 0",
@@ -341,6 +350,17 @@ def _check_priority(value: tuple[str, ...]) -> str | None:
     return None
 
 
+def _check_channels(value: str | tuple[str, ...]) -> str | None:
+    from daemon.errors import OptionsError
+    from daemon.options import validate_channels  # the sidecar's rule, one copy
+
+    try:
+        validate_channels(value, source="audio")
+    except OptionsError as exc:
+        return str(exc).removeprefix("audio: channels: ")
+    return None
+
+
 def _check_formats(value: tuple[str, ...]) -> str | None:
     from daemon.writers import FORMATS  # writers are pure and cheap to import
 
@@ -361,7 +381,12 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(key, inner[0], value)
+        for candidate in inner[:-1]:  # e.g. str | tuple[str, ...]: the first that fits
+            try:
+                return _coerce(key, candidate, value)
+            except ConfigError:
+                pass
+        return _coerce(key, inner[-1], value)
     if annotation is bool:
         if isinstance(value, bool):
             return value

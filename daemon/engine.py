@@ -703,7 +703,8 @@ class Transcriber(Protocol):
     batch_size_s: int
 
     def transcribe(self, audio_path: Path, *, speakers: int | None = None, hotwords: Sequence[str] = (),
-                   source_name: str | None = None, progress: ProgressCallback | None = None) -> Transcript: ...
+                   source_name: str | None = None, progress: ProgressCallback | None = None,
+                   channels: str | Sequence[str] = "mix") -> Transcript: ...
 
     def release(self) -> None: ...
 
@@ -724,14 +725,14 @@ def load_configured(config: "Config", device: str, *, threads: int | None = None
 def transcribe_with_retries(engine: Transcriber, audio_path: Path, options: Mapping[str, Any], *,
                             source_name: str, on_retry: Callable[[int], None] | None = None,
                             progress: ProgressCallback | None = None) -> Transcript:
-    """`engine.transcribe` with a job's options (`speakers`, `hotwords`). Out of memory:
+    """`engine.transcribe` with a job's options (`speakers`, `hotwords`, `channels`). Out of memory:
     halve `engine.batch_size_s` and try again, OOM_RETRIES times at most and never below
     1, calling `on_retry(new batch_size_s)` before each; then OutOfMemoryError goes up."""
     for attempt in range(OOM_RETRIES + 1):
         try:
             return engine.transcribe(Path(audio_path), speakers=options.get("speakers"),
                                      hotwords=tuple(options.get("hotwords") or ()), source_name=source_name,
-                                     progress=progress)
+                                     progress=progress, channels=options.get("channels", "mix"))
         except OutOfMemoryError:
             if attempt == OOM_RETRIES or engine.batch_size_s <= 1:
                 raise

@@ -63,6 +63,8 @@ def check_options(config: Config, *, formats: Sequence[str] | None, speakers: in
         raw["speakers"] = speakers
     if hotwords:
         raw["hotwords"] = list(hotwords)
+    channels = config.audio.channels
+    raw["channels"] = channels if isinstance(channels, str) else list(channels)
     return options.validate(raw, source="command line")
 
 

@@ -1,6 +1,7 @@
 """Per-file options from a sidecar `<file>.spkd.json` dropped beside the audio.
 
-    {"speakers": 2, "hotwords": ["魔搭", "FunASR"], "formats": ["srt", "json"], "priority": 5}
+    {"speakers": 2, "hotwords": ["魔搭", "FunASR"], "formats": ["srt", "json"], "priority": 5,
+     "channels": ["客服", "客户"]}
 
 Validated strictly (a typo must not silently transcribe with the wrong settings):
 an unknown key or a bad value fails the job with a message naming the key.
@@ -17,10 +18,11 @@ from typing import Any, Mapping, Sequence
 from daemon import files
 from daemon.errors import OptionsError, SpkdError
 
-__all__ = ["KEYS", "MAX_HOTWORDS", "MAX_SIDECAR_BYTES", "MAX_SPEAKERS", "check_speakers", "dedup_key", "hotword_words", "parse", "read_sidecar",
-           "validate"]
+__all__ = ["CHANNEL_MODES", "KEYS", "MAX_CHANNEL_NAME", "MAX_HOTWORDS", "MAX_SIDECAR_BYTES", "MAX_SPEAKERS",
+           "check_channels", "check_speakers", "dedup_key", "hotword_words", "parse", "read_sidecar",
+           "splits_channels", "validate", "validate_channels"]
 
-KEYS = ("speakers", "hotwords", "formats", "priority")
+KEYS = ("speakers", "hotwords", "formats", "priority", "channels")
 # FunASR 1.4's ClusterBackend clusters a recording's speaker windows (1.5 s, one every
 # 0.75 s of speech) only when there are at least 20 of them (fewer are all one speaker),
 # and spectral clustering's k-means cannot make more clusters than it has windows. So 20
@@ -45,6 +47,11 @@ def hotword_words(items: Sequence[str]) -> list[str]:
             if word not in words:
                 words.append(word)
     return words
+# How a recording's channels are used: "mix" (down-mix, cluster voices), "split" (one
+# speaker per channel), "auto" (split only when the channels really differ), or a list
+# of names (split, channel i named by the i-th name).
+CHANNEL_MODES = ("mix", "split", "auto")
+MAX_CHANNEL_NAME = 64
 
 
 def parse(text: str, *, source: str = "sidecar") -> dict[str, Any]:
@@ -85,6 +92,8 @@ def validate(raw: Any, *, source: str = "sidecar") -> dict[str, Any]:
         if bad:
             raise OptionsError(f"{source}: formats: unknown format {bad[0]!r} (known: {', '.join(FORMATS)})")
         out["formats"] = list(dict.fromkeys(formats))
+    if raw.get("channels") is not None:
+        out["channels"] = validate_channels(raw["channels"], source=source)
     if raw.get("priority") is not None:
         p = raw["priority"]
         if not isinstance(p, int) or isinstance(p, bool) or not -1000 <= p <= 1000:
@@ -99,6 +108,40 @@ def check_speakers(value: Any, *, source: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SPEAKERS:
         raise OptionsError(f"{source}: speakers: expected an integer from 1 to {MAX_SPEAKERS}, got {value!r}")
     return value
+
+
+def validate_channels(value: Any, *, source: str = "sidecar") -> str | list[str]:
+    """A `channels` setting, normalised: one of CHANNEL_MODES, or a list of names."""
+    if isinstance(value, str) and value in CHANNEL_MODES:
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(n, str) for n in value):
+        names = [" ".join(n.split()) for n in value]
+        if not all(names):
+            raise OptionsError(f"{source}: channels: a channel name must not be empty")
+        if any(len(n) > MAX_CHANNEL_NAME for n in names):
+            raise OptionsError(f"{source}: channels: a channel name has at most {MAX_CHANNEL_NAME} characters")
+        if len(set(names)) != len(names):
+            raise OptionsError(f"{source}: channels: two channels have the same name")
+        return names
+    raise OptionsError(
+        f"{source}: channels: expected one of {', '.join(map(repr, CHANNEL_MODES))} or a list of channel names, "
+        f"got {json.dumps(value, ensure_ascii=False)}"
+    )
+
+
+def splits_channels(channels: str | Sequence[str]) -> bool:
+    """Whether the setting asks for one speaker per channel whatever the audio."""
+    return channels == "split" or not isinstance(channels, str)
+
+
+def check_channels(channels: str | Sequence[str], count: int, *, source: str) -> None:
+    """OptionsError when `channels` cannot apply to a recording with `count` channels:
+    a split of a mono file, or more names than channels."""
+    if splits_channels(channels) and count < 2:
+        raise OptionsError(f"{source}: channels: splitting by channel needs two or more audio channels; "
+                           "this recording is mono (use \"mix\" or \"auto\")")
+    if not isinstance(channels, str) and len(channels) > count:
+        raise OptionsError(f"{source}: channels: {len(channels)} names for a recording with {count} channels")
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
@@ -127,6 +170,8 @@ def dedup_key(sha256: str | None, options: Mapping[str, Any]) -> str | None:
     a reused job renders its own formats from the earlier job's stored transcript."""
     if sha256 is None:
         return None
-    relevant = {k: v for k, v in options.items() if k in ("speakers", "hotwords")}
+    relevant = {k: v for k, v in options.items() if k in ("speakers", "hotwords", "channels")}
+    if relevant.get("channels") == "mix":  # the default: same key as before the setting existed
+        del relevant["channels"]
     canonical = json.dumps(relevant, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(f"{sha256}\n{canonical}".encode()).hexdigest()

@@ -24,6 +24,7 @@ class Probe:
     duration_seconds: float | None
     audio_streams: int
     format_name: str | None
+    channels: int | None = None  # of the first audio stream (the one the engine decodes)
 
 
 def ffprobe_available() -> bool:
@@ -40,6 +41,7 @@ def probe_pcm_wav(path: Path) -> Probe | None:
         with wave.open(str(path), "rb") as handle:
             frames, rate = handle.getnframes(), handle.getframerate()
             frame_bytes = handle.getsampwidth() * handle.getnchannels()
+            channels = handle.getnchannels()
     except (wave.Error, EOFError, OSError):
         return None
     if rate <= 0 or frame_bytes <= 0:
@@ -47,7 +49,7 @@ def probe_pcm_wav(path: Path) -> Probe | None:
     # A header that promises more frames than the file holds is a truncated file: ask ffprobe.
     if frames * frame_bytes > path.stat().st_size:
         return None
-    return Probe(duration_seconds=frames / rate, audio_streams=1, format_name="wav")
+    return Probe(duration_seconds=frames / rate, audio_streams=1, format_name="wav", channels=channels)
 
 
 def probe(path: Path) -> Probe:
@@ -76,7 +78,9 @@ def probe(path: Path) -> Probe:
         raise NotAudioError("the file has no audio stream")
     fmt = info.get("format", {})
     duration = _float(fmt.get("duration")) or max((_float(s.get("duration")) or 0.0 for s in streams), default=0.0)
-    return Probe(duration_seconds=duration or None, audio_streams=len(streams), format_name=fmt.get("format_name"))
+    channels = streams[0].get("channels")
+    return Probe(duration_seconds=duration or None, audio_streams=len(streams), format_name=fmt.get("format_name"),
+                 channels=channels if isinstance(channels, int) and channels > 0 else None)
 
 
 def _float(value: object) -> float | None:

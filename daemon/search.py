@@ -269,7 +269,7 @@ def backfill_segments(config: "Config", store: "Store") -> BackfillResult:
         if transcript is None:
             missing.append(job_id)
             continue
-        added = store.add_segments(job_id, transcript.segments)
+        added = store.add_segments(job_id, transcript)
         if added:
             filled += 1
             rows += added

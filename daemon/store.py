@@ -45,7 +45,7 @@ from daemon.errors import LeaseExpiredError, WorkerLostError
 from daemon.schema import FINISHED_STATES, JOB_STATES, SEGMENT_ID_STRIDE, job_events, jobs, segments, workers
 from daemon.search import LIKE_ESCAPE, SearchQuery, fold, fts5_string
 from daemon.search import speaker_key as key_of_speaker
-from daemon.transcript import Segment, Transcript
+from daemon.transcript import Transcript
 
 if TYPE_CHECKING:
     from daemon.progress import Progress
@@ -196,7 +196,7 @@ class Store:
     def add_reused(self, *, source_name: str, spool_path: str, output_stem: str, sha256: str | None,
                    size_bytes: int | None, options: Mapping[str, Any], dedup_key: str | None, twin: "Job",
                    outputs: Sequence[str], audio_seconds: float | None, speakers: int | None,
-                   segments: Sequence[Segment] = ()) -> int:
+                   transcript: Transcript | None = None) -> int:
         """Record a duplicate of a finished job: `done` at once, its outputs rendered from
         the earlier job's transcript, whose `segments` it gets as its own rows."""
         now = utcnow()
@@ -210,7 +210,7 @@ class Store:
             self._event(conn, job_id, "queued", now, source=source_name, sha256=sha256, size_bytes=size_bytes,
                         host=self.host)
             self._event(conn, job_id, "done", now, reused_from=twin.id)
-            self._write_segments(conn, job_id, segments)
+            self._write_segments(conn, job_id, transcript)
         return job_id
 
     def done_twin(self, dedup_key: str | None) -> "Job | None":
@@ -329,8 +329,8 @@ class Store:
 
     def complete(self, job_id: int, *, pid: int, audio_seconds: float, processing_seconds: float,
                  speakers: int, outputs: Sequence[str], device: str, reused_from: int | None = None,
-                 segments: Sequence[Segment] = ()) -> bool:
-        """Mark a held job done; its transcript's `segments` become its rows in the same
+                 transcript: Transcript | None = None) -> bool:
+        """Mark a held job done; its `transcript`'s segments become its rows in the same
         transaction, so a done job always has them."""
         now = utcnow()
         rtf = processing_seconds / audio_seconds if audio_seconds > 0 else None
@@ -343,7 +343,7 @@ class Store:
                 return False
             self._event(conn, job_id, "done", now, device=device, audio_seconds=round(audio_seconds, 3),
                         processing_seconds=round(processing_seconds, 3), speakers=speakers, reused_from=reused_from)
-            self._write_segments(conn, job_id, segments)
+            self._write_segments(conn, job_id, transcript)
         return True
 
     def fail(self, job_id: int, *, pid: int | None, kind: str, message: str, permanent: bool,
@@ -660,20 +660,26 @@ class Store:
     # table `segments_fts` follows `segments` through triggers (see migration 0005).
 
     @staticmethod
-    def _segment_rows(job_id: int, transcript_segments: Sequence[Segment]) -> list[dict[str, Any]]:
-        if len(transcript_segments) > SEGMENT_ID_STRIDE:
-            raise ValueError(f"job {job_id}: {len(transcript_segments)} segments, more than one job can hold "
+    def _segment_rows(job_id: int, transcript: Transcript | None) -> list[dict[str, Any]]:
+        """One row per segment; the speaker as every format shows it (its name, else its label)."""
+        if transcript is None:
+            return []
+        if len(transcript.segments) > SEGMENT_ID_STRIDE:
+            raise ValueError(f"job {job_id}: {len(transcript.segments)} segments, more than one job can hold "
                              f"({SEGMENT_ID_STRIDE})")
-        return [{"id": job_id * SEGMENT_ID_STRIDE + idx, "job_id": job_id, "idx": idx,
-                 "start_seconds": float(seg.start), "end_seconds": float(seg.end), "speaker": seg.speaker_label,
-                 "text": seg.text, "folded_text": fold(seg.text), "speaker_key": key_of_speaker(seg.speaker_label)}
-                for idx, seg in enumerate(transcript_segments)]
+        rows = []
+        for idx, seg in enumerate(transcript.segments):
+            speaker = transcript.speaker_display(seg.speaker)
+            rows.append({"id": job_id * SEGMENT_ID_STRIDE + idx, "job_id": job_id, "idx": idx,
+                         "start_seconds": float(seg.start), "end_seconds": float(seg.end), "speaker": speaker,
+                         "text": seg.text, "folded_text": fold(seg.text), "speaker_key": key_of_speaker(speaker)})
+        return rows
 
-    def _write_segments(self, conn: Connection, job_id: int, transcript_segments: Sequence[Segment]) -> int:
-        """The job's rows become exactly `transcript_segments` (replacing any it had)."""
+    def _write_segments(self, conn: Connection, job_id: int, transcript: Transcript | None) -> int:
+        """The job's rows become exactly `transcript`'s segments (replacing any it had)."""
         from sqlalchemy import delete
 
-        rows = self._segment_rows(job_id, transcript_segments)
+        rows = self._segment_rows(job_id, transcript)
         conn.execute(delete(segments).where(segments.c.job_id == job_id))
         if rows:
             conn.execute(insert(segments), rows)
@@ -693,7 +699,7 @@ class Store:
             chosen.append(job_id)
         return chosen
 
-    def add_segments(self, job_id: int, transcript_segments: Sequence[Segment]) -> int:
+    def add_segments(self, job_id: int, transcript: Transcript) -> int:
         """Backfill: give a done job without rows its segments; 0 (nothing written) when
         it has rows already or is not done, so running it twice adds nothing."""
         with self.engine.begin() as conn:
@@ -702,7 +708,7 @@ class Store:
                                     .limit(1)).first()
             if done is None or has_rows is not None:
                 return 0
-            return self._write_segments(conn, job_id, transcript_segments)
+            return self._write_segments(conn, job_id, transcript)
 
     def replace_segments(self, job_id: int, transcript: Transcript) -> int | None:
         """A done job's rows become its (changed) transcript's segments, in one
@@ -711,7 +717,7 @@ class Store:
         with self.engine.begin() as conn:
             if conn.execute(select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.state == "done")).first() is None:
                 return None
-            return self._write_segments(conn, job_id, transcript.segments)
+            return self._write_segments(conn, job_id, transcript)
 
     def done_jobs_without_segments(self) -> list[int]:
         """Done jobs of this host (whose transcripts this host stored) that have no rows."""

@@ -500,16 +500,20 @@ class Watcher:
         except OptionsError as exc:
             return self._fail_early(spool_path, source_name, output_stem, sha256, size_bytes, exc)
         audio_seconds: float | None = None
+        channels = job_options.get("channels", self.config.audio.channels)
         if ffprobe_available():
             try:
-                audio_seconds = probe(spool_path).duration_seconds
+                found = probe(spool_path)
+                audio_seconds = found.duration_seconds
                 if audio_seconds is not None and audio_seconds < MIN_AUDIO_SECONDS:
                     raise TooShortError(f"too short: {audio_seconds:.2f} s of audio (at least {MIN_AUDIO_SECONDS} s "
                                         "needed)")
-            except AudioError as exc:
+                if found.channels is not None:  # else the engine checks after decoding
+                    options.check_channels(channels, found.channels, source=source_name)
+            except (AudioError, OptionsError) as exc:
                 return self._fail_early(spool_path, source_name, output_stem, sha256, size_bytes, exc,
                                         job_options)
-        key = options.dedup_key(sha256, job_options)
+        key = options.dedup_key(sha256, {"channels": channels, **job_options})
         reused = self._reuse(spool_path, source_name=source_name, output_stem=output_stem, sha256=sha256,
                              size_bytes=size_bytes, job_options=job_options, key=key)
         if reused is not None:
@@ -538,7 +542,7 @@ class Watcher:
         job_id = self.store.add_reused(source_name=source_name, spool_path=str(spool_path), output_stem=output_stem,
                                        sha256=sha256, size_bytes=size_bytes, options=job_options, dedup_key=key,
                                        twin=twin, outputs=written, audio_seconds=transcript.audio_seconds,
-                                       speakers=len(transcript.speakers), segments=transcript.segments)
+                                       speakers=len(transcript.speakers), transcript=transcript)
         outputs.save_transcript(self.config, job_id, transcript)
         spool.archive_job(self.config, self.store, job_id, spool_path=spool_path, source_name=source_name)
         logger.info("job {} done: {} is a duplicate of job {}; reused its transcript", job_id, source_name, twin.id)

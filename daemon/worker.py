@@ -305,7 +305,7 @@ class Worker:
             job.id, pid=self.pid, audio_seconds=transcript.audio_seconds, processing_seconds=elapsed,
             speakers=len(transcript.speakers), outputs=written, device=_slot_device(ran_on, self.spec),
             reused_from=twin.id if reused is not None and twin is not None else None,
-            segments=transcript.segments))
+            transcript=transcript))
         if done is None:
             logger.warning("job {}: stopping before its result could be recorded; it goes back to the queue", job.id)
             return
@@ -364,7 +364,9 @@ class Worker:
                            batch_size_s)
             self.store.add_event(job.id, "oom_retry", device=self.spec.device, batch_size_s=batch_size_s)
 
-        return transcribe_with_retries(engine, Path(job.spool_path), job.options, source_name=job.source_name,
+        # The config's audio.channels unless the job's sidecar says otherwise.
+        job_options = {"channels": self.config.audio.channels, **job.options}
+        return transcribe_with_retries(engine, Path(job.spool_path), job_options, source_name=job.source_name,
                                        on_retry=on_retry, progress=progress)
 
     def _failed(self, job: Job, exc: Exception, elapsed: float) -> None:

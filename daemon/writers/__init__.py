@@ -4,8 +4,8 @@
 `docx`, whose content is bytes; `render_bytes()` gives any format's file as bytes,
 and `publish()` writes a set of files atomically. Output is deterministic (no "now"
 anywhere), so a re-run or a re-render of the same transcript rewrites byte-identical
-files. Every text file is UTF-8 with "\\n" line ends. Speakers are named through
-`Segment.speaker_label` / `Speaker.label` in every format. The formats, in `FORMATS`
+files. Every text file is UTF-8 with "\\n" line ends. Every format shows a speaker
+as `Transcript.speaker_display` says (its name where it has one, else `SpeakerN`). The formats, in `FORMATS`
 order:
 
 - `json` (`.json`): the full record, schema `spkd.transcript/1`, documented in

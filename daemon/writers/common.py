@@ -106,5 +106,5 @@ def details(t: Transcript) -> tuple[str, ...]:
         items.append(f"Date: {date_time(t.source.modified_at)}")
     items.append(f"Duration: {brief_hms(ms(t.audio_seconds))}")
     if t.speakers:
-        items.append("Speakers: " + ", ".join(f"{sp.label} ({brief_hms(ms(sp.talk_seconds))})" for sp in t.speakers))
+        items.append("Speakers: " + ", ".join(f"{sp.display} ({brief_hms(ms(sp.talk_seconds))})" for sp in t.speakers))
     return tuple(items)

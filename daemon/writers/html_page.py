@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 from html import escape
+from typing import Callable
 
 from ..transcript import Segment, Transcript, join_text
 from .common import brief_hms, count_of, decimal, hms, ms, one_line, title
@@ -101,22 +102,22 @@ def render_html(t: Transcript) -> str:
         blocks = "".join(
             f'<a class="seg" data-index="{i}" data-start="{_t(s.start)}" href="#t={_t(s.start)}" '
             f'style="left:{pct(s.start)};width:{pct(s.duration)}" '
-            f'title="{escape(f"{sp.label} {_span(s.start)}–{_span(s.end)}: {one_line(s.text)[:80]}")}"></a>'
+            f'title="{escape(f"{sp.display} {_span(s.start)}–{_span(s.end)}: {one_line(s.text)[:80]}")}"></a>'
             for i, s in segs
             if s.speaker == sp.speaker
         )
         rows.append(
             f'<div class="speaker-row" data-speaker="{sp.speaker}" style="--c:{speaker_colour(sp.speaker)}">'
-            f'<span class="name">{escape(sp.label)}</span><div class="bar">{blocks}</div></div>'
+            f'<span class="name">{escape(sp.display)}</span><div class="bar">{blocks}</div></div>'
         )
     talk_total = sum(sp.talk_seconds for sp in t.speakers) or 1.0
     legend = "".join(
-        f'<span style="--c:{speaker_colour(sp.speaker)}"><span class="swatch"></span>{escape(sp.label)}: '
+        f'<span style="--c:{speaker_colour(sp.speaker)}"><span class="swatch"></span>{escape(sp.display)}: '
         f"{_span(sp.talk_seconds)} ({sp.talk_seconds / talk_total:.0%}, {count_of(sp.segments, 'sentence')})</span>"
         for sp in t.speakers
     )
     anchors: set[str] = set()
-    turns = [_turn(list(group), anchors) for _, group in itertools.groupby(segs, key=lambda p: p[1].speaker)]
+    turns = [_turn(list(group), anchors, t.speaker_display) for _, group in itertools.groupby(segs, key=lambda p: p[1].speaker)]
     return (
         "<!DOCTYPE html>\n"
         f'<html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">\n'
@@ -130,7 +131,7 @@ def render_html(t: Transcript) -> str:
     )
 
 
-def _turn(group: list[tuple[int, Segment]], anchors: set[str]) -> str:
+def _turn(group: list[tuple[int, Segment]], anchors: set[str], display: Callable[[int], str]) -> str:
     """One paragraph per speaker turn; `anchors` holds the `t=…` ids already used."""
     first = group[0][1]
     body, prev = "", ""
@@ -150,6 +151,6 @@ def _turn(group: list[tuple[int, Segment]], anchors: set[str]) -> str:
     return (
         f'<p class="turn" data-speaker="{first.speaker}" style="--c:{speaker_colour(first.speaker)}">'
         f'<a class="time" href="#t={start}" data-start="{start}" data-index="{group[0][0]}">{hms(ms(first.start))}</a>'
-        f'<span class="who">{escape(first.speaker_label)}</span>{body}</p>'
+        f'<span class="who">{escape(display(first.speaker))}</span>{body}</p>'
     )
 

@@ -8,17 +8,21 @@
       "engine": {"funasr_version": "1.3.1", "device": "cuda:0",
                  "models": [{"role": "asr", "name": "…", "revision": "v2.0.4"}, …]} | null,
       "timing": {"load_seconds": 12.1, "transcribe_seconds": 40.2, "rtf": 0.010796},
-      "speakers": [{"id": 1, "label": "Speaker1", "talk_seconds": 1800.25, "segments": 120}, …],
+      "speakers": [{"id": 1, "label": "Speaker1", "name": "客服" | null, "talk_seconds": 1800.25,
+                    "segments": 120}, …],
       "text": "all sentences joined",
       "segments": [{"start": 3.48, "end": 5.08, "speaker": 1, "speaker_label": "Speaker1",
-                    "text": "…"}, …]
+                    "speaker_name": "客服", "text": "…"}, …]
     }
 
 Seconds are rounded to milliseconds; anything unknown is null. `source.modified_at`
 is the audio file's modification time (ISO 8601 with its UTC offset), the date that
-the md and docx files show. `speakers`, `text` and `timing.rtf` are derived from the
-rest and ignored by `parse_json`. A model's local `path` is not written: it describes
-the machine, not the transcript.
+the md and docx files show. A speaker's `label` is stable; `name` is set where the
+speaker has one (a named stereo channel), and a segment's `speaker_name` is how the
+other formats show its speaker (the name, else the label). `text`, `timing.rtf` and the
+speakers' talk times are derived from the rest and ignored by `parse_json` (which reads
+the names from `speakers`). A model's local `path` is not written: it describes the
+machine, not the transcript.
 Additive changes keep the schema name; anything that breaks readers bumps it.
 """
 
@@ -62,7 +66,8 @@ def to_dict(t: Transcript) -> dict[str, Any]:
             "rtf": None if rtf is None else round(rtf, 6),
         },
         "speakers": [
-            {"id": s.speaker, "label": s.label, "talk_seconds": _sec(s.talk_seconds), "segments": s.segments}
+            {"id": s.speaker, "label": s.label, "name": s.name, "talk_seconds": _sec(s.talk_seconds),
+             "segments": s.segments}
             for s in t.speakers
         ],
         "text": t.text,
@@ -72,6 +77,7 @@ def to_dict(t: Transcript) -> dict[str, Any]:
                 "end": _sec(s.end),
                 "speaker": s.speaker,
                 "speaker_label": s.speaker_label,
+                "speaker_name": t.speaker_display(s.speaker),
                 "text": s.text,
             }
             for s in t.segments
@@ -114,4 +120,7 @@ def parse_json(text: str) -> Transcript:
             ),
         ),
         timing=Timing(load_seconds=tim.get("load_seconds"), transcribe_seconds=tim.get("transcribe_seconds")),
+        speaker_names={
+            int(s["id"]): str(s["name"]) for s in doc.get("speakers") or () if isinstance(s, dict) and s.get("name")
+        },
     )

@@ -54,7 +54,7 @@ def escape(text: str) -> str:
 def render_markdown(t: Transcript) -> str:
     blocks = [f"# {escape(title(t))}", escape(" · ".join(details(t)))]
     for turn in t.turns():
-        blocks.append(f"**{escape(turn.speaker_label)}** [{hms(ms(turn.start))}]")
+        blocks.append(f"**{escape(t.speaker_display(turn.speaker))}** [{hms(ms(turn.start))}]")
         if one_line(turn.text):
             blocks.append(escape(turn.text))
     return "\n\n".join(blocks) + "\n"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..transcript import Segment, Transcript, speaker_label
 from .common import char_width, clock, ms, one_line, width
@@ -39,18 +39,21 @@ class Cue:
     end_ms: int
     speaker: int
     lines: tuple[str, ...]  # the text, without the speaker prefix
+    speaker_name: str = ""  # how the cue names its speaker; "" for its label
 
     @property
     def speaker_label(self) -> str:
-        return speaker_label(self.speaker)
+        return self.speaker_name or speaker_label(self.speaker)
 
 
-def build_cues(segments: Sequence[Segment]) -> list[Cue]:
+def build_cues(segments: Sequence[Segment], display: Callable[[int], str] = speaker_label) -> list[Cue]:
+    """`display` names a speaker (Transcript.speaker_display)."""
     sentences = sorted((s for s in segments if s.text.strip()), key=lambda s: (s.start, s.end))
     cues: list[Cue] = []
     floor = 0  # where the previous cue ended: nothing may start before it
     for i, seg in enumerate(sentences):
-        parts = split_text(one_line(seg.text), prefix_width=width(seg.speaker_label + ": "))
+        name = one_line(display(seg.speaker))
+        parts = split_text(one_line(seg.text), prefix_width=width(name + ": "))
         start = max(ms(seg.start), floor)
         end = ms(seg.end)
         if end <= start:
@@ -59,7 +62,7 @@ def build_cues(segments: Sequence[Segment]) -> list[Cue]:
             end = min(end, ms(sentences[i + 1].start))  # overlapping sentences: clamp
         end = max(end, start + len(parts))  # >= 1 ms per cue, even if the next starts now
         for (a, b), lines in zip(_spread(start, end, parts), parts):
-            cues.append(Cue(a, b, seg.speaker, lines))
+            cues.append(Cue(a, b, seg.speaker, lines, name))
         floor = end
     return cues
 
@@ -171,7 +174,7 @@ def _spread(start: int, end: int, parts: list[tuple[str, ...]]) -> list[tuple[in
 def render_srt(t: Transcript) -> str:
     return "\n".join(
         f"{i}\n{clock(c.start_ms, ',')} --> {clock(c.end_ms, ',')}\n{c.speaker_label}: " + "\n".join(c.lines) + "\n"
-        for i, c in enumerate(build_cues(t.segments), start=1)
+        for i, c in enumerate(build_cues(t.segments, t.speaker_display), start=1)
     )
 
 
@@ -182,9 +185,9 @@ def _vtt_escape(text: str) -> str:
 
 def render_vtt(t: Transcript) -> str:
     blocks = [
-        f"{clock(c.start_ms, '.')} --> {clock(c.end_ms, '.')}\n<v {c.speaker_label}>"
+        f"{clock(c.start_ms, '.')} --> {clock(c.end_ms, '.')}\n<v {_vtt_escape(c.speaker_label)}>"
         + "\n".join(_vtt_escape(line) for line in c.lines)
         + "\n"
-        for c in build_cues(t.segments)
+        for c in build_cues(t.segments, t.speaker_display)
     ]
     return "\n".join(["WEBVTT\n", *blocks])

@@ -88,7 +88,7 @@ def render_docx(t: Transcript) -> bytes:
         paragraph = document.add_paragraph()
         # The style id on the run's element: python-docx's lookup by style name walks
         # every style of the document for every run (seconds for a long meeting).
-        paragraph.add_run(_text(turn.speaker_label)).element.style = speaker.style_id
+        paragraph.add_run(_text(t.speaker_display(turn.speaker))).element.style = speaker.style_id
         paragraph.add_run(" ")
         paragraph.add_run(f"[{hms(ms(turn.start))}]").element.style = timestamp.style_id
         text = _text(turn.text)

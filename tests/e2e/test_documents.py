@@ -126,7 +126,7 @@ def test_docx_text_survives_libreoffice_pdf_export(tmp_path: Path) -> None:
     expected = [TRANSCRIPT.source.name, "Date:2025-03-04 09:15(UTC+08:00)"]
     for turn in TRANSCRIPT.turns():
         h, m, s = int(turn.start) // 3600, int(turn.start) // 60 % 60, int(turn.start) % 60
-        expected += [turn.speaker_label, f"[{h:02d}:{m:02d}:{s:02d}]", one_line(turn.text)]
+        expected += [TRANSCRIPT.speaker_display(turn.speaker), f"[{h:02d}:{m:02d}:{s:02d}]", one_line(turn.text)]
     flat, at = squash(text), 0
     for piece in expected:
         found = flat.find(squash(piece), at)

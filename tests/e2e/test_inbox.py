@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.support.daemon import Daemon, write_wav
@@ -194,6 +195,30 @@ def test_sidecar_options_are_validated_stored_and_used(tmp_path):
             "bad_options", "many.wav.spkd.json: speakers: expected an integer from 1 to 20, got 30")
         d.wait((tmp_path / "failed" / "bad.wav.error.json").exists, what="bad.wav.error.json")
         assert (tmp_path / "failed" / "bad.wav").exists() and (tmp_path / "failed" / "bad.wav.spkd.json").exists()
+        assert d.stop() == 0
+
+
+def test_channel_settings_that_cannot_apply_fail_before_queueing(tmp_path):
+    """The probe knows a file's channel count: splitting a mono file, or naming more
+    channels than a file has, fails at once as bad_options; a fitting setting reaches
+    the engine. The config's audio.channels applies where a file has no sidecar."""
+    from tests.support.dialog import write_wav as write_channels
+
+    with Daemon(tmp_path, config={"audio": {"channels": "split"}}) as d:
+        d.start()
+        tone = [0.3 * np.sin(np.arange(16000, dtype=np.float32) * f / 16000 * 2 * np.pi) for f in (440, 660)]
+        write_wav(d.inbox / "mono.wav", seconds=1.0, seed=3)  # config: split
+        (d.inbox / "three.wav.spkd.json").write_text(json.dumps({"channels": ["a", "b", "c"]}))
+        write_channels(d.inbox / "three.wav", tone)
+        (d.inbox / "call.wav.spkd.json").write_text(json.dumps({"channels": ["客服", "客户"]}, ensure_ascii=False))
+        write_channels(d.inbox / "call.wav", tone[::-1])
+        jobs = by_name(d) if len(d.wait_finished(3)) == 3 else {}
+        for name, why in (("mono.wav", "mono"), ("three.wav", "3 names for a recording with 2 channels")):
+            assert jobs[name]["state"] == "failed" and jobs[name]["error_kind"] == "bad_options", jobs[name]
+            assert why in jobs[name]["error_message"]
+            d.wait((tmp_path / "failed" / f"{name}.error.json").exists, what=f"{name}.error.json")
+        assert jobs["call.wav"]["state"] == "done"
+        assert "channels=['客服', '客户']" in json.loads((d.outbox / "call.json").read_text())["text"]
         assert d.stop() == 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,17 +22,6 @@ from tests.e2e.test_multihost import HostDaemon
 from tests.support.daemon import REPO, Daemon, write_wav
 
 pytestmark = pytest.mark.e2e
-
-
-@dataclass(frozen=True)
-class NamedSegment(Segment):
-    """A segment whose speaker has a name, as the speaker naming gives them."""
-
-    name: str = ""
-
-    @property
-    def speaker_label(self) -> str:
-        return self.name or super().speaker_label
 
 
 def spkd(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
@@ -104,9 +92,7 @@ def test_dropped_recordings_are_found_by_what_was_said(tmp_path, make_daemon):
         config = load(d.config_path, env={})
         transcript = outputs.load_transcript(config, weekly["id"])
         assert transcript is not None
-        renamed = transcript.replace(segments=tuple(
-            NamedSegment(s.start, s.end, s.speaker, s.text, name="李娜" if s.speaker == 1 else "")
-            for s in transcript.segments))
+        renamed = transcript.replace(speaker_names={1: "李娜"})
         store = st.Store(config.database_url, host=config.host)
         try:
             assert store.replace_segments(weekly["id"], renamed) == len(transcript.segments)

@@ -55,7 +55,8 @@ class FakeEngine:
         self.seconds = float(os.environ.get("SPKD_FAKE_SECONDS", "0.1"))
 
     def transcribe(self, audio_path: Path, *, speakers: int | None = None, hotwords: Any = (),
-                   source_name: str | None = None, progress: ProgressCallback | None = None) -> Transcript:
+                   source_name: str | None = None, progress: ProgressCallback | None = None,
+                   channels: Any = "mix") -> Transcript:
         started = time.monotonic()
         report = progress or (lambda stage, fraction: None)
         report("decoding", None)
@@ -86,7 +87,7 @@ class FakeEngine:
         n = 1 + size % 3
         step = audio_seconds / (2 * n)
         segments = tuple(Segment(start=round(2 * i * step, 3), end=round((2 * i + 1) * step, 3),
-                                 speaker=1 + i % 2, text=_sentence(i, audio_path.name, speakers, hotwords))
+                                 speaker=1 + i % 2, text=_sentence(i, audio_path.name, speakers, hotwords, channels))
                          for i in range(n))
         return Transcript(segments=segments, audio_seconds=audio_seconds,
                           engine=EngineInfo(funasr_version="fake", device=self.device),
@@ -96,10 +97,10 @@ class FakeEngine:
         pass
 
 
-def _sentence(i: int, name: str, speakers: int | None, hotwords: Any) -> str:
+def _sentence(i: int, name: str, speakers: int | None, hotwords: Any, channels: Any) -> str:
     if "zh" in name.lower():
         return f"第{i + 1}句：我们讨论一下{name}的预算，ＫＰＩ要重新定。"
-    return f"sentence {i + 1} of {name} speakers={speakers} hotwords={','.join(hotwords)}"
+    return f"sentence {i + 1} of {name} speakers={speakers} hotwords={','.join(hotwords)} channels={channels}"
 
 
 def make(config: Config, device: str) -> FakeEngine:

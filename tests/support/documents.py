@@ -108,7 +108,8 @@ def read_docx(data: bytes) -> Document:
 def assert_holds_transcript(doc: Document, transcript: Transcript) -> None:
     """One entry per speaker turn, with its speaker, start (to the second) and text, and
     so every segment's text, in order, under its own speaker."""
-    expected = [Turn(t.speaker_label, round(t.start * 1000) // 1000, one_line(t.text)) for t in transcript.turns()]
+    expected = [Turn(transcript.speaker_display(t.speaker), round(t.start * 1000) // 1000, one_line(t.text))
+                for t in transcript.turns()]
     assert list(doc.turns) == expected
     _assert_segments_in_order(doc.turns, transcript.segments)
 
@@ -119,7 +120,7 @@ def _assert_segments_in_order(turns: Sequence[Turn], segments: Sequence[Segment]
         text = one_line(seg.text)
         if not text:
             continue
-        while k < len(turns) and not (turns[k].speaker == seg.speaker_label and text in turns[k].text[at:]):
+        while k < len(turns) and not (turns[k].speaker == transcript.speaker_display(seg.speaker) and text in turns[k].text[at:]):
             k, at = k + 1, 0
         assert k < len(turns), f"segment missing or out of order: {seg}"
         at = turns[k].text.index(text, at) + len(text)

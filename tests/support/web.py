@@ -69,7 +69,7 @@ def populate(config: Config, *, name: str = XSS_NAME, seconds: float = 6.0) -> J
         written = outputs.publish(config, output_stem=job.output_stem, transcript=transcript,
                                   formats=("json", "txt", "srt", "vtt", "html", "docx"))
         store.complete(done, pid=os.getpid(), audio_seconds=seconds, processing_seconds=seconds / 10, speakers=2,
-                       outputs=written, device="cpu", segments=transcript.segments)
+                       outputs=written, device="cpu", transcript=transcript)
         archived = spool.archive_job(config, store, done, spool_path=spooled, source_name=name)
         assert archived is not None
 

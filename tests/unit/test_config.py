@@ -52,11 +52,21 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     ({"watch": {"settle_seconds": -1}}, "watch.settle_seconds"),
     ({"paths": {"inbox": 3}}, "paths.inbox"),
     ({"models": {"spk": 5}}, "models.spk"),
+    ({"audio": {"channels": "stereo"}}, "audio.channels"),
+    ({"audio": {"channels": ["a", "a"]}}, "audio.channels"),
+    ({"audio": {"channels": 2}}, "audio.channels"),
 ])
 def test_bad_config_names_the_key(tmp_path, data, key):
     with pytest.raises(ConfigError) as info:
         cfg.load(write(tmp_path, data), env={})
     assert str(info.value).startswith(key)
+
+
+def test_audio_channels(tmp_path):
+    assert cfg.load(write(tmp_path, {}), env={}).audio.channels == "mix"
+    assert cfg.load(write(tmp_path, {"audio": {"channels": "auto"}}), env={}).audio.channels == "auto"
+    names = cfg.load(write(tmp_path, {"audio": {"channels": ["客服", "客户"]}}), env={}).audio.channels
+    assert names == ("客服", "客户")
 
 
 def test_spk_may_be_null(tmp_path):

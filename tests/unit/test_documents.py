@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-import daemon.transcript
 from daemon.transcript import Segment, Source, Transcript
 from daemon.writers import render, render_bytes
 from daemon.writers.markdown_doc import escape
@@ -144,12 +143,11 @@ def test_md_escape_renders_as_itself_anywhere_in_a_paragraph(text: str) -> None:
         assert turn.text == f"{before}{one_line(text)}{after}"
 
 
-def test_md_hostile_names_and_title(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Names come through `speaker_label`, whatever the voice library will call people."""
+def test_md_hostile_names_and_title() -> None:
+    """Names come through `Transcript.speaker_display`, whatever people are called."""
     names = {1: "*Dr.* [Bob] <b>", 2: "王总 #1", 3: "_x_ `y` | 1. \\"}
-    monkeypatch.setattr(daemon.transcript, "speaker_label", lambda n: names[n])
     t = make(tuple(Segment(float(i), i + 0.5, 1 + i % 3, f"turn {i}") for i in range(6)),
-             name="# 1. <notes> *draft* [v2].m4a")
+             name="# 1. <notes> *draft* [v2].m4a").replace(speaker_names=names)
     doc = read_markdown(render("md", t))
     assert doc.title == "# 1. <notes> *draft* [v2].m4a"
     assert [turn.speaker for turn in doc.turns] == [names[1], names[2], names[3]] * 2
@@ -256,9 +254,8 @@ def test_docx_turn_without_text() -> None:
     assert_holds_transcript(read_docx(render("docx", t)), t)
 
 
-def test_docx_names_through_speaker_label(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(daemon.transcript, "speaker_label", lambda n: {1: "王总", 2: "Li <Wei>"}[n])
-    t = make()
+def test_docx_shows_speaker_names() -> None:
+    t = make().replace(speaker_names={1: "王总", 2: "Li <Wei>"})
     doc = read_docx(render("docx", t))
     assert [turn.speaker for turn in doc.turns][:2] == ["王总", "Li <Wei>"]
     assert_holds_transcript(doc, t)

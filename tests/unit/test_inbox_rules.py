@@ -90,6 +90,25 @@ def test_hotword_limit_counts_the_words_the_recogniser_sees():
     assert options.validate({"hotwords": ["x"] * (limit + 10)})["hotwords"] == ["x"] * (limit + 10)
 
 
+def test_channels_setting():
+    assert options.validate({"channels": "split"}) == {"channels": "split"}
+    assert options.validate({"channels": [" 客服 ", "客户"]}) == {"channels": ["客服", "客户"]}
+    for bad, why in [("stereo", "expected one of"), ([], "expected one of"), (["a", ""], "empty"),
+                     (["a", "a"], "same name"), (["x" * 65], "at most"), (2, "expected one of")]:
+        with pytest.raises(OptionsError, match=why):
+            options.validate({"channels": bad})
+    options.check_channels("auto", 1, source="a.wav")
+    options.check_channels("mix", 1, source="a.wav")
+    options.check_channels(["a"], 2, source="a.wav")
+    with pytest.raises(OptionsError, match="a.wav: channels: .*mono"):
+        options.check_channels("split", 1, source="a.wav")
+    with pytest.raises(OptionsError, match="3 names for a recording with 2 channels"):
+        options.check_channels(["a", "b", "c"], 2, source="a.wav")
+    # "mix" is the default: the same dedup key as no setting at all
+    assert options.dedup_key("a" * 64, {"channels": "mix"}) == options.dedup_key("a" * 64, {})
+    assert options.dedup_key("a" * 64, {"channels": "split"}) != options.dedup_key("a" * 64, {})
+
+
 def test_dedup_key_depends_on_content_and_transcript_options_only():
     base = options.dedup_key("a" * 64, {})
     assert base == options.dedup_key("a" * 64, {"priority": 9, "formats": ["srt"]})

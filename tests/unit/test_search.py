@@ -12,7 +12,6 @@ import shlex
 import sqlite3
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -97,30 +96,21 @@ def store(url):
     s.close()
 
 
-@dataclass(frozen=True)
-class NamedSegment(Segment):
-    """A segment whose speaker has a name, as the speaker naming gives them."""
-
-    name: str = ""
-
-    @property
-    def speaker_label(self) -> str:
-        return self.name or super().speaker_label
-
-
 def segs(*texts: str, speakers: tuple[int, ...] = (1, 2)) -> tuple[Segment, ...]:
     return tuple(Segment(start=10.0 * i, end=10.0 * i + 4.5, speaker=speakers[i % len(speakers)], text=t)
                  for i, t in enumerate(texts))
 
 
-def finish(store: st.Store, name: str, segments, *, received: dt.datetime | None = None) -> int:
+def finish(store: st.Store, name: str, segments, *, received: dt.datetime | None = None,
+           names: dict[int, str] | None = None) -> int:
     """A job through enqueue → claim → complete, as a worker runs it."""
     job_id = store.enqueue(source_name=name, spool_path=f"/spool/{name}", output_stem=name.rsplit(".", 1)[0],
                            sha256=None, size_bytes=1)
     job = store.claim(slot=0, pid=1, device="cpu", lease_seconds=60)
     assert job is not None and job.id == job_id
     assert store.complete(job_id, pid=1, audio_seconds=60, processing_seconds=1, speakers=2, outputs=[],
-                          device="cpu", segments=segments)
+                          device="cpu", transcript=Transcript(segments=tuple(segments), audio_seconds=60,
+                                                                speaker_names=dict(names or {})))
     if received is not None:
         with store.engine.begin() as conn:
             conn.execute(st.update(st.jobs).where(st.jobs.c.id == job_id).values(created_at=received))
@@ -215,8 +205,8 @@ def test_short_queries_are_compared_with_every_segment_and_say_so(store):
 
 def test_speaker_job_and_date_filters(store):
     old = finish(store, "old.wav", segs("预算表", "预算表"), received=dt.datetime(2025, 1, 10, 12))
-    named = (NamedSegment(0, 3, 1, "预算表", name="张伟"), NamedSegment(5, 8, 2, "预算表", name="Alice Smith"))
-    new = finish(store, "new.wav", named, received=dt.datetime(2026, 6, 1, 12))
+    named = (Segment(0, 3, 1, "预算表"), Segment(5, 8, 2, "预算表"))
+    new = finish(store, "new.wav", named, received=dt.datetime(2026, 6, 1, 12), names={1: "张伟", 2: "Alice Smith"})
     assert found(store, "预算表") == [(new, 0), (new, 1), (old, 0), (old, 1)]
     assert found(store, "预算表", speaker="张伟") == [(new, 0)]
     assert found(store, "预算表", speaker="alice smith") == [(new, 1)]  # any case, as the text
@@ -232,9 +222,8 @@ def test_speaker_job_and_date_filters(store):
 def test_a_renamed_speaker_is_found_under_the_new_name(store):
     job_id = finish(store, "rename.wav", segs("先说预算。", "再说人员。", "最后说预算。"))
     assert found(store, "说预算", speaker="Speaker1") == [(job_id, 0), (job_id, 2)]
-    renamed = Transcript(segments=tuple(NamedSegment(s.start, s.end, s.speaker, s.text,
-                                                     name="王芳" if s.speaker == 1 else "")
-                                        for s in segs("先说预算。", "再说人员。", "最后说预算。")), audio_seconds=30)
+    renamed = Transcript(segments=segs("先说预算。", "再说人员。", "最后说预算。"), audio_seconds=30,
+                         speaker_names={1: "王芳"})
     assert store.replace_segments(job_id, renamed) == 3
     assert found(store, "说预算", speaker="王芳") == [(job_id, 0), (job_id, 2)]
     assert found(store, "说预算", speaker="Speaker1") == []
@@ -248,7 +237,8 @@ def test_a_duplicate_gets_rows_of_its_own(store):
     twin = st.Job.from_row({**store.job(first), "options": {}})
     dup = store.add_reused(source_name="copy of a.wav", spool_path="/spool/c.wav", output_stem="copy of a",
                            sha256=None, size_bytes=1, options={}, dedup_key=None, twin=twin, outputs=[],
-                           audio_seconds=60, speakers=1, segments=segs("重复的录音内容"))
+                           audio_seconds=60, speakers=1,
+                           transcript=Transcript(segments=segs("重复的录音内容"), audio_seconds=60))
     assert found(store, "录音内容") == [(dup, 0), (first, 0)]
     assert [h.source_name for h in search.search(store, "录音内容").hits] == ["copy of a.wav", "a.wav"]
 
@@ -262,7 +252,7 @@ def test_a_job_is_never_done_without_its_segments(store):
     broken = (Segment(0, 1, 1, "好的"), Segment(1, 2, 1, None))  # type: ignore[arg-type]
     with pytest.raises(Exception):
         store.complete(job_id, pid=1, audio_seconds=2, processing_seconds=1, speakers=1, outputs=[], device="cpu",
-                       segments=broken)
+                       transcript=Transcript(segments=broken, audio_seconds=2))
     assert store.job(job_id)["state"] == "running" and segment_rows(store) == []
     assert "done" not in [e["kind"] for e in store.events(job_id)]
 

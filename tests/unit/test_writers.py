@@ -230,19 +230,41 @@ def test_json_document() -> None:
                              "modified_at": "2025-03-04T09:15:07+08:00"}
     assert doc["engine"]["models"][1] == {"role": "spk", "name": "cam++", "revision": None}
     assert doc["speakers"] == [
-        {"id": 1, "label": "Speaker1", "talk_seconds": 17.25, "segments": 4},
-        {"id": 2, "label": "Speaker2", "talk_seconds": 13.975, "segments": 3},
+        {"id": 1, "label": "Speaker1", "name": None, "talk_seconds": 17.25, "segments": 4},
+        {"id": 2, "label": "Speaker2", "name": None, "talk_seconds": 13.975, "segments": 3},
     ]
     assert doc["segments"][6] == {
         "start": 3725.125,
         "end": 3727.9,
         "speaker": 2,
         "speaker_label": "Speaker2",
+        "speaker_name": "Speaker2",
         "text": "过了一个小时。",
     }
     assert doc["text"] == make().text
     assert doc["timing"] == {"load_seconds": 12.5, "transcribe_seconds": 30.25, "rtf": round(30.25 / 3730, 6)}
     assert doc["audio_seconds"] == 3730.0
+
+
+def test_speaker_names_in_every_format() -> None:
+    """A named speaker is shown by its name everywhere (escaped where the format needs
+    it); the others keep their labels; names survive the json round trip."""
+    t = make().replace(speaker_names={2: "客户 <B&C>"})
+    assert parse_json(render("json", t)) == t
+    doc = json.loads(render("json", t))
+    assert [s["name"] for s in doc["speakers"]] == [None, "客户 <B&C>"]
+    assert {s["speaker_name"] for s in doc["segments"]} == {"Speaker1", "客户 <B&C>"}
+    assert "客户 <B&C> [" in render("txt", t) and "Speaker1 [" in render("txt", t)
+    assert "\n客户 <B&C>: " in render("srt", t)
+    vtt = render("vtt", t)
+    assert "<v 客户 &lt;B&amp;C&gt;>" in vtt
+    assert [c.voice for c in webvtt.from_string(vtt).captions if c.voice != "Speaker1"][0] == "客户 &lt;B&amp;C&gt;"
+    assert "| 客户 <B&C>\n" in render("sentences", t) and "\t客户 <B&C>\t" in render("tsv", t)
+    page = render("html", t)
+    assert "客户 &lt;B&amp;C&gt;" in page and "客户 <B&C>" not in page
+    # a long name leaves room on the first subtitle line
+    cues = build_cues(t.segments, t.speaker_display)
+    assert all(c.speaker_label in ("Speaker1", "客户 <B&C>") for c in cues)
 
 
 def test_json_nulls_where_unknown_and_rounds_to_ms() -> None:
