@@ -10,7 +10,7 @@ from typing import Sequence
 
 from markdown_it import MarkdownIt
 
-from daemon.transcript import Segment, Transcript
+from daemon.transcript import Transcript
 
 __all__ = ["Document", "Turn", "assert_holds_transcript", "one_line", "read_docx", "read_markdown"]
 
@@ -111,16 +111,17 @@ def assert_holds_transcript(doc: Document, transcript: Transcript) -> None:
     expected = [Turn(transcript.speaker_display(t.speaker), round(t.start * 1000) // 1000, one_line(t.text))
                 for t in transcript.turns()]
     assert list(doc.turns) == expected
-    _assert_segments_in_order(doc.turns, transcript.segments)
+    _assert_segments_in_order(doc.turns, transcript)
 
 
-def _assert_segments_in_order(turns: Sequence[Turn], segments: Sequence[Segment]) -> None:
+def _assert_segments_in_order(turns: Sequence[Turn], transcript: Transcript) -> None:
     k, at = 0, 0
-    for seg in segments:
+    for seg in transcript.segments:
         text = one_line(seg.text)
         if not text:
             continue
-        while k < len(turns) and not (turns[k].speaker == transcript.speaker_display(seg.speaker) and text in turns[k].text[at:]):
+        speaker = transcript.speaker_display(seg.speaker)
+        while k < len(turns) and not (turns[k].speaker == speaker and text in turns[k].text[at:]):
             k, at = k + 1, 0
         assert k < len(turns), f"segment missing or out of order: {seg}"
         at = turns[k].text.index(text, at) + len(text)

@@ -125,12 +125,13 @@ class Greedy:
 
 def test_out_of_memory_halves_the_batch_and_passes_the_options() -> None:
     engine, retried = Greedy(300, fits=75), []
-    transcribe_with_retries(engine, Path("a.wav"), {"speakers": 2, "hotwords": ["魔搭"], "formats": ["srt"]},
+    transcribe_with_retries(engine, Path("a.wav"), {"speakers": 2, "hotwords": ["魔搭"], "formats": ["srt"],
+                                                  "channels": ["客服", "客户"]},
                             source_name="team/a.wav", on_retry=retried.append)
     assert [c["batch_size_s"] for c in engine.calls] == [300, 150, 75]
     assert retried == [150, 75] and engine.released == 2
     assert engine.calls[-1] == {"batch_size_s": 75, "speakers": 2, "hotwords": ("魔搭",), "source_name": "team/a.wav",
-                                "progress": None}
+                                "progress": None, "channels": ["客服", "客户"]}
 
 
 def test_out_of_memory_gives_up_after_the_retries() -> None:
