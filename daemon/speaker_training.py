@@ -14,12 +14,20 @@ pipeline feeds it (`AutoModel.inference_with_vad` in FunASR 1.4.16):
 
 Both functions are called here, not re-implemented, so the features are the pipeline's.
 
-What is trained: the model's 2-D convolutional front end (`head`, FCM, fixed at 32
-channels by FunASR whatever the other dimensions) costs ~90 % of a training step on a
-CPU, so it keeps its seeded random weights with its batch-norm statistics re-estimated
-on the training speech, and its outputs are computed once; everything after it (the
-TDNN, the three CAM dense blocks, pooling, the embedding layer) is trained with an
-additive angular margin softmax over the training voices.
+What is trained, and how: the model's 2-D convolutional front end (`head`, FCM, fixed at
+32 channels by FunASR whatever the other dimensions) costs ~90 % of a forward pass on a
+CPU, so it keeps its seeded random weights (first filters made to sum to zero, so a
+window's share of silence does not shift them) with its batch-norm statistics
+re-estimated on the training speech, and its outputs are computed once. Everything
+after it is *fitted in closed form* to the training voices rather than by gradient
+steps (on two cores one SGD step over CAM++ costs seconds, and a few hundred of them
+overfit ~50 voices): the TDNN becomes a regularised frame-level linear discriminant
+(Fisher LDA) of the front end's output, the three CAM dense blocks pass its channels
+on, and the embedding layer becomes a discriminant of the pooled mean and standard
+deviation (`train_campplus`, `fit_after_front_end`). The criterion is the Fisher ratio
+(between-voice over within-voice variance) at both levels; `TrainingReport` records
+them and the nearest-centroid accuracy on the training windows, and `spkd-training.json`
+beside the weights keeps the report.
 
 Voices: only the espeak-ng variants named in `is_training_voice`; every other variant
 (the base voice, f1 f3 f5 m1 m3 m5-m8, named variants from M to Z) is held out, and every
