@@ -1,6 +1,7 @@
 """`spkd`: argument parsing and printing only; the work happens in the rooms it calls.
 
-Fast paths (`jobs`, `sql`, `search`, `status`, `db`, `web`) never import torch or funasr.
+Fast paths (`jobs`, `sql`, `search`, `status`, `db`, `web`, `voices list`, `speakers`) never import torch
+or funasr.
 """
 
 from __future__ import annotations
@@ -517,8 +518,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models_list)
 
     from daemon.cli_service import register as register_service
+    from daemon.cli_voices import register as register_voices
 
     register_service(sub)
+    register_voices(sub)
     return parser
 
 

@@ -61,6 +61,8 @@ class PathsConfig:
     failed: Path = Path("var/failed")
     spool: Path = Path("var/spool")
     state: Path = Path("var/state")
+    # The voice library's folder: audio in <voices>/<Name>/ is enrolled as Name (daemon.voices).
+    voices: Path = Path("var/voices")
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,15 @@ class AudioConfig:
     # "mix", "split", "auto" or a list of channel names (daemon.options.validate_channels);
     # a sidecar's `channels` overrides it per file.
     channels: str | tuple[str, ...] = "mix"
+
+
+@dataclass(frozen=True)
+class SpeakersConfig:
+    # A speaker is named after a voice of the library only when the cosine similarity of
+    # its centroid with that voice is at least `match_threshold` and beats the next best
+    # voice by `match_margin` (daemon.voices.match; defaults measured in BENCHMARKS.md).
+    match_threshold: float = 0.75
+    match_margin: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -191,6 +202,7 @@ class Config:
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
@@ -247,6 +259,8 @@ _VALUE_RULES: dict[str, Any] = {
     "models.batch_size_s": lambda v: None if v >= 1 else "must be >= 1",
     "output.formats": lambda v: _check_formats(v),
     "audio.channels": lambda v: _check_channels(v),
+    "speakers.match_threshold": lambda v: None if -1.0 <= v <= 1.0 else "must be from -1 to 1 (a cosine similarity)",
+    "speakers.match_margin": lambda v: None if 0.0 <= v <= 2.0 else "must be from 0 to 2",
     "watch.settle_seconds": lambda v: None if v >= 0 else "must be >= 0",
     "watch.rescan_seconds": lambda v: None if v > 0 else "must be > 0",
     "watch.incomplete_wait_seconds": lambda v: None if v >= 0 else "must be >= 0",
@@ -523,12 +537,12 @@ def _check_folders(config: Config) -> None:
     """The inbox is a drop zone only: a folder we write into must never lie inside it,
     or our own outputs would loop back in as new jobs."""
     inbox = config.paths.inbox
-    for name in ("outbox", "archive", "failed", "spool", "state"):
+    for name in ("outbox", "archive", "failed", "spool", "state", "voices"):
         path: Path = getattr(config.paths, name)
         if path == inbox or inbox in path.parents:
             raise ConfigError(f"paths.{name}: {path} lies inside paths.inbox ({inbox}); "
                               "spkd writes there, so it must be outside the inbox")
-        if name != "state" and path in inbox.parents:
+        if name not in ("state", "voices") and path in inbox.parents:
             raise ConfigError(f"paths.inbox: {inbox} lies inside paths.{name} ({path})")
 
 

@@ -42,11 +42,29 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from loguru import logger
 
-from daemon.errors import AudioError, DeviceError, FfmpegMissingError, NotAudioError, OutOfMemoryError, is_out_of_memory
+from daemon.errors import (
+    AudioError,
+    DeviceError,
+    EnrolmentError,
+    FfmpegMissingError,
+    NotAudioError,
+    OutOfMemoryError,
+    is_out_of_memory,
+)
 from daemon.models import ModelDirs, configured_model_dirs, import_funasr, read_model_meta, require_model_dirs
 from daemon.options import check_speakers, hotword_words
 from daemon.progress import ProgressCallback
-from daemon.transcript import EngineInfo, ModelInfo, Segment, Timing, Transcript, describe_source, number_speakers
+from daemon.transcript import (
+    EngineInfo,
+    ModelInfo,
+    Segment,
+    Timing,
+    Transcript,
+    VoicePrint,
+    describe_source,
+    number_speakers,
+    raw_speaker_numbers,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -344,6 +362,10 @@ class StageReporter:
         wrapper.__wrapped__ = inference  # type: ignore[attr-defined]
         return wrapper
 
+    def speech_seconds(self) -> float:
+        """The VAD's speech in the current `job()` so far, in seconds."""
+        return getattr(self._local, "speech_ms", 0.0) / 1000.0
+
     def _asr_fraction(self) -> float | None:
         total = getattr(self._local, "speech_ms", 0.0)
         return min(1.0, self._local.done_ms / total) if total > 0 else None
@@ -387,6 +409,22 @@ def _samples(data_in: Any) -> int:
         except (TypeError, IndexError):
             continue
     return count
+
+
+def _speaker_centroids(results: Sequence[dict[str, Any]] | None,
+                       numbers: Mapping[int, int]) -> dict[int, tuple[float, ...]]:
+    """Each speaker's centroid from FunASR's `spk_embedding_center` (one row per raw
+    speaker id of the one input), keyed by our speaker number (`numbers`: raw id ->
+    number, daemon.transcript.raw_speaker_numbers)."""
+    centers = next((r.get("spk_embedding_center") for r in results or []
+                    if r.get("spk_embedding_center") is not None), None)
+    if centers is None:
+        return {}
+    out: dict[int, tuple[float, ...]] = {}
+    for raw, number in numbers.items():
+        if 0 <= raw < len(centers):
+            out[number] = tuple(round(float(x), 6) for x in centers[raw])
+    return out
 
 
 def _funasr_path(path: Path) -> str:
@@ -555,7 +593,11 @@ class Engine:
             # with "http", reads one naming an existing .txt file, and silently drops
             # one that ends in ".txt"; it strips and splits the string itself.
             cfg["hotword"] = " " + " ".join(words) + " "
-        if not self.has_speakers:
+        if self.has_speakers:
+            # FunASR keeps each cluster's mean embedding (`spk_embedding_center`, indexed
+            # like the `spk` ids): the speaker's centroid, for the voice library.
+            cfg["return_spk_center"] = True
+        else:
             cfg["sentence_timestamp"] = True  # sentence_info without a speaker model
 
         if progress is not None:
@@ -582,12 +624,37 @@ class Engine:
         for result in results or []:
             rows.extend(rows_from_result(result, duration, self.has_speakers, timeline))
         segments = number_speakers(rows)
+        centroids = _speaker_centroids(results, raw_speaker_numbers(rows)) if self.has_speakers else {}
         elapsed = time.monotonic() - started
         logger.debug(
             "{}: {:.1f} s audio, {} segments, {} speakers, {:.2f} s",
             audio_path.name, duration, len(segments), len({s.speaker for s in segments}), elapsed,
         )
-        return self._transcript(segments, duration, audio_path, source_name, elapsed)
+        return self._transcript(segments, duration, audio_path, source_name, elapsed).replace(
+            speaker_centroids=centroids)
+
+    def embed_voice(self, audio_path: Path, *, source_name: str | None = None) -> VoicePrint:
+        """The voice of a recording of one person: FunASR's own pipeline with the speaker
+        count fixed at one, so the one cluster's centroid is the mean CAM++ embedding of
+        all its speech windows (what a transcription keeps per speaker, so the two
+        compare). Raises EnrolmentError without a speaker model or without speech."""
+        name = source_name or Path(audio_path).name
+        if not self.has_speakers:
+            raise EnrolmentError(f"{name}: no speaker model is configured (models.spk is null): voices need one")
+        samples = decode_audio(Path(audio_path))
+        cfg = {"batch_size_s": max(1, int(self.batch_size_s)), "preset_spk_num": 1, "return_spk_center": True}
+        reporting = (self.stage_reporter.job(lambda _stage, _fraction: None) if self.stage_reporter is not None
+                     else contextlib.nullcontext())
+        with reporting:
+            results = self.generate(samples, cfg)
+            speech = self.stage_reporter.speech_seconds() if self.stage_reporter is not None else 0.0
+        centers = [r.get("spk_embedding_center") for r in results or [] if r.get("spk_embedding_center") is not None]
+        if not centers or len(centers[0]) == 0:
+            raise EnrolmentError(f"{name}: no speech found to take a voice from")
+        model = next((m for m in self.models if m.role == "spk"), None)
+        return VoicePrint(embedding=tuple(float(x) for x in centers[0][0]), speech_seconds=round(speech, 3),
+                          audio_seconds=round(samples.size / SAMPLE_RATE, 3),
+                          model_name=model.name if model else "", model_revision=model.revision if model else None)
 
     def _transcript(self, segments: tuple[Segment, ...], duration: float, audio_path: Path,
                     source_name: str | None, elapsed: float, names: dict[int, str] | None = None) -> Transcript:
@@ -705,6 +772,8 @@ class Transcriber(Protocol):
     def transcribe(self, audio_path: Path, *, speakers: int | None = None, hotwords: Sequence[str] = (),
                    source_name: str | None = None, progress: ProgressCallback | None = None,
                    channels: str | Sequence[str] = "mix") -> Transcript: ...
+
+    def embed_voice(self, audio_path: Path, *, source_name: str | None = None) -> VoicePrint: ...
 
     def release(self) -> None: ...
 

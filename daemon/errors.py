@@ -16,6 +16,8 @@ database's vocabulary and never change.
     ├── FetchError                 models_fetch    permanent  downloading the real models failed
     ├── SearchQueryError           bad_query       permanent  `spkd search`: nothing left to search for
     ├── DatabaseExtensionError     database_extension permanent  PostgreSQL lacks pg_trgm and may not create it
+    ├── VoiceError                 voice           permanent  a voice-library or rename request refused (unknown name, bad name)
+    │   └── EnrolmentError         enrolment                  a recording cannot be enrolled (too little speech, no speaker model)
     ├── AudioError                 bad_audio       permanent  the file cannot be decoded into audio
     │   ├── NotAudioError          not_audio                  no audio stream (a photo, a text file)
     │   ├── TooShortError          too_short                  less audio than anything useful needs
@@ -69,6 +71,8 @@ __all__ = [
     "UnexpectedError",
     "UnreadableError",
     "UnusableDatabaseError",
+    "VoiceError",
+    "EnrolmentError",
     "WorkerLostError",
     "as_spkd_error",
     "is_disk_full",
@@ -155,6 +159,20 @@ class DatabaseExtensionError(SpkdError):
 
     kind = "database_extension"
     permanent = True
+
+
+class VoiceError(SpkdError):
+    """The voice library or a rename refuses a request: an unknown voice or speaker, a
+    name that cannot be a voice's (daemon.voices.check_name)."""
+
+    kind = "voice"
+    permanent = True
+
+
+class EnrolmentError(VoiceError):
+    """A recording cannot give a voice: too little speech in it, or no speaker model."""
+
+    kind = "enrolment"
 
 
 class AudioError(SpkdError):

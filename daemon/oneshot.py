@@ -29,7 +29,8 @@ from daemon import files, options, outputs, writers
 from daemon.config import Config, device_problem
 from daemon.errors import AudioError, DeviceError, OptionsError, SpkdError, as_spkd_error
 
-__all__ = ["FileResult", "check_options", "choose_device", "output_stems", "parse_list", "transcribe_files"]
+__all__ = ["FileResult", "check_options", "choose_device", "load_engine", "output_stems", "parse_list",
+           "transcribe_files"]
 
 
 @dataclass
@@ -166,7 +167,7 @@ def _setup_logging(stream: IO[str], bars: bool) -> None:
                format="{level}: {message}")
 
 
-def _load_engine(config: Config, device: str | None, say: Any) -> Any:
+def load_engine(config: Config, device: str | None, say: Any) -> Any:
     """Load the engine on the chosen device; a device that cannot load falls back to the CPU
     (when workers.fallback is on), as a worker slot would."""
     from daemon.engine import load_configured
@@ -239,7 +240,7 @@ def transcribe_files(
 
     engine = None
     if any(r.ok for r in results):
-        engine = _load_engine(config, device, say)
+        engine = load_engine(config, device, say)
 
     for i, (r, (directory, stem)) in enumerate(zip(results, targets), start=1):
         label = f"[{i}/{len(paths)}] {r.path.name}"

@@ -1,7 +1,7 @@
 """Per-file options from a sidecar `<file>.spkd.json` dropped beside the audio.
 
     {"speakers": 2, "hotwords": ["魔搭", "FunASR"], "formats": ["srt", "json"], "priority": 5,
-     "channels": ["客服", "客户"]}
+     "channels": ["客服", "客户"], "expected_speakers": ["王总", "李雷"]}
 
 Validated strictly (a typo must not silently transcribe with the wrong settings):
 an unknown key or a bad value fails the job with a message naming the key.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -19,10 +20,12 @@ from daemon import files
 from daemon.errors import OptionsError, SpkdError
 
 __all__ = ["CHANNEL_MODES", "KEYS", "MAX_CHANNEL_NAME", "MAX_HOTWORDS", "MAX_SIDECAR_BYTES", "MAX_SPEAKERS",
-           "check_channels", "check_speakers", "dedup_key", "hotword_words", "parse", "read_sidecar",
-           "splits_channels", "validate", "validate_channels"]
+           "MAX_VOICE_NAME", "check_channels", "check_speakers", "dedup_key", "hotword_words", "normal_voice_name",
+           "parse", "read_sidecar", "splits_channels", "validate", "validate_channels", "voice_name_problem"]
 
-KEYS = ("speakers", "hotwords", "formats", "priority", "channels")
+KEYS = ("speakers", "hotwords", "formats", "priority", "channels", "expected_speakers")
+# A voice's name is also its folder under paths.voices (daemon.voices).
+MAX_VOICE_NAME = 64
 # FunASR 1.4's ClusterBackend clusters a recording's speaker windows (1.5 s, one every
 # 0.75 s of speech) only when there are at least 20 of them (fewer are all one speaker),
 # and spectral clustering's k-means cannot make more clusters than it has windows. So 20
@@ -94,12 +97,46 @@ def validate(raw: Any, *, source: str = "sidecar") -> dict[str, Any]:
         out["formats"] = list(dict.fromkeys(formats))
     if raw.get("channels") is not None:
         out["channels"] = validate_channels(raw["channels"], source=source)
+    if raw.get("expected_speakers") is not None:
+        expected = raw["expected_speakers"]
+        if not isinstance(expected, list) or not expected:
+            raise OptionsError(f"{source}: expected_speakers: expected a non-empty list of voice names")
+        for name in expected:
+            problem = voice_name_problem(name)
+            if problem:
+                raise OptionsError(f"{source}: expected_speakers: {problem}")
+        out["expected_speakers"] = list(dict.fromkeys(normal_voice_name(n) for n in expected))
     if raw.get("priority") is not None:
         p = raw["priority"]
         if not isinstance(p, int) or isinstance(p, bool) or not -1000 <= p <= 1000:
             raise OptionsError(f"{source}: priority: expected an integer from -1000 to 1000, got {p!r}")
         out["priority"] = p
     return out
+
+
+def normal_voice_name(name: str) -> str:
+    """A voice's name as the library keeps it: NFC, runs of blanks as one space."""
+    return " ".join(unicodedata.normalize("NFC", name).split())
+
+
+def voice_name_problem(name: Any) -> str | None:
+    """Why `name` cannot be a voice's name, or None. It is also a folder under
+    paths.voices, so: no `/` or `\\`, no control characters, not starting with `.`, at
+    most MAX_VOICE_NAME characters; and not `SpeakerN`, which reads as an unnamed speaker."""
+    if not isinstance(name, str):
+        return f"a voice's name must be text, got {name!r}"
+    cleaned = normal_voice_name(name)
+    if not cleaned:
+        return "a voice's name must not be empty"
+    if len(cleaned) > MAX_VOICE_NAME:
+        return f"{cleaned[:20]}…: a voice's name has at most {MAX_VOICE_NAME} characters"
+    if any(ch in "/\\" or unicodedata.category(ch)[0] == "C" for ch in cleaned):
+        return f"{cleaned!r}: a voice's name may not contain '/', '\\' or control characters"
+    if cleaned.startswith("."):
+        return f"{cleaned!r}: a voice's name may not start with '.'"
+    if cleaned.lower().startswith("speaker") and cleaned[7:].isdigit():
+        return f"{cleaned!r}: SpeakerN is how unnamed speakers are shown; choose a person's name"
+    return None
 
 
 def check_speakers(value: Any, *, source: str) -> int:

@@ -11,8 +11,8 @@ from daemon import files, writers
 from daemon.config import Config
 from daemon.transcript import Transcript
 
-__all__ = ["EXTENSION_MAX_BYTES", "formats_for", "load_transcript", "publish", "reused_transcript", "save_transcript",
-           "transcript_path"]
+__all__ = ["EXTENSION_MAX_BYTES", "formats_for", "formats_written", "load_transcript", "publish", "reused_transcript",
+           "save_transcript", "transcript_path"]
 
 # The longest extension a format adds to an output stem (`.sentences.txt`): a stem
 # leaves this much of the file system's name limit free (daemon.files.numbered).
@@ -24,7 +24,10 @@ def transcript_path(config: Config, job_id: int) -> Path:
 
 
 def save_transcript(config: Config, job_id: int, transcript: Transcript) -> None:
-    files.atomic_write(transcript_path(config, job_id), writers.render("json", transcript))
+    """The job's own copy of its transcript, with the speakers' centroids (for naming later)."""
+    from daemon.writers.json_format import render_json
+
+    files.atomic_write(transcript_path(config, job_id), render_json(transcript, centroids=True))
 
 
 def load_transcript(config: Config, job_id: int) -> Transcript | None:
@@ -48,6 +51,12 @@ def reused_transcript(config: Config, twin_id: int | None, *, audio_path: Path, 
 def formats_for(config: Config, options: Mapping[str, Any]) -> Sequence[str]:
     """A job's output formats: its sidecar's `formats`, else the config's."""
     return options.get("formats") or config.output.formats
+
+
+def formats_written(row: Mapping[str, Any]) -> list[str]:
+    """The formats among a job's recorded outputs (`jobs.outputs`), in writers.FORMATS order."""
+    recorded = set(row.get("outputs") or ())
+    return [fmt for fmt in writers.FORMATS if row["output_stem"] + writers.extension(fmt) in recorded]
 
 
 def publish(config: Config, *, output_stem: str, transcript: Transcript, formats: Sequence[str]) -> list[str]:

@@ -24,13 +24,17 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["FINISHED_STATES", "JOB_STATES", "job_events", "jobs", "metadata", "workers"]
+__all__ = ["FINISHED_STATES", "JOB_TASKS", "JOB_STATES", "SAMPLE_ORIGINS", "job_events", "jobs", "metadata",
+           "segments", "voice_samples", "voices", "workers"]
 
 metadata = MetaData()
 
 # The only states a job can be in (a CHECK constraint, migration 0004); the last three are final.
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED_STATES = ("done", "failed", "cancelled")
+# What a job does, `jobs.task` (a CHECK constraint, migration 0008): transcribe a recording, or enrol
+# a voice from a file dropped into paths.voices/<Name>/.
+JOB_TASKS = ("transcribe", "enrol")
 
 jobs = Table(
     "jobs",
@@ -76,11 +80,13 @@ jobs = Table(
     Column("progress_at", DateTime),
     # The source's path under paths.archive once archived (relative, POSIX).
     Column("archive_name", Text),
+    Column("task", String(16), nullable=False, default="transcribe", server_default="transcribe"),
     Index("ix_jobs_claim", "state", "priority", "id"),
     Index("ix_jobs_dedup_key", "dedup_key", "state"),
     Index("ix_jobs_sha256", "sha256"),
     Index("ix_jobs_spool_path", "spool_path"),
     CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in JOB_STATES) + ")", name="ck_jobs_state"),
+    CheckConstraint("task IN (" + ", ".join(f"'{k}'" for k in JOB_TASKS) + ")", name="ck_jobs_task"),
     Index("ix_jobs_created_at", "created_at"),
 )
 
@@ -143,4 +149,40 @@ segments = Table(
     # phrase of the key matches this one speaker only (daemon.search.speaker_key).
     Column("speaker_key", Text, nullable=False),
     Index("ix_segments_job_id", "job_id", "idx"),
+)
+
+# The voice library (migration 0008): one row per person, one sample per enrolment.
+SAMPLE_ORIGINS = ("cli", "folder", "rename", "web")
+
+voices = Table(
+    "voices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("name", name="uq_voices_name"),
+)
+
+voice_samples = Table(
+    "voice_samples",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("voice_id", Integer, ForeignKey("voices.id"), nullable=False),
+    # The CAM++ centroid over one recording's speech, as a JSON list of floats.
+    Column("embedding", JSON, nullable=False),
+    # The model that made it: only embeddings of the same (name, revision, dimension) compare.
+    Column("model_name", Text, nullable=False),
+    Column("model_revision", Text),
+    Column("dimension", Integer, nullable=False),
+    Column("sha256", String(64)),
+    Column("speech_seconds", Float, nullable=False),
+    Column("origin", String(16), nullable=False),
+    # The recording: for a folder sample its path under paths.voices (POSIX), else the file given.
+    Column("source", Text),
+    Column("job_id", Integer),
+    Column("created_at", DateTime, nullable=False),
+    CheckConstraint("origin IN (" + ", ".join(f"'{o}'" for o in SAMPLE_ORIGINS) + ")", name="ck_voice_samples_origin"),
+    CheckConstraint("dimension > 0", name="ck_voice_samples_dimension"),
+    Index("ix_voice_samples_voice", "voice_id"),
+    Index("ix_voice_samples_source", "origin", "source"),
 )

@@ -190,7 +190,7 @@ def program_arguments(config: Config) -> tuple[list[str], dict[str, str]]:
 def writable_paths(config: Config) -> list[Path]:
     """What the daemon writes: every configured folder, the SQLite file's folder, the models."""
     p = config.paths
-    found = [p.inbox, p.outbox, p.archive, p.failed, p.spool, p.state]
+    found = [p.inbox, p.outbox, p.archive, p.failed, p.spool, p.state, p.voices]
     db_file = _sqlite_file(config.database_url)
     if db_file is not None:
         found.append(db_file.parent)

@@ -42,7 +42,17 @@ from sqlalchemy import (
 
 from daemon.db import make_engine
 from daemon.errors import LeaseExpiredError, WorkerLostError
-from daemon.schema import FINISHED_STATES, JOB_STATES, SEGMENT_ID_STRIDE, job_events, jobs, segments, workers
+from daemon.schema import (
+    FINISHED_STATES,
+    JOB_STATES,
+    SEGMENT_ID_STRIDE,
+    job_events,
+    jobs,
+    segments,
+    voice_samples,
+    voices,
+    workers,
+)
 from daemon.search import LIKE_ESCAPE, SearchQuery, fold, fts5_string
 from daemon.search import speaker_key as key_of_speaker
 from daemon.transcript import Transcript
@@ -50,7 +60,8 @@ from daemon.transcript import Transcript
 if TYPE_CHECKING:
     from daemon.progress import Progress
 
-__all__ = ["DeviceFigures", "Job", "JobFilter", "MetricFigures", "Outcome", "Store", "hostname", "utcnow"]
+__all__ = ["DeviceFigures", "Job", "JobFilter", "MetricFigures", "Outcome", "SampleRow", "Store", "VoiceSummary",
+           "hostname", "utcnow"]
 
 # A job that leaves `running` keeps no stage, fraction or estimate.
 _NO_PROGRESS: dict[str, Any] = {"stage": None, "progress": None, "eta_seconds": None, "progress_at": None}
@@ -96,6 +107,7 @@ class Job:
     dedup_key: str | None = None
     started_at: dt.datetime | None = None
     lease_expires_at: dt.datetime | None = None
+    task: str = "transcribe"  # or "enrol" (daemon.schema.JOB_TASKS)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Job":
@@ -145,6 +157,36 @@ class Outcome:
     state: str  # "queued" or "failed"
 
 
+@dataclass(frozen=True)
+class SampleRow:
+    """One enrolled embedding of a voice (daemon.voices compares only those of its model)."""
+
+    id: int
+    voice_id: int
+    name: str
+    embedding: tuple[float, ...]
+    model_name: str
+    model_revision: str | None
+    dimension: int
+    sha256: str | None
+    speech_seconds: float
+    origin: str
+    source: str | None
+    job_id: int | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class VoiceSummary:
+    id: int
+    name: str
+    created_at: dt.datetime
+    samples: int
+    speech_seconds: float
+    models: tuple[str, ...]  # "name@revision/dimension" of its samples
+    origins: tuple[str, ...]
+
+
 class Store:
     def __init__(self, url: str, *, host: str | None = None) -> None:
         self.url = url
@@ -182,15 +224,16 @@ class Store:
 
     def enqueue(self, *, source_name: str, spool_path: str, output_stem: str, sha256: str | None,
                 size_bytes: int | None, options: Mapping[str, Any] | None = None, priority: int = 0,
-                max_attempts: int = 3, audio_seconds: float | None = None, dedup_key: str | None = None) -> int:
+                max_attempts: int = 3, audio_seconds: float | None = None, dedup_key: str | None = None,
+                task: str = "transcribe") -> int:
         now = utcnow()
         with self.engine.begin() as conn:
             job_id = self._insert_job(conn, now, source_name=source_name, spool_path=spool_path,
                                       output_stem=output_stem, sha256=sha256, size_bytes=size_bytes, options=options,
                                       state="queued", max_attempts=max_attempts, priority=priority,
-                                      audio_seconds=audio_seconds, dedup_key=dedup_key)
+                                      audio_seconds=audio_seconds, dedup_key=dedup_key, task=task)
             self._event(conn, job_id, "queued", now, source=source_name, sha256=sha256, size_bytes=size_bytes,
-                        host=self.host)
+                        host=self.host, task=None if task == "transcribe" else task)
         return job_id
 
     def add_reused(self, *, source_name: str, spool_path: str, output_stem: str, sha256: str | None,
@@ -827,3 +870,145 @@ class Store:
             with self._read() as conn:
                 self._trigram_cjk = bool(conn.execute(text("SELECT cardinality(show_trgm('中文字')) > 0")).scalar())
         return self._trigram_cjk
+
+    # --- the voice library (daemon/voices.py) ----------------------------------------------
+
+    def add_voice_sample(self, name: str, sample: Mapping[str, Any]) -> tuple[int, int]:
+        """Add one embedding to voice `name` (made if new); returns (voice id, sample id).
+        `sample`: embedding, model_name, model_revision, sha256, speech_seconds, origin,
+        source, job_id."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            voice_id = _voice_id(conn, name, now)
+            sample_id = int(conn.execute(insert(voice_samples).values(**_sample_values(voice_id, now, sample))
+                                         .returning(voice_samples.c.id)).scalar_one())
+        return voice_id, sample_id
+
+    def complete_enrolment(self, job_id: int, *, pid: int, name: str, sample: Mapping[str, Any],
+                           processing_seconds: float, device: str) -> bool:
+        """Mark a held enrolment job done and add its sample, in one transaction: a crash
+        between the two can neither lose the sample nor enrol the file twice."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(update(jobs).where(self._held(job_id, pid)).values(
+                state="done", finished_at=now, processing_seconds=processing_seconds,
+                audio_seconds=float(sample.get("audio_seconds") or 0.0) or None, speakers=1, outputs=[],
+                device=device, lease_expires_at=None, error_kind=None, error_message=None, **_NO_PROGRESS))
+            if result.rowcount != 1:
+                return False
+            voice_id = _voice_id(conn, name, now)
+            sample_id = int(conn.execute(insert(voice_samples).values(**_sample_values(voice_id, now, sample))
+                                         .returning(voice_samples.c.id)).scalar_one())
+            self._event(conn, job_id, "done", now, device=device, voice=name, voice_id=voice_id, sample_id=sample_id,
+                        speech_seconds=round(float(sample["speech_seconds"]), 3),
+                        processing_seconds=round(processing_seconds, 3))
+        return True
+
+    def voice_samples_of(self, *, names: Sequence[str] | None = None) -> list[SampleRow]:
+        """Every enrolled sample (of the voices `names` only, when given), oldest first."""
+        query = (select(voice_samples, voices.c.name).join(voices, voices.c.id == voice_samples.c.voice_id)
+                 .order_by(voice_samples.c.id))
+        if names is not None:
+            query = query.where(voices.c.name.in_(list(names)))
+        with self._read() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [SampleRow(id=r["id"], voice_id=r["voice_id"], name=r["name"],
+                          embedding=tuple(float(x) for x in r["embedding"]), model_name=r["model_name"],
+                          model_revision=r["model_revision"], dimension=r["dimension"], sha256=r["sha256"],
+                          speech_seconds=r["speech_seconds"], origin=r["origin"], source=r["source"],
+                          job_id=r["job_id"], created_at=r["created_at"]) for r in rows]
+
+    def voice_summaries(self) -> list[VoiceSummary]:
+        by_voice: dict[int, list[SampleRow]] = {}
+        for sample in self.voice_samples_of():
+            by_voice.setdefault(sample.voice_id, []).append(sample)
+        with self._read() as conn:
+            rows = conn.execute(select(voices).order_by(voices.c.name)).mappings().all()
+        out = []
+        for r in rows:
+            samples = by_voice.get(r["id"], [])
+            models = tuple(dict.fromkeys(f"{s.model_name}@{s.model_revision or '-'}/{s.dimension}" for s in samples))
+            out.append(VoiceSummary(id=r["id"], name=r["name"], created_at=r["created_at"], samples=len(samples),
+                                    speech_seconds=round(sum(s.speech_seconds for s in samples), 3), models=models,
+                                    origins=tuple(dict.fromkeys(s.origin for s in samples))))
+        return out
+
+    def remove_voice(self, name: str) -> int:
+        """Remove voice `name` with all its samples; returns how many samples went (0: no such voice)."""
+        with self.engine.begin() as conn:
+            voice_id = conn.execute(select(voices.c.id).where(voices.c.name == name)).scalar()
+            if voice_id is None:
+                return 0
+            count = conn.execute(delete(voice_samples).where(voice_samples.c.voice_id == voice_id)).rowcount
+            conn.execute(delete(voices).where(voices.c.id == voice_id))
+        return int(count)
+
+    def remove_voice_samples(self, sample_ids: Sequence[int]) -> list[str]:
+        """Remove these samples; voices left without one go too (their names are returned)."""
+        if not sample_ids:
+            return []
+        with self.engine.begin() as conn:
+            conn.execute(delete(voice_samples).where(voice_samples.c.id.in_(list(sample_ids))))
+            return _drop_empty_voices(conn)
+
+    def enrol_jobs(self, *, states: Sequence[str] | None = None) -> list[Job]:
+        """Enrolment jobs (of the given states), oldest first."""
+        query = select(*jobs.c).where(jobs.c.task == "enrol").order_by(jobs.c.id)
+        if states is not None:
+            query = query.where(jobs.c.state.in_(list(states)))
+        with self._read() as conn:
+            return [Job.from_row(r) for r in conn.execute(query).mappings()]
+
+    def record_speakers(self, job_id: int, transcript: Transcript, *, kind: str, **detail: Any) -> bool:
+        """A done job's speakers changed (renamed, matched again): its segments become the
+        new transcript's and a `kind` event says what changed, in one transaction. False when
+        there is no done job `job_id`."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if conn.execute(select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.state == "done")).first() is None:
+                return False
+            self._write_segments(conn, job_id, transcript)
+            self._event(conn, job_id, kind, now, **detail)
+        return True
+
+    def duplicates_of(self, job_id: int) -> list[int]:
+        """Done jobs that reused job `job_id`'s transcript."""
+        with self._read() as conn:
+            return [int(i) for i in conn.execute(select(jobs.c.id).where(jobs.c.reused_from == job_id,
+                                                                         jobs.c.state == "done")
+                                                 .order_by(jobs.c.id)).scalars()]
+
+    def done_transcriptions(self, *, since: dt.datetime | None = None) -> list[int]:
+        """Done transcription jobs of this host (whose transcripts it stored), finished at or after `since`."""
+        query = select(jobs.c.id).where(jobs.c.state == "done", jobs.c.task == "transcribe",
+                                        or_(jobs.c.host == self.host, jobs.c.host.is_(None))).order_by(jobs.c.id)
+        if since is not None:
+            query = query.where(jobs.c.finished_at >= since)
+        with self._read() as conn:
+            return [int(i) for i in conn.execute(query).scalars()]
+
+
+def _sample_values(name_id: int, now: dt.datetime, sample: Mapping[str, Any]) -> dict[str, Any]:
+    embedding = [float(x) for x in sample["embedding"]]
+    return {"voice_id": name_id, "embedding": embedding, "model_name": sample["model_name"],
+            "model_revision": sample.get("model_revision"), "dimension": len(embedding),
+            "sha256": sample.get("sha256"), "speech_seconds": float(sample["speech_seconds"]),
+            "origin": sample["origin"], "source": sample.get("source"), "job_id": sample.get("job_id"),
+            "created_at": now}
+
+
+def _voice_id(conn: Connection, name: str, now: dt.datetime) -> int:
+    """The id of voice `name`, made if new."""
+    found = conn.execute(select(voices.c.id).where(voices.c.name == name)).scalar()
+    if found is not None:
+        return int(found)
+    return int(conn.execute(insert(voices).values(name=name, created_at=now).returning(voices.c.id)).scalar_one())
+
+
+def _drop_empty_voices(conn: Connection) -> list[str]:
+    """Voices left without a sample go (a voice is its samples); returns their names."""
+    has_sample = exists(select(voice_samples.c.id).where(voice_samples.c.voice_id == voices.c.id))
+    names = list(conn.execute(select(voices.c.name).where(~has_sample)).scalars())
+    if names:
+        conn.execute(delete(voices).where(voices.c.name.in_(names)))
+    return names

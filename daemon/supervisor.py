@@ -26,7 +26,7 @@ from typing import Any
 from loguru import logger
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from daemon import devices, diskguard, notify, retention, search, service, spool
+from daemon import devices, diskguard, notify, retention, search, service, spool, voices
 from daemon.config import Config, load
 from daemon.db import check_usable, display_url, migrate, translate_unusable
 from daemon.errors import ConfigError, ExitCode, SpkdError
@@ -188,7 +188,7 @@ class Supervisor:
         config = self.config
         self._acquire_lock()
         for path in (config.paths.inbox, config.paths.outbox, config.paths.archive, config.paths.failed,
-                     config.paths.spool, config.paths.state):
+                     config.paths.spool, config.paths.state, config.paths.voices):
             path.mkdir(parents=True, exist_ok=True)
         # A corrupt database (or a folder in its place) stops the start with one clear
         # message and exit code 2, before any worker is spawned to crash on it.
@@ -222,6 +222,8 @@ class Supervisor:
         else:
             logger.info("not watching the inbox on this host (daemon.roles has no \"watcher\")")
         self._start_scheduler()
+        if self.watcher is not None:
+            self.scheduler.add_job(self._sync_voices, id="voices-now")  # the folder at once, beside the start
         # Segments of jobs finished before they existed, once, beside the work: after a
         # long history this reads thousands of stored transcripts, and start-up (READY)
         # must not wait for it.
@@ -275,6 +277,7 @@ class Supervisor:
         config = self.config
         scheduler = BackgroundScheduler(daemon=True, job_defaults={"coalesce": True, "max_instances": 1})
         scheduler.add_job(self._rescan, "interval", seconds=config.watch.rescan_seconds, id="rescan")
+        scheduler.add_job(self._sync_voices, "interval", seconds=config.watch.rescan_seconds, id="voices")
         scheduler.add_job(self.reap_leases, "interval", seconds=config.daemon.reap_seconds, id="reap")
         scheduler.add_job(self._checkpoint, "interval", seconds=config.daemon.wal_checkpoint_seconds, id="wal")
         scheduler.add_job(lambda: retention.sweep(self.config, self.store), "interval",
@@ -302,6 +305,17 @@ class Supervisor:
                 self.watcher.log_repeated("rescan-db", "rescan: jobs of spooled files cannot be recorded now ({}); "
                                           "the next rescan tries again",
                                           str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300])
+
+    def _sync_voices(self) -> None:
+        """The library follows paths.voices (daemon.voices.sync_folder): on the rescan's
+        clock, on the watcher's host. A failure is logged and tried at the next rescan."""
+        if self.watcher is None or self.store is None:
+            return
+        try:
+            voices.sync_folder(self.config, self.store)
+        except Exception as exc:  # noqa: BLE001 - one bad look at the folder must not stop the scheduler
+            self.watcher.log_repeated("voices-sync", "voices: looking at {} failed ({}); the next rescan tries "
+                                      "again", self.config.paths.voices, exc)
 
     def _checkpoint(self) -> None:
         if self.store is not None:

@@ -7,13 +7,14 @@ this module's types, so that all output formats agree with each other.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-__all__ = ["SCHEMA", "EngineInfo", "ModelInfo", "Segment", "Source", "Speaker", "Timing", "Transcript", "join_text",
-           "number_speakers", "speaker_label"]
+__all__ = ["SCHEMA", "EngineInfo", "ModelInfo", "Segment", "Source", "Speaker", "SpeakerMatch", "Timing", "Transcript",
+           "VoicePrint", "join_text", "number_speakers", "raw_speaker_numbers", "speaker_label"]
 
 SCHEMA = "spkd.transcript/1"
 
@@ -43,19 +44,40 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class VoicePrint:
+    """One person's voice in one recording (daemon.engine.Engine.embed_voice): the mean
+    speaker embedding of its speech and the model that made it."""
+
+    embedding: tuple[float, ...]
+    speech_seconds: float
+    audio_seconds: float
+    model_name: str
+    model_revision: str | None = None
+
+
+@dataclass(frozen=True)
+class SpeakerMatch:
+    """Where a speaker's name came from: the voice library (`voice`: the voice's id,
+    `score`: the cosine of the speaker's centroid with it), or a person (`renamed`: a
+    rename, which matching again never overrides; `voice` set when it was enrolled)."""
+
+    voice: int | None = None
+    score: float | None = None
+    renamed: bool = False
+
+
+@dataclass(frozen=True)
 class Speaker:
     speaker: int
     talk_seconds: float
     segments: int
-    name: str | None = None  # e.g. a stereo channel's name; None: known only by its label
+    name: str | None = None  # a voice's or a stereo channel's name; None: known by its label
+    display: str = ""  # how every format shows it (Transcript.speaker_display)
+    match: SpeakerMatch | None = None
 
     @property
     def label(self) -> str:
         return speaker_label(self.speaker)
-
-    @property
-    def display(self) -> str:
-        return self.name or self.label
 
 
 @dataclass(frozen=True)
@@ -115,12 +137,33 @@ class Transcript:
     source: Source | None = None
     engine: EngineInfo | None = None
     timing: Timing = field(default_factory=Timing)
-    # speaker number -> name; a speaker without one is shown by its label
+    # speaker number -> name; a speaker without one is shown as `SpeakerN`
     speaker_names: dict[int, str] = field(default_factory=dict)
+    # speaker number -> where its name came from (daemon.voices)
+    speaker_matches: dict[int, SpeakerMatch] = field(default_factory=dict)
+    # speaker number -> the mean CAM++ embedding of its cluster (FunASR's own centroid),
+    # kept in the stored transcript so that naming and renaming need no new transcription
+    speaker_centroids: dict[int, tuple[float, ...]] = field(default_factory=dict)
 
     def speaker_display(self, speaker: int) -> str:
-        """How every format shows a speaker: its name, else `SpeakerN`."""
-        return self.speaker_names.get(speaker) or speaker_label(speaker)
+        """How every format shows a speaker: its name, else `SpeakerN` with the unnamed
+        speakers numbered 1, 2, ... by first appearance among themselves (so that a
+        recording whose Speaker1 was named 王总 shows the other voice as Speaker1)."""
+        return self.speaker_names.get(speaker) or self._unnamed_labels.get(speaker) or speaker_label(speaker)
+
+    @functools.cached_property
+    def _unnamed_labels(self) -> dict[int, str]:
+        if not self.speaker_names:
+            return {}
+        unnamed = sorted({s.speaker for s in self.segments} - {k for k, v in self.speaker_names.items() if v})
+        return {speaker: speaker_label(rank) for rank, speaker in enumerate(unnamed, start=1)}
+
+    @property
+    def speaker_model(self) -> ModelInfo | None:
+        """The speaker model that made the centroids (its name and revision)."""
+        if self.engine is None:
+            return None
+        return next((m for m in self.engine.models if m.role == "spk"), None)
 
     @property
     def text(self) -> str:
@@ -134,7 +177,8 @@ class Transcript:
             talk[seg.speaker] = talk.get(seg.speaker, 0.0) + seg.duration
             count[seg.speaker] = count.get(seg.speaker, 0) + 1
         return tuple(
-            Speaker(speaker=s, talk_seconds=round(talk[s], 3), segments=count[s], name=self.speaker_names.get(s))
+            Speaker(speaker=s, talk_seconds=round(talk[s], 3), segments=count[s], name=self.speaker_names.get(s),
+                    display=self.speaker_display(s), match=self.speaker_matches.get(s))
             for s in sorted(talk)
         )
 
@@ -159,7 +203,7 @@ class Transcript:
         return tuple(merged)
 
     def replace(self, **changes: Any) -> "Transcript":
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **changes)  # a new value: its cached labels start afresh
 
     def for_source(self, path: Path, *, name: str, sha256: str | None) -> "Transcript":
         """This transcript as the one of the audio file at `path`, which the user called
@@ -186,19 +230,25 @@ def _needs_space(left: str, right: str) -> bool:
     return left.isascii() and right.isascii() and not left.isspace()
 
 
-def number_speakers(raw: Sequence[tuple[float, float, int | None, str]]) -> tuple[Segment, ...]:
-    """Turn (start, end, raw speaker id, text) rows into segments whose speakers are
-    numbered 1, 2, ... by first appearance, closing gaps in the raw ids.
-
-    Rows are sorted by start time first; a missing raw id (no speaker model) is speaker 1.
-    """
+def raw_speaker_numbers(raw: Sequence[tuple[float, float, int | None, str]]) -> dict[int, int]:
+    """The speaker number (1, 2, ... by first appearance, gaps in the raw ids closed) of
+    each raw speaker id of (start, end, raw speaker id, text) rows; -1 stands for a
+    missing id (no speaker model)."""
     mapping: dict[int, int] = {}
-    segments: list[Segment] = []
-    for start, end, raw_speaker, text in sorted(raw, key=lambda r: (r[0], r[1])):
+    for _start, _end, raw_speaker, _text in sorted(raw, key=lambda r: (r[0], r[1])):
         key = -1 if raw_speaker is None else int(raw_speaker)
         if key not in mapping:
             mapping[key] = len(mapping) + 1
-        segments.append(
-            Segment(start=round(float(start), 3), end=round(float(end), 3), speaker=mapping[key], text=text.strip())
-        )
-    return tuple(segments)
+    return mapping
+
+
+def number_speakers(raw: Sequence[tuple[float, float, int | None, str]]) -> tuple[Segment, ...]:
+    """Turn (start, end, raw speaker id, text) rows into segments whose speakers are
+    numbered by raw_speaker_numbers. Rows are sorted by start time first; a missing raw
+    id (no speaker model) is speaker 1."""
+    mapping = raw_speaker_numbers(raw)
+    return tuple(
+        Segment(start=round(float(start), 3), end=round(float(end), 3),
+                speaker=mapping[-1 if raw_speaker is None else int(raw_speaker)], text=text.strip())
+        for start, end, raw_speaker, text in sorted(raw, key=lambda r: (r[0], r[1]))
+    )

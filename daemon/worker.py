@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 from loguru import logger
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from daemon import diskguard, outputs, spool
+from daemon import diskguard, outputs, spool, voices
 from daemon.config import Config
 from daemon.errors import ExitCode, OutOfMemoryError, UnexpectedError, as_spkd_error
 from daemon.logs import Throttle
@@ -274,8 +274,11 @@ class Worker:
         assert self.engine is not None
         self._stored("reporting busy", lambda: self.store.worker_update(self.spec.slot, state="busy",
                                                                         current_job_id=job.id))
-        logger.info("job {} started: {} on {} (slot {}, attempt {}/{})", job.id, job.source_name, self.spec.device,
-                    self.spec.slot, job.attempts, job.max_attempts)
+        logger.info("job {} started: {} {} on {} (slot {}, attempt {}/{})", job.id, job.task, job.source_name,
+                    self.spec.device, self.spec.slot, job.attempts, job.max_attempts)
+        if job.task == "enrol":
+            self.enrol(job)
+            return
         started = time.monotonic()
         twin = self.store.done_twin(job.dedup_key)
         reused = outputs.reused_transcript(self.config, twin.id if twin is not None else None,
@@ -288,6 +291,7 @@ class Worker:
                 transcript = reused if reused is not None else self._transcribe(job, beat.report)
                 if beat.lost.is_set():
                     return
+                transcript = self._named(job, transcript)
                 beat.report("writing", None)
                 outputs.save_transcript(self.config, job.id, transcript)
                 written = outputs.publish(self.config, output_stem=job.output_stem, transcript=transcript,
@@ -324,6 +328,58 @@ class Worker:
         logger.info("job {} done: {} on {} in {:.1f} s ({:.1f} s of audio, rtf {:.3f}, {} speakers, {} segments)",
                     job.id, job.source_name, self.spec.device, elapsed, transcript.audio_seconds, rtf,
                     len(transcript.speakers), len(transcript.segments))
+
+    def _named(self, job: Job, transcript: Transcript) -> Transcript:
+        """The speakers named after the voice library as it is now (daemon.voices), the
+        job's `expected_speakers` the only candidates when it lists them."""
+        if not transcript.speaker_centroids:
+            return transcript
+        samples = self.store.voice_samples_of(names=job.options.get("expected_speakers"))
+        if not samples:
+            return transcript
+        named = voices.name_speakers(transcript, samples, threshold=self.config.speakers.match_threshold,
+                                     margin=self.config.speakers.match_margin,
+                                     expected=job.options.get("expected_speakers"))
+        if named.speaker_names:
+            logger.info("job {}: speakers named {}", job.id, ", ".join(
+                f"{s.label}={s.name} ({s.match.score:.2f})" if s.match and s.match.score is not None
+                else f"{s.label}={s.name}" for s in named.speakers if s.name))
+        return named
+
+    def enrol(self, job: Job) -> None:
+        """An enrolment job (a file in paths.voices/<Name>/, daemon.voices.sync_folder):
+        its voice becomes a sample of that name, recorded with the job's `done` in one
+        transaction; its spool copy is archived like any job's source."""
+        assert self.engine is not None
+        started = time.monotonic()
+        name = str(job.options.get("voice") or "")
+        with Heartbeat(self.store, job, pid=self.pid, lease_seconds=self.config.jobs.lease_seconds,
+                        every_seconds=self.config.jobs.heartbeat_seconds) as beat:
+            try:
+                voices.check_name(name)
+                voice = self.engine.embed_voice(Path(job.spool_path), source_name=job.source_name)
+                voices.enrol_print(voice, source=job.source_name)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
+                self._failed(job, exc, time.monotonic() - started)
+                return
+            finally:
+                self.engine.release()
+        if beat.lost.is_set():
+            return
+        elapsed = time.monotonic() - started
+        sample = voices.sample_of(voice, origin="folder", source=voices.folder_source(job.source_name),
+                                  sha256=job.sha256, job_id=job.id)
+        done = self._stored(f"recording job {job.id} done", lambda: self.store.complete_enrolment(
+            job.id, pid=self.pid, name=name, sample=sample, processing_seconds=elapsed, device=self.spec.device))
+        if not done:
+            logger.warning("job {}: enrolment not recorded (stopping, or its lease was taken back)", job.id)
+            return
+        spool.archive_job(self.config, self.store, job.id, spool_path=Path(job.spool_path),
+                          source_name=job.source_name,
+                          write=lambda call: self._stored(f"recording where job {job.id}'s source went", call))
+        self._stored("counting the job", lambda: self.store.worker_job_done(self.spec.slot, rss_mb=rss_mb()))
+        logger.info("job {} done: enrolled {} as voice {} on {} in {:.1f} s ({:.1f} s of speech)", job.id,
+                    job.source_name, name, self.spec.device, elapsed, voice.speech_seconds)
 
     def _check_duration(self, job: Job, transcript: Transcript) -> None:
         """A recording that decodes far shorter than its container said when it was

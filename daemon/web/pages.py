@@ -55,15 +55,9 @@ def archived_source(config: "Config", row: Mapping[str, Any]) -> Path | None:
     return None
 
 
-def output_formats(row: Mapping[str, Any]) -> list[str]:
-    """The formats among the job's recorded outputs, in writers.FORMATS order."""
-    recorded = set(row.get("outputs") or ())
-    return [fmt for fmt in writers.FORMATS if row["output_stem"] + writers.extension(fmt) in recorded]
-
-
 def output_file(config: "Config", row: Mapping[str, Any], fmt: str) -> Path | None:
     """The job's output file of format `fmt`, from its row's outputs list, in the outbox."""
-    if fmt not in output_formats(row):
+    if fmt not in outputs.formats_written(row):
         return None
     return files.regular_file_inside(config.paths.outbox, row["output_stem"] + writers.extension(fmt))
 
@@ -127,7 +121,7 @@ def job_view(config: "Config", store: "Store", job_id: int) -> JobView | None:
     transcript = outputs.load_transcript(config, job_id) if row["state"] == "done" else None
     source = archived_source(config, row)
     suffix = Path(row["source_name"]).suffix.lower().lstrip(".")
-    view = JobView(row=row, events=events, transcript=transcript, formats=tuple(output_formats(row)),
+    view = JobView(row=row, events=events, transcript=transcript, formats=tuple(outputs.formats_written(row)),
                    has_audio=source is not None, audio_type=AUDIO_TYPES.get(suffix, "application/octet-stream"))
     if transcript is None:
         return view

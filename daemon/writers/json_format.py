@@ -8,8 +8,9 @@
       "engine": {"funasr_version": "1.3.1", "device": "cuda:0",
                  "models": [{"role": "asr", "name": "…", "revision": "v2.0.4"}, …]} | null,
       "timing": {"load_seconds": 12.1, "transcribe_seconds": 40.2, "rtf": 0.010796},
-      "speakers": [{"id": 1, "label": "Speaker1", "name": "客服" | null, "talk_seconds": 1800.25,
-                    "segments": 120}, …],
+      "speakers": [{"id": 1, "label": "Speaker1", "name": "王总" | null, "display": "王总",
+                    "voice": 3 | null, "score": 0.8123 | null, "renamed": false,
+                    "talk_seconds": 1800.25, "segments": 120}, …],
       "text": "all sentences joined",
       "segments": [{"start": 3.48, "end": 5.08, "speaker": 1, "speaker_label": "Speaker1",
                     "speaker_name": "客服", "text": "…"}, …]
@@ -17,12 +18,17 @@
 
 Seconds are rounded to milliseconds; anything unknown is null. `source.modified_at`
 is the audio file's modification time (ISO 8601 with its UTC offset), the date that
-the md and docx files show. A speaker's `label` is stable; `name` is set where the
-speaker has one (a named stereo channel), and a segment's `speaker_name` is how the
-other formats show its speaker (the name, else the label). `text`, `timing.rtf` and the
-speakers' talk times are derived from the rest and ignored by `parse_json` (which reads
-the names from `speakers`). A model's local `path` is not written: it describes the
-machine, not the transcript.
+the md and docx files show. A speaker's `label` is its cluster's, stable (FunASR's
+numbering by first appearance); `name` is set where the speaker has one (a voice of
+the library, a rename, a named stereo channel); `voice` is the library voice's id and
+`score` the cosine similarity that named it (daemon.voices), `renamed` says a person
+named it. `display` (and a segment's `speaker_name`) is how every other format shows
+the speaker: the name, else `SpeakerN` numbered among the unnamed speakers. `text`,
+`timing.rtf`, `display` and the talk times are derived from the rest and ignored by
+`parse_json`. A model's local `path` is not written: it describes the machine, not the
+transcript. The job's stored copy under `state/transcripts/` (daemon.outputs) also
+keeps each speaker's `centroid` (the mean CAM++ embedding of its cluster), so that
+matching and renaming need no new transcription; the outbox copy leaves it out.
 Additive changes keep the schema name; anything that breaks readers bumps it.
 """
 
@@ -32,7 +38,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ..transcript import SCHEMA, EngineInfo, ModelInfo, Segment, Source, Timing, Transcript
+from ..transcript import SCHEMA, EngineInfo, ModelInfo, Segment, Source, SpeakerMatch, Timing, Transcript
 from .common import ms, seconds
 
 
@@ -40,7 +46,17 @@ def _sec(value: float | None) -> float | None:
     return None if value is None else seconds(ms(value))
 
 
-def to_dict(t: Transcript) -> dict[str, Any]:
+def _speaker_entry(t: Transcript, s: Any, centroids: bool) -> dict[str, Any]:
+    match = s.match or SpeakerMatch()
+    entry = {"id": s.speaker, "label": s.label, "name": s.name, "display": s.display, "voice": match.voice,
+             "score": None if match.score is None else round(match.score, 4), "renamed": match.renamed,
+             "talk_seconds": _sec(s.talk_seconds), "segments": s.segments}
+    if centroids and s.speaker in t.speaker_centroids:
+        entry["centroid"] = [round(float(x), 6) for x in t.speaker_centroids[s.speaker]]
+    return entry
+
+
+def to_dict(t: Transcript, *, centroids: bool = False) -> dict[str, Any]:
     rtf = t.rtf
     return {
         "schema": SCHEMA,
@@ -65,11 +81,7 @@ def to_dict(t: Transcript) -> dict[str, Any]:
             "transcribe_seconds": _sec(t.timing.transcribe_seconds),
             "rtf": None if rtf is None else round(rtf, 6),
         },
-        "speakers": [
-            {"id": s.speaker, "label": s.label, "name": s.name, "talk_seconds": _sec(s.talk_seconds),
-             "segments": s.segments}
-            for s in t.speakers
-        ],
+        "speakers": [_speaker_entry(t, s, centroids) for s in t.speakers],
         "text": t.text,
         "segments": [
             {
@@ -85,8 +97,9 @@ def to_dict(t: Transcript) -> dict[str, Any]:
     }
 
 
-def render_json(t: Transcript) -> str:
-    return json.dumps(to_dict(t), ensure_ascii=False, indent=2) + "\n"
+def render_json(t: Transcript, *, centroids: bool = False) -> str:
+    """The json format; `centroids`: with each speaker's centroid (the stored copy)."""
+    return json.dumps(to_dict(t, centroids=centroids), ensure_ascii=False, indent=2) + "\n"
 
 
 def parse_json(text: str) -> Transcript:
@@ -96,6 +109,7 @@ def parse_json(text: str) -> Transcript:
         found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
         raise ValueError(f"not a {SCHEMA} document (schema: {found!r})")
     src, eng, tim = doc.get("source"), doc.get("engine"), doc.get("timing") or {}
+    speakers = [s for s in doc.get("speakers") or () if isinstance(s, dict) and "id" in s]
     return Transcript(
         segments=tuple(
             Segment(start=float(s["start"]), end=float(s["end"]), speaker=int(s["speaker"]), text=s["text"])
@@ -120,7 +134,11 @@ def parse_json(text: str) -> Transcript:
             ),
         ),
         timing=Timing(load_seconds=tim.get("load_seconds"), transcribe_seconds=tim.get("transcribe_seconds")),
-        speaker_names={
-            int(s["id"]): str(s["name"]) for s in doc.get("speakers") or () if isinstance(s, dict) and s.get("name")
+        speaker_names={int(s["id"]): str(s["name"]) for s in speakers if s.get("name")},
+        speaker_matches={
+            int(s["id"]): SpeakerMatch(voice=s.get("voice"), score=s.get("score"), renamed=bool(s.get("renamed")))
+            for s in speakers if s.get("voice") is not None or s.get("score") is not None or s.get("renamed")
         },
+        speaker_centroids={int(s["id"]): tuple(float(x) for x in s["centroid"]) for s in speakers
+                           if isinstance(s.get("centroid"), list) and s["centroid"]},
     )

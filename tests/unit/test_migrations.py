@@ -137,7 +137,7 @@ def test_the_progress_columns_arrive_empty_and_go_again_on_downgrade(empty_url):
     alembic_to(empty_url, PROGRESS_PARENT)
     fill(empty_url)
     before = describe(empty_url)
-    db.migrate(empty_url)
+    alembic_to(empty_url, "0007")
     after = describe(empty_url)
     added = [c for c in after["columns"] if c[0] in PROGRESS_COLUMNS]
     assert [c[0] for c in added] == list(PROGRESS_COLUMNS) and all(nullable for _, _, nullable in added)
@@ -151,3 +151,38 @@ def test_the_progress_columns_arrive_empty_and_go_again_on_downgrade(empty_url):
         engine.dispose()
     alembic_to(empty_url, PROGRESS_PARENT, down=True)
     assert describe(empty_url)["columns"] == before["columns"]
+
+
+def test_the_voice_library_arrives_every_earlier_job_is_a_transcription_and_it_goes_again(empty_url):
+    alembic_to(empty_url, "0007")
+    fill(empty_url)
+    before = describe(empty_url)
+    db.migrate(empty_url)
+    after = describe(empty_url)
+    assert after["rows"] == before["rows"]
+    assert sorted(after["checks"]) == ["ck_jobs_state", "ck_jobs_task"]
+    engine = db.make_engine(empty_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT task FROM jobs ORDER BY id")).scalars().all() == ["transcribe"] * 2
+        assert {"voices", "voice_samples"} <= set(inspect(engine).get_table_names())
+        now = dt.datetime(2026, 12, 2)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO voices (id, name, created_at) VALUES (1, '王总', :now)"), {"now": now})
+        for bad in ("UPDATE jobs SET task = 'bogus' WHERE id = 1",
+                    "INSERT INTO voices (name, created_at) VALUES ('王总', :now)",  # names are unique
+                    "INSERT INTO voice_samples (voice_id, embedding, model_name, dimension, speech_seconds, origin,"
+                    " created_at) VALUES (1, '[1.0]', 'cam++', 1, 12.0, 'elsewhere', :now)",
+                    "INSERT INTO voice_samples (voice_id, embedding, model_name, dimension, speech_seconds, origin,"
+                    " created_at) VALUES (99, '[1.0]', 'cam++', 1, 12.0, 'cli', :now)"):  # no such voice
+            with pytest.raises(IntegrityError), engine.begin() as conn:
+                conn.execute(text(bad), {"now": now})
+    finally:
+        engine.dispose()
+    alembic_to(empty_url, "0007", down=True)
+    assert describe(empty_url)["columns"] == before["columns"]
+    engine = db.make_engine(empty_url)
+    try:
+        assert not {"voices", "voice_samples"} & set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()

@@ -22,7 +22,7 @@ from daemon.errors import ServiceError
 
 def make_config(root: Path, extra: dict | None = None) -> Path:
     raw = {"paths": {"inbox": "in", "outbox": "out", "archive": "arch", "failed": "fail", "spool": "spool",
-                     "state": "state"},
+                     "state": "state", "voices": "voices"},
            "models": {"dir": "models"},
            "daemon": {"shutdown_grace_seconds": 45, "kill_grace_seconds": 7}}
     for section, values in (extra or {}).items():
@@ -75,7 +75,7 @@ def test_system_unit_hardening_keeps_the_gpus_and_opens_exactly_the_configured_f
     for key in ("PrivateDevices", "DevicePolicy", "DeviceAllow", "ProtectClock"):
         assert not values(text, key), key
     site = tmp_path / "site"
-    expected = {site / n for n in ("in", "out", "arch", "fail", "spool", "state", "models")}
+    expected = {site / n for n in ("in", "out", "arch", "fail", "spool", "state", "voices", "models")}
     assert {Path(v) for v in values(text, "ReadWritePaths")} == expected
     # The caches of numba / modelscope / torch go to the (writable) state folder.
     env = dict(v.split("=", 1) for v in values(text, "Environment"))
@@ -117,7 +117,7 @@ def test_user_unit_goes_to_the_users_config_dir_without_a_user_line(config, tmp_
     assert values(unit.text, "Type") == ["notify"] and values(unit.text, "NoNewPrivileges") == ["yes"]
     # The namespace sandbox is offered, commented out, with the same folders.
     assert "#ProtectSystem=strict" in unit.text
-    assert len(re.findall(r"^#ReadWritePaths=", unit.text, re.MULTILINE)) == 7
+    assert len(re.findall(r"^#ReadWritePaths=", unit.text, re.MULTILINE)) == 8
 
 
 def test_strange_paths_are_quoted_and_escaped_for_systemd(tmp_path):

@@ -230,8 +230,10 @@ def test_json_document() -> None:
                              "modified_at": "2025-03-04T09:15:07+08:00"}
     assert doc["engine"]["models"][1] == {"role": "spk", "name": "cam++", "revision": None}
     assert doc["speakers"] == [
-        {"id": 1, "label": "Speaker1", "name": None, "talk_seconds": 17.25, "segments": 4},
-        {"id": 2, "label": "Speaker2", "name": None, "talk_seconds": 13.975, "segments": 3},
+        {"id": 1, "label": "Speaker1", "name": None, "display": "Speaker1", "voice": None, "score": None,
+         "renamed": False, "talk_seconds": 17.25, "segments": 4},
+        {"id": 2, "label": "Speaker2", "name": None, "display": "Speaker2", "voice": None, "score": None,
+         "renamed": False, "talk_seconds": 13.975, "segments": 3},
     ]
     assert doc["segments"][6] == {
         "start": 3725.125,

@@ -1,0 +1,223 @@
+"""`spkd voices …` and `spkd speakers …`: parsing and printing for the voice library
+(daemon.voices does the work). `list`, `remove`, `rematch` and `speakers` never load a
+model; `add` and `match` load the configured models in this process (like `spkd
+transcribe`), so they work whether or not the daemon runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import ExitCode, VoiceError
+
+__all__ = ["register"]
+
+
+def _store(config: Any) -> Any:
+    from daemon.cli import _open_store
+
+    return _open_store(config)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    """The config, and the log quiet below warnings: these commands print what they did."""
+    from loguru import logger
+
+    from daemon.cli import _config as load
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+    return load(args)
+
+
+def _engine(config: Any, device: str | None) -> Any:
+    from daemon.oneshot import load_engine
+
+    return load_engine(config, device, lambda message: print(message, file=sys.stderr, flush=True))
+
+
+def cmd_voices_add(args: argparse.Namespace) -> int:
+    from daemon import voices
+    from daemon.cli import _print_json
+
+    config = _config(args)
+    voices.check_name(args.name)  # refuse a bad name before loading any model
+    store = _store(config)
+    try:
+        done = voices.enrol(store, args.name, [Path(f) for f in args.files], engine=_engine(config, args.device))
+    finally:
+        store.close()
+    if args.json:
+        _print_json([vars(d) for d in done])
+    else:
+        for d in done:
+            print(f"{d.name}: enrolled {d.source} ({d.speech_seconds:.1f} s of speech, {d.model}; "
+                  f"voice {d.voice}, sample {d.sample})")
+    return ExitCode.OK
+
+
+def cmd_voices_list(args: argparse.Namespace) -> int:
+    from daemon import voices
+    from daemon.cli import _print_json, _print_table
+
+    config = _config(args)
+    store = _store(config)
+    try:
+        rows = voices.list_voices(config, store)
+    finally:
+        store.close()
+    if args.json:
+        _print_json([vars(r) for r in rows])
+    else:
+        _print_table(("id", "name", "samples", "speech_s", "models", "from", "created_at"),
+                     [(r.id, r.name, r.samples, r.speech_seconds, ", ".join(r.models), ", ".join(r.origins),
+                       r.created_at) for r in rows])
+    return ExitCode.OK
+
+
+def cmd_voices_remove(args: argparse.Namespace) -> int:
+    from daemon import voices
+
+    config = _config(args)
+    store = _store(config)
+    try:
+        count = voices.remove(config, store, args.name)
+    finally:
+        store.close()
+    print(f"removed voice {args.name} ({count} sample(s))")
+    return ExitCode.OK
+
+
+def cmd_voices_match(args: argparse.Namespace) -> int:
+    from daemon import voices
+    from daemon.cli import _print_json
+
+    config = _config(args)
+    engine = _engine(config, args.device)
+    transcript = engine.transcribe(Path(args.file), source_name=Path(args.file).name)
+    store = _store(config)
+    try:
+        samples = store.voice_samples_of()
+    finally:
+        store.close()
+    scored = voices.scores_for(transcript, samples, threshold=config.speakers.match_threshold,
+                               margin=config.speakers.match_margin)
+    talk = {s.speaker: s.talk_seconds for s in transcript.speakers}
+    report = [{"speaker": f"Speaker{k}", "talk_seconds": talk.get(k, 0.0),
+               "name": r.chosen.name if r.chosen else None, "reason": r.reason,
+               "scores": [{"name": c.name, "voice": c.voice, "score": c.score} for c in r.candidates]}
+              for k, r in sorted(scored.items())]
+    if args.json:
+        _print_json(report)
+        return ExitCode.OK
+    print(f"threshold {config.speakers.match_threshold:g}, margin {config.speakers.match_margin:g} "
+          "(speakers.match_threshold, speakers.match_margin)")
+    if not transcript.speaker_centroids:
+        print("no speaker centroids in this recording (no speaker model, or no speech)")
+    for entry in report:
+        scores = ", ".join(f"{c['name']} {c['score']:.3f}" for c in entry["scores"][:5]) or "no voices"
+        print(f"{entry['speaker']} ({entry['talk_seconds']:.1f} s): {entry['name'] or 'unnamed'} — "
+              f"{entry['reason']}; scores: {scores}")
+    return ExitCode.OK
+
+
+def cmd_voices_rematch(args: argparse.Namespace) -> int:
+    from daemon import search, voices
+
+    config = _config(args)
+    since = search.parse_date_bound(args.since, end=False) if args.since else None
+    store = _store(config)
+    try:
+        changed = voices.rematch(config, store, since=since)
+    finally:
+        store.close()
+    print(f"{len(changed)} job(s) re-rendered" + (f": {', '.join(map(str, changed))}" if changed else ""))
+    return ExitCode.OK
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for item in items:
+        label, sep, name = item.partition("=")
+        if not sep or not label.strip():
+            raise VoiceError(f"{item!r}: expected LABEL=NAME (for example Speaker2=王总)")
+        names[label.strip()] = name
+    return names
+
+
+def cmd_speakers(args: argparse.Namespace) -> int:
+    from daemon import outputs, voices
+    from daemon.cli import _print_json, _print_table
+
+    config = _config(args)
+    store = _store(config)
+    try:
+        if args.names:
+            result = voices.rename_speakers(config, store, args.job, _pairs(args.names), enrol_voices=args.enrol)
+            print(f"job {args.job}: " + ", ".join(f"{k} -> {v}" for k, v in result.renamed.items())
+                  + f"; re-rendered job(s) {', '.join(map(str, result.jobs))}"
+                  + (f"; enrolled {', '.join(result.enrolled)}" if result.enrolled else ""), file=sys.stderr)
+        elif args.enrol:
+            raise VoiceError("--enrol goes with LABEL=NAME: the name to enrol the speaker's voice under")
+        transcript = outputs.load_transcript(config, args.job)
+    finally:
+        store.close()
+    if transcript is None:
+        raise VoiceError(f"job {args.job} has no stored transcript (not done, or swept by retention)")
+    rows = [{"label": s.label, "shown_as": s.display, "name": s.name, "talk_seconds": s.talk_seconds,
+             "segments": s.segments, "voice": s.match.voice if s.match else None,
+             "score": s.match.score if s.match else None, "renamed": bool(s.match and s.match.renamed)}
+            for s in transcript.speakers]
+    if args.json:
+        _print_json(rows)
+    else:
+        _print_table(("label", "shown_as", "talk_s", "segments", "voice", "score", "renamed"),
+                     [(r["label"], r["shown_as"], r["talk_seconds"], r["segments"], r["voice"], r["score"],
+                       "yes" if r["renamed"] else "") for r in rows])
+    return ExitCode.OK
+
+
+def register(subparsers: Any) -> None:
+    """Add `voices` and `speakers` to spkd's subcommands (`subparsers` from build_parser)."""
+    text = "the voice library: people recognised by name in every recording"
+    parent = subparsers.add_parser("voices", help=text, description=text)
+    sub = parent.add_subparsers(dest="voices_command", metavar="COMMAND")
+    sub.required = True
+
+    def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", "-c", default=argparse.SUPPRESS, help="config file")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("add", cmd_voices_add, "enrol NAME from recordings of that person alone (>= 10 s of speech each); "
+            "adding to a known name adds a sample")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--device", "-d", metavar="DEVICE", help="where to run the models (default: workers.device)")
+    p.add_argument("--json", action="store_true")
+    p = add("list", cmd_voices_list, "the enrolled voices")
+    p.add_argument("--json", action="store_true")
+    p = add("remove", cmd_voices_remove, "remove a voice with all its samples (its folder under paths.voices "
+            "moves to state/removed-voices/)")
+    p.add_argument("name", metavar="NAME")
+    p = add("match", cmd_voices_match, "which voice each speaker of FILE would get, with the scores (for tuning "
+            "speakers.match_threshold and speakers.match_margin)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--device", "-d", metavar="DEVICE", help="where to run the models (default: workers.device)")
+    p.add_argument("--json", action="store_true")
+    p = add("rematch", cmd_voices_rematch, "name the speakers of finished jobs after the library as it is now "
+            "and re-render those whose names change (names people gave stay)")
+    p.add_argument("--since", metavar="DATE", help="only jobs finished on or after DATE")
+
+    text = "a finished job's speakers: list them, or rename them (LABEL=NAME) and re-render every output"
+    p = subparsers.add_parser("speakers", help=text, description=text)
+    p.add_argument("--config", "-c", default=argparse.SUPPRESS, help="config file")
+    p.add_argument("job", type=int, metavar="JOB_ID")
+    p.add_argument("names", nargs="*", metavar="LABEL=NAME",
+                   help="a speaker as the outputs show it (Speaker2, or a wrong name) = its name")
+    p.add_argument("--enrol", action="store_true", help="also add each renamed speaker's voice to the library")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_speakers)
