@@ -12,6 +12,10 @@ that crashes, hangs or fails its worker:
 * `*slow*`      - takes SPKD_FAKE_SLOW_SECONDS (default 3 s)
 * `*zh*`        - sentences in Chinese mixed with English (and full-width letters)
 
+`embed_voice` (an enrolment) follows the same names (crash, slow, bad) and gives an
+8-dimensional embedding drawn from the file's content, with the audio's length (its
+size at 16 kHz, 16 bits) as its speech.
+
 Like the real engine, it tells a `progress` callback its stages: decoding, vad, asr
 (its fraction rising while it "recognises"), punctuation, speakers.
 
@@ -31,7 +35,7 @@ from typing import Any
 from daemon.config import Config
 from daemon.errors import AudioError, OutOfMemoryError
 from daemon.progress import ProgressCallback
-from daemon.transcript import EngineInfo, Segment, Timing, Transcript
+from daemon.transcript import EngineInfo, Segment, Timing, Transcript, VoicePrint
 
 
 def _marker(path: Path, what: str) -> bool:
@@ -92,6 +96,21 @@ class FakeEngine:
         return Transcript(segments=segments, audio_seconds=audio_seconds,
                           engine=EngineInfo(funasr_version="fake", device=self.device),
                           timing=Timing(load_seconds=0.0, transcribe_seconds=time.monotonic() - started))
+
+    def embed_voice(self, audio_path: Path, *, source_name: str | None = None) -> VoicePrint:
+        name = audio_path.name.lower()
+        if "crashonce" in name:
+            if _marker(audio_path, "crash"):
+                os.kill(os.getpid(), signal.SIGKILL)
+        elif "crash" in name:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if "bad" in name:
+            raise AudioError("cannot decode: fake bad audio")
+        time.sleep(float(os.environ.get("SPKD_FAKE_SLOW_SECONDS", "3")) if "slow" in name else self.seconds)
+        digest = hashlib.sha256(audio_path.read_bytes()).digest()
+        seconds = round(audio_path.stat().st_size / 32000.0, 3)
+        return VoicePrint(embedding=tuple((b - 127.5) / 127.5 for b in digest[:8]), speech_seconds=seconds,
+                          audio_seconds=seconds, model_name="fake")
 
     def release(self) -> None:
         pass

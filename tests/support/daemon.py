@@ -38,7 +38,7 @@ class Daemon:
         self.root = root
         base: dict[str, Any] = {
             "paths": {"inbox": "inbox", "outbox": "outbox", "archive": "archive", "failed": "failed",
-                      "spool": "spool", "state": "state"},
+                      "spool": "spool", "state": "state", "voices": "voices"},
             "watch": {"settle_seconds": 0.3, "rescan_seconds": 2},
             "workers": {"count": 2, "poll_seconds": 0.1, "restart_backoff_max_seconds": 4},
             "jobs": {"lease_seconds": 6, "heartbeat_seconds": 1, "retry_backoff_seconds": 0.2},
@@ -65,6 +65,7 @@ class Daemon:
         self.log_path = root / "daemon.log"
         self.inbox = root / "inbox"
         self.outbox = root / "outbox"
+        self.voices = root / "voices"
         self.db_path = root / "state" / "spkd.db"
 
     # --- process ---------------------------------------------------------------------
