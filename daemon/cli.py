@@ -508,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars on stderr (default: when stderr is a terminal)")
     p.set_defaults(func=cmd_models_fetch)
-    p = m_sub.add_parser("make-tiny", help="write tiny models (random ASR and punctuation, the real FSMN-VAD weights when installed, a CAM++ trained on espeak-ng voices) for tests and smoke checks")
+    p = m_sub.add_parser("make-tiny", help="write tiny models for tests and smoke checks: random ASR and "
+                         "punctuation, the real FSMN-VAD weights when installed, a CAM++ trained on espeak-ng voices")
     p.add_argument("dir")
     p.add_argument("--real-sizes", action="store_true", help="real dimensions, random weights (benchmarks)")
     p.set_defaults(func=cmd_models_make_tiny)
