@@ -78,6 +78,7 @@ def job_payload(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "id": row.get("job_id"),
         "event_id": row.get("id"),
+        "task": row.get("task") or "transcribe",  # or "enrol": a file of the voices folder
         "at": _iso(row.get("at")),
         "source_name": row.get("source_name"),
         "output_stem": row.get("output_stem"),

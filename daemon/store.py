@@ -686,7 +686,7 @@ class Store:
             select(job_events.c.id, job_events.c.job_id, job_events.c.at, job_events.c.kind, job_events.c.detail,
                    jobs.c.source_name, jobs.c.output_stem, jobs.c.host, jobs.c.device, jobs.c.state,
                    jobs.c.attempts, jobs.c.audio_seconds, jobs.c.processing_seconds, jobs.c.rtf, jobs.c.speakers,
-                   jobs.c.outputs, jobs.c.error_kind, jobs.c.error_message)
+                   jobs.c.outputs, jobs.c.error_kind, jobs.c.error_message, jobs.c.task)
             .join(jobs, jobs.c.id == job_events.c.job_id)
             .where(job_events.c.id > event_id, job_events.c.kind.in_(list(kinds)))
             .order_by(job_events.c.id)
