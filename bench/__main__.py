@@ -1,6 +1,6 @@
 """`python -m bench [NAME…] [--quick] [--files K]` — run the benchmarks (all by default).
 
-Names: queue, start, e2e, sizes, search, diarization, separation. `make bench BENCH_ARGS="--quick"` for the short pass.
+Names: queue, start, e2e, sizes, search, diarization, separation, voices. `make bench BENCH_ARGS="--quick"` for the short pass.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "search": "full-text search over 10,000 hours of transcripts: latency, index size, insert cost per job",
     "diarization": "who spoke when on dialogs of held-out voices: DER/JER (pyannote.metrics), bare FunASR vs spkd",
     "separation": "how far apart the tiny CAM++ puts voices it never heard: cosine same vs different voice",
+    "voices": "naming speakers after the voice library: true and false names per match threshold and margin",
 }
 
 
