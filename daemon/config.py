@@ -113,9 +113,10 @@ class AudioConfig:
 class SpeakersConfig:
     # A speaker is named after a voice of the library only when the cosine similarity of
     # its centroid with that voice is at least `match_threshold` and beats the next best
-    # voice by `match_margin` (daemon.voices.match; defaults measured in BENCHMARKS.md).
-    match_threshold: float = 0.75
-    match_margin: float = 0.1
+    # voice by `match_margin` (daemon.voices.match; defaults measured with the tiny
+    # CAM++ on held-out voices, `python -m bench voices`, BENCHMARKS.md).
+    match_threshold: float = 0.9
+    match_margin: float = 0.05
 
 
 @dataclass(frozen=True)
