@@ -5,13 +5,14 @@
 
 Voices: espeak-ng variants the tiny CAM++ never heard in training
 (daemon.speaker_training.held_out_voices), minus the voices the tests use and the two
-whispering variants (as bench/diarization.py). A seeded draw of `ENROLLED` of them is
-enrolled, each from one solo recording (tests/support/dialog.py make_dialog with one
-voice, >= 15 s of speech) through `Engine.embed_voice`, as `spkd voices add` does; the
-rest are never enrolled. Dialogs of 2 and 3 voices take every mix of enrolled and
-unknown voices (0..n enrolled), with their own seeds (other lines, rates and turn
-lengths than the enrolment recordings), and go through `Engine.transcribe` (the
-worker's pipeline: VAD, ASR, CAM++ windows, clustering, FunASR's cluster centroids).
+whispering variants (as bench/diarization.py). `LIBRARIES` seeded draws of `ENROLLED`
+of them are the libraries; each voice is enrolled from one solo recording
+(tests/support/dialog.py make_dialog with one voice, >= 15 s of speech) through
+`Engine.embed_voice`, as `spkd voices add` does. Per library, dialogs of 2 and 3 voices
+take every mix of its voices and voices it does not hold (0..n enrolled), with their
+own seeds (other lines, rates and turn lengths than the enrolment recordings), and go
+through `Engine.transcribe` (the worker's pipeline: VAD, ASR, CAM++ windows,
+clustering, FunASR's cluster centroids).
 
 Each speaker cluster the pipeline finds is given the true voice it overlaps most in
 time; a cluster without any overlap with true speech counts as an unknown voice. Then,
@@ -39,7 +40,7 @@ most correct names, then the fewest false names; remaining ties go to the middle
 the tied thresholds (as far from both edges as the grid allows), then to the larger
 margin.
 
-Scores are the tiny CAM++'s (a 64-dim model trained on espeak-ng voices): the real
+Scores are the tiny CAM++'s (a 32-dim model trained on espeak-ng voices): the real
 CAM++ (192-dim) scores differently and must be tuned on real recordings with
 `spkd voices match`. The heavy part runs in a child process
 (`python -m bench.voices --child`), so the runner itself never imports torch.
