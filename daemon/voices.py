@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["ENROL_PRIORITY", "MIN_SPEECH_SECONDS", "Candidate", "FolderSync", "LibraryVoice",
            "Rename", "SpeakerScores", "check_name", "drop_for_enrolment", "enrol", "enrol_print", "library",
            "list_voices", "match", "name_speakers", "remove", "rematch", "rename_speakers", "scores_for",
-           "speaker_of", "sync_folder"]
+           "speaker_of", "sync_folder", "waiting_files"]
 
 # Less speech than this gives a centroid too noisy to name anyone by.
 MIN_SPEECH_SECONDS = 10.0
@@ -308,10 +308,21 @@ def drop_for_enrolment(config: "Config", name: str, recording: Path, *, file_nam
     """Put a recording into paths.voices/<name>/ (the dashboard's enrolment: the daemon
     enrols it like any file dropped there; this process never loads a model). Written
     under a dot-name and renamed, so the folder scan never sees half a file."""
+    from daemon.watcher import ignored_because
+
     name = check_name(name)
+    safe = files.safe_file_name(file_name) or "recording"
+    # The folder scan takes a file by the inbox's rules (_folder_files): one it would
+    # leave alone is refused here rather than sit in the folder, never enrolled.
+    reason = ignored_because(config, PurePosixPath(safe))
+    if reason is not None:
+        raise EnrolmentError(f"{safe}: not taken from paths.voices ({reason}); allowed extensions: "
+                             f"{', '.join(config.watch.extensions)}")
+    if Path(recording).stat().st_size == 0:
+        raise EnrolmentError(f"{safe}: the file is empty")
     folder = config.paths.voices / name
     folder.mkdir(parents=True, exist_ok=True)
-    target = files.free_name(folder / (files.safe_file_name(file_name) or "recording"))
+    target = files.free_name(folder / safe)
     temporary = target.with_name("." + target.name + ".part")
     shutil.copyfile(recording, temporary)
     files.move(temporary, target)
@@ -353,6 +364,18 @@ def _folder_files(config: "Config") -> dict[str, Path]:
                 continue
             found[rel.as_posix()] = path
     return found
+
+
+def waiting_files(config: "Config", store: "Store") -> list[tuple[str, str]]:
+    """Files in paths.voices/<Name>/ that the folder scan has not taken yet (neither a
+    sample nor an enrolment job has their path), as (voice folder, file name): what the
+    daemon's next look at the folder (every watch.rescan_seconds) queues. By path only,
+    so that a page can ask without hashing the library; a file changed in place shows as
+    enrolled until the scan sees it."""
+    taken = {s.source for s in store.voice_samples_of() if s.origin == "folder"}
+    taken |= {folder_source(j.source_name) for j in store.enrol_jobs()}
+    return [(PurePosixPath(rel).parent.name, PurePosixPath(rel).name)
+            for rel in sorted(_folder_files(config)) if rel not in taken]
 
 
 def sync_folder(config: "Config", store: "Store", *, now: float | None = None) -> FolderSync:

@@ -8,10 +8,12 @@ Routes (scripts and monitoring may rely on these paths):
     GET  /jobs/<id>/audio               the job's archived source (HTTP Range)
     GET  /jobs/<id>/outputs/<format>    one of the job's outputs, as a download
     POST /jobs/<id>/retry               requeue a failed job (what `spkd retry` does)
-    POST /jobs/<id>/speakers            rename speakers (what `spkd speakers` does; see seams)
+    POST /jobs/<id>/speakers            rename speakers (daemon.voices.rename_speakers, as `spkd speakers`)
     POST /upload                        files into the inbox (daemon.web.upload)
-    GET  /search?q=                     search transcripts (see seams)
-    GET  /voices, POST /voices, POST /voices/remove   the voice library (see seams)
+    GET  /search?q=                     search transcripts (daemon.search.search, as `spkd search`)
+    GET  /voices                        the voice library and the enrolments under way
+    POST /voices                        enrol: a recording into paths.voices/<Name>/ (the daemon embeds it)
+    POST /voices/remove                 remove a voice (daemon.voices.remove, as `spkd voices remove`)
     GET  /metrics                       Prometheus text format (daemon.web.metrics)
     GET  /login, POST /login, POST /logout
 
@@ -39,15 +41,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import Message
 from starlette.staticfiles import StaticFiles
 
-from daemon import __version__, files, spool, writers
+from daemon import __version__, files, outputs, search, spool, voices, writers
 from daemon.config import Config
-from daemon.errors import SpkdError
+from daemon.errors import SpkdError, VoiceError
+from daemon.options import normal_voice_name
 from daemon.progress import STAGES
 from daemon.schema import JOB_STATES
 from daemon.store import JobFilter, Store
-from daemon.web import pages, seams
+from daemon.web import pages
 from daemon.web.metrics import registry_for
 from daemon.web.security import (
     CSRF_FIELD,
@@ -123,6 +127,29 @@ def _safe_next(value: str | None, default: str = "/") -> str:
     return default
 
 
+def limited(request: Request, config: Config) -> Request:
+    """`request` whose body is refused past web.max_upload_mb (413), by its length up
+    front and by what arrives: Starlette's form parser spools files to disk, and a
+    chunked body says no length."""
+    limit = config.web.max_upload_mb * 2**20
+    too_large = f"larger than web.max_upload_mb ({config.web.max_upload_mb} MB)"
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise HTTPException(413, too_large)
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise HTTPException(413, too_large)
+        return message
+
+    return Request(request.scope, receive)
+
+
 def create_app(config: Config) -> Starlette:
     store = Store(config.database_url, host=config.host)
     env = _templates()
@@ -134,9 +161,6 @@ def create_app(config: Config) -> Starlette:
                                              logged_in=state.get("auth") == "cookie",
                                              token_required=state.get("token_required", False), **context)
         return HTMLResponse(html, status_code=status)
-
-    def unavailable(request: Request, feature: str) -> HTMLResponse:
-        return render(request, "unavailable.html", status=501, feature=feature)
 
     def job_row(job_id: int) -> dict[str, Any]:
         row = store.job(job_id)
@@ -195,8 +219,7 @@ def create_app(config: Config) -> Starlette:
         view = pages.job_view(config, store, request.path_params["job_id"])
         if view is None:
             raise HTTPException(404, f"no job {request.path_params['job_id']}")
-        return render(request, "job.html", v=view, job=view.row, page="jobs",
-                      can_rename=seams.rename_function() is not None)
+        return render(request, "job.html", v=view, job=view.row, page="jobs")
 
     def job_fragment(request: Request) -> HTMLResponse:
         row = job_row(request.path_params["job_id"])
@@ -230,18 +253,37 @@ def create_app(config: Config) -> Starlette:
         return RedirectResponse(_safe_next((fields.get("next") or [None])[0], f"/jobs/{job_id}"), status_code=303)
 
     async def job_speakers(request: Request) -> Response:
+        """The rename form: `name:<label>` per speaker (label: the cluster's own,
+        Speaker.label) and `enrol`; the speakers whose field changed to a name are
+        renamed by daemon.voices.rename_speakers, which re-renders every output."""
         fields = await posted_form(request)
-        rename = seams.rename_function()
-        if rename is None:
-            return unavailable(request, "Renaming speakers")
         job_id = request.path_params["job_id"]
-        await run_in_threadpool(job_row, job_id)
-        names = {key[len("name:"):]: values[0].strip() for key, values in fields.items()
-                 if key.startswith("name:") and values and values[0].strip()}
+        row = await run_in_threadpool(job_row, job_id)
+        transcript = await run_in_threadpool(outputs.load_transcript, config, job_id) \
+            if row.get("state") == "done" else None
+        if transcript is None:
+            raise HTTPException(400, f"job {job_id} is not a done transcription with a stored transcript")
+        by_label = {s.label: s for s in transcript.speakers}
+        names: dict[str, str] = {}
+        for key, values in fields.items():
+            if not key.startswith("name:") or not values:
+                continue
+            label, value = key[len("name:"):], normal_voice_name(values[0])
+            speaker = by_label.get(label)
+            if speaker is None:
+                raise HTTPException(400, f"job {job_id} has no speaker {label}")
+            if value and value != (speaker.name or ""):
+                # rename_speakers takes a speaker as the outputs show it first, then by its
+                # label; the shown name is unambiguous, a label is not (once Speaker1 is
+                # named, the unnamed Speaker3 shows as Speaker2).
+                names[speaker.display] = value
+        if not names:
+            raise HTTPException(400, "no speaker's name changed: type a new name into a speaker's field")
         try:
-            await run_in_threadpool(rename, config, store, job_id, names)
-        except SpkdError as exc:
-            raise HTTPException(400, str(exc)) from None
+            await run_in_threadpool(lambda: voices.rename_speakers(config, store, job_id, names,
+                                                                   enrol_voices=bool(fields.get("enrol"))))
+        except VoiceError as exc:
+            raise HTTPException(400, exc.message) from None
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
     async def upload(request: Request) -> JSONResponse:
@@ -255,64 +297,57 @@ def create_app(config: Config) -> Starlette:
                                        for u in saved]})
 
     def search_page(request: Request) -> HTMLResponse:
-        search = seams.search_function()
-        if search is None:
-            return unavailable(request, "Search")
         query = (request.query_params.get("q") or "").strip()
         result, problem = None, None
         if query:
             try:
-                result = search(store, query, limit=100)
+                result = search.search(store, query, limit=100)
             except SpkdError as exc:
                 problem = str(exc)
         return render(request, "search.html", query=query, result=result, problem=problem, page="search")
 
     def voices_page(request: Request) -> HTMLResponse:
-        library = seams.voice_library()
-        if library is None:
-            return unavailable(request, "The voice library")
-        return render(request, "voices.html", voices=library.list(config, store), page="voices")
+        return render(request, "voices.html", v=pages.voices_view(config, store), page="voices",
+                      max_upload_mb=config.web.max_upload_mb)
 
     async def voices_enrol(request: Request) -> Response:
-        """A recording of one voice (multipart: `name`, `recording`) for the library."""
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > config.web.max_upload_mb * 2**20:
-            raise HTTPException(413, f"larger than web.max_upload_mb ({config.web.max_upload_mb} MB)")
-        form = await request.form(max_files=1, max_fields=10)
-        submitted = request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)
-        if not csrf_ok(request.scope, submitted if isinstance(submitted, str) else None):
-            raise HTTPException(403, "the CSRF token is missing or wrong: reload the page and try again")
-        library = seams.voice_library()
-        if library is None:
-            return unavailable(request, "The voice library")
-        name, recording = form.get("name"), form.get("recording")
-        if not isinstance(name, str) or not name.strip() or isinstance(recording, str) or recording is None:
-            raise HTTPException(400, "give a name and a recording")
-        folder = config.paths.state / "uploads"
-        folder.mkdir(parents=True, exist_ok=True)
-        suffix = Path(files.safe_file_name(recording.filename or "")).suffix
-        fd, temp_name = tempfile.mkstemp(prefix="voice-", suffix=suffix, dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                while chunk := await recording.read(1 << 20):
-                    await run_in_threadpool(handle.write, chunk)
-            await run_in_threadpool(library.enrol, config, store, name.strip(), Path(temp_name))
-        except SpkdError as exc:
-            raise HTTPException(400, str(exc)) from None
-        finally:
-            Path(temp_name).unlink(missing_ok=True)
+        """A recording of one voice (multipart: `name`, `recording`) for the library. This
+        process never embeds: the file goes into paths.voices/<name>/ (daemon.voices.
+        drop_for_enrolment), where the daemon's folder scan queues it for a worker."""
+        async with limited(request, config).form(max_files=1, max_fields=10) as form:
+            submitted = request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)
+            if not csrf_ok(request.scope, submitted if isinstance(submitted, str) else None):
+                raise HTTPException(403, "the CSRF token is missing or wrong: reload the page and try again")
+            name, recording = form.get("name"), form.get("recording")
+            if not isinstance(name, str) or not name.strip() or recording is None or isinstance(recording, str):
+                raise HTTPException(400, "give a name and a recording")
+            try:
+                voices.check_name(name)  # before the recording is copied anywhere
+            except VoiceError as exc:
+                raise HTTPException(400, exc.message) from None
+            folder = config.paths.state / "uploads"
+            folder.mkdir(parents=True, exist_ok=True)
+            suffix = Path(files.safe_file_name(recording.filename or "")).suffix
+            fd, temp_name = tempfile.mkstemp(prefix="voice-", suffix=suffix, dir=folder)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    while chunk := await recording.read(1 << 20):
+                        await run_in_threadpool(handle.write, chunk)
+                await run_in_threadpool(lambda: voices.drop_for_enrolment(
+                    config, name, Path(temp_name), file_name=recording.filename or ""))
+            except VoiceError as exc:
+                raise HTTPException(400, exc.message) from None
+            finally:
+                Path(temp_name).unlink(missing_ok=True)
         return RedirectResponse("/voices", status_code=303)
 
     async def voices_remove(request: Request) -> Response:
         fields = await posted_form(request)
-        library = seams.voice_library()
-        if library is None:
-            return unavailable(request, "The voice library")
         name = (fields.get("name") or [""])[0]
         try:
-            await run_in_threadpool(library.remove, config, store, name)
-        except SpkdError as exc:
-            raise HTTPException(400, str(exc)) from None
+            await run_in_threadpool(voices.remove, config, store, name)
+        except VoiceError as exc:
+            raise HTTPException(400, exc.message) from None
         return RedirectResponse("/voices", status_code=303)
 
     def metrics(request: Request) -> Response:

@@ -1,6 +1,6 @@
 """What the dashboard's pages show, as plain values the templates render: a job's
 own files (found from its row, never from a request path), its transcript by turns,
-the speaker timeline, the overview.
+the speaker timeline and where each name came from, the voice library, the overview.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from daemon import diskguard, files, outputs, service, writers
+from daemon import diskguard, files, outputs, service, voices, writers
 from daemon.db import display_url
-from daemon.transcript import Transcript, speaker_label
+from daemon.transcript import Speaker, Transcript
 
 if TYPE_CHECKING:
     from daemon.config import Config
-    from daemon.store import Store
+    from daemon.store import Job, Store, VoiceSummary
 
-__all__ = ["AUDIO_TYPES", "OUTPUT_TYPES", "JobView", "Overview", "archived_source", "job_view", "output_file",
-           "output_formats", "overview"]
+__all__ = ["AUDIO_TYPES", "OUTPUT_TYPES", "Enrolment", "JobView", "Overview", "VoicesView", "archived_source",
+           "job_view", "name_source", "output_file", "overview", "voices_view"]
 
 # What the browser is told each format and each source is (an unknown source: octet-stream).
 OUTPUT_TYPES = {
@@ -75,8 +75,7 @@ class Sentence:
 @dataclass(frozen=True)
 class Turn:
     speaker: int
-    label: str
-    name: str | None
+    shown: str  # how every output shows the speaker (Transcript.speaker_display)
     start: float
     sentences: tuple[Sentence, ...]
 
@@ -84,9 +83,11 @@ class Turn:
 @dataclass(frozen=True)
 class SpeakerRow:
     speaker: int
-    label: str
-    name: str | None
-    score: float | None
+    label: str  # the cluster's own label (Speaker.label): what a rename names
+    shown: str  # how every output shows it: its name, else SpeakerN among the unnamed
+    name: str | None  # its name, when it has one
+    source: str  # where the name came from: "renamed", "voice …", "channel", "" (unnamed)
+    score: float | None  # the library voice's score, when matching named it
     talk_seconds: float
     segments: int
     # (sentence index, x, width) in per mille of the recording, for the timeline
@@ -104,13 +105,23 @@ class JobView:
     has_audio: bool = False
     audio_type: str = "application/octet-stream"
 
+    @property
+    def can_rename(self) -> bool:
+        """What daemon.voices.rename_speakers accepts: a done transcription with its stored transcript."""
+        return (self.transcript is not None and bool(self.speakers) and self.row.get("state") == "done"
+                and self.row.get("task", "transcribe") == "transcribe")
 
-def _speaker_name(transcript: Transcript, speaker: int) -> tuple[str | None, float | None]:
-    """A speaker's name and match score, where the transcript carries them."""
-    for info in transcript.speakers:
-        if info.speaker == speaker:
-            return getattr(info, "name", None), getattr(info, "score", None)
-    return None, None
+
+def name_source(speaker: Speaker, voice_names: Mapping[int, str]) -> str:
+    """Where a speaker's name came from, in words: a person's rename (and whether its
+    voice was enrolled with it), the library voice that matched, or a stereo channel."""
+    match = speaker.match
+    if match is not None and match.renamed:
+        return "renamed, and enrolled as a voice" if match.voice is not None else "renamed"
+    if match is not None and match.voice is not None:
+        voice = voice_names.get(match.voice)
+        return f"voice {voice}" if voice is not None else f"voice #{match.voice} (removed from the library since)"
+    return "channel" if speaker.name else ""
 
 
 def job_view(config: "Config", store: "Store", job_id: int) -> JobView | None:
@@ -130,20 +141,68 @@ def job_view(config: "Config", store: "Store", job_id: int) -> JobView | None:
         sentence = Sentence(index=index, start=seg.start, end=seg.end, text=seg.text)
         if turns and turns[-1].speaker == seg.speaker:
             last = turns[-1]
-            turns[-1] = Turn(last.speaker, last.label, last.name, last.start, last.sentences + (sentence,))
+            turns[-1] = Turn(last.speaker, last.shown, last.start, last.sentences + (sentence,))
         else:
-            name, _score = _speaker_name(transcript, seg.speaker)
-            turns.append(Turn(seg.speaker, speaker_label(seg.speaker), name, seg.start, (sentence,)))
+            turns.append(Turn(seg.speaker, transcript.speaker_display(seg.speaker), seg.start, (sentence,)))
     length = max(transcript.audio_seconds, max((s.end for s in transcript.segments), default=0.0), 0.001)
+    infos = transcript.speakers
+    # The library's names only when a speaker was named by it (a page load reads no voices otherwise).
+    voice_names = ({v.id: v.name for v in voices.list_voices(config, store)}
+                   if any(i.match and i.match.voice is not None for i in infos) else {})
     speakers = []
-    for info in transcript.speakers:
+    for info in infos:
         bars = tuple((i, round(1000 * s.start / length, 2), round(max(1000 * s.duration / length, 1.0), 2))
                      for i, s in enumerate(transcript.segments) if s.speaker == info.speaker)
-        name, score = _speaker_name(transcript, info.speaker)
-        speakers.append(SpeakerRow(speaker=info.speaker, label=info.label, name=name, score=score,
+        score = info.match.score if info.match is not None and not info.match.renamed else None
+        speakers.append(SpeakerRow(speaker=info.speaker, label=info.label, shown=info.display, name=info.name,
+                                   source=name_source(info, voice_names), score=score,
                                    talk_seconds=info.talk_seconds, segments=info.segments, bars=bars))
     return JobView(row=row, events=events, transcript=transcript, turns=tuple(turns), speakers=tuple(speakers),
                    formats=view.formats, has_audio=view.has_audio, audio_type=view.audio_type)
+
+
+# --- the voice library ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Enrolment:
+    """A recording on its way into the library, or one that did not make it."""
+
+    voice: str
+    file: str  # its path under paths.voices
+    state: str  # waiting (for the folder scan), queued, running, failed
+    job_id: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class VoicesView:
+    voices: list["VoiceSummary"]
+    pending: list[Enrolment]
+    failed: list[Enrolment]
+    daemon_running: bool
+    rescan_seconds: float
+
+
+def voices_view(config: "Config", store: "Store") -> VoicesView:
+    """The library (daemon.voices.list_voices), and the enrolments the folder has in
+    hand: files the daemon's folder scan has not taken yet, enrolment jobs queued or
+    running, and the failed ones whose file is still in the folder (the scan tries such a
+    file again only once it changes)."""
+    pending = [Enrolment(voice=folder, file=f"{folder}/{name}", state="waiting")
+               for folder, name in voices.waiting_files(config, store)]
+    pending += [Enrolment(voice=str(j.options.get("voice") or ""), file=voices.folder_source(j.source_name),
+                          state=j.state, job_id=j.id)
+                for j in store.enrol_jobs(states=("queued", "running"))]
+    latest: dict[str, Job] = {}
+    for job in store.enrol_jobs():  # oldest first: the last one of a file is its latest
+        latest[job.source_name] = job
+    failed = [Enrolment(voice=str(j.options.get("voice") or ""), file=voices.folder_source(j.source_name),
+                        state=j.state, job_id=j.id, error=f"{j.error_kind}: {j.error_message}")
+              for j in latest.values() if j.state == "failed"
+              and files.regular_file_inside(config.paths.voices, voices.folder_source(j.source_name)) is not None]
+    return VoicesView(voices=voices.list_voices(config, store), pending=pending, failed=failed,
+                      daemon_running=service.running_daemon(config) is not None,
+                      rescan_seconds=config.watch.rescan_seconds)
 
 
 # --- the overview ----------------------------------------------------------------------

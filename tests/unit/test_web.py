@@ -1,8 +1,8 @@
 """The dashboard's application in process (Starlette's TestClient; no browser, no
 server): what its pages show and escape, the token, CSRF, uploads into the inbox, a
 job's own files and nothing else, /metrics through prometheus_client's own parser,
-and the features this build does not have. tests/e2e/test_web_*.py drive a real
-server and a real browser."""
+search, renaming speakers and the voice library (the rooms' own functions, no model
+loaded here). tests/e2e/test_web_*.py drive a real server and a real browser."""
 
 from __future__ import annotations
 
@@ -64,7 +64,9 @@ def test_every_page_shows_names_and_sentences_as_text(client, setup) -> None:
     assert f'src="/jobs/{jobs.done}/audio"' in page
     for fmt in ("json", "txt", "srt", "vtt", "html", "docx"):
         assert f'href="/jobs/{jobs.done}/outputs/{fmt}"' in page
-    assert "Renaming speakers is not available in this build" in page
+    # the rename form: one field per speaker, by its cluster label, and the enrol box
+    assert f'action="/jobs/{jobs.done}/speakers"' in page
+    assert 'name="name:Speaker1"' in page and 'name="name:Speaker2"' in page and 'name="enrol"' in page
 
 
 def test_the_overview_shows_daemon_queue_and_failures(client, setup) -> None:
@@ -350,7 +352,7 @@ def test_metrics_parse_as_prometheus_text(client, setup) -> None:
     assert value("spkd_daemon_up") == 0
 
 
-# --- what this build does not have ------------------------------------------------------------
+# --- search ---------------------------------------------------------------------------------
 
 def test_search_finds_what_was_said_and_links_to_that_moment(client, setup) -> None:
     _config, jobs = setup
@@ -365,26 +367,253 @@ def test_search_finds_what_was_said_and_links_to_that_moment(client, setup) -> N
     assert 'name="q"' in client.get("/search", headers=HTML).text
 
 
-def test_voices_and_renaming_say_they_are_not_in_this_build(client, setup) -> None:
-    _config, jobs = setup
-    r = client.get("/voices", headers=HTML)
-    assert r.status_code == 501 and "not available in this build" in r.text
+# --- renaming speakers ----------------------------------------------------------------------
+
+XSS_VOICE = "<img src=x onerror=alert(2)>"  # a valid voice name (no '/'), and markup
+
+
+def outputs_of(config, stem: str) -> dict[str, str]:
+    return {fmt: (config.paths.outbox / f"{stem}.{fmt}").read_text(encoding="utf-8") for fmt in ("txt", "srt", "json")}
+
+
+def three_speakers(config, job_id: int) -> None:
+    """The done job's stored transcript with a third speaker (what rename re-renders from)."""
+    from daemon import outputs
+    from daemon.transcript import Segment
+
+    transcript = outputs.load_transcript(config, job_id)
+    assert transcript is not None
+    outputs.save_transcript(config, job_id, transcript.replace(
+        segments=transcript.segments + (Segment(6.0, 7.0, 3, "A third voice."),)))
+
+
+def rename(client: TestClient, job_id: int, csrf: str | None, **names: str):
+    data = {f"name:{label}": value for label, value in names.items()}
+    if csrf is not None:
+        data["csrf_token"] = csrf
+    return client.post(f"/jobs/{job_id}/speakers", data=data, headers=HTML, follow_redirects=False)
+
+
+def test_renaming_a_speaker_rerenders_every_output_and_the_page(client, setup) -> None:
+    config, jobs = setup
+    stem = Path(XSS_NAME).stem
+    three_speakers(config, jobs.done)
+    before = outputs_of(config, stem)
+    assert rename(client, jobs.done, None, Speaker1="Alice").status_code == 403, "no CSRF token"
+    assert outputs_of(config, stem) == before, "a refused rename changes nothing"
     csrf = csrf_of(client)
-    r = client.post(f"/jobs/{jobs.done}/speakers", data={"csrf_token": csrf, "name:Speaker1": "Alice"})
-    assert r.status_code == 501
-    assert client.post(f"/jobs/{jobs.done}/speakers", data={"name:Speaker1": "Alice"}).status_code == 403
-    r = client.post("/voices", data={"csrf_token": csrf, "name": "Alice"},
-                    files=[("recording", ("alice.wav", b"RIFF", "audio/wav"))])
-    assert r.status_code == 501
-    assert client.post("/voices", data={"name": "Alice"},
-                       files=[("recording", ("alice.wav", b"RIFF", "audio/wav"))]).status_code == 403
-    assert client.post("/voices/remove", data={"csrf_token": csrf, "name": "Alice"}).status_code == 501
+
+    r = rename(client, jobs.done, csrf, Speaker1=XSS_VOICE, Speaker2="", Speaker3="")
+    assert r.status_code == 303 and r.headers["location"] == f"/jobs/{jobs.done}"
+    after = outputs_of(config, stem)
+    assert XSS_VOICE in after["txt"] and XSS_VOICE in after["srt"]
+    doc = json.loads(after["json"])
+    shown = {s["label"]: (s["name"], s["display"], s["renamed"]) for s in doc["speakers"]}
+    # the unnamed speakers are numbered among themselves, in every output alike
+    assert shown == {"Speaker1": (XSS_VOICE, XSS_VOICE, True), "Speaker2": (None, "Speaker1", False),
+                     "Speaker3": (None, "Speaker2", False)}
+    page = client.get(f"/jobs/{jobs.done}", headers=HTML).text
+    assert "<img src=x onerror=alert(2)>" not in page and "&lt;img src=x onerror=alert(2)&gt;" in page
+    rows = dict(re.findall(r'<tr data-label="(Speaker\d)">.*?<td class="shown">([^<]*)</td>', page, re.S))
+    assert rows == {"Speaker1": "&lt;img src=x onerror=alert(2)&gt;", "Speaker2": "Speaker1", "Speaker3": "Speaker2"}
+    assert re.search(r'data-label="Speaker1">.*?<td class="source">renamed</td>', page, re.S)
+    assert '<strong>Speaker1</strong>' in page and "renamed" in [e["kind"] for e in _events(config, jobs.done)]
+    # the segments rows too: search shows the new name
+    hit = client.get("/search?q=welcome", headers=HTML).text
+    assert "&lt;img src=x onerror=alert(2)&gt;" in hit and "<img src=x onerror=alert(2)>" not in hit
+
+    # the field names the cluster: Speaker2 is the speaker shown as Speaker1 now, not the
+    # one shown as Speaker2 (Speaker3's cluster)
+    r = rename(client, jobs.done, csrf, Speaker1=XSS_VOICE, Speaker2="Bob", Speaker3="")
+    assert r.status_code == 303, r.text
+    doc = json.loads(outputs_of(config, stem)["json"])
+    assert {s["speaker"]: s["speaker_name"] for s in doc["segments"]} == {1: XSS_VOICE, 2: "Bob", 3: "Speaker1"}
+
+
+def test_a_refused_rename_says_why_and_changes_nothing(client, setup) -> None:
+    config, jobs = setup
+    stem = Path(XSS_NAME).stem
+    csrf = csrf_of(client)
+    before = outputs_of(config, stem)
+    cases = [
+        ({"Speaker1": "Speaker7"}, False, "SpeakerN is how unnamed speakers are shown"),
+        ({"Speaker1": "a/b"}, False, "may not contain"),
+        ({"Speaker1": "Ann", "Speaker2": "Ann"}, False, "two speakers cannot get the same name"),
+        ({"Speaker9": "Ann"}, False, "has no speaker Speaker9"),
+        ({"Speaker1": "", "Speaker2": " "}, False, "no speaker&#39;s name changed"),
+        # populate's transcript has no centroids (no speaker model): nothing to enrol
+        ({"Speaker1": XSS_VOICE}, True, "has no stored centroid"),
+    ]
+    for names, enrol, message in cases:
+        data = {f"name:{k}": v for k, v in names.items()} | {"csrf_token": csrf}
+        if enrol:
+            data["enrol"] = "1"
+        r = client.post(f"/jobs/{jobs.done}/speakers", data=data, headers=HTML)
+        assert r.status_code == 400 and message in r.text, (names, r.text)
+        assert "<img src=x onerror" not in r.text
+    assert outputs_of(config, stem) == before
+    r = client.post(f"/jobs/{jobs.failed}/speakers", data={"csrf_token": csrf, "name:Speaker1": "Ann"})
+    assert r.status_code == 400 and "not a done transcription" in r.text
+    assert client.post("/jobs/999/speakers", data={"csrf_token": csrf, "name:Speaker1": "Ann"}).status_code == 404
+    assert 'name="name:' not in client.get(f"/jobs/{jobs.failed}", headers=HTML).text, "no form for a failed job"
+
+
+def _events(config, job_id: int) -> list[dict]:
+    from daemon.store import Store
+
+    store = Store(config.database_url, host=config.host)
+    try:
+        return store.events(job_id)
+    finally:
+        store.close()
+
+
+# --- the voice library ------------------------------------------------------------------------
+
+def _sample(origin: str = "cli") -> dict:
+    return {"embedding": (0.1, 0.2, 0.3), "model_name": "cam++", "model_revision": "v1", "sha256": None,
+            "speech_seconds": 12.5, "audio_seconds": 14.0, "origin": origin, "source": "x.wav", "job_id": None}
+
+
+def enrol(client: TestClient, csrf: str | None, name: str, filename: str, data: bytes):
+    fields = {"name": name} | ({"csrf_token": csrf} if csrf is not None else {})
+    return client.post("/voices", data=fields, files=[("recording", (filename, data, "audio/wav"))], headers=HTML,
+                       follow_redirects=False)
+
+
+def test_the_voices_page_lists_the_library_with_names_as_text(client, setup) -> None:
+    config, _jobs = setup
+    from daemon.store import Store
+
+    store = Store(config.database_url, host=config.host)
+    store.add_voice_sample(XSS_VOICE, _sample())
+    store.add_voice_sample(XSS_VOICE, _sample("rename"))
+    store.add_voice_sample("王总", _sample())
+    store.close()
+    page = client.get("/voices", headers=HTML).text
+    assert "<img src=x onerror" not in page
+    rows = re.findall(r'<tr data-voice="\d+"><td class="name">([^<]*)</td><td>(\d+)</td>\s*<td>([^<]*)</td>'
+                      r'<td>([^<]*)</td><td>([^<]*)</td>', page)
+    assert rows == [("&lt;img src=x onerror=alert(2)&gt;", "2", "25 s", "cli, rename", "cam++@v1/3"),
+                    ("王总", "1", "12 s", "cli", "cam++@v1/3")]
+    assert 'name="name" value="&lt;img src=x onerror=alert(2)&gt;"' in page, "the remove form's field"
+    assert 'enctype="multipart/form-data"' in page and 'name="recording"' in page
+
+
+def test_enrolling_from_the_page_drops_the_recording_for_the_daemon(client, setup, tmp_path) -> None:
+    config, _jobs = setup
+    import time
+
+    from daemon import voices
+    from daemon.store import Store
+
+    data = wav_bytes(tmp_path)
+    assert enrol(client, None, "Li Wei", "li.wav", data).status_code == 403, "no CSRF token"
+    csrf = csrf_of(client)
+    for name, filename, body, status, message in (
+            ("Speaker3", "li.wav", data, 400, "SpeakerN"),
+            ("a/b", "li.wav", data, 400, "may not contain"),
+            ("  ", "li.wav", data, 400, "give a name and a recording"),
+            ("Li Wei", "notes.txt", data, 400, "extension not in watch.extensions"),
+            ("Li Wei", "li.wav", b"", 400, "the file is empty"),
+            ("Li Wei", "big.wav", wav_bytes(tmp_path, 40.0), 413, "web.max_upload_mb")):
+        r = enrol(client, csrf, name, filename, body)
+        assert r.status_code == status and message in r.text, (name, filename, r.status_code, r.text)
+    assert not config.paths.voices.exists() or not any(config.paths.voices.rglob("*.*")), "a refusal drops nothing"
+
+    r = enrol(client, csrf, " Li  Wei ", "../../li <b>.wav", data)
+    assert r.status_code == 303 and r.headers["location"] == "/voices"
+    dropped = config.paths.voices / "Li Wei" / "li <b>.wav"
+    assert dropped.read_bytes() == data
+    assert [p.name for p in (config.paths.state / "uploads").iterdir()] == [], "no temporary file left"
+    page = client.get("/voices", headers=HTML).text
+    assert re.search(r'<li data-state="waiting"><span class="name">Li Wei</span>: '
+                     r'<span class="file">Li Wei/li &lt;b&gt;.wav</span>', page), page
+    assert "The daemon is not running" in page
+
+    # the daemon's folder scan (daemon.voices.sync_folder) makes it an enrolment job
+    store = Store(config.database_url, host=config.host)
+    queued = voices.sync_folder(config, store, now=time.time() + 60).queued
+    assert len(queued) == 1
+    page = client.get("/voices", headers=HTML).text
+    assert f'<a href="/jobs/{queued[0]}">job {queued[0]}</a> queued' in page and 'data-state="waiting"' not in page
+    # a worker fails it (too little speech): the page says so while the file is there
+    job = store.claim(slot=0, pid=4242, device="cpu", lease_seconds=60)
+    assert job is not None and job.id == queued[0] and job.task == "enrol"
+    store.fail(job.id, pid=4242, kind="enrolment", message="only 0.4 s of speech <here>", permanent=True,
+               retry_backoff_seconds=0)
+    store.close()
+    page = client.get("/voices", headers=HTML).text
+    assert 'id="pending"' not in page
+    assert re.search(rf'<a href="/jobs/{job.id}">job {job.id}</a> failed: <span class="error">enrolment: only 0.4 s '
+                     r'of speech &lt;here&gt;</span>', page), page
+
+
+def test_removing_a_voice_from_the_page(client, setup, tmp_path) -> None:
+    config, _jobs = setup
+    from daemon.store import Store
+
+    store = Store(config.database_url, host=config.host)
+    store.add_voice_sample(XSS_VOICE, _sample())
+    store.close()
+    csrf = csrf_of(client)
+    assert enrol(client, csrf, "Li Wei", "li.wav", wav_bytes(tmp_path)).status_code == 303
+    assert client.post("/voices/remove", data={"name": XSS_VOICE}).status_code == 403, "no CSRF token"
+    assert "&lt;img src=x onerror=alert(2)&gt;</td>" in client.get("/voices", headers=HTML).text
+
+    r = client.post("/voices/remove", data={"csrf_token": csrf, "name": XSS_VOICE}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/voices"
+    assert "onerror=alert(2)" not in client.get("/voices", headers=HTML).text
+    r = client.post("/voices/remove", data={"csrf_token": csrf, "name": XSS_VOICE}, headers=HTML)
+    assert r.status_code == 400 and "no voice named" in r.text and "<img src=x" not in r.text
+    # a voice that is only a folder so far: the folder goes (to state/removed-voices/, never deleted)
+    r = client.post("/voices/remove", data={"csrf_token": csrf, "name": "Li Wei"}, follow_redirects=False)
+    assert r.status_code == 303 and not (config.paths.voices / "Li Wei").exists()
+    assert [p.name.startswith("Li Wei ") for p in (config.paths.state / "removed-voices").iterdir()] == [True]
+    assert 'id="pending"' not in client.get("/voices", headers=HTML).text
+
+
+HEAVY = ("torch", "funasr", "modelscope", "torchaudio")
 
 
 def test_the_web_stack_never_imports_torch_or_funasr() -> None:
     code = ("import sys, daemon.web.server, daemon.web.app, daemon.cli; "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'funasr', 'modelscope')); "
+            f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}); "
             "print(bad); raise SystemExit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_renaming_and_the_voice_library_load_no_model_in_the_web_process(tmp_path) -> None:
+    """Every page and POST of the dashboard, renaming and enrolling included, served in a
+    fresh process: a lazy import anywhere on those paths would show in sys.modules."""
+    config_path = write_config(tmp_path)
+    code = f"""
+import sys
+from pathlib import Path
+from starlette.testclient import TestClient
+from daemon.web.app import create_app
+from daemon.web.security import CSRF_COOKIE
+from tests.support.daemon import write_wav
+from tests.support.web import loaded, populate
+config = loaded(Path({str(config_path)!r}))
+jobs = populate(config)
+c = TestClient(create_app(config), base_url="http://127.0.0.1:8765")
+for path in ("/", "/jobs", f"/jobs/{{jobs.done}}", "/search?q=welcome", "/voices", "/metrics"):
+    assert c.get(path).status_code == 200, path
+csrf = c.cookies[CSRF_COOKIE]
+r = c.post(f"/jobs/{{jobs.done}}/speakers", data={{"csrf_token": csrf, "name:Speaker1": "Ann"}}, follow_redirects=False)
+assert r.status_code == 303, r.text
+wav = write_wav(Path({str(tmp_path / "ann.wav")!r}), 0.5).read_bytes()
+r = c.post("/voices", data={{"csrf_token": csrf, "name": "Ann"}}, files=[("recording", ("ann.wav", wav))],
+           follow_redirects=False)
+assert r.status_code == 303, r.text
+assert c.post("/voices/remove", data={{"csrf_token": csrf, "name": "Ann"}}, follow_redirects=False).status_code == 303
+bad = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})
+print(bad)
+raise SystemExit(1 if bad else 0)
+"""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
