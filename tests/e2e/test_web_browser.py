@@ -1,9 +1,11 @@
 """The dashboard in a real browser: headless Chromium driven through Debian's
 chromium-driver (selenium), against a real daemon that serves it as its supervised
-child (`web.listen`). The daemon runs the fake engine of tests/fakes: these tests are
-about the pages, the uploads and the progress reporting, not about FunASR (whose
-stages tests/integration/test_engine.py checks). One daemon and one browser session
-serve the whole module.
+child (`web.listen`). The first daemon runs the fake engine of tests/fakes: those tests
+are about the pages, the uploads and the progress reporting, not about FunASR (whose
+stages tests/integration/test_engine.py checks). Renaming speakers and the voice
+library need real speakers: a second daemon runs FunASR with the tiny models (its
+CAM++ trained on espeak-ng voices) on dialogs of held-out voices. One browser session
+serves the whole module.
 
 Each test saves a screenshot of every page it looks at into one folder under pytest's
 temporary directory and prints where; nothing of it is committed.
@@ -11,6 +13,7 @@ temporary directory and prints where; nothing of it is committed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +24,7 @@ from typing import Any, Callable
 
 import pytest
 
+from tests.support.audio import require_tools
 from tests.support.daemon import Daemon, write_wav
 from tests.support.web import XSS_NAME, free_port, wait_listening
 
@@ -67,6 +71,23 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
     d.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
     d.port = port  # type: ignore[attr-defined]
     d.start()
+    wait_listening(port, timeout=30)
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def voice_daemon(tmp_path_factory: pytest.TempPathFactory, tiny_models):
+    """A daemon with real FunASR (the tiny models), for speakers and voices."""
+    _programs()
+    require_tools("espeak-ng")
+    port = free_port()
+    d = Daemon(tmp_path_factory.mktemp("web-voices-daemon"), fake_engine=False,
+               config={"models": {"dir": str(tiny_models.asr.parent)}, "workers": {"count": 1},
+                       "jobs": {"lease_seconds": 60, "heartbeat_seconds": 2, "max_attempts": 1},
+                       "output": {"formats": ["json", "txt", "srt"]}, "web": {"listen": f"127.0.0.1:{port}"}})
+    d.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    d.start(timeout=180)
     wait_listening(port, timeout=30)
     yield d
     d.stop()
@@ -260,8 +281,8 @@ def test_hostile_names_show_as_text_on_every_page(daemon, browser, shots, tmp_pa
     names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "td.name a")]
     assert names == [XSS_NAME]
     browser.get(daemon.url + "/voices")
-    assert "not available in this build" in browser.find_element(By.ID, "unavailable").text
-    shots(browser, "voices")
+    assert "No voices enrolled" in browser.find_element(By.ID, "voices").text
+    shots(browser, "voices-empty")
     browser.get(daemon.url + "/metrics")
     assert "spkd_jobs{state=\"done\"}" in browser.find_element(By.TAG_NAME, "body").text
     shots(browser, "metrics")
@@ -282,3 +303,135 @@ def test_the_dashboard_comes_back_when_its_process_dies(daemon, browser) -> None
     browser.get(daemon.url + "/")
     assert "Daemon running" in browser.find_element(By.ID, "daemon-status").text
     assert "restarting in" in daemon.log()
+
+
+# --- speakers and voices (real FunASR, tiny models) ----------------------------------------
+
+def test_renaming_a_speaker_rerenders_every_output(voice_daemon, browser, shots, tmp_path) -> None:
+    """The job page's rename form: the speaker's name in every output file (json, txt,
+    srt) and on the page, the other speakers renumbered among the unnamed, and with
+    `enrol` the speaker's voice in the library."""
+    from selenium.webdriver.common.by import By
+
+    from tests.support.dialog import TEST_VOICES, make_dialog
+
+    d = voice_daemon
+    dialog = make_dialog(tmp_path / "standup.wav", list(TEST_VOICES[1:3]), seed=5)
+    (d.inbox / "standup.wav").write_bytes(dialog.path.read_bytes())
+    job = d.wait(lambda: (lambda j: j if j and j["state"] in ("done", "failed") else None)(
+        job_named(d, "standup.wav")), timeout=300, what="standup.wav transcribed")
+    assert job["state"] == "done", job
+    outputs = {fmt: d.outbox / f"standup.{fmt}" for fmt in ("json", "txt", "srt")}
+    before = {fmt: path.read_text(encoding="utf-8") for fmt, path in outputs.items()}
+    labels = [s["label"] for s in json.loads(before["json"])["speakers"]]
+    assert len(labels) >= 2, labels
+
+    browser.get(f"{d.url}/jobs/{job['id']}")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#speakers tbody tr")
+    assert [r.get_attribute("data-label") for r in rows] == labels
+    assert [r.find_element(By.CSS_SELECTOR, "td.shown").text for r in rows] == labels, "no names yet"
+    shots(browser, "job-speakers")
+    field = browser.find_element(By.NAME, "name:Speaker1")
+    field.send_keys("王总")
+    browser.find_element(By.CSS_SELECTOR, "#rename input[name=enrol]").click()
+    browser.find_element(By.CSS_SELECTOR, "#rename button[type=submit]").click()
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "#speakers tr[data-label=Speaker1] td.shown").text
+             == "王总", timeout=30, what="the page showing the new name")
+    assert browser.current_url == f"{d.url}/jobs/{job['id']}"
+    row = browser.find_element(By.CSS_SELECTOR, "#speakers tr[data-label=Speaker1]")
+    assert row.find_element(By.CSS_SELECTOR, "td.source").text == "renamed, and enrolled as a voice"
+    others = [r.find_element(By.CSS_SELECTOR, "td.shown").text
+              for r in browser.find_elements(By.CSS_SELECTOR, "#speakers tbody tr")[1:]]
+    assert others == [f"Speaker{i}" for i in range(1, len(labels))], "the unnamed renumbered among themselves"
+    turns = browser.find_elements(By.CSS_SELECTOR, "#transcript .turn")
+    shown = {t.get_attribute("data-speaker"): t.find_element(By.CSS_SELECTOR, ".who strong").text for t in turns}
+    assert shown["1"] == "王总" and shown["2"] == "Speaker1"
+    shots(browser, "job-renamed")
+
+    # every output file was rendered again from the stored transcript
+    after = {fmt: path.read_text(encoding="utf-8") for fmt, path in outputs.items()}
+    doc = json.loads(after["json"])
+    first = next(s for s in doc["speakers"] if s["label"] == "Speaker1")
+    assert (first["name"], first["display"], first["renamed"]) == ("王总", "王总", True)
+    assert first["voice"] is not None, "enrolled: the voice's id"
+    names = {seg["speaker"]: seg["speaker_name"] for seg in doc["segments"]}
+    assert names[1] == "王总" and names[2] == "Speaker1"
+    turn_starts = [seg for i, seg in enumerate(doc["segments"])
+                   if seg["speaker"] == 1 and (i == 0 or doc["segments"][i - 1]["speaker"] != 1)]
+    assert len(re.findall(r"^王总 \[", after["txt"], re.M)) == len(turn_starts) > 0, after["txt"]
+    assert "王总" not in before["srt"] and "王总" in after["srt"]
+    assert all(after[fmt] != before[fmt] for fmt in outputs)
+    assert "renamed" in [e["kind"] for e in d.events(job["id"])]
+    assert [v["name"] for v in d.query("select name from voices")] == ["王总"]
+
+
+def test_a_voice_is_enrolled_from_the_page_and_removed(voice_daemon, browser, shots, tmp_path) -> None:
+    """Upload a recording of one held-out voice on /voices: it goes into paths.voices,
+    the daemon's folder scan enrols it through the queue, the page lists it, the next
+    recording of that voice is named after it (its job page shows the voice and the
+    score); then remove it."""
+    from selenium.webdriver.common.by import By
+
+    from tests.support.dialog import make_dialog
+
+    d = voice_daemon
+    recording = make_dialog(tmp_path / "li wei.wav", ["m3"], seed=21, min_speech_seconds=15)
+    browser.get(d.url + "/voices")
+    shots(browser, "voices")
+    form = browser.find_element(By.ID, "enrol")
+    form.find_element(By.NAME, "name").send_keys("李伟")
+    form.find_element(By.NAME, "recording").send_keys(str(recording.path))
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+    def listed() -> list[Any]:
+        return [r for r in browser.find_elements(By.CSS_SELECTOR, "#voices tbody tr[data-voice]")
+                if r.find_element(By.CSS_SELECTOR, "td.name").text == "李伟"]
+
+    wait_for(lambda: browser.current_url == d.url + "/voices", what="back on /voices")
+    pending = browser.find_elements(By.CSS_SELECTOR, "#pending li")
+    assert listed() or any("李伟/li wei.wav" in p.text for p in pending), "the upload shown on its way"
+    if pending:
+        shots(browser, "voices-pending")
+    assert (d.root / "var" / "voices" / "李伟" / "li wei.wav").is_file(), "in the voice's folder, for the daemon"
+
+    def enrolled() -> list[Any]:
+        browser.refresh()
+        return listed()
+
+    try:
+        row = wait_for(enrolled, timeout=180, every=2, what="the voice enrolled by the daemon")[0]
+    except AssertionError:
+        failed = browser.find_elements(By.ID, "failed-enrolments")
+        raise AssertionError(f"not enrolled: {failed[0].text if failed else ''}\n{d.log()[-3000:]}") from None
+    cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1] == "1" and cells[3] == "folder", cells
+    assert not browser.find_elements(By.ID, "pending")
+    job = next(j for j in d.jobs() if j["task"] == "enrol" and j["source_name"] == "voices/李伟/li wei.wav")
+    assert job["state"] == "done"
+    shots(browser, "voices-enrolled")
+
+    # the library names the next recording of that voice, and the job page says by which
+    # voice and with what score
+    dialog = make_dialog(tmp_path / "call.wav", ["m3", "m7"], seed=22)
+    (d.inbox / "call.wav").write_bytes(dialog.path.read_bytes())
+    job = d.wait(lambda: (lambda j: j if j and j["state"] in ("done", "failed") else None)(
+        job_named(d, "call.wav")), timeout=300, what="call.wav transcribed")
+    assert job["state"] == "done", job
+    browser.get(f"{d.url}/jobs/{job['id']}")
+    first = browser.find_element(By.CSS_SELECTOR, "#speakers tr[data-label=Speaker1]")
+    assert first.find_element(By.CSS_SELECTOR, "td.shown").text == "李伟"
+    assert first.find_element(By.CSS_SELECTOR, "td.source").text == "voice 李伟"
+    score = float(first.find_element(By.CSS_SELECTOR, "td.score").text)
+    assert 0.75 <= score <= 1.0, score  # speakers.match_threshold's default
+    doc = json.loads((d.outbox / "call.json").read_text(encoding="utf-8"))
+    assert next(s for s in doc["speakers"] if s["label"] == "Speaker1")["score"] == pytest.approx(score, abs=5e-4)
+    shots(browser, "job-named-by-the-library")
+
+    browser.get(d.url + "/voices")
+    row = listed()[0]
+    row.find_element(By.CSS_SELECTOR, "button.remove").click()
+    wait_for(lambda: browser.current_url == d.url + "/voices" and not listed(), timeout=30, what="the voice gone")
+    assert not d.query("select id from voices where name = ?", "李伟")
+    assert not (d.root / "var" / "voices" / "李伟").exists()
+    assert [p.name.startswith("李伟 ") for p in (d.root / "state" / "removed-voices").iterdir()] == [True]
+    shots(browser, "voices-removed")

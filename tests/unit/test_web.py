@@ -430,6 +430,36 @@ def test_renaming_a_speaker_rerenders_every_output_and_the_page(client, setup) -
     assert {s["speaker"]: s["speaker_name"] for s in doc["segments"]} == {1: XSS_VOICE, 2: "Bob", 3: "Speaker1"}
 
 
+def test_a_name_from_the_library_shows_its_voice_and_score(client, setup) -> None:
+    config, jobs = setup
+    from daemon import outputs
+    from daemon.store import Store
+    from daemon.transcript import SpeakerMatch
+
+    store = Store(config.database_url, host=config.host)
+    voice_id, _sample_id = store.add_voice_sample(XSS_VOICE, _sample())
+    store.close()
+    transcript = outputs.load_transcript(config, jobs.done)
+    assert transcript is not None
+    outputs.save_transcript(config, jobs.done, transcript.replace(
+        speaker_names={1: XSS_VOICE}, speaker_matches={1: SpeakerMatch(voice=voice_id, score=0.87123)}))
+
+    def row(label: str) -> tuple[str, str, str]:
+        page = client.get(f"/jobs/{jobs.done}", headers=HTML).text
+        assert "<img src=x" not in page
+        found = re.search(rf'<tr data-label="{label}">.*?<td class="shown">([^<]*)</td><td class="source">([^<]*)'
+                          r'</td>\s*<td class="score">([^<]*)</td>', page, re.S)
+        assert found, page
+        return found.groups()
+
+    escaped = "&lt;img src=x onerror=alert(2)&gt;"
+    assert row("Speaker1") == (escaped, f"voice {escaped}", "0.871")
+    assert row("Speaker2") == ("Speaker1", "unnamed", "")
+    csrf = csrf_of(client)
+    assert client.post("/voices/remove", data={"csrf_token": csrf, "name": XSS_VOICE}).status_code == 200
+    assert row("Speaker1") == (escaped, f"voice #{voice_id} (removed from the library since)", "0.871")
+
+
 def test_a_refused_rename_says_why_and_changes_nothing(client, setup) -> None:
     config, jobs = setup
     stem = Path(XSS_NAME).stem
@@ -519,6 +549,14 @@ def test_enrolling_from_the_page_drops_the_recording_for_the_daemon(client, setu
             ("Li Wei", "big.wav", wav_bytes(tmp_path, 40.0), 413, "web.max_upload_mb")):
         r = enrol(client, csrf, name, filename, body)
         assert r.status_code == status and message in r.text, (name, filename, r.status_code, r.text)
+    # a chunked body says no length up front: cut off as it arrives
+    boundary = "spkdvoice42"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\nLi Wei\r\n--{boundary}\r\n'
+            f'Content-Disposition: form-data; name="recording"; filename="big.wav"\r\n\r\n').encode()
+    chunks = iter([head] + [b"\0" * 2**16] * 20 + [f"\r\n--{boundary}--\r\n".encode()])
+    r = client.post("/voices", content=chunks, headers={"x-csrf-token": csrf, **HTML,
+                                                        "content-type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 413 and "content-length" not in r.request.headers
     assert not config.paths.voices.exists() or not any(config.paths.voices.rglob("*.*")), "a refusal drops nothing"
 
     r = enrol(client, csrf, " Li  Wei ", "../../li <b>.wav", data)
