@@ -112,9 +112,14 @@ def browser(daemon, tmp_path_factory: pytest.TempPathFactory):
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "condition",
              every: float = 0.2) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except StaleElementReferenceException:
+            value = None  # the live part of the page was replaced between finding and reading: look again
         if value:
             return value
         time.sleep(every)
@@ -392,7 +397,7 @@ def test_a_voice_is_enrolled_from_the_page_and_removed(voice_daemon, browser, sh
     assert listed() or any("李伟/li wei.wav" in p.text for p in pending), "the upload shown on its way"
     if pending:
         shots(browser, "voices-pending")
-    assert (d.root / "var" / "voices" / "李伟" / "li wei.wav").is_file(), "in the voice's folder, for the daemon"
+    assert (d.voices / "李伟" / "li wei.wav").is_file(), "in the voice's folder, for the daemon"
 
     def enrolled() -> list[Any]:
         browser.refresh()
@@ -432,6 +437,6 @@ def test_a_voice_is_enrolled_from_the_page_and_removed(voice_daemon, browser, sh
     row.find_element(By.CSS_SELECTOR, "button.remove").click()
     wait_for(lambda: browser.current_url == d.url + "/voices" and not listed(), timeout=30, what="the voice gone")
     assert not d.query("select id from voices where name = ?", "李伟")
-    assert not (d.root / "var" / "voices" / "李伟").exists()
+    assert not (d.voices / "李伟").exists()
     assert [p.name.startswith("李伟 ") for p in (d.root / "state" / "removed-voices").iterdir()] == [True]
     shots(browser, "voices-removed")

@@ -342,11 +342,20 @@ def test_a_dropped_recording_arrives_whole_under_the_voices_folder(folder, tmp_p
     config, _store = folder
     upload = tmp_path / "upload.tmp"
     upload.write_bytes(b"audio")
-    placed = voices.drop_for_enrolment(config, " 王总 ", upload, file_name="../../etc/passwd")
-    assert placed.parent == config.paths.voices / "王总" and placed.read_bytes() == b"audio"
+    placed = voices.drop_for_enrolment(config, " 王总 ", upload, file_name="../../etc/passwd.wav")
+    assert placed == config.paths.voices / "王总" / "passwd.wav" and placed.read_bytes() == b"audio"
     assert not list(placed.parent.glob(".*"))
     with pytest.raises(VoiceError):
         voices.drop_for_enrolment(config, "../x", upload, file_name="a.wav")
+    # what the folder scan would leave alone is refused, not left there unenrolled
+    with pytest.raises(VoiceError, match="extension not in watch.extensions"):
+        voices.drop_for_enrolment(config, "王总", upload, file_name="../../etc/passwd")
+    with pytest.raises(VoiceError, match="extension not in watch.extensions"):
+        voices.drop_for_enrolment(config, "王总", upload, file_name="notes.txt")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(VoiceError, match="empty"):
+        voices.drop_for_enrolment(config, "王总", tmp_path / "empty.wav", file_name="empty.wav")
+    assert sorted(p.name for p in placed.parent.iterdir()) == ["passwd.wav"]
 
 
 # --- renaming and re-matching done jobs ------------------------------------------------------
