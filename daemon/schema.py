@@ -152,7 +152,7 @@ segments = Table(
 )
 
 # The voice library (migration 0008): one row per person, one sample per enrolment.
-SAMPLE_ORIGINS = ("cli", "folder", "rename", "web")
+SAMPLE_ORIGINS = ("cli", "folder", "rename")
 
 voices = Table(
     "voices",

@@ -4,7 +4,7 @@
 enrolment: the CAM++ centroid over the speech of one recording (JSON list of floats),
 the identity of the model that made it (model directory name, revision, dimension:
 embeddings of another model are never compared), the recording's sha256, the seconds
-of speech used, where it came from (`origin`: cli, folder, rename, web; `source`: the
+of speech used, where it came from (`origin`: cli, folder, rename; `source`: the
 file, for a folder sample its path under paths.voices) and the enrolment job, if any.
 
 `jobs.task` tells a transcription (`transcribe`, every job before this revision) from
@@ -49,7 +49,7 @@ def upgrade() -> None:
         sa.Column("source", sa.Text),
         sa.Column("job_id", sa.Integer),
         sa.Column("created_at", sa.DateTime, nullable=False),
-        sa.CheckConstraint("origin IN ('cli', 'folder', 'rename', 'web')", name="ck_voice_samples_origin"),
+        sa.CheckConstraint("origin IN ('cli', 'folder', 'rename')", name="ck_voice_samples_origin"),
         sa.CheckConstraint("dimension > 0", name="ck_voice_samples_dimension"),
     )
     op.create_index("ix_voice_samples_voice", "voice_samples", ["voice_id"])
