@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -47,10 +47,11 @@ if TYPE_CHECKING:
     from daemon.engine import Transcriber
     from daemon.store import SampleRow, Store, VoiceSummary
 
-__all__ = ["ENROL_PRIORITY", "MIN_SPEECH_SECONDS", "Candidate", "FolderSync", "LibraryVoice",
-           "Rename", "SpeakerScores", "check_name", "drop_for_enrolment", "enrol", "enrol_print", "library",
-           "list_voices", "match", "name_speakers", "remove", "rematch", "rename_speakers", "scores_for",
-           "speaker_of", "sync_folder", "waiting_files"]
+__all__ = ["Candidate", "ENROL_COPY_PREFIX", "ENROL_PRIORITY", "Enrolled", "FolderSync", "LibraryVoice",
+           "MIN_SPEECH_SECONDS", "ORPHAN_COPY_SECONDS", "REMOVED_FOLDER", "Rename", "SpeakerScores", "check_name",
+           "drop_for_enrolment", "enrol", "enrol_print", "folder_source", "library", "list_voices", "match",
+           "name_speakers", "rematch", "remove", "rename_speakers", "sample_of", "scores_for", "settle_enrol_copies",
+           "speaker_of", "sync_folder", "voice_source_name", "waiting_files"]
 
 # Less speech than this gives a centroid too noisy to name anyone by.
 MIN_SPEECH_SECONDS = 10.0

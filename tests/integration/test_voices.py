@@ -12,7 +12,6 @@ tested end to end in tests/e2e/test_voices.py.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from loguru import logger
