@@ -316,10 +316,7 @@ class Worker:
         if not done:
             logger.warning("job {}: finished after its lease was taken back; result discarded", job.id)
             return
-        spool.archive_job(self.config, self.store, job.id, spool_path=Path(job.spool_path),
-                          source_name=job.source_name,
-                          write=lambda call: self._stored(f"recording where job {job.id}'s source went", call))
-        self._stored("counting the job", lambda: self.store.worker_job_done(self.spec.slot, rss_mb=rss_mb()))
+        self._retire_done(job)
         if reused is not None and twin is not None:
             logger.info("job {} done: {} reused the result of job {} (same audio and options)", job.id,
                         job.source_name, twin.id)
@@ -374,12 +371,16 @@ class Worker:
         if not done:
             logger.warning("job {}: enrolment not recorded (stopping, or its lease was taken back)", job.id)
             return
+        self._retire_done(job)
+        logger.info("job {} done: enrolled {} as voice {} on {} in {:.1f} s ({:.1f} s of speech)", job.id,
+                    job.source_name, name, self.spec.device, elapsed, voice.speech_seconds)
+
+    def _retire_done(self, job: Job) -> None:
+        """After a job's `done` is recorded: its source to the archive, the slot's count up."""
         spool.archive_job(self.config, self.store, job.id, spool_path=Path(job.spool_path),
                           source_name=job.source_name,
                           write=lambda call: self._stored(f"recording where job {job.id}'s source went", call))
         self._stored("counting the job", lambda: self.store.worker_job_done(self.spec.slot, rss_mb=rss_mb()))
-        logger.info("job {} done: enrolled {} as voice {} on {} in {:.1f} s ({:.1f} s of speech)", job.id,
-                    job.source_name, name, self.spec.device, elapsed, voice.speech_seconds)
 
     def _check_duration(self, job: Job, transcript: Transcript) -> None:
         """A recording that decodes far shorter than its container said when it was

@@ -52,6 +52,16 @@ def _marker(path: Path, what: str) -> bool:
     return True
 
 
+def _crash_if_asked(path: Path) -> None:
+    """`*crashonce*`: SIGKILL this worker on the first attempt; `*crash*`: on every one."""
+    name = path.name.lower()
+    if "crashonce" in name:
+        if _marker(path, "crash"):
+            os.kill(os.getpid(), signal.SIGKILL)
+    elif "crash" in name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class FakeEngine:
     def __init__(self, device: str) -> None:
         self.device = device
@@ -65,11 +75,7 @@ class FakeEngine:
         report = progress or (lambda stage, fraction: None)
         report("decoding", None)
         name = audio_path.name.lower()
-        if "crashonce" in name:
-            if _marker(audio_path, "crash"):
-                os.kill(os.getpid(), signal.SIGKILL)
-        elif "crash" in name:
-            os.kill(os.getpid(), signal.SIGKILL)
+        _crash_if_asked(audio_path)
         if "hang" in name and _marker(audio_path, "hang"):
             os.kill(os.getpid(), signal.SIGSTOP)  # frozen: no more heartbeats
         if "oom" in name and not self.device.startswith("cpu"):
@@ -99,11 +105,7 @@ class FakeEngine:
 
     def embed_voice(self, audio_path: Path, *, source_name: str | None = None) -> VoicePrint:
         name = audio_path.name.lower()
-        if "crashonce" in name:
-            if _marker(audio_path, "crash"):
-                os.kill(os.getpid(), signal.SIGKILL)
-        elif "crash" in name:
-            os.kill(os.getpid(), signal.SIGKILL)
+        _crash_if_asked(audio_path)
         if "bad" in name:
             raise AudioError("cannot decode: fake bad audio")
         time.sleep(float(os.environ.get("SPKD_FAKE_SLOW_SECONDS", "3")) if "slow" in name else self.seconds)
