@@ -29,6 +29,16 @@ many threads a step may use, and leaves every computation to FunASR's code:
   scalars: an add, a compare against float32(threshold), a subtract, in FunASR's order,
   so the fires are the same bits. The swap lasts for the call only (a bare AutoModel
   loaded in the same process, as bench.stages does, keeps FunASR's function).
+* **The predictor's CIF on numpy**: every ASR batch also runs the CIF predictor's own
+  loops over frames (`bicif_paraformer.cif_predictor.cif`, ~14 torch operations per
+  60-ms frame for the acoustic embeddings, and its `cif_wo_hidden` twice more for the
+  timestamps, at 3x the frame rate): on the GPU machine with two workers these loops
+  were a third of the ASR stage's host time (kernel launches of a few elements each).
+  They are swapped in the same way, for `cif_fires_host` and `cif_host`, which do the
+  same float32 operations per element in FunASR's order (a multiply, then an add: no
+  fused multiply-add, since FunASR's are two separate kernels) and add each token's
+  frames up in time order, so the embeddings are the same bits; the one reduction in
+  `cif` (the token count, `alphas.sum(-1)`) stays on the device it was on.
 
 The element-wise arithmetic of those steps is IEEE float32 on either device, so host and
 device give the same bits. One reduction moves: when the peaks do not match the token
@@ -57,11 +67,14 @@ import ctypes.util
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from daemon.speaker_batching import TESTED_FUNASR_VERSIONS
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CLUSTER_THREADS = 1  # BLAS/OpenMP threads for FunASR's clusterer (see the module docstring)
 
@@ -179,50 +192,145 @@ def _timestamps_to_host(asr_model: Any, hooks: PipelineHooks) -> None:
     hooks._undo.append(lambda: _restore(asr_model, "calc_predictor_timestamp"))
 
 
+# Rows up to this many are integrated element by element on numpy scalars; more rows
+# (a GPU worker's batch of VAD segments) one time step at a time across all rows.
+SCALAR_ROWS = 4
+
+
+def _integrate(rows: "np.ndarray", fire_at: "np.float32", drop: "np.float32") -> tuple[Any, Any, Any]:
+    """FunASR's CIF recurrence over float32 `rows` [B, T]: per step, completion = 1 -
+    integrate, integrate += alpha (recorded as the fire value), and where integrate >=
+    fire_at: integrate -= drop and the step's weight is the completion, else alpha.
+    Returns (fires, fired, weights), all [B, T]; the same float32 operations in FunASR's
+    order, so the same bits."""
+    import numpy as np
+
+    fires = np.empty_like(rows)
+    fired = np.zeros(rows.shape, dtype=bool)
+    weights = np.empty_like(rows)
+    one = np.float32(1.0)
+    if rows.shape[0] <= SCALAR_ROWS:
+        for b in range(rows.shape[0]):
+            integrate = np.float32(0.0)
+            row, out, fire, weight = rows[b], fires[b], fired[b], weights[b]
+            for t, alpha in enumerate(row):
+                completion = one - integrate
+                integrate = integrate + alpha
+                out[t] = integrate
+                if integrate >= fire_at:
+                    integrate = integrate - drop
+                    fire[t] = True
+                    weight[t] = completion
+                else:
+                    weight[t] = alpha
+        return fires, fired, weights
+    integrate = np.zeros(rows.shape[0], dtype=np.float32)
+    for t in range(rows.shape[1]):
+        alpha = rows[:, t]
+        completion = one - integrate
+        integrate = integrate + alpha
+        fires[:, t] = integrate
+        fire = integrate >= fire_at
+        fired[:, t] = fire
+        weights[:, t] = np.where(fire, completion, alpha)
+        integrate = np.where(fire, integrate - drop, integrate)
+    return fires, fired, weights
+
+
 def cif_fires_host(alphas: Any, threshold: float) -> Any:
-    """`funasr.utils.timestamp_tools.cif_wo_hidden` on numpy: the same fires, bit for bit.
+    """FunASR's `cif_wo_hidden` (`funasr.utils.timestamp_tools` and
+    `funasr.models.bicif_paraformer.cif_predictor` hold the same one) on numpy: the same
+    fires, bit for bit.
 
     FunASR keeps a float32 running sum per row, records it, and takes `threshold` (as
     float32, torch's promotion of a Python scalar against a float32 tensor) off it where
-    it reached the threshold. The same three float32 operations on numpy scalars cost a
-    fraction of a microsecond each instead of a kernel launch."""
+    it reached the threshold. The same three float32 operations on numpy cost a fraction
+    of a microsecond each instead of a kernel launch."""
     import numpy as np
     import torch
 
     if alphas.dtype != torch.float32 or alphas.dim() != 2:
-        return _ORIGINAL_CIF[0](alphas, threshold)
-    rows = alphas.detach().cpu().numpy()
-    fires = np.empty_like(rows)
+        return _funasr_cif("timestamp_tools.cif_wo_hidden")(alphas, threshold)
     step = np.float32(threshold)
-    for b in range(rows.shape[0]):
-        integrate = np.float32(0.0)
-        row, out = rows[b], fires[b]
-        for t, alpha in enumerate(row):
-            integrate = integrate + alpha
-            out[t] = integrate
-            if integrate >= step:
-                integrate = integrate - step
+    fires, _fired, _weights = _integrate(alphas.detach().cpu().numpy(), step, step)
     return torch.from_numpy(fires).to(alphas.device)
 
 
-# FunASR's own cif_wo_hidden, kept when the swap is first made (see cif_fires_host).
-_ORIGINAL_CIF: list[Any] = []
+def cif_host(hidden: Any, alphas: Any, threshold: float) -> Any:
+    """`funasr.models.bicif_paraformer.cif_predictor.cif` on numpy: the same acoustic
+    embeddings and fires, bit for bit.
+
+    FunASR integrates the alphas as `_integrate` does (firing at `threshold`, dropping
+    1.0) and accumulates, per row, frame += weight * hidden[t] (a float32 multiply, then
+    an add), recording the frame where the row fires and restarting it at (alpha -
+    weight) * hidden[t]; then it keeps each row's fired frames, zero-padded to the
+    largest rounded token count. Here the same steps run across all rows at once on
+    numpy, each token's frame copied out where its row fires. Any input FunASR would
+    reject or that is not float32 goes to FunASR's own function."""
+    import numpy as np
+    import torch
+
+    original = _funasr_cif("cif_predictor.cif")
+    if (hidden.dtype != torch.float32 or alphas.dtype != torch.float32 or hidden.dim() != 3
+            or alphas.shape != hidden.shape[:2] or 0 in hidden.shape):
+        return original(hidden, alphas, threshold)
+    # The one reduction, where FunASR computes it (a GPU's sum may differ in the last bit).
+    max_label_len = int(torch.round(alphas.sum(-1)).int().max())
+    h, rows = hidden.detach().cpu().numpy(), alphas.detach().cpu().numpy()
+    fires, fired, weights = _integrate(rows, np.float32(threshold), np.float32(1.0))
+    batch, frames, size = h.shape
+    if int(fired.sum(axis=1).max()) > max_label_len:  # FunASR's zero padding fails here: let it say so
+        return original(hidden, alphas, threshold)
+    embeds = np.zeros((batch, max_label_len, size), dtype=np.float32)
+    tokens = np.zeros(batch, dtype=np.int64)
+    frame = np.zeros((batch, size), dtype=np.float32)
+    for t in range(frames):
+        frame = frame + weights[:, t, None] * h[:, t]  # FunASR: frame += cur[:, None] * hidden[:, t, :]
+        where = np.flatnonzero(fired[:, t])
+        if where.size:
+            embeds[where, tokens[where]] = frame[where]
+            tokens[where] += 1
+            frame[where] = (rows[where, t] - weights[where, t])[:, None] * h[where, t]  # remainds * hidden
+    device = hidden.device
+    return torch.from_numpy(embeds).to(device), torch.from_numpy(fires).to(device)
+
+
+# FunASR's own functions, kept when the swap is first made (see cif_fires_host, cif_host).
+_ORIGINAL_CIF: dict[str, Any] = {}
+
+
+def _funasr_cif(key: str) -> Any:
+    """FunASR's own function of that key, also while ours stand in its place."""
+    if key not in _ORIGINAL_CIF:  # never swapped yet, so the module still holds FunASR's
+        from funasr.models.bicif_paraformer import cif_predictor
+        from funasr.utils import timestamp_tools
+
+        module = timestamp_tools if key.startswith("timestamp_tools.") else cif_predictor
+        _ORIGINAL_CIF[key] = getattr(module, key.partition(".")[2])
+    return _ORIGINAL_CIF[key]
 
 
 def _cif_fires_on_host(asr_model: Any, hooks: PipelineHooks) -> None:
+    from funasr.models.bicif_paraformer import cif_predictor
     from funasr.utils import timestamp_tools
 
-    if not _ORIGINAL_CIF:
-        _ORIGINAL_CIF.append(timestamp_tools.cif_wo_hidden)
+    # (module, its name, FunASR's function's key, ours: looked up when the call starts)
+    swaps = ((timestamp_tools, "cif_wo_hidden", "timestamp_tools.cif_wo_hidden", "cif_fires_host"),
+             (cif_predictor, "cif_wo_hidden", "cif_predictor.cif_wo_hidden", "cif_fires_host"),
+             (cif_predictor, "cif", "cif_predictor.cif", "cif_host"))
+    for _, _, key, _ in swaps:
+        _funasr_cif(key)
     had_own = "inference" in vars(asr_model)  # the engine's empty-batch guard, say
     previous = asr_model.inference
 
     def inference(*args: Any, **kwargs: Any) -> Any:
-        timestamp_tools.cif_wo_hidden = cif_fires_host
+        for module, name, _, ours in swaps:
+            setattr(module, name, globals()[ours])
         try:
             return previous(*args, **kwargs)
         finally:
-            timestamp_tools.cif_wo_hidden = _ORIGINAL_CIF[0]
+            for module, name, key, _ in swaps:
+                setattr(module, name, _ORIGINAL_CIF[key])
 
     inference.__wrapped__ = previous  # type: ignore[attr-defined]
     asr_model.inference = inference
@@ -233,7 +341,7 @@ def _cif_fires_on_host(asr_model: Any, hooks: PipelineHooks) -> None:
         else:
             _restore(asr_model, "inference")
 
-    hooks.names.append("CIF re-firing on numpy")
+    hooks.names.append("CIF on numpy")
     hooks._undo.append(undo)
 
 
@@ -263,4 +371,5 @@ def release_load_memory() -> bool:
     return True
 
 
-__all__ = ["CLUSTER_THREADS", "PipelineHooks", "check_support", "cif_fires_host", "install", "release_load_memory"]
+__all__ = ["CLUSTER_THREADS", "PipelineHooks", "check_support", "cif_fires_host", "cif_host", "install",
+           "release_load_memory"]

@@ -56,7 +56,7 @@ def hooked(tiny_models: ModelDirs) -> tuple[Engine, dict[str, _Counted]]:
     hooks = ph.install(engine.model, funasr.__version__, "cuda:0")
     engine.pipeline_hooks = hooks
     assert hooks.names == ["clustering on 1 thread(s)", "VAD scores on the host", "ASR timestamps on the host",
-                           "CIF re-firing on numpy"]
+                           "CIF on numpy"]
     counters = {"vad": _Counted(), "timestamps": _Counted(), "cluster": _Counted()}
     _count(engine.model.vad_model.encoder, "forward", counters["vad"])
     _count(engine.model.model, "calc_predictor_timestamp", counters["timestamps"])
@@ -194,7 +194,7 @@ def test_uninstall_restores_funasr(tiny_models: ModelDirs) -> None:
 
 def test_cpu_worker_gets_only_the_thread_limit(tiny_models: ModelDirs) -> None:
     engine = Engine.load(tiny_models, device="cpu", ncpu=1)
-    assert engine.pipeline_hooks.names == ["clustering on 1 thread(s)", "CIF re-firing on numpy"]
+    assert engine.pipeline_hooks.names == ["clustering on 1 thread(s)", "CIF on numpy"]
 
 
 def test_cif_fires_host_equals_funasrs_bit_for_bit() -> None:
@@ -207,30 +207,64 @@ def test_cif_fires_host_equals_funasrs_bit_for_bit() -> None:
             alphas = torch.rand(1, frames, generator=generator) * torch.rand(1, generator=generator) * 1.5
             alphas /= alphas.sum() / (frames // 7 + 1)  # as ts_prediction_lfr6_standard rescales them
             assert torch.equal(ph.cif_fires_host(alphas, 1.0 - 1e-4), cif_wo_hidden(alphas, 1.0 - 1e-4))
-    batch = torch.rand(3, 600, generator=generator)
-    assert torch.equal(ph.cif_fires_host(batch, 1.0 - 1e-4), cif_wo_hidden(batch, 1.0 - 1e-4))
+    for rows in (3, ph.SCALAR_ROWS + 1, 37):  # element by element, and step by step across rows
+        batch = torch.rand(rows, 600, generator=generator)
+        assert torch.equal(ph.cif_fires_host(batch, 1.0 - 1e-4), cif_wo_hidden(batch, 1.0 - 1e-4))
+
+
+def test_cif_host_equals_funasrs_bit_for_bit() -> None:
+    """The predictor's CIF (acoustic embeddings and fires) on numpy: FunASR's bits, on
+    rows of one and of many, alphas as the predictor makes them (sigmoid outputs, some
+    zeroed by the padding mask), and alphas landing exactly on the threshold."""
+    import torch
+    from funasr.models.bicif_paraformer.cif_predictor import cif
+
+    generator = torch.Generator().manual_seed(11)
+    for rows, frames, size in ((1, 1, 8), (1, 3, 8), (1, 250, 512), (2, 97, 64), (ph.SCALAR_ROWS + 1, 120, 64),
+                               (23, 180, 512)):
+        for trial in range(4):
+            hidden = torch.randn(rows, frames, size, generator=generator)
+            alphas = torch.sigmoid(torch.randn(rows, frames, generator=generator) * 2) * 0.6
+            lengths = torch.randint(1, frames + 1, (rows,), generator=generator)
+            alphas = alphas * (torch.arange(frames)[None, :] < lengths[:, None])
+            if trial == 3:  # exact hits of the threshold (0.25 * 4 = 1.0) and a zero hidden row
+                alphas = torch.full((rows, frames), 0.25)
+                hidden[:, 0] = 0.0
+            expected, expected_fires = cif(hidden, alphas, 1.0)
+            got, got_fires = ph.cif_host(hidden, alphas, 1.0)
+            assert got.shape == expected.shape and torch.equal(got_fires, expected_fires)
+            assert torch.equal(got, expected), (rows, frames, size, trial)
+    half = torch.randn(1, 5, 4, dtype=torch.float64)  # anything but float32: FunASR's own function
+    assert torch.equal(ph.cif_host(half, torch.full((1, 5), 0.5, dtype=torch.float64), 1.0)[0],
+                       cif(half, torch.full((1, 5), 0.5, dtype=torch.float64), 1.0)[0])
 
 
 def test_cif_swap_lasts_for_the_asr_call_only(hooked, two_voice_wav: Path) -> None:
+    from funasr.models.bicif_paraformer import cif_predictor
     from funasr.utils import timestamp_tools
 
     engine, _ = hooked
-    original = timestamp_tools.cif_wo_hidden
-    seen: list[Any] = []
-    inner = ph.cif_fires_host
+    originals = (timestamp_tools.cif_wo_hidden, cif_predictor.cif_wo_hidden, cif_predictor.cif)
+    seen: dict[str, int] = {"fires": 0, "embeds": 0}
+    fires, embeds = ph.cif_fires_host, ph.cif_host
 
-    def spy(alphas: Any, threshold: float) -> Any:
-        seen.append(alphas.shape)
-        return inner(alphas, threshold)
+    def spy_fires(alphas: Any, threshold: float) -> Any:
+        seen["fires"] += 1
+        return fires(alphas, threshold)
 
-    ph.cif_fires_host = spy  # type: ignore[assignment]
+    def spy_embeds(hidden: Any, alphas: Any, threshold: float) -> Any:
+        seen["embeds"] += 1
+        return embeds(hidden, alphas, threshold)
+
+    ph.cif_fires_host, ph.cif_host = spy_fires, spy_embeds  # type: ignore[assignment]
     try:
         engine.transcribe(two_voice_wav)
     finally:
-        ph.cif_fires_host = inner  # type: ignore[assignment]
-    assert timestamp_tools.cif_wo_hidden is original
-    # Random tiny weights take the re-firing path (peaks never match the tokens).
-    assert seen, "the tiny ASR never re-fired its CIF: the hook went untested"
+        ph.cif_fires_host, ph.cif_host = fires, embeds  # type: ignore[assignment]
+    assert (timestamp_tools.cif_wo_hidden, cif_predictor.cif_wo_hidden, cif_predictor.cif) == originals
+    # Every ASR batch runs the predictor's CIF once and its timestamp CIF twice; random
+    # tiny weights also take the re-firing path (peaks never match the tokens).
+    assert seen["embeds"] >= 1 and seen["fires"] >= 3 * seen["embeds"], seen
 
 
 def test_untested_version_leaves_funasr_alone(tiny_models: ModelDirs, caplog_loguru: list[str]) -> None:
