@@ -14,6 +14,16 @@
 3. The batched speaker fbank (`SpeakerBatcher.features`) against FunASR's
    `extract_feature` on the CPU, for the windows of the given recording: largest
    feature difference, largest embedding difference (real model), time per window.
+4. The CIF predictor's loops on numpy (`pipeline_hooks.cif_host`, `cif_fires_host`)
+   against FunASR's `cif` and `cif_wo_hidden` run on the device's tensors, on random
+   batches shaped like a GPU worker's (1 to 40 VAD segments): bit for bit, and the time
+   of each.
+
+5. (`spk_batch`, not by default) The batched CAM++ forward on the CPU with torch's
+   thread count as set: seconds for the recording's windows at several batch sizes
+   (`--batches`), to choose `speaker_batching.CPU_BATCH`.
+
+`--checks` picks some of them (cluster,sums,features,cif; all by default).
 """
 
 from __future__ import annotations
@@ -137,6 +147,69 @@ def check_features(models: Path, audio: Path, device: str, rows: list[dict]) -> 
                  "batched_seconds": batched_seconds, "feature_diff": diff, "embedding_diff": emb_diff})
 
 
+def check_cif(device: str, rows: list[dict]) -> None:
+    import torch
+    from funasr.models.bicif_paraformer.cif_predictor import cif, cif_wo_hidden
+
+    from daemon import pipeline_hooks as ph
+
+    gen = torch.Generator().manual_seed(19)
+    same = trials = 0
+    times = {"funasr": 0.0, "host": 0.0}
+    for batch, frames in ((1, 80), (1, 300), (6, 200), (23, 180), (40, 300)):
+        for trial in range(3):
+            hidden = torch.randn(batch, frames, 512, generator=gen)
+            alphas = torch.sigmoid(torch.randn(batch, frames, generator=gen) * 2) * 0.6
+            lengths = torch.randint(1, frames + 1, (batch,), generator=gen)
+            alphas = alphas * (torch.arange(frames)[None, :] < lengths[:, None])
+            upsampled = alphas.repeat_interleave(3, dim=1) / 3
+            hidden, alphas, upsampled = hidden.to(device), alphas.to(device), upsampled.to(device)
+            results = {}
+            for label, run in (("funasr", lambda: (cif(hidden, alphas, 1.0), cif_wo_hidden(upsampled, 0.9999))),
+                               ("host", lambda: (ph.cif_host(hidden, alphas, 1.0),
+                                                 ph.cif_fires_host(upsampled, 0.9999)))):
+                _sync(device)
+                began = time.perf_counter()
+                results[label] = run()
+                _sync(device)
+                times[label] += time.perf_counter() - began
+            (e_ref, f_ref), u_ref = results["funasr"]
+            (e_got, f_got), u_got = results["host"]
+            trials += 1
+            same += bool(torch.equal(e_ref, e_got) and torch.equal(f_ref, f_got) and torch.equal(u_ref, u_got))
+    print(f"CIF on numpy vs FunASR's on {device}: {same} of {trials} random batches bit for bit equal "
+          f"(embeddings, fires, upsampled fires); FunASR {times['funasr']:.3f} s, numpy {times['host']:.3f} s")
+    rows.append({"check": "cif", "trials": trials, "equal": same, **{f"{k}_seconds": v for k, v in times.items()}})
+
+
+def check_speaker_batches(models: Path, audio: Path, batches: list[int], rows: list[dict]) -> None:
+    import numpy as np
+    import torch
+    from funasr.models.campplus.utils import sv_chunk
+
+    from daemon.engine import Engine, decode_audio
+    from daemon.models import resolve_model_dirs
+
+    engine = Engine.load(resolve_model_dirs(models), device="cpu", batch_size_s=300)
+    batcher = engine.speaker_batcher
+    samples = decode_audio(audio)
+    windows = [torch.from_numpy(np.ascontiguousarray(w[2])) for w in sv_chunk([[0.0, samples.size / 16000, samples]])]
+    windows = [w for w in windows if w.shape[0] == windows[0].shape[0]]
+    features = batcher.features(windows)
+    line = []
+    for size in batches:
+        batcher.embed(features[:size])  # warm-up at this shape
+        began = time.perf_counter()
+        for start in range(0, len(windows), size):
+            batcher.embed(features[start:start + size])
+        seconds = time.perf_counter() - began
+        line.append(f"{size}: {seconds:.2f} s")
+        rows.append({"check": "spk_batch", "windows": len(windows), "batch": size, "seconds": seconds,
+                     "threads": torch.get_num_threads()})
+    print(f"CAM++ forward on the CPU ({torch.get_num_threads()} threads), {len(windows)} windows, by batch size: "
+          + ", ".join(line))
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         import torch
@@ -152,14 +225,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--limits", default="1,2,4", help="thread limits to time the clusterer with")
     ap.add_argument("--sizes", default="300,1000,1700", help="embedding counts for the clusterer")
+    ap.add_argument("--checks", default="cluster,sums,features,cif")
+    ap.add_argument("--batches", default="8,16,32,64,128,256", help="CAM++ batch sizes for spk_batch")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
+    checks = {c.strip() for c in args.checks.split(",")}
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from daemon.models import import_funasr
 
     import_funasr()
     rows: list[dict] = []
-    check_clustering(rows, [int(x) for x in args.limits.split(",")], [int(x) for x in args.sizes.split(",")])
-    check_sums(args.device, rows)
-    check_features(args.models, args.audio, args.device, rows)
+    if "cluster" in checks:
+        check_clustering(rows, [int(x) for x in args.limits.split(",")], [int(x) for x in args.sizes.split(",")])
+    if "sums" in checks:
+        check_sums(args.device, rows)
+    if "features" in checks:
+        check_features(args.models, args.audio, args.device, rows)
+    if "cif" in checks:
+        check_cif(args.device, rows)
+    if "spk_batch" in checks:
+        check_speaker_batches(args.models, args.audio, [int(x) for x in args.batches.split(",")], rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
     return 0

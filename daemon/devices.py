@@ -22,11 +22,17 @@ from typing import Any, Sequence
 from daemon.config import DEVICE_KINDS, WorkersConfig
 from daemon.errors import DeviceMissingError
 
-__all__ = ["GPU_KINDS", "Gpu", "Inventory", "SlotPlan", "cpu_cores", "detect", "device_kind", "fallback_chain",
+__all__ = ["GPU_KINDS", "GPU_SLOT_THREADS", "Gpu", "Inventory", "SlotPlan", "cpu_cores", "detect", "device_kind", "fallback_chain",
            "plan_slots", "torch_device", "worker_env"]
 
 PROBE_TIMEOUT_SECONDS = 120.0
 GPU_KINDS = ("cuda", "rocm", "xpu")
+# CPU threads of a GPU slot (fewer where the cores run out). Its host work is many small
+# torch operations (fbank, the VAD's frame loop, CIF bookkeeping) on which more OpenMP
+# threads only add wake-ups: two slots on one H200 (16 cores) did their jobs' `generate`
+# in 3.6-3.9 s with 2 threads each against 4.0-4.3 s with 4 and 4.3-4.6 s with 8
+# (BENCHMARKS.md, issue 19).
+GPU_SLOT_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -216,7 +222,7 @@ def plan_slots(workers: WorkersConfig, inventory: Inventory) -> list[SlotPlan]:
     plans = []
     for slot, device in enumerate(devices):
         threads = workers.threads or (default_threads if device_kind(device) in ("cpu", "mps") else
-                                      max(1, min(4, inventory.cpu_cores // max(1, len(devices)))))
+                                      max(1, min(GPU_SLOT_THREADS, inventory.cpu_cores // max(1, len(devices)))))
         fallbacks = fallback_chain(device, priority, inventory) if workers.fallback else ()
         plans.append(SlotPlan(slot=slot, device=device, threads=threads, reason=reason, fallbacks=fallbacks,
                               fallback_from=fallback_from, env=worker_env(device, threads)))

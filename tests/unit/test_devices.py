@@ -31,6 +31,17 @@ def test_auto_binds_per_device_slots_to_each_gpu():
     assert devices.torch_device("cuda:1") == "cuda:0"  # the only GPU the slot can see
 
 
+def test_gpu_slots_get_few_cpu_threads():
+    # their host work is small torch operations: more threads only add wake-ups (BENCHMARKS.md)
+    plans = devices.plan_slots(WorkersConfig(per_device=2), inv(cuda=1, cores=16))
+    assert [p.threads for p in plans] == [devices.GPU_SLOT_THREADS] * 2
+    assert plans[0].env["OMP_NUM_THREADS"] == str(devices.GPU_SLOT_THREADS)
+    [lone] = devices.plan_slots(WorkersConfig(per_device=4), inv(cuda=1, cores=2))[:1]
+    assert lone.threads == 1  # 2 cores for 4 slots: one thread each, never zero
+    [explicit, *_] = devices.plan_slots(WorkersConfig(per_device=2, threads=6), inv(cuda=1, cores=16))
+    assert explicit.threads == 6
+
+
 def test_priority_order_is_respected():
     workers = WorkersConfig(device_priority=("mps", "cuda", "cpu"))
     plans = devices.plan_slots(workers, inv(cuda=1, mps=True))
