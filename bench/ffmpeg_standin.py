@@ -4,8 +4,10 @@ Benchmarks only: it understands exactly the command line of `daemon.engine.decod
 (`ffmpeg ... -i IN ... -ac 1 -ar 16000 -f f32le ... OUT`) and decodes with libsndfile
 (WAV, FLAC, Ogg Vorbis/Opus, MP3), mixing to mono. Inputs must already be 16 kHz, as the
 benchmark audio is: it refuses to resample rather than do it differently from ffmpeg.
-The samples it writes are ffmpeg's, byte for byte, for the benchmark audio (16-bit FLAC
-and Ogg at 16 kHz; libsndfile scales integers by 1/32768 as ffmpeg does).
+For FLAC and WAV the samples it writes are ffmpeg's, byte for byte (libsndfile scales
+integers by 1/32768 as ffmpeg does; checked on the benchmark audio); for Ogg Vorbis
+libvorbis and ffmpeg's own decoder differ in the last bits (both pipelines of
+`bench.stages` get the same decoded samples, so this moves no comparison).
 bench/gpu_setup.sh puts it on PATH as `ffmpeg`:
 
     printf '#!/bin/sh\\nexec python3 -S /path/to/bench/ffmpeg_standin.py "$@"\\n' > /tmp/bin/ffmpeg
@@ -13,9 +15,10 @@ bench/gpu_setup.sh puts it on PATH as `ffmpeg`:
 Its own cost must stay near ffmpeg's, since every job of `bench.workers` decodes through
 it: a mono file is decoded by calling the libsndfile that the soundfile wheel carries
 through ctypes, with no numpy and no site packages imported (`python3 -S`). Importing
-numpy and soundfile instead cost ~0.4 s a call on the GPU machine (2026-12-02, 16 cores,
-against ~0.13 s for ffmpeg itself on this repository's 2-core VM), half of every
-50-s job's time in `bench.workers` there. Several channels are mixed with numpy.
+numpy and soundfile instead cost ~0.4 s a call on the GPU machine (2026-12-02, 16 cores;
+ffmpeg itself took 0.13 s a call for the same 50-s FLAC on this repository's slower 2-core
+VM, this stand-in 0.05 s there), half of every 50-s job's time in `bench.workers` there.
+Several channels are mixed with numpy.
 """
 
 from __future__ import annotations
