@@ -28,10 +28,11 @@ __all__ = ["GPU_KINDS", "GPU_SLOT_THREADS", "Gpu", "Inventory", "SlotPlan", "cpu
 PROBE_TIMEOUT_SECONDS = 120.0
 GPU_KINDS = ("cuda", "rocm", "xpu")
 # CPU threads of a GPU slot (fewer where the cores run out). Its host work is many small
-# torch operations (fbank, the VAD's frame loop, CIF bookkeeping) on which more OpenMP
-# threads only add wake-ups: two slots on one H200 (16 cores) did their jobs' `generate`
-# in 3.6-3.9 s with 2 threads each against 4.0-4.3 s with 4 and 4.3-4.6 s with 8
-# (BENCHMARKS.md, issue 19).
+# torch operations (fbank, the VAD's frame loop, CIF bookkeeping) that more OpenMP
+# threads hardly speed up: two slots on one H200 (16 cores) took 5.2 s for the same
+# 24 files with 2 or 4 threads each and 5.7 s with 1; with other processes wanting the
+# cores (a decoder that spun 16 threads), 7.4 s with 2, 8.7 s with 4 and 9.3 s with 8
+# (BENCHMARKS.md, issue 19). Two leave the rest of the cores to other slots and programs.
 GPU_SLOT_THREADS = 2
 
 
