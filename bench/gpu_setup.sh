@@ -5,7 +5,7 @@
 # scikit-learn, numba, PyYAML, requests, regex, sentencepiece, transformers,
 # threadpoolctl and psutil already installed (an NVIDIA CUDA image has them); everything
 # else spkd and FunASR need travels as wheels. No ffmpeg is needed there: the
-# benchmarks decode through bench/ffmpeg_standin.py (soundfile).
+# benchmarks decode through bench/ffmpeg_standin.py (libsndfile, from the soundfile wheel).
 #
 # Here, with network, in the repository root:
 #   bench/gpu_setup.sh fetch  DIR     # the wheels to carry, into DIR (~35 MB)
@@ -108,9 +108,11 @@ stages)
   ;;
 workers)
   trees=${2:?TREES}; audio=$(realpath "${3:?AUDIO}"); out=$(realpath "${4:?OUT}")
-  for tree in main speed; do  # per_device 2 is the default of workers.per_device; 8 = 16 cores / 2 slots
+  # per_device 2 is the default of workers.per_device; each tree's threads are its own slot plan's
+  # (daemon.devices.plan_slots), as its daemon would run them
+  for tree in main speed; do
     (cd "$trees/$tree" && run $PY -m bench.workers --models "$MODELS" --devices cuda:0 --per-device 2 \
-      --copies 4 --threads 8 --json "$out/workers-$tree.json" "$audio"/rec?.flac)
+      --copies 4 --threads plan --json "$out/workers-$tree.json" "$audio"/rec?.flac)
   done
   ;;
 cpu)
