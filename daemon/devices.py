@@ -22,8 +22,8 @@ from typing import Any, Sequence
 from daemon.config import DEVICE_KINDS, WorkersConfig
 from daemon.errors import DeviceMissingError
 
-__all__ = ["GPU_KINDS", "GPU_SLOT_THREADS", "Gpu", "Inventory", "SlotPlan", "cpu_cores", "detect", "device_kind", "fallback_chain",
-           "plan_slots", "torch_device", "worker_env"]
+__all__ = ["GPU_KINDS", "GPU_SLOT_THREADS", "Gpu", "Inventory", "SlotPlan", "cpu_cores", "detect", "device_kind",
+           "fallback_chain", "plan_slots", "torch_device", "worker_env"]
 
 PROBE_TIMEOUT_SECONDS = 120.0
 GPU_KINDS = ("cuda", "rocm", "xpu")

@@ -50,8 +50,12 @@ Relied on (FunASR 1.4.16, checked by `check_support` and pinned by tests/integra
 test_pipeline_hooks.py): `vad_model.encoder(feats, cache=...)` returning the [B, T, D]
 scores used only by `ComputeScores`/`GetFrameState`/`DropCachedFrames`;
 `SeacoParaformer.inference` using `calc_predictor_timestamp`'s `us_alphas`/`us_peaks`
-only as inputs to `ts_prediction_lfr6_standard`; `cb_model(X, oracle_num=...)`. On any
-other FunASR version the engine warns and leaves FunASR's code alone.
+only as inputs to `ts_prediction_lfr6_standard`; `cb_model(X, oracle_num=...)`;
+`CifPredictorV3.forward` and `get_upsample_timestamp` calling `cif` and `cif_wo_hidden`
+through the globals of `funasr.models.bicif_paraformer.cif_predictor`, and
+`ts_prediction_lfr6_standard` calling `cif_wo_hidden` through those of
+`funasr.utils.timestamp_tools`. On any other FunASR version the engine warns and leaves
+FunASR's code alone.
 
 Also here: `release_load_memory`, which hands the heap that FunASR's loader freed back
 to the operating system (its `load_pretrained_model` holds the checkpoint twice, through
@@ -102,9 +106,17 @@ def check_support(version: str, auto_model: Any) -> str | None:
     if vad is not None and not callable(getattr(getattr(vad, "encoder", None), "forward", None)):
         return "VAD model has no encoder.forward"
     asr = getattr(auto_model, "model", None)
-    if asr is not None and type(asr).__name__ == "SeacoParaformer" and not callable(
-            getattr(asr, "calc_predictor_timestamp", None)):
-        return "SeACo Paraformer has no calc_predictor_timestamp"
+    if asr is not None and type(asr).__name__ == "SeacoParaformer":
+        if not callable(getattr(asr, "calc_predictor_timestamp", None)):
+            return "SeACo Paraformer has no calc_predictor_timestamp"
+        try:
+            from funasr.models.bicif_paraformer import cif_predictor
+            from funasr.utils import timestamp_tools
+        except ImportError as exc:
+            return f"FunASR's CIF modules missing: {exc}"
+        if not all(callable(getattr(m, n, None)) for m, n in ((cif_predictor, "cif"), (cif_predictor, "cif_wo_hidden"),
+                                                               (timestamp_tools, "cif_wo_hidden"))):
+            return "FunASR's CIF functions (cif_predictor.cif, cif_wo_hidden) missing"
     try:
         import threadpoolctl  # noqa: F401
     except ImportError as exc:
