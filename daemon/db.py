@@ -126,7 +126,9 @@ def check_usable(url: str, *, thorough: bool = True) -> None:
             if thorough:
                 problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
                 if problems != ["ok"]:
-                    raise _unusable(path, f"it is corrupt (quick_check: {'; '.join(map(str, problems))})")
+                    # one line: a row of quick_check's report may itself hold several
+                    found = "; ".join(" ".join(str(p).split()) for p in problems)
+                    raise _unusable(path, f"it is corrupt (quick_check: {found[:500]})")
     finally:
         conn.close()
 

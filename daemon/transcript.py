@@ -146,14 +146,16 @@ class Transcript:
     speaker_centroids: dict[int, tuple[float, ...]] = field(default_factory=dict)
 
     def speaker_display(self, speaker: int) -> str:
-        """How every format shows a speaker: its name, else `SpeakerN` with the unnamed
-        speakers numbered 1, 2, ... by first appearance among themselves (so that a
-        recording whose Speaker1 was named 王总 shows the other voice as Speaker1)."""
+        """How every format shows a speaker: its name, else `SpeakerN`. Speakers found by
+        clustering (the transcript keeps their centroids) are numbered 1, 2, ... by first
+        appearance among the unnamed ones (a recording whose Speaker1 was named 王总 shows
+        the other voice as Speaker1); channels of a split recording keep their channel's
+        number (channel 3 without a name is Speaker3)."""
         return self.speaker_names.get(speaker) or self._unnamed_labels.get(speaker) or speaker_label(speaker)
 
     @functools.cached_property
     def _unnamed_labels(self) -> dict[int, str]:
-        if not self.speaker_names:
+        if not self.speaker_names or not self.speaker_centroids:
             return {}
         unnamed = sorted({s.speaker for s in self.segments} - {k for k, v in self.speaker_names.items() if v})
         return {speaker: speaker_label(rank) for rank, speaker in enumerate(unnamed, start=1)}

@@ -23,7 +23,8 @@ numbering by first appearance); `name` is set where the speaker has one (a voice
 the library, a rename, a named stereo channel); `voice` is the library voice's id and
 `score` the cosine similarity that named it (daemon.voices), `renamed` says a person
 named it. `display` (and a segment's `speaker_name`) is how every other format shows
-the speaker: the name, else `SpeakerN` numbered among the unnamed speakers. `text`,
+the speaker: the name, else `SpeakerN` (clusters numbered among the unnamed ones,
+channels by their channel). `text`,
 `timing.rtf`, `display` and the talk times are derived from the rest and ignored by
 `parse_json`. A model's local `path` is not written: it describes the machine, not the
 transcript. The job's stored copy under `state/transcripts/` (daemon.outputs) also

@@ -99,7 +99,10 @@ class FakeEngine:
         segments = tuple(Segment(start=round(2 * i * step, 3), end=round((2 * i + 1) * step, 3),
                                  speaker=1 + i % 2, text=_sentence(i, audio_path.name, speakers, hotwords, channels))
                          for i in range(n))
-        return Transcript(segments=segments, audio_seconds=audio_seconds,
+        # one centroid per speaker, as a clustering gives (no speaker model is named, so
+        # the voice library never compares them: matching is tested with the real one)
+        centroids = {k: tuple(1.0 if i == k else 0.0 for i in range(4)) for k in {seg.speaker for seg in segments}}
+        return Transcript(segments=segments, audio_seconds=audio_seconds, speaker_centroids=centroids,
                           engine=EngineInfo(funasr_version="fake", device=self.device),
                           timing=Timing(load_seconds=0.0, transcribe_seconds=time.monotonic() - started))
 

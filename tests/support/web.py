@@ -64,7 +64,9 @@ def populate(config: Config, *, name: str = XSS_NAME, seconds: float = 6.0) -> J
                              size_bytes=spooled.stat().st_size, audio_seconds=seconds)
         job = store.claim(slot=0, pid=os.getpid(), device="cpu", lease_seconds=60)
         assert job is not None and job.id == done
-        transcript = Transcript(segments=SEGMENTS, audio_seconds=seconds, source=Source(name=name))
+        # as a clustering leaves it: each speaker with its centroid
+        transcript = Transcript(segments=SEGMENTS, audio_seconds=seconds, source=Source(name=name),
+                                speaker_centroids={k: (float(k), 1.0, 0.0) for k in range(1, 4)})
         outputs.save_transcript(config, done, transcript)
         written = outputs.publish(config, output_stem=job.output_stem, transcript=transcript,
                                   formats=("json", "txt", "srt", "vtt", "html", "docx"))

