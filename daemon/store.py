@@ -55,7 +55,7 @@ from daemon.schema import (
 )
 from daemon.search import LIKE_ESCAPE, SearchQuery, fold, fts5_string
 from daemon.search import speaker_key as key_of_speaker
-from daemon.transcript import Transcript
+from daemon.transcript import Transcript, model_identity
 
 if TYPE_CHECKING:
     from daemon.progress import Progress
@@ -753,14 +753,20 @@ class Store:
                 return 0
             return self._write_segments(conn, job_id, transcript)
 
-    def replace_segments(self, job_id: int, transcript: Transcript) -> int | None:
+    def replace_segments(self, job_id: int, transcript: Transcript, *, event: str | None = None,
+                         **detail: Any) -> int | None:
         """A done job's rows become its (changed) transcript's segments, in one
-        transaction: renamed speakers are found under their new names at once. Returns
-        the number of rows, or None when there is no done job `job_id`."""
+        transaction: renamed speakers are found under their new names at once; with
+        `event` (renamed, rematched), a job_events row of that kind with `detail` in the
+        same transaction. Returns the number of rows, or None when there is no done job
+        `job_id`."""
         with self.engine.begin() as conn:
             if conn.execute(select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.state == "done")).first() is None:
                 return None
-            return self._write_segments(conn, job_id, transcript)
+            count = self._write_segments(conn, job_id, transcript)
+            if event is not None:
+                self._event(conn, job_id, event, utcnow(), **detail)
+            return count
 
     def done_jobs_without_segments(self) -> list[int]:
         """Done jobs of this host (whose transcripts this host stored) that have no rows."""
@@ -879,9 +885,7 @@ class Store:
         source, job_id."""
         now = utcnow()
         with self.engine.begin() as conn:
-            voice_id = _voice_id(conn, name, now)
-            sample_id = int(conn.execute(insert(voice_samples).values(**_sample_values(voice_id, now, sample))
-                                         .returning(voice_samples.c.id)).scalar_one())
+            voice_id, sample_id = _insert_sample(conn, name, sample, now)
         return voice_id, sample_id
 
     def complete_enrolment(self, job_id: int, *, pid: int, name: str, sample: Mapping[str, Any],
@@ -896,9 +900,7 @@ class Store:
                 device=device, lease_expires_at=None, error_kind=None, error_message=None, **_NO_PROGRESS))
             if result.rowcount != 1:
                 return False
-            voice_id = _voice_id(conn, name, now)
-            sample_id = int(conn.execute(insert(voice_samples).values(**_sample_values(voice_id, now, sample))
-                                         .returning(voice_samples.c.id)).scalar_one())
+            voice_id, sample_id = _insert_sample(conn, name, sample, now)
             self._event(conn, job_id, "done", now, device=device, voice=name, voice_id=voice_id, sample_id=sample_id,
                         speech_seconds=round(float(sample["speech_seconds"]), 3),
                         processing_seconds=round(processing_seconds, 3))
@@ -927,7 +929,8 @@ class Store:
         out = []
         for r in rows:
             samples = by_voice.get(r["id"], [])
-            models = tuple(dict.fromkeys(f"{s.model_name}@{s.model_revision or '-'}/{s.dimension}" for s in samples))
+            models = tuple(dict.fromkeys(model_identity(s.model_name, s.model_revision, s.dimension)
+                                         for s in samples))
             out.append(VoiceSummary(id=r["id"], name=r["name"], created_at=r["created_at"], samples=len(samples),
                                     speech_seconds=round(sum(s.speech_seconds for s in samples), 3), models=models,
                                     origins=tuple(dict.fromkeys(s.origin for s in samples))))
@@ -959,18 +962,6 @@ class Store:
         with self._read() as conn:
             return [Job.from_row(r) for r in conn.execute(query).mappings()]
 
-    def record_speakers(self, job_id: int, transcript: Transcript, *, kind: str, **detail: Any) -> bool:
-        """A done job's speakers changed (renamed, matched again): its segments become the
-        new transcript's and a `kind` event says what changed, in one transaction. False when
-        there is no done job `job_id`."""
-        now = utcnow()
-        with self.engine.begin() as conn:
-            if conn.execute(select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.state == "done")).first() is None:
-                return False
-            self._write_segments(conn, job_id, transcript)
-            self._event(conn, job_id, kind, now, **detail)
-        return True
-
     def duplicates_of(self, job_id: int) -> list[int]:
         """Done jobs that reused job `job_id`'s transcript."""
         with self._read() as conn:
@@ -995,6 +986,14 @@ def _sample_values(name_id: int, now: dt.datetime, sample: Mapping[str, Any]) ->
             "sha256": sample.get("sha256"), "speech_seconds": float(sample["speech_seconds"]),
             "origin": sample["origin"], "source": sample.get("source"), "job_id": sample.get("job_id"),
             "created_at": now}
+
+
+def _insert_sample(conn: Connection, name: str, sample: Mapping[str, Any], now: dt.datetime) -> tuple[int, int]:
+    """One sample of voice `name` (made if new): (voice id, sample id)."""
+    voice_id = _voice_id(conn, name, now)
+    sample_id = int(conn.execute(insert(voice_samples).values(**_sample_values(voice_id, now, sample))
+                                 .returning(voice_samples.c.id)).scalar_one())
+    return voice_id, sample_id
 
 
 def _voice_id(conn: Connection, name: str, now: dt.datetime) -> int:

@@ -127,6 +127,8 @@ class Supervisor:
         self.ctx = multiprocessing.get_context("spawn")
         self.store: Store | None = None
         self.watcher: Watcher | None = None
+        # the voices folder's file hashes by (size, mtime), from one look to the next
+        self._voice_digests: dict[str, tuple[tuple[int, int], str]] = {}
         self.scheduler: Any = None
         self.slots: list[Slot] = []
         self.web: WebChild | None = None
@@ -312,7 +314,7 @@ class Supervisor:
         if self.watcher is None or self.store is None:
             return
         try:
-            voices.sync_folder(self.config, self.store)
+            voices.sync_folder(self.config, self.store, digests=self._voice_digests)
         except Exception as exc:  # noqa: BLE001 - one bad look at the folder must not stop the scheduler
             self.watcher.log_repeated("voices-sync", "voices: looking at {} failed ({}); the next rescan tries "
                                       "again", self.config.paths.voices, exc)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 __all__ = ["SCHEMA", "EngineInfo", "ModelInfo", "Segment", "Source", "Speaker", "SpeakerMatch", "Timing", "Transcript",
-           "VoicePrint", "join_text", "number_speakers", "raw_speaker_numbers", "speaker_label"]
+           "VoicePrint", "join_text", "model_identity", "number_speakers", "raw_speaker_numbers", "speaker_label"]
 
 SCHEMA = "spkd.transcript/1"
 
@@ -110,6 +110,12 @@ class ModelInfo:
     name: str
     revision: str | None = None
     path: str | None = None
+
+
+def model_identity(name: str | None, revision: str | None, dimension: int | None) -> str:
+    """`cam++@v2.0.2/192`: the speaker model that made an embedding, as messages and
+    listings show it (only embeddings of one identity are ever compared)."""
+    return f"{name}@{revision or '-'}/{dimension}"
 
 
 @dataclass(frozen=True)

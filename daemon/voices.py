@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -40,7 +42,7 @@ from loguru import logger
 from daemon import files, outputs, spool
 from daemon.errors import EnrolmentError, VoiceError
 from daemon.options import normal_voice_name, voice_name_problem
-from daemon.transcript import SpeakerMatch, Transcript, VoicePrint, speaker_label
+from daemon.transcript import SpeakerMatch, Transcript, VoicePrint, model_identity, speaker_label
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["Candidate", "ENROL_COPY_PREFIX", "ENROL_PRIORITY", "Enrolled", "FolderSync", "LibraryVoice",
            "MIN_SPEECH_SECONDS", "ORPHAN_COPY_SECONDS", "REMOVED_FOLDER", "Rename", "SpeakerScores", "check_name",
            "drop_for_enrolment", "enrol", "enrol_print", "folder_source", "library", "list_voices", "match",
-           "name_speakers", "rematch", "remove", "rename_speakers", "sample_of", "scores_for", "settle_enrol_copies",
+           "name_for_job", "name_speakers", "rematch", "remove", "rename_speakers", "sample_of", "scores_for", "settle_enrol_copies",
            "speaker_of", "sync_folder", "voice_source_name", "waiting_files"]
 
 # Less speech than this gives a centroid too noisy to name anyone by.
@@ -131,13 +133,13 @@ def library(samples: Sequence["SampleRow"], *, model_name: str | None, model_rev
             continue
         if (sample.model_name, sample.model_revision, sample.dimension) != (model_name, model_revision, dimension):
             skipped.setdefault(sample.name, set()).add(
-                f"{sample.model_name}@{sample.model_revision or '-'}/{sample.dimension}")
+                model_identity(sample.model_name, sample.model_revision, sample.dimension))
             continue
         grouped.setdefault(sample.voice_id, []).append(sample)
     if warn:
         for name, models in sorted(skipped.items()):
-            logger.warning("voice {}: sample(s) of another speaker model ({}) skipped; this recording's is {}@{}/{}",
-                           name, ", ".join(sorted(models)), model_name, model_revision or "-", dimension)
+            logger.warning("voice {}: sample(s) of another speaker model ({}) skipped; this recording's is {}",
+                           name, ", ".join(sorted(models)), model_identity(model_name, model_revision, dimension))
     voices = []
     for voice_id, rows in grouped.items():
         units = [_unit(r.embedding) for r in rows]
@@ -190,6 +192,12 @@ def match(centroids: Mapping[int, Sequence[float]], voices: Sequence[LibraryVoic
     return result
 
 
+def _given_names(transcript: Transcript) -> dict[int, str]:
+    """The names a person gave (a rename): matching never changes them."""
+    return {s: n for s, n in transcript.speaker_names.items()
+            if (transcript.speaker_matches.get(s) or SpeakerMatch()).renamed}
+
+
 def scores_for(transcript: Transcript, samples: Sequence["SampleRow"], *, threshold: float, margin: float,
                expected: Sequence[str] | None = None, warn: bool = True) -> dict[int, SpeakerScores]:
     """`match` for a transcript's centroids against the samples of its own speaker model;
@@ -201,8 +209,7 @@ def scores_for(transcript: Transcript, samples: Sequence["SampleRow"], *, thresh
         return {}
     voices = library(samples, model_name=model.name, model_revision=model.revision, dimension=dimensions.pop(),
                      names=expected, warn=warn)
-    kept = {s: n for s, n in transcript.speaker_names.items()
-            if (transcript.speaker_matches.get(s) or SpeakerMatch()).renamed}
+    kept = _given_names(transcript)
     voices = [v for v in voices if v.name not in kept.values()]
     centroids = {s: c for s, c in transcript.speaker_centroids.items() if s not in kept}
     return match(centroids, voices, threshold=threshold, margin=margin)
@@ -217,14 +224,23 @@ def name_speakers(transcript: Transcript, samples: Sequence["SampleRow"], *, thr
     if not transcript.speaker_centroids:
         return transcript
     scored = scores_for(transcript, samples, threshold=threshold, margin=margin, expected=expected)
-    names = {s: n for s, n in transcript.speaker_names.items()
-             if (transcript.speaker_matches.get(s) or SpeakerMatch()).renamed or s not in transcript.speaker_centroids}
+    # kept: the names a person gave, and those of speakers without a centroid (nothing to match)
+    names = {**{s: n for s, n in transcript.speaker_names.items() if s not in transcript.speaker_centroids},
+             **_given_names(transcript)}
     matches = {s: m for s, m in transcript.speaker_matches.items() if m.renamed}
     for speaker, result in scored.items():
         if result.chosen is not None:
             names[speaker] = result.chosen.name
             matches[speaker] = SpeakerMatch(voice=result.chosen.voice, score=result.chosen.score)
     return transcript.replace(speaker_names=names, speaker_matches=matches)
+
+
+def name_for_job(config: "Config", transcript: Transcript, samples: Sequence["SampleRow"],
+                 options: Mapping[str, Any]) -> Transcript:
+    """`name_speakers` as a job is named, in the worker and by `spkd voices rematch`:
+    the config's threshold and margin, the job's `expected_speakers` the only candidates."""
+    return name_speakers(transcript, samples, threshold=config.speakers.match_threshold,
+                         margin=config.speakers.match_margin, expected=options.get("expected_speakers"))
 
 
 # --------------------------------------------------------------------------- enrolling
@@ -276,7 +292,7 @@ def enrol(store: "Store", name: str, recordings: Sequence[Path], *, engine: "Tra
         logger.info("voice {}: enrolled {} ({:.1f} s of speech)", name, path.name, voice.speech_seconds)
         done.append(Enrolled(name=name, voice=voice_id, sample=sample_id, source=str(path),
                              speech_seconds=voice.speech_seconds,
-                             model=f"{voice.model_name}@{voice.model_revision or '-'}/{len(voice.embedding)}"))
+                             model=model_identity(voice.model_name, voice.model_revision, len(voice.embedding))))
     return done
 
 
@@ -288,9 +304,10 @@ def remove(config: "Config", store: "Store", name: str) -> int:
     """`spkd voices remove NAME`: the voice and all its samples go; its folder under
     paths.voices (else it would be enrolled again) moves to `state/removed-voices/`.
     Returns how many samples went; VoiceError for an unknown name."""
-    cleaned = " ".join(str(name).split())
+    cleaned = normal_voice_name(str(name))
     count = store.remove_voice(cleaned)
-    folder = config.paths.voices / cleaned if cleaned and "/" not in cleaned and cleaned not in (".", "..") else None
+    # only a name that can be a voice's is a folder of the library (never `..`, never a path)
+    folder = config.paths.voices / cleaned if voice_name_problem(cleaned) is None else None
     moved = False
     if folder is not None and folder.is_dir() and not folder.is_symlink():
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -306,9 +323,11 @@ def remove(config: "Config", store: "Store", name: str) -> int:
 
 
 def drop_for_enrolment(config: "Config", name: str, recording: Path, *, file_name: str) -> Path:
-    """Put a recording into paths.voices/<name>/ (the dashboard's enrolment: the daemon
-    enrols it like any file dropped there; this process never loads a model). Written
-    under a dot-name and renamed, so the folder scan never sees half a file."""
+    """Move a recording the caller hands over (an upload's temporary file) into
+    paths.voices/<name>/ (the dashboard's enrolment: the daemon enrols it like any file
+    dropped there; this process never loads a model). files.move renames, or copies
+    under a dot-name and renames across file systems, so the folder scan never sees half
+    a file."""
     from daemon.watcher import ignored_because
 
     name = check_name(name)
@@ -323,11 +342,7 @@ def drop_for_enrolment(config: "Config", name: str, recording: Path, *, file_nam
         raise EnrolmentError(f"{safe}: the file is empty")
     folder = config.paths.voices / name
     folder.mkdir(parents=True, exist_ok=True)
-    target = files.free_name(folder / safe)
-    temporary = target.with_name("." + target.name + ".part")
-    shutil.copyfile(recording, temporary)
-    files.move(temporary, target)
-    return target
+    return files.move(Path(recording), files.free_name(folder / safe))
 
 
 # --------------------------------------------------------------------------- the folder
@@ -379,15 +394,16 @@ def waiting_files(config: "Config", store: "Store") -> list[tuple[str, str]]:
             for rel in sorted(_folder_files(config)) if rel not in taken]
 
 
-def sync_folder(config: "Config", store: "Store", *, now: float | None = None) -> FolderSync:
+def sync_folder(config: "Config", store: "Store", *, now: float | None = None,
+                digests: dict[str, tuple[tuple[int, int], str]] | None = None) -> FolderSync:
     """Make the library follow paths.voices: a new or changed file that has been still
     for `watch.settle_seconds` becomes an enrolment job (its copy in the spool, so that
     the job's source lives where every job's does and a failure lands in failed/ with
     its `.error.json`); samples whose file is gone (or changed) go, and a voice left
     without samples with them. A file whose enrolment failed is tried again only once
-    it changes. Idempotent."""
-    import time
-
+    it changes. Idempotent. `digests` (path -> ((size, mtime_ns), sha256)), kept by the
+    caller from one look to the next, spares hashing the whole library every rescan: a
+    file is hashed again only when its size or mtime changed."""
     settle_enrol_copies(config, store, now=now)
 
     clock = time.time() if now is None else now
@@ -395,15 +411,20 @@ def sync_folder(config: "Config", store: "Store", *, now: float | None = None) -
     present = _folder_files(config)
     samples = [s for s in store.voice_samples_of() if s.origin == "folder"]
     jobs = store.enrol_jobs()
-    sha_of: dict[str, str] = {}
+    known = {} if digests is None else digests
+    for gone in set(known) - set(present):
+        del known[gone]
 
     def sha(rel: str) -> str | None:
-        if rel not in sha_of:
-            try:
-                sha_of[rel] = files.sha256_file(present[rel])
-            except OSError:
+        try:
+            identity = files.file_identity(present[rel])
+            if identity is None:
                 return None
-        return sha_of[rel]
+            if rel not in known or known[rel][0] != identity:
+                known[rel] = (identity, files.sha256_file(present[rel]))
+        except OSError:
+            return None
+        return known[rel][1]
 
     # gone or changed: their samples go
     stale = [s.id for s in samples if s.source not in present or sha(s.source) != s.sha256]
@@ -436,6 +457,9 @@ def sync_folder(config: "Config", store: "Store", *, now: float | None = None) -
         spooled = spool.new_slot(config.paths.spool, config.host) / (ENROL_COPY_PREFIX + PurePosixPath(rel).name)
         spooled.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, spooled)
+        with open(spooled, "rb") as copy:
+            os.fsync(copy.fileno())  # durable before the job that points at it is recorded
+        files.fsync_dir(spooled.parent)
         job_id = store.enqueue(source_name=source_name, spool_path=str(spooled),
                                output_stem=str(PurePosixPath(source_name).with_suffix("")), sha256=digest,
                                size_bytes=info.st_size, options={"voice": name}, priority=ENROL_PRIORITY,
@@ -450,8 +474,6 @@ def settle_enrol_copies(config: "Config", store: "Store", *, now: float | None =
     the copy on are archived or moved to failed/ now; a copy left without a job by a
     crash is removed (the folder's file is still there, and queued again). Returns how
     many were tidied."""
-    import time
-
     clock = time.time() if now is None else now
     copies = [p for p in config.paths.spool.glob(f"*/{ENROL_COPY_PREFIX}*") if p.is_file()]
     if not copies:
@@ -502,7 +524,7 @@ class Rename:
 def speaker_of(transcript: Transcript, key: str) -> int | None:
     """The speaker a user means by `key`: how the outputs show it now (a name or a
     `SpeakerN` among the unnamed), else its label (json `label`)."""
-    key = " ".join(key.split())
+    key = normal_voice_name(key)
     speakers = sorted({s.speaker for s in transcript.segments} | set(transcript.speaker_centroids))
     for speaker in speakers:
         if transcript.speaker_display(speaker) == key:
@@ -524,7 +546,7 @@ def _rerender(config: "Config", store: "Store", job_id: int, transcript: Transcr
     formats = outputs.formats_written(row)
     if formats:
         outputs.publish(config, output_stem=row["output_stem"], transcript=transcript, formats=formats)
-    store.record_speakers(job_id, transcript, kind=event, **detail)
+    store.replace_segments(job_id, transcript, event=event, **detail)
 
 
 def rename_speakers(config: "Config", store: "Store", job_id: int, names: Mapping[str, str], *,
@@ -599,9 +621,7 @@ def rematch(config: "Config", store: "Store", *, since: dt.datetime | None = Non
         if transcript is None or not transcript.speaker_centroids:
             continue
         row = store.job(job_id) or {}
-        expected = (row.get("options") or {}).get("expected_speakers")
-        renamed = name_speakers(transcript, samples, threshold=config.speakers.match_threshold,
-                                margin=config.speakers.match_margin, expected=expected)
+        renamed = name_for_job(config, transcript, samples, row.get("options") or {})
         if renamed.speaker_names == transcript.speaker_names and renamed.speaker_matches == transcript.speaker_matches:
             continue
         before = {speaker_label(s): transcript.speaker_display(s) for s in sorted(transcript.speaker_centroids)}

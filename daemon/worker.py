@@ -334,9 +334,7 @@ class Worker:
         samples = self.store.voice_samples_of(names=job.options.get("expected_speakers"))
         if not samples:
             return transcript
-        named = voices.name_speakers(transcript, samples, threshold=self.config.speakers.match_threshold,
-                                     margin=self.config.speakers.match_margin,
-                                     expected=job.options.get("expected_speakers"))
+        named = voices.name_for_job(self.config, transcript, samples, job.options)
         if named.speaker_names:
             logger.info("job {}: speakers named {}", job.id, ", ".join(
                 f"{s.label}={s.name} ({s.match.score:.2f})" if s.match and s.match.score is not None

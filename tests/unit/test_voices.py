@@ -314,6 +314,27 @@ def test_a_changed_file_is_enrolled_again_and_a_failed_one_waits_until_it_change
     assert len(voices.sync_folder(config, store).queued) == 1
 
 
+def test_a_rescan_hashes_only_files_that_changed(folder, monkeypatch):
+    config, store = folder
+    drop(config, "王总/a.wav", b"first take")
+    drop(config, "李雷/b.wav", b"b")
+    digests: dict = {}
+    for job_id in sorted(voices.sync_folder(config, store, digests=digests).queued):
+        run_enrolment(store, job_id)
+    from daemon import files
+
+    hashed: list[str] = []
+    real = files.sha256_file
+    monkeypatch.setattr(files, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    assert voices.sync_folder(config, store, digests=digests).queued == [] and hashed == []
+    drop(config, "王总/a.wav", b"second take")  # same folder entry, new content and mtime
+    report = voices.sync_folder(config, store, digests=digests)
+    assert hashed == ["a.wav"] and report.removed_samples == 1 and len(report.queued) == 1
+    (config.paths.voices / "李雷" / "b.wav").unlink()
+    assert voices.sync_folder(config, store, digests=digests).removed_voices == ["李雷"]
+    assert set(digests) == {"王总/a.wav"}  # what is gone is forgotten
+
+
 def test_a_copy_left_by_a_crash_is_tidied(folder):
     config, store = folder
     orphan = config.paths.spool / "h1-1-abc" / (voices.ENROL_COPY_PREFIX + "a.wav")
@@ -345,6 +366,7 @@ def test_a_dropped_recording_arrives_whole_under_the_voices_folder(folder, tmp_p
     placed = voices.drop_for_enrolment(config, " 王总 ", upload, file_name="../../etc/passwd.wav")
     assert placed == config.paths.voices / "王总" / "passwd.wav" and placed.read_bytes() == b"audio"
     assert not list(placed.parent.glob(".*"))
+    assert not upload.exists()  # moved into place, not copied
     with pytest.raises(VoiceError):
         voices.drop_for_enrolment(config, "../x", upload, file_name="a.wav")
     # what the folder scan would leave alone is refused, not left there unenrolled
