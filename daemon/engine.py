@@ -411,13 +411,19 @@ def _samples(data_in: Any) -> int:
     return count
 
 
+def _cluster_centers(results: Sequence[dict[str, Any]] | None) -> Any:
+    """FunASR's `spk_embedding_center` of the (one) input: one mean embedding per raw
+    speaker id, or None when it did not cluster (no speaker model, no speech)."""
+    return next((r.get("spk_embedding_center") for r in results or []
+                 if r.get("spk_embedding_center") is not None), None)
+
+
 def _speaker_centroids(results: Sequence[dict[str, Any]] | None,
                        numbers: Mapping[int, int]) -> dict[int, tuple[float, ...]]:
     """Each speaker's centroid from FunASR's `spk_embedding_center` (one row per raw
     speaker id of the one input), keyed by our speaker number (`numbers`: raw id ->
     number, daemon.transcript.raw_speaker_numbers)."""
-    centers = next((r.get("spk_embedding_center") for r in results or []
-                    if r.get("spk_embedding_center") is not None), None)
+    centers = _cluster_centers(results)
     if centers is None:
         return {}
     out: dict[int, tuple[float, ...]] = {}
@@ -648,11 +654,11 @@ class Engine:
         with reporting:
             results = self.generate(samples, cfg)
             speech = self.stage_reporter.speech_seconds() if self.stage_reporter is not None else 0.0
-        centers = [r.get("spk_embedding_center") for r in results or [] if r.get("spk_embedding_center") is not None]
-        if not centers or len(centers[0]) == 0:
+        centers = _cluster_centers(results)
+        if centers is None or len(centers) == 0:
             raise EnrolmentError(f"{name}: no speech found to take a voice from")
-        model = next((m for m in self.models if m.role == "spk"), None)
-        return VoicePrint(embedding=tuple(float(x) for x in centers[0][0]), speech_seconds=round(speech, 3),
+        model = self.info.speaker_model
+        return VoicePrint(embedding=tuple(float(x) for x in centers[0]), speech_seconds=round(speech, 3),
                           audio_seconds=round(samples.size / SAMPLE_RATE, 3),
                           model_name=model.name if model else "", model_revision=model.revision if model else None)
 

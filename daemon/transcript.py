@@ -124,6 +124,11 @@ class EngineInfo:
     device: str
     models: tuple[ModelInfo, ...] = ()
 
+    @property
+    def speaker_model(self) -> ModelInfo | None:
+        """The speaker model (its name and revision), when there is one."""
+        return next((m for m in self.models if m.role == "spk"), None)
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -169,9 +174,7 @@ class Transcript:
     @property
     def speaker_model(self) -> ModelInfo | None:
         """The speaker model that made the centroids (its name and revision)."""
-        if self.engine is None:
-            return None
-        return next((m for m in self.engine.models if m.role == "spk"), None)
+        return self.engine.speaker_model if self.engine is not None else None
 
     @property
     def text(self) -> str:
