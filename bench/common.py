@@ -165,7 +165,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 def ensure_models(real_sizes: bool) -> Path:
     """The tiny (or real-size random) model set under a cache, built once in a child
     process (so the benchmark runner itself never imports torch)."""
-    from daemon.models import check_model_dirs, resolve_model_dirs
+    from daemon.engine.models import check_model_dirs, resolve_model_dirs
 
     if not real_sizes:  # the tests' set, rebuilt when its builders change (trains the speaker model)
         from tests.support.models import cached_tiny_models
@@ -178,7 +178,7 @@ def ensure_models(real_sizes: bool) -> Path:
     print(f"building {'real-size' if real_sizes else 'tiny'} random models into {directory} …", flush=True)
     started = time.monotonic()
     subprocess.run([PYTHON, "-c", ("import sys; from pathlib import Path; "
-                                   "from daemon.tiny_models import build_tiny_models; "
+                                   "from daemon.engine.tiny_models import build_tiny_models; "
                                    "build_tiny_models(Path(sys.argv[1]), real_sizes=sys.argv[2] == '1')"),
                     str(directory), "1" if real_sizes else "0"],
                    check=True, env=clean_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,14 +1,14 @@
 """Diarization on synthetic dialogs of held-out voices: bare FunASR and spkd, side by side.
 
 `python -m bench diarization [--quick]`. Dialogs of 2, 3 and 4 espeak-ng voices that the
-tiny CAM++ never heard in training (daemon.speaker_training.held_out_voices), minus the
+tiny CAM++ never heard in training (daemon.engine.speaker_training.held_out_voices), minus the
 voices the tests use and the two whispering variants, drawn at random per seed; turn
 lengths vary with the seed (1-2 s up to 4-8 s), 2-s pauses, >= 30 s of speech
 (tests/support/dialog.py). The same audio goes through
 
 * bare FunASR: `AutoModel(model, vad_model, punc_model, spk_model).generate(input=samples)`,
   its `sentence_info` as it comes (one speaker per sentence);
-* spkd: `daemon.engine.Engine.transcribe` (the worker's engine: batched speaker windows,
+* spkd: `daemon.engine.transcriber.Engine.transcribe` (the worker's engine: batched speaker windows,
   sentences split where FunASR's own speaker timeline changes speaker).
 
 Scored with pyannote.metrics against the true turns: DER with a 0.25-s collar (overlap
@@ -41,7 +41,7 @@ EXCLUDED = ("whisper", "whisperf")  # whispered speech: no voice to recognise
 
 
 def voice_pool() -> list[str]:
-    from daemon.speaker_training import held_out_voices
+    from daemon.engine.speaker_training import held_out_voices
     from tests.support.dialog import TEST_VOICES
 
     return [v for v in held_out_voices() if v not in TEST_VOICES and v not in EXCLUDED]
@@ -67,8 +67,8 @@ def child(models: Path, cases_file: Path, out_file: Path) -> None:
     import numpy as np
     from loguru import logger
 
-    from daemon.engine import Engine, decode_audio
-    from daemon.models import import_funasr, resolve_model_dirs
+    from daemon.engine.transcriber import Engine, decode_audio
+    from daemon.engine.models import import_funasr, resolve_model_dirs
     from tests.support.dialog import make_dialog
 
     logger.remove()

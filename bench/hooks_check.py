@@ -1,4 +1,4 @@
-"""Checks behind daemon/pipeline_hooks.py and the batched speaker fbank, on this machine.
+"""Checks behind daemon/engine/pipeline_hooks.py and the batched speaker fbank, on this machine.
 
     python -m bench.hooks_check --models DIR --audio FILE [--device cuda]
 
@@ -118,8 +118,8 @@ def check_features(models: Path, audio: Path, device: str, rows: list[dict]) -> 
     import torch
     from funasr.models.campplus.utils import extract_feature, sv_chunk
 
-    from daemon.engine import Engine, decode_audio
-    from daemon.models import resolve_model_dirs
+    from daemon.engine.transcriber import Engine, decode_audio
+    from daemon.engine.models import resolve_model_dirs
 
     engine = Engine.load(resolve_model_dirs(models), device=device, batch_size_s=300)
     batcher = engine.speaker_batcher
@@ -151,7 +151,7 @@ def check_cif(device: str, rows: list[dict]) -> None:
     import torch
     from funasr.models.bicif_paraformer.cif_predictor import cif, cif_wo_hidden
 
-    from daemon import pipeline_hooks as ph
+    from daemon.engine import pipeline_hooks as ph
 
     gen = torch.Generator().manual_seed(19)
     same = trials = 0
@@ -187,8 +187,8 @@ def check_speaker_batches(models: Path, audio: Path, batches: list[int], rows: l
     import torch
     from funasr.models.campplus.utils import sv_chunk
 
-    from daemon.engine import Engine, decode_audio
-    from daemon.models import resolve_model_dirs
+    from daemon.engine.transcriber import Engine, decode_audio
+    from daemon.engine.models import resolve_model_dirs
 
     engine = Engine.load(resolve_model_dirs(models), device="cpu", batch_size_s=300)
     batcher = engine.speaker_batcher
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from daemon.models import import_funasr
+    from daemon.engine.models import import_funasr
 
     import_funasr()
     rows: list[dict] = []

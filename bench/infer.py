@@ -1,5 +1,5 @@
 """The alternatives to the daemon, as one process: load the models once, transcribe
-the given files in order with `daemon.engine.Engine` (the engine the worker uses),
+the given files in order with `daemon.engine.transcriber.Engine` (the engine the worker uses),
 print one JSON object. `python -m bench.infer --models DIR --threads N FILE…`
 
 Used for (a) the plain loop (all files in one process) and (b) one process per file
@@ -33,8 +33,8 @@ def main() -> None:
     t0 = time.monotonic()
     from loguru import logger
 
-    from daemon.engine import Engine
-    from daemon.models import resolve_model_dirs
+    from daemon.engine.transcriber import Engine
+    from daemon.engine.models import resolve_model_dirs
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")

@@ -58,7 +58,7 @@ def _vocabulary_mib(tokenizer: Any) -> float:
 def child(models: str, device: str, audio: str | None, bare: bool) -> dict[str, Any]:
     import torch  # noqa: F401  (counted in "after import")
 
-    from daemon.models import import_funasr, resolve_model_dirs
+    from daemon.engine.models import import_funasr, resolve_model_dirs
 
     out: dict[str, Any] = {"device": device, "bare": bare, "rss_start": _rss_mib()}
     import_funasr()
@@ -77,7 +77,7 @@ def child(models: str, device: str, audio: str | None, bare: bool) -> dict[str, 
                           log_level="WARNING")
         run = (lambda samples: model.generate(input=samples, batch_size_s=300))
     else:
-        from daemon.engine import Engine
+        from daemon.engine.transcriber import Engine
 
         engine = Engine.load(dirs, device=device, batch_size_s=300)
         model = engine.model
@@ -98,7 +98,7 @@ def child(models: str, device: str, audio: str | None, bare: bool) -> dict[str, 
     if audio:
         import numpy as np
 
-        from daemon.engine import decode_audio
+        from daemon.engine.transcriber import decode_audio
 
         samples = decode_audio(Path(audio))
         np.random.seed(0)

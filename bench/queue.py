@@ -47,7 +47,7 @@ def _claimer(url: str, slot: int, start: mp.synchronize.Event, ready: mp.Queue, 
 
 
 def run_one(procs: int, jobs: int, workdir: Path) -> dict:
-    from daemon.db import migrate
+    from daemon.store.db import migrate
     from daemon.store import Store
 
     url = f"sqlite:///{workdir / f'queue-{procs}.db'}"

@@ -13,7 +13,7 @@ received over three years (`jobs.created_at` spread after the build).
 
 Then, on that database:
 
-* search latency (`daemon.search.search`, the CLI's path less printing, first page of
+* search latency (`daemon.store.search.search`, the CLI's path less printing, first page of
   20 hits) for 3-, 4- and 8-character queries, with and without `--speaker`: queries
   are substrings of random segments (so common strings are drawn as often as they
   occur), plus the most frequent 3-grams (the most matches) and strings that occur
@@ -201,7 +201,7 @@ def build(path: Path, hours: float) -> dict:
     beside it)."""
     import json
 
-    from daemon.db import migrate
+    from daemon.store.db import migrate
     from daemon.store import Store
 
     facts_path = path.with_suffix(".json")
@@ -308,7 +308,7 @@ def query_sets(path: Path, rng: random.Random, per_length: int) -> dict[int, lis
 
 def time_queries(store, queries: list[tuple[str, str]], *, speaker_of: dict[str, str | None],
                  since: dt.datetime | None = None, until: dt.datetime | None = None) -> list[dict]:
-    from daemon.search import search
+    from daemon.store.search import search
 
     rows = []
     for kind, query in queries:
@@ -356,7 +356,7 @@ def last_received(path: Path) -> dt.datetime:
 
 def match_counts(path: Path, queries: Sequence[str]) -> dict[str, int]:
     """How many segments contain each query in all (what the index must not walk)."""
-    from daemon.search import parse_query
+    from daemon.store.search import parse_query
 
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -407,7 +407,7 @@ def insert_cost(path: Path, rng: random.Random, pairs: int) -> dict:
 # --- the benchmark ----------------------------------------------------------------------
 
 def main(quick: bool = False) -> Result:
-    from daemon.search import search as run_search
+    from daemon.store.search import search as run_search
     from daemon.store import Store
 
     hours = QUICK_HOURS if quick else FULL_HOURS

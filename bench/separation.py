@@ -52,7 +52,7 @@ def voice_sets(quick: bool) -> dict[str, list[str]]:
     8 in --quick; and as many training voices (at most 16), heard in training on other
     sentences, for comparison."""
     from bench.diarization import voice_pool
-    from daemon.speaker_training import training_voices
+    from daemon.engine.speaker_training import training_voices
 
     held = voice_pool()
     rng = random.Random(14)
@@ -68,7 +68,7 @@ def voice_sets(quick: bool) -> dict[str, list[str]]:
 
 def take_audio(voice: str, seed: int) -> np.ndarray:
     """About TAKE_SECONDS of one voice: whole dialog lines, PAUSE_SECONDS apart."""
-    from daemon.speaker_training import SAMPLE_RATE, synthesize
+    from daemon.engine.speaker_training import SAMPLE_RATE, synthesize
     from tests.support.dialog import DIALOG_LINES
 
     rng = random.Random(seed)
@@ -85,7 +85,7 @@ def child(models: Path, plan_file: Path, out_file: Path) -> None:
     """Embed every take's windows with FunASR's VAD, sv_chunk and CAM++; write them."""
     from loguru import logger
 
-    from daemon.models import import_funasr, resolve_model_dirs
+    from daemon.engine.models import import_funasr, resolve_model_dirs
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
@@ -186,7 +186,7 @@ def main(quick: bool = False) -> Result:
     sets = voice_sets(quick)
     started = header("separation", quick, f"cosine of tiny CAM++ embeddings, {len(sets['held-out'])} held-out "
                                           f"and {len(sets['training'])} training voices, 2 takes each")
-    from daemon.speaker_training import read_report
+    from daemon.engine.speaker_training import read_report
     from tests.support.models import cached_tiny_models
 
     models = cached_tiny_models()

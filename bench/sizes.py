@@ -1,8 +1,8 @@
 """5. Models of the real sizes (random weights, real dimensions).
 
-`daemon.tiny_models.build_tiny_models(real_sizes=True)` (~1.3 GB, built once into bench/.cache/models-real).
+`daemon.engine.tiny_models.build_tiny_models(real_sizes=True)` (~1.3 GB, built once into bench/.cache/models-real).
 Everything runs in one child process, as a worker would, through the worker's real
-code path: `Engine.load`, then `daemon.worker.Worker.process` for each job (claimed from
+code path: `Engine.load`, then `daemon.jobs.worker.Worker.process` for each job (claimed from
 a real `Store`, outputs written, source archived), with `Engine.transcribe` timed inside.
 
 * model load time (funasr import separately), RSS after load = RSS of one worker;
@@ -57,17 +57,17 @@ def child(models: str, threads: int, long_files: list[str], short: str, short_jo
     logger.add(sys.stderr, level="WARNING")
     out: dict = {"rss_start": _rss()}
     t0 = time.monotonic()
-    from daemon.models import import_funasr, resolve_model_dirs
+    from daemon.engine.models import import_funasr, resolve_model_dirs
 
     import_funasr()
     out["import_seconds"] = time.monotonic() - t0
     out["rss_imported"] = _rss()
     from daemon import config as config_mod
-    from daemon import spool
-    from daemon.engine import Engine
-    from daemon.db import migrate
+    from daemon.intake import spool
+    from daemon.engine.transcriber import Engine
+    from daemon.store.db import migrate
     from daemon.store import Store
-    from daemon.worker import Worker, WorkerSpec
+    from daemon.jobs.worker import Worker, WorkerSpec
 
     dirs = resolve_model_dirs(Path(models), asr="paraformer-zh", vad="fsmn-vad", punc="ct-punc-c", spk="cam++")
     t0 = time.monotonic()
@@ -206,7 +206,7 @@ def main(quick: bool = False) -> Result:
         result.ratio("Engine.release share of the worker overhead, ~30-s jobs",
                      sum(r["release"] for r in out["long"]) / sum(r["overhead"] for r in out["long"]))
     result.ratio("Engine.release share of the worker overhead, short jobs", sum(out["short_release"]) / sum(short_over),
-                 "a full gc.collect() after every job (daemon/engine.py Engine.release)")
+                 "a full gc.collect() after every job (daemon/engine/transcriber.py Engine.release)")
     result.ratio("RSS per worker / model size on disk", out["rss_loaded"] / size_mb)
     result.ratio(f"RSS drift after warm-up over {len(rss)} jobs", drift)
     result.ratio(f"RSS growth, after load → after job {len(rss)}", (rss[-1] - out["rss_loaded"]) / out["rss_loaded"],

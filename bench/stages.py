@@ -5,7 +5,7 @@
 
 Loads the same model directories twice: FunASR's `AutoModel` exactly as its README
 builds it (VAD + ASR + punctuation + CAM++), and spkd's `Engine` (speaker stage batched,
-daemon/speaker_batching.py). Times every call into each stage's model (synchronising
+daemon/engine/speaker_batching.py). Times every call into each stage's model (synchronising
 the GPU around each call) during `generate` on the same decoded audio, and prints the
 cumulative times VAD, +ASR, +punc, +speaker (speaker = the speaker model's calls plus
 clustering), the whole `generate` wall time, the real-time factor, the bare/spkd
@@ -71,7 +71,7 @@ def _synchronizer(device: str) -> Callable[[], None]:
 
 
 def _bare_model(dirs: Any, device: str, threads: int) -> Any:
-    from daemon.models import import_funasr
+    from daemon.engine.models import import_funasr
 
     import_funasr()
     from funasr import AutoModel
@@ -119,12 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-bare", action="store_true", help="spkd's engine only")
     ap.add_argument("--profile", type=Path, help="cProfile one more spkd run into this file")
     args = ap.parse_args(argv)
-    # as in the daemon's workers (daemon.devices.worker_env): spinning OpenMP threads make
+    # as in the daemon's workers (daemon.service.devices.worker_env): spinning OpenMP threads make
     # CPU timings on a shared machine meaningless; before torch is imported
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    from daemon.engine import Engine, decode_audio
-    from daemon.models import resolve_model_dirs
+    from daemon.engine.transcriber import Engine, decode_audio
+    from daemon.engine.models import resolve_model_dirs
 
     import torch
 

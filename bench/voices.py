@@ -4,7 +4,7 @@
 `speakers.match_margin` (daemon.voices.match) are chosen from this table.
 
 Voices: espeak-ng variants the tiny CAM++ never heard in training
-(daemon.speaker_training.held_out_voices), minus the voices the tests use and the two
+(daemon.engine.speaker_training.held_out_voices), minus the voices the tests use and the two
 whispering variants (as bench/diarization.py). `LIBRARIES` seeded draws of `ENROLLED`
 of them are the libraries; each voice is enrolled from one solo recording
 (tests/support/dialog.py make_dialog with one voice, >= 15 s of speech) through
@@ -114,8 +114,8 @@ def child(models: Path, plan_file: Path, out_file: Path) -> None:
     import numpy as np
     from loguru import logger
 
-    from daemon.engine import Engine
-    from daemon.models import resolve_model_dirs
+    from daemon.engine.transcriber import Engine
+    from daemon.engine.models import resolve_model_dirs
     from tests.support.dialog import make_dialog
 
     logger.remove()

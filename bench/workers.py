@@ -13,8 +13,8 @@ memory torch holds on the GPU after loading (allocated, reserved) and its peak; 
 each process's job time went (decoding, FunASR's `generate`, the rest of `transcribe`).
 
 `--threads plan` gives each process the thread count the daemon's slot plan gives it
-(`daemon.devices.plan_slots` for this machine's cores and the same slots), and every
-process sets the environment of `daemon.devices.worker_env` before torch is imported,
+(`daemon.service.devices.plan_slots` for this machine's cores and the same slots), and every
+process sets the environment of `daemon.service.devices.worker_env` before torch is imported,
 as the daemon's workers do. `--threads` takes a comma-separated list to compare counts
 in one run. `--profile DIR` runs each process's timed loop under cProfile (DIR/*.prof)
 and prints the merged profile of the first per-device count's processes.
@@ -33,10 +33,10 @@ from typing import Any
 
 def _worker(models: str, device: str, ready: Any, go: Any, queue: Any, results: Any, threads: int,
             profile: str | None = None) -> None:
-    from daemon import devices
+    from daemon.service import devices
 
     # the daemon's worker environment (thread pools, wait policy, the one visible GPU),
-    # set before torch is imported, as daemon.worker does
+    # set before torch is imported, as daemon.jobs.worker does
     os.environ.update(devices.worker_env(device, threads or os.cpu_count() or 1))
     env_device = devices.torch_device(device)
     import psutil
@@ -44,9 +44,9 @@ def _worker(models: str, device: str, ready: Any, go: Any, queue: Any, results: 
 
     if threads:
         torch.set_num_threads(threads)
-    import daemon.engine as engine_module
-    from daemon.engine import Engine
-    from daemon.models import import_funasr, resolve_model_dirs
+    import daemon.engine.transcriber as engine_module
+    from daemon.engine.transcriber import Engine
+    from daemon.engine.models import import_funasr, resolve_model_dirs
 
     me = psutil.Process()
     import_funasr()
@@ -112,7 +112,7 @@ def _worker(models: str, device: str, ready: Any, go: Any, queue: Any, results: 
 def plan_threads(devices: list[str], per_device: int) -> int:
     """The thread count the daemon's slot plan gives each of these slots on this machine."""
     from daemon.config import WorkersConfig
-    from daemon.devices import Gpu, Inventory, cpu_cores, plan_slots
+    from daemon.service.devices import Gpu, Inventory, cpu_cores, plan_slots
 
     gpus = tuple(Gpu(index=int(d.partition(":")[2] or 0), name="") for d in devices if d.startswith("cuda"))
     workers = WorkersConfig(device="auto" if gpus else "cpu", per_device=per_device,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from daemon.errors import ConfigError
-from daemon.models import is_model_path
+from daemon.engine.models import is_model_path
 
 __all__ = ["DEVICE_KINDS", "Config", "DaemonConfig", "DatabaseConfig", "JobsConfig", "ModelsConfig", "NotifyConfig",
            "OutputConfig", "PathsConfig", "RetentionConfig", "WatchConfig", "WebConfig", "WorkersConfig",

@@ -45,7 +45,7 @@ class Segment:
 
 @dataclass(frozen=True)
 class VoicePrint:
-    """One person's voice in one recording (daemon.engine.Engine.embed_voice): the mean
+    """One person's voice in one recording (daemon.engine.transcriber.Engine.embed_voice): the mean
     speaker embedding of its speech and the model that made it."""
 
     embedding: tuple[float, ...]

@@ -1,1 +1,1 @@
-"""Alembic migrations, shipped as the package `daemon.migrations` (see pyproject.toml and daemon/db.py)."""
+"""Alembic migrations, shipped as the package `daemon.migrations` (see pyproject.toml and daemon/store/db.py)."""

@@ -1,4 +1,4 @@
-"""Alembic environment for spkd. The URL comes from the caller (`daemon.db.migrate`)
+"""Alembic environment for spkd. The URL comes from the caller (`daemon.store.db.migrate`)
 through `config.attributes["connection"]` or the `sqlalchemy.url` option."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from daemon.schema import metadata
+from daemon.store.schema import metadata
 
 config = context.config
 

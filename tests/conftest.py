@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-# As in the daemon's workers (daemon.devices.worker_env): OpenMP threads that spin while
+# As in the daemon's workers (daemon.service.devices.worker_env): OpenMP threads that spin while
 # waiting turn second-long tests into minute-long ones on a busy 2-core machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -21,11 +21,11 @@ from tests.support.audio import Turn, make_two_voice_wav, require_tools, to_m4a
 
 
 @pytest.fixture(scope="session")
-def tiny_models():  # -> daemon.models.ModelDirs
+def tiny_models():  # -> daemon.engine.models.ModelDirs
     """A complete tiny model set (asr, vad, punc, spk) under the default names: random
     ASR and punctuation, the real FSMN-VAD, a CAM++ trained on espeak-ng voices. Built
     once per checkout into tests/.cache/ (tests/support/models.py); read-only for tests."""
-    from daemon.models import ModelDirs
+    from daemon.engine.models import ModelDirs
     from tests.support.models import NAMES, cached_tiny_models
 
     root = cached_tiny_models()

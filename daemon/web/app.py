@@ -10,7 +10,7 @@ Routes (scripts and monitoring may rely on these paths):
     POST /jobs/<id>/retry               requeue a failed job (what `spkd retry` does)
     POST /jobs/<id>/speakers            rename speakers (daemon.voices.rename_speakers, as `spkd speakers`)
     POST /upload                        files into the inbox (daemon.web.upload)
-    GET  /search?q=                     search transcripts (daemon.search.search, as `spkd search`)
+    GET  /search?q=                     search transcripts (daemon.store.search.search, as `spkd search`)
     GET  /voices                        the voice library and the enrolments under way
     POST /voices                        enrol: a recording into paths.voices/<Name>/ (the daemon embeds it)
     POST /voices/remove                 remove a voice (daemon.voices.remove, as `spkd voices remove`)
@@ -44,12 +44,15 @@ from starlette.routing import Mount, Route
 from starlette.types import Message
 from starlette.staticfiles import StaticFiles
 
-from daemon import __version__, files, outputs, search, spool, voices, writers
+from daemon import __version__, files, voices, writers
+from daemon.jobs import outputs
+from daemon.store import search
+from daemon.intake import spool
 from daemon.config import Config
 from daemon.errors import SpkdError, VoiceError
 from daemon.options import normal_voice_name
 from daemon.progress import STAGES
-from daemon.schema import JOB_STATES
+from daemon.store.schema import JOB_STATES
 from daemon.store import JobFilter, Store
 from daemon.web import pages
 from daemon.web.metrics import registry_for

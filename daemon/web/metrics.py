@@ -29,7 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from daemon import diskguard, service
+from daemon.service import diskguard
+from daemon.service import manager as service
 
 if TYPE_CHECKING:
     from daemon.config import Config

@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from daemon import diskguard, files, outputs, service, voices, writers
-from daemon.db import display_url
+from daemon import files, voices, writers
+from daemon.service import diskguard
+from daemon.jobs import outputs
+from daemon.service import manager as service
+from daemon.store.db import display_url
 from daemon.transcript import Speaker, Transcript
 
 if TYPE_CHECKING:

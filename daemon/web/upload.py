@@ -30,10 +30,11 @@ from typing import Any, AsyncIterator, BinaryIO
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from daemon import files, options, spool
+from daemon import files, options
+from daemon.intake import spool
 from daemon.config import Config
 from daemon.errors import OptionsError
-from daemon.watcher import ignored_because
+from daemon.intake.watcher import ignored_because
 
 __all__ = ["UploadError", "Uploaded", "receive_upload"]
 

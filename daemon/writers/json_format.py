@@ -27,7 +27,7 @@ the speaker: the name, else `SpeakerN` (clusters numbered among the unnamed ones
 channels by their channel). `text`,
 `timing.rtf`, `display` and the talk times are derived from the rest and ignored by
 `parse_json`. A model's local `path` is not written: it describes the machine, not the
-transcript. The job's stored copy under `state/transcripts/` (daemon.outputs) also
+transcript. The job's stored copy under `state/transcripts/` (daemon.jobs.outputs) also
 keeps each speaker's `centroid` (the mean CAM++ embedding of its cluster), so that
 matching and renaming need no new transcription; the outbox copy leaves it out.
 Additive changes keep the schema name; anything that breaks readers bumps it.

@@ -8,7 +8,7 @@ extension, a GIN trigram index on `segments.folded_text` and a b-tree on `speake
 Also an index on `jobs.created_at` (searches by date).
 
 The rows of jobs finished before this revision are filled in afterwards from the
-stored transcripts (daemon.search.backfill_segments, run by `spkd db upgrade` and at
+stored transcripts (daemon.store.search.backfill_segments, run by `spkd db upgrade` and at
 daemon start): a migration does not know where the state folder is.
 
 Revision ID: 0005
@@ -27,7 +27,7 @@ branch_labels = None
 depends_on = None
 
 SQLITE_FTS = (
-    # case_sensitive 1: folded_text is case folded already (daemon.search.fold); the
+    # case_sensitive 1: folded_text is case folded already (daemon.store.search.fold); the
     # tokenizer's own folding would only be a second, different rule.
     # speaker_key is indexed too, so that a search for one speaker is an intersection
     # inside the index rather than a lookup of every matching row.

@@ -14,7 +14,7 @@ from tests.support.daemon import Daemon, write_wav
 
 pytestmark = pytest.mark.e2e
 
-LOCK_SECONDS = 40  # longer than SQLite's 30-s busy timeout (daemon.db.SQLITE_BUSY_TIMEOUT_SECONDS)
+LOCK_SECONDS = 40  # longer than SQLite's 30-s busy timeout (daemon.store.db.SQLITE_BUSY_TIMEOUT_SECONDS)
 
 
 def test_an_external_write_lock_for_40_seconds_crashes_no_idle_worker(tmp_path):
@@ -42,7 +42,7 @@ def test_an_external_write_lock_for_40_seconds_crashes_no_idle_worker(tmp_path):
 
 def make_database(d: Daemon) -> None:
     """A real job database with enough rows to span many pages."""
-    from daemon import db
+    from daemon.store import db
     from daemon import store as st
 
     url = f"sqlite:///{d.db_path}"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import outputs
-from daemon import db
+from daemon.jobs import outputs
+from daemon.store import db
 from daemon import store as st
 from daemon.config import load
 from daemon.transcript import Segment, Transcript

@@ -3,7 +3,7 @@
 A generated call puts one held-out voice on each channel, with overlapping turns; with
 `split` (or names) every segment must carry its own channel's speaker, exactly. `auto`
 splits only where the channels really differ; the criterion
-(daemon.engine.channel_separation) is measured here on generated cases and printed.
+(daemon.engine.transcriber.channel_separation) is measured here on generated cases and printed.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from daemon import writers
-from daemon.engine import AUTO_SPLIT_SHARE, Engine, channel_separation, decode_audio
+from daemon.engine.transcriber import AUTO_SPLIT_SHARE, Engine, channel_separation, decode_audio
 from daemon.errors import OptionsError
-from daemon.models import ModelDirs
+from daemon.engine.models import ModelDirs
 from daemon.transcript import Transcript
 from tests.support.audio import require_tools
 from tests.support.dialog import TEST_VOICES, Dialog, dual_mono, make_dialog, make_stereo_call, write_wav

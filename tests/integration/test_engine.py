@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from daemon.engine import Engine, guard_empty_batches, rows_from_result
+from daemon.engine.transcriber import Engine, guard_empty_batches, rows_from_result
 from daemon.errors import AudioError, DeviceError, NotAudioError, OptionsError, OutOfMemoryError
-from daemon.models import PINNED, ModelDirs
+from daemon.engine.models import PINNED, ModelDirs
 from daemon.options import MAX_SPEAKERS, hotword_words, validate
 from daemon.transcript import Transcript
 from tests.support.audio import (
@@ -197,10 +197,11 @@ def test_a_job_asking_for_too_many_speakers_fails_in_the_worker_as_validation_sa
     bad_options, with the same message, its source in failed/ with its .error.json."""
     import shutil
 
-    from daemon import db, spool
+    from daemon.store import db
+    from daemon.intake import spool
     from daemon.config import from_dict
     from daemon.store import Store
-    from daemon.worker import Worker, WorkerSpec
+    from daemon.jobs.worker import Worker, WorkerSpec
 
     config = from_dict({"paths": {name: name for name in ("inbox", "outbox", "archive", "failed", "spool", "state")}},
                        base_dir=tmp_path, env={})
@@ -238,7 +239,7 @@ def test_max_speakers_is_what_funasrs_clusterer_can_always_give() -> None:
     import numpy as np
     import torch
 
-    from daemon.models import import_funasr
+    from daemon.engine.models import import_funasr
 
     import_funasr()
     from funasr.models.campplus.cluster_backend import ClusterBackend

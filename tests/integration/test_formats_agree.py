@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from daemon import writers
-from daemon.engine import Engine
-from daemon.models import ModelDirs
+from daemon.engine.transcriber import Engine
+from daemon.engine.models import ModelDirs
 from daemon.transcript import Segment, Transcript
 from tests.support.documents import assert_holds_transcript, read_docx, read_markdown
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import db
-from daemon.models import ModelDirs
+from daemon.store import db
+from daemon.engine.models import ModelDirs
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.engine import Engine
-from daemon.models import META_FILE, PINNED, ROLES, ModelDirs, read_model_meta, resolve_model_dirs
+from daemon.engine.transcriber import Engine
+from daemon.engine.models import META_FILE, PINNED, ROLES, ModelDirs, read_model_meta, resolve_model_dirs
 from tests.support.modelscope_hub import FakeModelScope
 
 pytestmark = pytest.mark.integration

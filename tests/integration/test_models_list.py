@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.models import PINNED, ROLES, ModelDirs, dir_size
+from daemon.engine.models import PINNED, ROLES, ModelDirs, dir_size
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from daemon import writers
-from daemon.models import ModelDirs
+from daemon.engine.models import ModelDirs
 from tests.support.documents import assert_holds_transcript, read_docx, read_markdown
 
 pytestmark = pytest.mark.integration
@@ -145,7 +145,7 @@ def test_no_model_load_when_no_input_exists(tmp_path: Path, tiny_models: ModelDi
 
 
 def test_output_stems_beside_inputs(tmp_path: Path) -> None:
-    from daemon.oneshot import output_stems
+    from daemon.cli.oneshot import output_stems
 
     a, b, c = tmp_path / "x" / "talk.wav", tmp_path / "y" / "talk.m4a", tmp_path / "x" / "talk.mp3"
     assert output_stems([a, b, c], None) == [(a.parent, "talk"), (b.parent, "talk"), (a.parent, "talk (2)")]

@@ -1,5 +1,5 @@
-"""The pipeline hooks (daemon/pipeline_hooks.py) and the batched speaker fbank
-(daemon/speaker_batching.py) give exactly what bare FunASR gives, hook by hook, on the
+"""The pipeline hooks (daemon/engine/pipeline_hooks.py) and the batched speaker fbank
+(daemon/engine/speaker_batching.py) give exactly what bare FunASR gives, hook by hook, on the
 same tiny models and audio (numpy's RNG seeded alike, as in test_speaker_batching.py).
 
 The VAD and timestamp hooks move device tensors to the host; here every tensor already
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from daemon import pipeline_hooks as ph
-from daemon import speaker_batching as sb
-from daemon.engine import Engine, decode_audio
-from daemon.models import ModelDirs
+from daemon.engine import pipeline_hooks as ph
+from daemon.engine import speaker_batching as sb
+from daemon.engine.transcriber import Engine, decode_audio
+from daemon.engine.models import ModelDirs
 from tests.support.audio import make_varied_wav, require_tools
 
 pytestmark = pytest.mark.integration
@@ -75,7 +75,7 @@ def _count(owner: Any, name: str, counter: _Counted) -> None:
 
 @pytest.fixture(scope="module")
 def bare(tiny_models: ModelDirs) -> Any:
-    from daemon.models import import_funasr
+    from daemon.engine.models import import_funasr
 
     import_funasr()
     from funasr import AutoModel

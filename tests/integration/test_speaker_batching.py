@@ -1,4 +1,4 @@
-"""Batched speaker embeddings (daemon/speaker_batching.py) give exactly what
+"""Batched speaker embeddings (daemon/engine/speaker_batching.py) give exactly what
 bare FunASR gives: same text, timestamps and speaker of every sentence, embeddings
 within 1e-4, on the same tiny models and audio.
 
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from daemon import speaker_batching as sb
-from daemon.engine import Engine, decode_audio
-from daemon.models import ModelDirs
+from daemon.engine import speaker_batching as sb
+from daemon.engine.transcriber import Engine, decode_audio
+from daemon.engine.models import ModelDirs
 from tests.support.audio import require_tools
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,7 @@ def batched(tiny_models: ModelDirs) -> tuple[Engine, list]:
 @pytest.fixture(scope="module")
 def bare(tiny_models: ModelDirs) -> tuple[Any, list]:
     """FunASR's AutoModel as its README builds it, nothing of ours on it."""
-    from daemon.models import import_funasr
+    from daemon.engine.models import import_funasr
 
     import_funasr()
     from funasr import AutoModel

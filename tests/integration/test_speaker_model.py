@@ -1,4 +1,4 @@
-"""The tiny CAM++ that `spkd models make-tiny` trains (daemon/speaker_training.py):
+"""The tiny CAM++ that `spkd models make-tiny` trains (daemon/engine/speaker_training.py):
 trained on the training voices only, and separating voices it never heard.
 
 Embeddings are computed as FunASR's pipeline computes them (its own 1.5-s windows and
@@ -13,8 +13,8 @@ import itertools
 import numpy as np
 import pytest
 
-from daemon import speaker_training as st
-from daemon.models import ModelDirs
+from daemon.engine import speaker_training as st
+from daemon.engine.models import ModelDirs
 from tests.support.audio import require_tools
 from tests.support.dialog import DIALOG_LINES, TEST_VOICES
 
@@ -45,7 +45,7 @@ def embeddings(tiny_models: ModelDirs) -> dict[str, np.ndarray]:
     require_tools("espeak-ng")
     import torch
 
-    from daemon.models import import_funasr
+    from daemon.engine.models import import_funasr
 
     import_funasr()
     from funasr import AutoModel

@@ -16,7 +16,9 @@ import json
 import pytest
 from loguru import logger
 
-from daemon import db, outputs, voices
+from daemon import voices
+from daemon.store import db
+from daemon.jobs import outputs
 from daemon import store as st
 from daemon.config import SpeakersConfig
 from daemon.errors import EnrolmentError
@@ -32,7 +34,7 @@ THRESHOLD, MARGIN = SpeakersConfig().match_threshold, SpeakersConfig().match_mar
 
 @pytest.fixture(scope="module")
 def engine(tiny_models):
-    from daemon.engine import Engine
+    from daemon.engine.transcriber import Engine
 
     return Engine.load(tiny_models, device="cpu", ncpu=2)
 

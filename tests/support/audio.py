@@ -17,7 +17,7 @@ SAMPLE_RATE = 16000
 TOOLS = ("espeak-ng", "sox", "ffmpeg")
 
 # (espeak-ng voice, pitch 0-99, words per minute): a male and a female variant,
-# both held out of the tiny CAM++'s training (daemon.speaker_training.is_training_voice).
+# both held out of the tiny CAM++'s training (daemon.engine.speaker_training.is_training_voice).
 VOICE_A = ("cmn+m3", 50, 260)
 VOICE_B = ("cmn+f1", 50, 260)
 

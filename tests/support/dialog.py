@@ -1,7 +1,7 @@
 """Synthetic dialogs with ground truth, for attribution tests and the diarization bench.
 
 Voices are espeak-ng variants the tiny CAM++ never heard in training
-(`daemon.speaker_training.held_out_voices`); the sentences are not the training
+(`daemon.engine.speaker_training.held_out_voices`); the sentences are not the training
 phrases either. Each turn is one espeak-ng utterance cut to a target length, turns are
 separated by pauses, and the returned `DialogTurn`s say who speaks when. A stereo call
 puts each voice on its own channel, optionally with overlapping turns.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.speaker_training import SAMPLE_RATE, held_out_voices, is_training_voice, synthesize
+from daemon.engine.speaker_training import SAMPLE_RATE, held_out_voices, is_training_voice, synthesize
 
 # Held-out voices the tests use, chosen to be distinct from each other (male, female,
 # low, high); the bench draws from every held-out variant.

@@ -1,6 +1,6 @@
 """The tiny model set, built once per checkout and kept in tests/.cache/.
 
-Building it trains the tiny CAM++ (daemon/speaker_training.py, a minute or two on two
+Building it trains the tiny CAM++ (daemon/engine/speaker_training.py, a minute or two on two
 cores), so the test suite and the benchmarks keep the result under a name that
 changes with everything that decides the weights: the builder sources, and the
 versions of funasr, torch, espeak-ng and the bundled VAD weights. A fresh clone (a CI
@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("SPKD_TEST_CACHE", REPO / "tests" / ".cache"))
-BUILDER_SOURCES = ("daemon/tiny_models.py", "daemon/speaker_training.py", "daemon/models.py")
+BUILDER_SOURCES = ("daemon/engine/tiny_models.py", "daemon/engine/speaker_training.py", "daemon/engine/models.py")
 # Written last into a finished build (the weights' file names differ per model).
 COMPLETE = ".complete"
 NAMES = {"asr": "paraformer-zh", "vad": "fsmn-vad", "punc": "ct-punc-c", "spk": "cam++"}

@@ -197,7 +197,7 @@ def real_layout_repo(role: str, weights_size: int = 64 * 1024) -> dict[str, byte
     """A repository laid out as the pinned real one: its configuration.json, every file
     that names (config, weights, tokenizer, frontend files), a README and an example
     file. The contents are filler, so this serves download tests, not loading."""
-    from daemon.models import PINNED
+    from daemon.engine.models import PINNED
 
     pinned = PINNED[role]
     files: dict[str, bytes] = {

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon import db, outputs, spool
+from daemon.store import db
+from daemon.jobs import outputs
+from daemon.intake import spool
 from daemon.config import Config, load
 from daemon.store import Store
 from daemon.transcript import Segment, Source, Transcript

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from daemon import devices
+from daemon.service import devices
 from daemon.config import WorkersConfig
 from daemon.errors import DeviceError
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from daemon import errors
-from daemon.engine import OOM_RETRIES, transcribe_with_retries
+from daemon.engine.transcriber import OOM_RETRIES, transcribe_with_retries
 from daemon.errors import ExitCode, OutOfMemoryError, SpkdError, UnexpectedError, as_spkd_error
-from daemon.schema import jobs
+from daemon.store.schema import jobs
 from daemon.transcript import Transcript
 
 DAEMON = Path(errors.__file__).parent

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon import files
-from daemon.oneshot import output_stems
+from daemon.cli.oneshot import output_stems
 
 
 def test_numbered() -> None:

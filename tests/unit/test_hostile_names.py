@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon import files, options, outputs, spool
+from daemon import files, options
+from daemon.jobs import outputs
+from daemon.intake import spool
 from daemon.errors import NotRegularFileError, OptionsError, SymlinkError
 
 NAME_MAX = files.NAME_MAX_BYTES

@@ -9,7 +9,7 @@ from daemon import options
 from daemon.config import from_dict
 from daemon.errors import OptionsError
 from daemon.files import inside, safe_relative
-from daemon.watcher import StabilityTracker, Watcher
+from daemon.intake.watcher import StabilityTracker, Watcher
 
 
 class Clock:
@@ -128,7 +128,7 @@ def test_names_cannot_escape_their_folder(tmp_path):
 def test_pcm_wav_is_probed_from_its_header_and_anything_else_by_ffprobe(tmp_path):
     import wave
 
-    from daemon.probe import probe_pcm_wav
+    from daemon.intake.probe import probe_pcm_wav
 
     path = tmp_path / "a.wav"
     with wave.open(str(path), "wb") as w:

@@ -13,8 +13,8 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from daemon import db
-from daemon.schema import JOB_STATES
+from daemon.store import db
+from daemon.store.schema import JOB_STATES
 
 BEFORE_CHECK = "0003"
 WITH_CHECK = "0004"

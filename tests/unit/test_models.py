@@ -1,4 +1,4 @@
-"""daemon.models without torch: pinned table, path resolution, directory checks, fetch errors."""
+"""daemon.engine.models without torch: pinned table, path resolution, directory checks, fetch errors."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from daemon import models
+from daemon.engine import models
 from daemon.errors import FetchError, ModelsMissingError
-from daemon.models import (
+from daemon.engine.models import (
     DEFAULT_NAMES,
     PINNED,
     ROLES,
@@ -69,7 +69,7 @@ def test_pinned_table_has_the_four_real_models() -> None:
 def test_importing_models_and_engine_stays_light() -> None:
     # the supervisor imports these; torch/funasr/modelscope must only load inside functions
     code = (
-        "import sys, daemon.models, daemon.engine; "
+        "import sys, daemon.engine.models, daemon.engine.transcriber; "
         "heavy = [m for m in ('torch', 'funasr', 'modelscope', 'numpy') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
@@ -78,12 +78,12 @@ def test_importing_models_and_engine_stays_light() -> None:
 
 
 def test_funasr_is_pinned_to_the_version_the_hooks_were_tested_on() -> None:
-    # daemon/speaker_batching.py (and the engine's guards) read FunASR's internals; any
+    # daemon/engine/speaker_batching.py (and the engine's guards) read FunASR's internals; any
     # other version silently loses the speed-ups, so the package pins exactly that one
     import re
     from importlib.metadata import version
 
-    from daemon.speaker_batching import TESTED_FUNASR_VERSIONS
+    from daemon.engine.speaker_batching import TESTED_FUNASR_VERSIONS
 
     pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     funasr = [d.replace(" ", "") for d in re.findall(r'^\s*"(funasr\b[^"]*)"', pyproject, re.MULTILINE)]
@@ -360,7 +360,7 @@ def test_spkd_models_fetch_downloads_the_pinned_models(
         (p.model_id, path, None) for p in PINNED.values() for path in hub.repos[(p.model_id, p.revision)])
     assert {r.query.get("Revision") for r in hub.requests if r.model_id} == {p.revision for p in PINNED.values()}
     # quiet: our own log lines only, no modelscope ones and no bars
-    assert [line for line in proc.stderr.splitlines() if "| daemon.models:" not in line] == [], proc.stderr
+    assert [line for line in proc.stderr.splitlines() if "| daemon.engine.models:" not in line] == [], proc.stderr
 
     # present models are not fetched again, and the hub is not even asked
     hub.clear()

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from daemon import files, spool
-from daemon import db
+from daemon import files
+from daemon.intake import spool
+from daemon.store import db
 from daemon import store as st
 from daemon.config import from_dict
-from daemon.watcher import Watcher
+from daemon.intake.watcher import Watcher
 from tests.support.daemon import write_wav
 
 

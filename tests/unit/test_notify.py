@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from loguru import logger
 
-from daemon import notify
-from daemon import db
+from daemon.service import notify
+from daemon.store import db
 from daemon import store as st
 from daemon.config import from_dict
 

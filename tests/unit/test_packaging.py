@@ -53,7 +53,7 @@ def test_the_dashboard_ships_its_templates_and_static_files() -> None:
 
 
 def test_the_installed_package_finds_them() -> None:
-    from daemon import db
+    from daemon.store import db
 
     assert (db.migrations_dir() / "env.py").is_file()
     assert (db.migrations_dir() / "script.py.mako").is_file()

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from daemon import db
+from daemon.store import db
 from daemon import store as st
 from daemon.progress import STAGE_SHARES, STAGES, Progress, eta_seconds, overall_fraction
-from daemon.worker import PROGRESS_SECONDS, Heartbeat
+from daemon.jobs.worker import PROGRESS_SECONDS, Heartbeat
 
 
 @pytest.fixture()
@@ -108,7 +108,7 @@ def test_the_heartbeat_writes_the_latest_stage_at_most_every_couple_of_seconds(s
 def test_spkd_jobs_and_status_show_a_running_jobs_progress(store, tmp_path, capsys) -> None:
     import json
 
-    from daemon.cli import main, progress_text
+    from daemon.cli.main import main, progress_text
 
     config = tmp_path / "spkd.json"
     config.write_text(json.dumps({"paths": {"state": str(tmp_path / "state")},

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from daemon import diskguard, retention
-from daemon import db
+from daemon.service import diskguard
+from daemon.service import retention
+from daemon.store import db
 from daemon import store as st
 from daemon.config import from_dict
 

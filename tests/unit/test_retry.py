@@ -1,5 +1,5 @@
 """`spkd retry`: failed jobs go back to the queue and their sources come back from
-failed/ into the spool, where their rows say they are (daemon.spool.requeue_failed)."""
+failed/ into the spool, where their rows say they are (daemon.intake.spool.requeue_failed)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon import db, spool
-from daemon.cli import main
+from daemon.store import db
+from daemon.intake import spool
+from daemon.cli.main import main
 from daemon.config import from_dict
 from daemon.errors import ExitCode
 from daemon.store import Store

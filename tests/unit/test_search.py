@@ -18,8 +18,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from daemon import outputs, search
-from daemon import db, sqlconsole
+from daemon.jobs import outputs
+from daemon.store import search
+from daemon.store import db
+from daemon.store import sqlconsole
 from daemon import store as st
 from daemon.config import from_dict
 from daemon.errors import DatabaseExtensionError, ReadOnlyError, SearchQueryError
@@ -391,7 +393,7 @@ def test_spkd_search_prints_marked_hits_and_json(tmp_path, url, store):
 
 def test_spkd_search_does_not_import_torch_or_funasr(tmp_path, url, store):
     finish(store, "a.wav", segs("测试一下"))
-    code = ("import sys; from daemon.cli import main; rc = main(['--config', sys.argv[1], 'search', '测试一下', "
+    code = ("import sys; from daemon.cli.main import main; rc = main(['--config', sys.argv[1], 'search', '测试一下', "
             "'--json']); heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'funasr')]; "
             "assert not heavy, heavy; raise SystemExit(rc)")
     out = subprocess.run([sys.executable, "-c", code, str(write_config(tmp_path, url))], cwd=REPO,

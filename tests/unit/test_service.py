@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import service
-from daemon.cli import main
+from daemon.service import manager as service
+from daemon.cli.main import main
 from daemon.config import load
 from daemon.errors import ServiceError
 

@@ -1,4 +1,4 @@
-"""The slot restart policy, branch by branch (daemon/slot_policy.py): no processes, no
+"""The slot restart policy, branch by branch (daemon/service/slot_policy.py): no processes, no
 clock, no database. The supervisor's use of it is covered end to end by
 tests/e2e/test_durability.py and tests/e2e/test_devices_fallback.py."""
 
@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from daemon.errors import ExitCode
-from daemon.slot_policy import Action, Cause, RestartPolicy, SlotHistory, WorkerExit, decide
+from daemon.service.slot_policy import Action, Cause, RestartPolicy, SlotHistory, WorkerExit, decide
 
 POLICY = RestartPolicy(max_boot_failures=3, backoff_max_seconds=8.0, backoff_start_seconds=1.0,
                        stable_run_seconds=60.0)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon import db
+from daemon.store import db
 from daemon.errors import ReadOnlyError
-from daemon.sqlconsole import query_readonly
+from daemon.store.sqlconsole import query_readonly
 
 REPO = Path(__file__).resolve().parents[2]
 FOREVER = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"

@@ -9,11 +9,11 @@ import sqlite3
 import pytest
 from sqlalchemy import inspect
 
-from daemon import db
+from daemon.store import db
 from daemon import store as st
 from daemon.errors import ReadOnlyError
-from daemon.schema import metadata
-from daemon.sqlconsole import query_readonly
+from daemon.store.schema import metadata
+from daemon.store.sqlconsole import query_readonly
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

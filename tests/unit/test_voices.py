@@ -1,6 +1,6 @@
 """The voice library without models: matching rules, the store's voice tables on both
 backends, the folder scan, renaming and re-matching finished jobs from their stored
-transcripts (daemon/voices.py). The real pipeline's embeddings are tested in
+transcripts (daemon/voices/__init__.py). The real pipeline's embeddings are tested in
 tests/integration/test_voices.py."""
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import pytest
 from loguru import logger
 
 from daemon import config as cfg
-from daemon import db, options, outputs, voices
+from daemon import options, voices
+from daemon.store import db
+from daemon.jobs import outputs
 from daemon import store as st
 from daemon.errors import EnrolmentError, OptionsError, VoiceError
 from daemon.transcript import EngineInfo, ModelInfo, Segment, SpeakerMatch, Transcript, VoicePrint
@@ -434,7 +436,7 @@ def test_renaming_rerenders_every_output_of_the_job_and_its_duplicates(folder):
     events = [e for e in store.events(job_id) if e["kind"] == "renamed"]
     assert events and events[0]["detail"]["names"] == {"Speaker2": "李雷"}
     assert [e["detail"]["via"] for e in store.events(dup) if e["kind"] == "renamed"] == [job_id]
-    from daemon import search
+    from daemon.store import search
 
     assert {h.job_id for h in search.search(store, "第1句", speaker="李雷").hits} == {job_id, dup}
     # the name as shown now works as the key too, and a wrong name can be corrected

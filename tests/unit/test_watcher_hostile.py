@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from daemon import db, files, spool, watcher as watcher_module
+from daemon import files
+from daemon.store import db
+from daemon.intake import spool
+from daemon.intake import watcher as watcher_module
 from daemon import store as st
 from daemon.config import from_dict
-from daemon.watcher import Watcher
+from daemon.intake.watcher import Watcher
 from tests.support.daemon import write_wav
 
 
@@ -264,7 +267,7 @@ def test_where_the_kernel_cannot_tell_an_unfinished_container_waits(root, monkey
 
 
 def test_container_completeness(tmp_path):
-    from daemon.probe import incomplete_reason
+    from daemon.intake.probe import incomplete_reason
 
     whole = write_wav(tmp_path / "whole.wav", seconds=1.0)
     assert incomplete_reason(whole) is None
@@ -313,7 +316,7 @@ def test_a_folder_that_cannot_be_listed_is_logged_not_passed_over_in_silence(w, 
 
 
 def test_start_up_settling_survives_a_spool_file_that_cannot_be_moved(w, monkeypatch, logged):
-    from daemon.supervisor import Supervisor
+    from daemon.service.supervisor import Supervisor
 
     ids = []
     for name in ("stuck.wav", "fine.wav"):

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from daemon import diskguard
+from daemon.service import diskguard
 from daemon.web.app import create_app
 from daemon.web.security import CSP, CSRF_COOKIE
 from daemon.web.server import is_loopback, refusal
@@ -170,7 +170,7 @@ def test_files_are_found_from_the_row_and_never_through_a_link(client, setup, tm
     # a row that names a path outside the archive (a tampered database): 404
     from sqlalchemy import text
 
-    from daemon.db import make_engine
+    from daemon.store.db import make_engine
 
     engine = make_engine(config.database_url)
     with engine.begin() as conn:
@@ -378,7 +378,7 @@ def outputs_of(config, stem: str) -> dict[str, str]:
 
 def three_speakers(config, job_id: int) -> None:
     """The done job's stored transcript with a third speaker (what rename re-renders from)."""
-    from daemon import outputs
+    from daemon.jobs import outputs
     from daemon.transcript import Segment
 
     transcript = outputs.load_transcript(config, job_id)
@@ -432,7 +432,7 @@ def test_renaming_a_speaker_rerenders_every_output_and_the_page(client, setup) -
 
 def test_a_name_from_the_library_shows_its_voice_and_score(client, setup) -> None:
     config, jobs = setup
-    from daemon import outputs
+    from daemon.jobs import outputs
     from daemon.store import Store
     from daemon.transcript import SpeakerMatch
 
@@ -615,7 +615,7 @@ HEAVY = ("torch", "funasr", "modelscope", "torchaudio")
 
 
 def test_the_web_stack_never_imports_torch_or_funasr() -> None:
-    code = ("import sys, daemon.web.server, daemon.web.app, daemon.cli; "
+    code = ("import sys, daemon.web.server, daemon.web.app, daemon.cli.main; "
             f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}); "
             "print(bad); raise SystemExit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

@@ -14,10 +14,11 @@ import pytest
 from loguru import logger
 from sqlalchemy.exc import OperationalError
 
-from daemon import db, spool
+from daemon.store import db
+from daemon.intake import spool
 from daemon import store as st
 from daemon.config import from_dict
-from daemon.worker import Worker, WorkerSpec
+from daemon.jobs.worker import Worker, WorkerSpec
 from tests.support.daemon import FAKE_ENGINE, write_wav
 
 
@@ -114,7 +115,7 @@ def test_a_recording_far_shorter_than_its_container_claimed_is_done_with_a_warni
 def test_a_command_meeting_a_locked_database_says_so_in_one_line(tmp_path, monkeypatch, capsys):
     import json as json_module
 
-    from daemon.cli import main
+    from daemon.cli.main import main
     from daemon.errors import ExitCode
 
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.3)

@@ -125,7 +125,7 @@ workers = Table(
 # own job). `id` is `job_id * SEGMENT_ID_STRIDE + idx`: id order is (job, time in the
 # recording), so the full-text index, which walks its matches in id order, can return
 # the newest recordings first and stop at the limit, and one job's segments are one id
-# range. `folded_text` is `text` as search compares it (daemon.search.fold: NFKC, case
+# range. `folded_text` is `text` as search compares it (daemon.store.search.fold: NFKC, case
 # folded); the full-text index is built over it (and `speaker_key`): SQLite's FTS5 table
 # `segments_fts` (trigram tokenizer, kept in step by triggers), PostgreSQL's pg_trgm GIN
 # index. Both are made by the migration, not by this metadata.
@@ -146,7 +146,7 @@ segments = Table(
     Column("folded_text", Text, nullable=False),
     # The speaker as a search filter matches it: folded like the text, between two
     # U+001F marks, so that the trigram index holds even a 2-character name and a
-    # phrase of the key matches this one speaker only (daemon.search.speaker_key).
+    # phrase of the key matches this one speaker only (daemon.store.search.speaker_key).
     Column("speaker_key", Text, nullable=False),
     Index("ix_segments_job_id", "job_id", "idx"),
 )

@@ -37,7 +37,9 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from daemon import files, options, outputs, spool
+from daemon import files, options
+from daemon.jobs import outputs
+from daemon.intake import spool
 from daemon.config import Config
 from daemon.errors import (
     AudioError,
@@ -51,7 +53,7 @@ from daemon.errors import (
     as_spkd_error,
 )
 from daemon.logs import Throttle
-from daemon.probe import ffprobe_available, incomplete_reason, probe
+from daemon.intake.probe import ffprobe_available, incomplete_reason, probe
 from daemon.store import Store
 
 __all__ = ["MIN_AUDIO_SECONDS", "StabilityTracker", "Watcher", "ignored_because"]

@@ -29,7 +29,10 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 from loguru import logger
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from daemon import diskguard, outputs, spool, voices
+from daemon import voices
+from daemon.service import diskguard
+from daemon.jobs import outputs
+from daemon.intake import spool
 from daemon.config import Config
 from daemon.errors import ExitCode, OutOfMemoryError, UnexpectedError, as_spkd_error
 from daemon.logs import Throttle
@@ -38,7 +41,7 @@ from daemon.store import Job, Store, utcnow
 from daemon.transcript import Transcript
 
 if TYPE_CHECKING:
-    from daemon.engine import Transcriber
+    from daemon.engine.transcriber import Transcriber
 
 __all__ = ["ENGINE_FACTORY_ENV", "PROGRESS_SECONDS", "EngineFactory", "Heartbeat", "Worker", "WorkerSpec", "rss_mb",
            "run_worker"]
@@ -82,7 +85,7 @@ def _load_factory(path: str | None) -> EngineFactory:
     """`module:callable`; the default builds the FunASR engine. Tests point this at a
     fake engine in tests/ to exercise the queue without loading models."""
     if not path:
-        from daemon.engine import load_configured
+        from daemon.engine.transcriber import load_configured
 
         return load_configured
     module_name, _, attr = path.partition(":")
@@ -394,7 +397,7 @@ class Worker:
             job.id, "warning", message=message, claimed_seconds=round(claimed, 3), decoded_seconds=round(decoded, 3)))
 
     def _transcribe(self, job: Job, progress: ProgressCallback) -> Transcript:
-        """Out of memory: retry with half the batch (daemon.engine.transcribe_with_retries);
+        """Out of memory: retry with half the batch (daemon.engine.transcriber.transcribe_with_retries);
         then once on the slot's fallback device (a slower job, never a lost one)."""
         assert self.engine is not None
         try:
@@ -412,7 +415,7 @@ class Worker:
         return transcript.for_source(Path(job.spool_path), name=job.source_name, sha256=job.sha256)
 
     def _transcribe_on(self, engine: Transcriber, job: Job, progress: ProgressCallback) -> Transcript:
-        from daemon.engine import transcribe_with_retries
+        from daemon.engine.transcriber import transcribe_with_retries
 
         def on_retry(batch_size_s: int) -> None:
             logger.warning("job {}: out of memory on {}; retrying with batch_size_s={}", job.id, self.spec.device,

@@ -16,7 +16,7 @@ __all__ = ["register"]
 
 
 def _store(config: Any) -> Any:
-    from daemon.cli import _open_store
+    from daemon.cli.main import _open_store
 
     return _open_store(config)
 
@@ -25,7 +25,7 @@ def _config(args: argparse.Namespace) -> Any:
     """The config, and the log quiet below warnings: these commands print what they did."""
     from loguru import logger
 
-    from daemon.cli import _config as load
+    from daemon.cli.main import _config as load
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
@@ -33,14 +33,14 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _engine(config: Any, device: str | None) -> Any:
-    from daemon.oneshot import load_engine
+    from daemon.cli.oneshot import load_engine
 
     return load_engine(config, device, lambda message: print(message, file=sys.stderr, flush=True))
 
 
 def cmd_voices_add(args: argparse.Namespace) -> int:
     from daemon import voices
-    from daemon.cli import _print_json
+    from daemon.cli.main import _print_json
 
     config = _config(args)
     voices.check_name(args.name)  # refuse a bad name before loading any model
@@ -60,7 +60,7 @@ def cmd_voices_add(args: argparse.Namespace) -> int:
 
 def cmd_voices_list(args: argparse.Namespace) -> int:
     from daemon import voices
-    from daemon.cli import _print_json, _print_table
+    from daemon.cli.main import _print_json, _print_table
 
     config = _config(args)
     store = _store(config)
@@ -92,7 +92,7 @@ def cmd_voices_remove(args: argparse.Namespace) -> int:
 
 def cmd_voices_match(args: argparse.Namespace) -> int:
     from daemon import voices
-    from daemon.cli import _print_json
+    from daemon.cli.main import _print_json
 
     config = _config(args)
     engine = _engine(config, args.device)
@@ -124,7 +124,8 @@ def cmd_voices_match(args: argparse.Namespace) -> int:
 
 
 def cmd_voices_rematch(args: argparse.Namespace) -> int:
-    from daemon import search, voices
+    from daemon import voices
+    from daemon.store import search
 
     config = _config(args)
     since = search.parse_date_bound(args.since, end=False) if args.since else None
@@ -148,8 +149,9 @@ def _pairs(items: list[str]) -> dict[str, str]:
 
 
 def cmd_speakers(args: argparse.Namespace) -> int:
-    from daemon import outputs, voices
-    from daemon.cli import _print_json, _print_table
+    from daemon import voices
+    from daemon.jobs import outputs
+    from daemon.cli.main import _print_json, _print_table
 
     config = _config(args)
     store = _store(config)

@@ -76,7 +76,7 @@ def runtime_path(config: Config) -> Path:
 
 
 def write_runtime(config: Config, *, pid: int) -> None:
-    from daemon.db import display_url
+    from daemon.store.db import display_url
 
     # The runtime file is world-readable: never write the database password into it.
     database = display_url(config.database_url)
@@ -129,7 +129,7 @@ def clear_runtime(config: Config) -> None:
 # --- rendering the unit / plist ------------------------------------------------------
 
 # The folder that holds the `daemon` package: the source tree of a checkout, site-packages of a wheel.
-PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder holding daemon/
 UNIT_NAME = "spkd.service"
 LAUNCHD_LABEL = "local.spkd"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")

@@ -28,7 +28,7 @@ __all__ = ["check_usable", "current_revision", "display_url", "head_revision", "
 # pg_advisory_xact_lock key serialising migrations of hosts that share a database ("spkd").
 MIGRATION_LOCK_KEY = 0x73706B64
 # How long an SQLite writer waits for the write lock before it gives up with "database
-# is locked" (spkd's workers then wait and try again; see daemon/worker.py).
+# is locked" (spkd's workers then wait and try again; see daemon/jobs/worker.py).
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
 

@@ -3,7 +3,7 @@
 The daemon only ever loads local directories. This module says which directories
 (`resolve_model_dirs`), whether they are usable (`check_model_dirs`) and how to get the
 real ones once (`fetch_models`, ModelScope, pinned revisions). Tiny randomly
-initialised stand-ins for tests and benchmarks are built by daemon/tiny_models.py,
+initialised stand-ins for tests and benchmarks are built by daemon/engine/tiny_models.py,
 which imports this module (never the other way round).
 
 Nothing here imports torch or funasr at module level: the supervisor and the CLI
@@ -35,7 +35,7 @@ from daemon.errors import FetchError, ModelsMissingError
 
 ROLES: tuple[str, ...] = ("asr", "vad", "punc", "spk")
 
-# Sidecar that `fetch_models` / daemon.tiny_models write into each model directory,
+# Sidecar that `fetch_models` / daemon.engine.tiny_models write into each model directory,
 # so the engine can report which model and revision it really loaded.
 META_FILE = "spkd-model.json"
 

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from daemon.db import check_usable, normalize_url, unusable_database
+from daemon.store.db import check_usable, normalize_url, unusable_database
 from daemon.errors import ReadOnlyError
 
 __all__ = ["DEFAULT_MAX_ROWS", "DEFAULT_TIMEOUT_SECONDS", "query_readonly"]

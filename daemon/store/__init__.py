@@ -13,8 +13,8 @@ side so that their invariants can be read in one place:
   result of the job's next attempt.
 * Every state change appends a row to `job_events` in the same transaction.
 
-Connection settings and migrations live in daemon/db.py; the read-only console
-for the user's own SQL in daemon/sqlconsole.py.
+Connection settings and migrations live in daemon/store/db.py; the read-only console
+for the user's own SQL in daemon/store/sqlconsole.py.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from sqlalchemy import (
     update,
 )
 
-from daemon.db import make_engine
+from daemon.store.db import make_engine
 from daemon.errors import LeaseExpiredError, WorkerLostError
-from daemon.schema import (
+from daemon.store.schema import (
     FINISHED_STATES,
     JOB_STATES,
     SEGMENT_ID_STRIDE,
@@ -53,8 +53,8 @@ from daemon.schema import (
     voices,
     workers,
 )
-from daemon.search import LIKE_ESCAPE, SearchQuery, fold, fts5_string
-from daemon.search import speaker_key as key_of_speaker
+from daemon.store.search import LIKE_ESCAPE, SearchQuery, fold, fts5_string
+from daemon.store.search import speaker_key as key_of_speaker
 from daemon.transcript import Transcript, model_identity
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class Job:
     dedup_key: str | None = None
     started_at: dt.datetime | None = None
     lease_expires_at: dt.datetime | None = None
-    task: str = "transcribe"  # or "enrol" (daemon.schema.JOB_TASKS)
+    task: str = "transcribe"  # or "enrol" (daemon.store.schema.JOB_TASKS)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Job":
@@ -643,7 +643,7 @@ class Store:
         finally:
             raw.close()
 
-    # --- retention and notifications (daemon/retention.py, daemon/notify.py) -------------
+    # --- retention and notifications (daemon/service/retention.py, daemon/service/notify.py) -------------
     # Kept together at the end of the class so that the rest of the store merges cleanly.
 
     def delete_finished_jobs_before(self, cutoff: dt.datetime, *, batch: int = 500,
@@ -697,7 +697,7 @@ class Store:
         with self._read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
-    # --- segments and full-text search (daemon/search.py) --------------------------------
+    # --- segments and full-text search (daemon/store/search.py) --------------------------------
     # What was said, as rows: written with the job's `done` (complete, add_reused), replaced
     # when speakers are renamed, deleted with the job by retention. On SQLite the FTS5
     # table `segments_fts` follows `segments` through triggers (see migration 0005).
@@ -877,7 +877,7 @@ class Store:
                 self._trigram_cjk = bool(conn.execute(text("SELECT cardinality(show_trgm('中文字')) > 0")).scalar())
         return self._trigram_cjk
 
-    # --- the voice library (daemon/voices.py) ----------------------------------------------
+    # --- the voice library (daemon/voices/__init__.py) ----------------------------------------------
 
     def add_voice_sample(self, name: str, sample: Mapping[str, Any]) -> tuple[int, int]:
         """Add one embedding to voice `name` (made if new); returns (voice id, sample id).

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from daemon import devices
+from daemon.service import devices
 from daemon.config import Config
 from daemon.errors import SpkdError
 from daemon.files import nearest_existing
@@ -51,7 +51,7 @@ def _database_writable(url: str) -> tuple[bool, str]:
         try:
             from sqlalchemy import text
 
-            from daemon.db import make_engine
+            from daemon.store.db import make_engine
 
             engine = make_engine(url)
             with engine.connect() as conn:
@@ -60,7 +60,7 @@ def _database_writable(url: str) -> tuple[bool, str]:
             return True, f"{parsed.get_backend_name()} database reachable"
         except Exception as exc:  # noqa: BLE001
             return False, f"cannot connect: {exc}"
-    from daemon.db import check_usable
+    from daemon.store.db import check_usable
     from daemon.errors import UnusableDatabaseError
 
     try:
@@ -84,7 +84,7 @@ def _database_writable(url: str) -> tuple[bool, str]:
 
 
 def diagnose(config: Config, *, inventory: devices.Inventory | None = None) -> Report:
-    from daemon.models import check_model_dirs, configured_model_dirs
+    from daemon.engine.models import check_model_dirs, configured_model_dirs
 
     report = Report()
     inventory = inventory or devices.detect()

@@ -257,7 +257,7 @@ def backfill_segments(config: "Config", store: "Store") -> BackfillResult:
     is filled in one transaction, and only while it has none, so running this again,
     or on two hosts at once, adds nothing twice. Run after every migration that has a
     config at hand (`spkd db upgrade`, daemon start)."""
-    from daemon import outputs  # the writers: not needed by a search
+    from daemon.jobs import outputs  # the writers: not needed by a search
 
     filled = rows = 0
     missing: list[int] = []

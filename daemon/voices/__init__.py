@@ -1,7 +1,7 @@
 """The voice library: people enrolled by name, recognised in every recording.
 
 A *voice* is a name with one or more *samples*: the mean CAM++ embedding over the
-speech of one recording of that person alone (daemon.engine.Engine.embed_voice), with
+speech of one recording of that person alone (daemon.engine.transcriber.Engine.embed_voice), with
 the identity of the model that made it. A transcription keeps each speaker cluster's
 centroid, made the same way (FunASR's own `spk_embedding_center`), in the job's stored
 transcript; naming compares the two.
@@ -39,14 +39,16 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from daemon import files, outputs, spool
+from daemon import files
+from daemon.jobs import outputs
+from daemon.intake import spool
 from daemon.errors import EnrolmentError, VoiceError
 from daemon.options import normal_voice_name, voice_name_problem
 from daemon.transcript import SpeakerMatch, Transcript, VoicePrint, model_identity, speaker_label
 
 if TYPE_CHECKING:
     from daemon.config import Config
-    from daemon.engine import Transcriber
+    from daemon.engine.transcriber import Transcriber
     from daemon.store import SampleRow, Store, VoiceSummary
 
 __all__ = ["Candidate", "ENROL_COPY_PREFIX", "ENROL_PRIORITY", "Enrolled", "FolderSync", "LibraryVoice",
@@ -328,7 +330,7 @@ def drop_for_enrolment(config: "Config", name: str, recording: Path, *, file_nam
     dropped there; this process never loads a model). files.move renames, or copies
     under a dot-name and renames across file systems, so the folder scan never sees half
     a file."""
-    from daemon.watcher import ignored_because
+    from daemon.intake.watcher import ignored_because
 
     name = check_name(name)
     safe = files.safe_file_name(file_name) or "recording"
@@ -360,7 +362,7 @@ class FolderSync:
 def _folder_files(config: "Config") -> dict[str, Path]:
     """Audio files directly inside paths.voices/<Name>/ (a real folder, a real file; no
     dot-names, no sidecars), by their path under paths.voices."""
-    from daemon.watcher import ignored_because
+    from daemon.intake.watcher import ignored_because
 
     root = config.paths.voices
     found: dict[str, Path] = {}

@@ -13,7 +13,7 @@ input, and *no dict at all* when nothing was recognised):
 
 `sentence_info` comes with a speaker model, or without one when `sentence_timestamp=True`.
 
-daemon/speaker_batching.py and daemon/pipeline_hooks.py (used only from here) know a
+daemon/engine/speaker_batching.py and daemon/engine/pipeline_hooks.py (used only from here) know a
 few more pieces of FunASR's inside: how `inference_with_vad` feeds the speaker model and
 the clusterer, where the VAD and the timestamps read device tensors; they batch the
 speaker stage and move host work off the device, pinned to the tested FunASR versions.
@@ -51,7 +51,7 @@ from daemon.errors import (
     OutOfMemoryError,
     is_out_of_memory,
 )
-from daemon.models import ModelDirs, configured_model_dirs, import_funasr, read_model_meta, require_model_dirs
+from daemon.engine.models import ModelDirs, configured_model_dirs, import_funasr, read_model_meta, require_model_dirs
 from daemon.options import check_speakers, hotword_words
 from daemon.progress import ProgressCallback
 from daemon.transcript import (
@@ -233,7 +233,7 @@ def rows_from_result(
 ) -> list[tuple[float, float, int | None, str]]:
     """(start s, end s, raw speaker, text) rows from one FunASR result dict; with the
     speaker `timeline` FunASR assigned sentences from, a sentence that spans a change of
-    speaker becomes one row per speaker (daemon.speaker_turns)."""
+    speaker becomes one row per speaker (daemon.engine.speaker_turns)."""
     rows: list[tuple[float, float, int | None, str]] = []
     sentences = result.get("sentence_info")
     if sentences:
@@ -246,7 +246,7 @@ def rows_from_result(
             spk = sentence.get("spk") if with_speakers else None
             pieces = None
             if with_speakers and timeline and sentence.get("timestamp"):
-                from daemon.speaker_turns import split_sentence
+                from daemon.engine.speaker_turns import split_sentence
 
                 pieces = split_sentence(text, start, end, sentence["timestamp"], timeline)
             if pieces:
@@ -454,10 +454,10 @@ class Engine:
     load_seconds: float
     funasr_version: str
     models: tuple[ModelInfo, ...] = field(default_factory=tuple)
-    speaker_batcher: Any = None  # daemon.speaker_batching.SpeakerBatcher, None when off
-    pipeline_hooks: Any = None  # daemon.pipeline_hooks.PipelineHooks, None when off
+    speaker_batcher: Any = None  # daemon.engine.speaker_batching.SpeakerBatcher, None when off
+    pipeline_hooks: Any = None  # daemon.engine.pipeline_hooks.PipelineHooks, None when off
     stage_reporter: StageReporter | None = None
-    timeline_recorder: Any = None  # daemon.speaker_turns.TimelineRecorder, None without one
+    timeline_recorder: Any = None  # daemon.engine.speaker_turns.TimelineRecorder, None without one
 
     @property
     def speaker_batching(self) -> bool:
@@ -485,10 +485,10 @@ class Engine:
         """Load VAD + ASR + punctuation (+ speaker model unless dirs.spk is None) once.
 
         `speaker_batching` runs the speaker model over all of a job's windows in large
-        batches (daemon.speaker_batching; identical results); it falls back to FunASR's
+        batches (daemon.engine.speaker_batching; identical results); it falls back to FunASR's
         own per-window loop, with a warning, on an untested FunASR version.
         `pipeline_hooks` moves FunASR's frame-by-frame reads of device tensors to the
-        host and runs its clusterer on one thread (daemon.pipeline_hooks; identical
+        host and runs its clusterer on one thread (daemon.engine.pipeline_hooks; identical
         results; same fallback).
 
         Raises ModelsMissingError before touching funasr when a directory is missing
@@ -532,16 +532,16 @@ class Engine:
         guard_empty_batches(model.model)
         batcher = None
         if speaker_batching and dirs.spk is not None:
-            from daemon import speaker_batching as sb
+            from daemon.engine import speaker_batching as sb
 
             batcher = sb.install(model, str(funasr.__version__), actual)
-        from daemon import pipeline_hooks as ph
+        from daemon.engine import pipeline_hooks as ph
 
         hooks = ph.install(model, str(funasr.__version__), actual) if pipeline_hooks else None
         ph.release_load_memory()  # the loader's freed copies of the weights
         recorder = None
         if dirs.spk is not None:
-            from daemon import speaker_turns
+            from daemon.engine import speaker_turns
 
             recorder = speaker_turns.install(str(funasr.__version__))
         reporter = StageReporter(model)  # last: it wraps whatever the hooks above put there
@@ -786,9 +786,9 @@ class Transcriber(Protocol):
 
 def load_configured(config: "Config", device: str, *, threads: int | None = None) -> Engine:
     """The engine of the config's `models` section on `device`, a slot's device name
-    (`cuda:1`, `cpu`) whose environment (daemon.devices.worker_env) is already set.
+    (`cuda:1`, `cpu`) whose environment (daemon.service.devices.worker_env) is already set.
     Threads: OMP_NUM_THREADS of that environment, else `threads`."""
-    from daemon import devices
+    from daemon.service import devices
 
     m = config.models
     dirs = require_model_dirs(configured_model_dirs(m))

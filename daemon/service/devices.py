@@ -2,7 +2,7 @@
 
 The supervisor must never initialise CUDA (a forked or long-lived parent holding a
 CUDA context breaks children and pins GPU memory), so detection runs torch in a
-short-lived child process (`python -m daemon.devices --probe`) and reads its JSON.
+short-lived child process (`python -m daemon.service.devices --probe`) and reads its JSON.
 
 Each worker slot is bound to exactly one device. A GPU slot sees only its own GPU
 (`CUDA_VISIBLE_DEVICES=N`, so inside the worker it is always `cuda:0`); CPU slots
@@ -152,7 +152,7 @@ def detect(*, env: dict[str, str] | None = None) -> Inventory:
     if fake:
         return _inventory_from({"cpu_cores": cpu_cores(), **json.loads(fake)})
     try:
-        result = subprocess.run([sys.executable, "-m", "daemon.devices", "--probe"], capture_output=True,
+        result = subprocess.run([sys.executable, "-m", "daemon.service.devices", "--probe"], capture_output=True,
                                 text=True, timeout=PROBE_TIMEOUT_SECONDS, env=environ, check=False)
         if result.returncode != 0:
             raise RuntimeError((result.stderr.strip().splitlines() or ["probe failed"])[-1])

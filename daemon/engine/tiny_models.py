@@ -9,7 +9,7 @@ through the same branch as a fetched model. A few weights are set by hand so tha
 the random models behave plausibly (steady token rate, sentence ends every ~24 words,
 no special symbols in the text): their text is meaningless, their structure is real.
 The tiny CAM++ is the exception: it is trained at build time on espeak-ng voices
-(daemon/speaker_training.py), so that FunASR's clustering really tells voices apart.
+(daemon/engine/speaker_training.py), so that FunASR's clustering really tells voices apart.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from loguru import logger
 
-from daemon.models import (
+from daemon.engine.models import (
     DEFAULT_NAMES,
     PINNED,
     ModelDirs,
@@ -199,7 +199,7 @@ def _spk_config(real: bool) -> dict[str, Any]:
             "embedding_size": 192 if real else 32,
             "growth_rate": 32 if real else 8,
             "bn_size": 4 if real else 2,
-            # tiny: 32 trained directions, each as + and - (daemon.speaker_training)
+            # tiny: 32 trained directions, each as + and - (daemon.engine.speaker_training)
             "init_channels": 128 if real else 64,
             "config_str": "batchnorm-relu",
             "memory_efficient": True,
@@ -407,12 +407,12 @@ def _build_tiny_punc(directory: Path, real: bool) -> None:
 
 
 def _build_tiny_spk(directory: Path, real: bool) -> None:
-    """Tiny: trained on espeak-ng voices so that voices separate (daemon.speaker_training);
+    """Tiny: trained on espeak-ng voices so that voices separate (daemon.engine.speaker_training);
     real sizes: random, for timing only."""
     import torch
     from funasr.register import tables
 
-    from daemon import speaker_training
+    from daemon.engine import speaker_training
 
     config = _spk_config(real)
     torch.manual_seed(_SEED + 2)

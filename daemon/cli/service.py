@@ -1,5 +1,5 @@
 """`spkd service install|uninstall|print`: argument parsing and printing only; the
-rendering and the systemctl / launchctl calls live in daemon/service.py."""
+rendering and the systemctl / launchctl calls live in daemon/service/manager.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from daemon import service
+from daemon.service import manager as service
 from daemon.errors import ExitCode
 
 __all__ = ["register"]

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
-from daemon import files, options, outputs, writers
+from daemon import files, options, writers
+from daemon.jobs import outputs
 from daemon.config import Config, device_problem
 from daemon.errors import AudioError, DeviceError, OptionsError, SpkdError, as_spkd_error
 
@@ -88,7 +89,7 @@ def choose_device(config: Config, wanted: str | None) -> Any:
     `auto` walks workers.device_priority over what devices.detect() finds; `cpu` probes nothing."""
     import dataclasses
 
-    from daemon import devices
+    from daemon.service import devices
 
     device = wanted or config.workers.device
     problem = device_problem(device)
@@ -170,8 +171,8 @@ def _setup_logging(stream: IO[str], bars: bool) -> None:
 def load_engine(config: Config, device: str | None, say: Any) -> Any:
     """Load the engine on the chosen device; a device that cannot load falls back to the CPU
     (when workers.fallback is on), as a worker slot would."""
-    from daemon.engine import load_configured
-    from daemon.models import import_funasr
+    from daemon.engine.transcriber import load_configured
+    from daemon.engine.models import import_funasr
 
     plan = choose_device(config, device)
     for key, value in plan.env.items():
@@ -215,8 +216,8 @@ def transcribe_files(
 
     Raises (before any file is touched) OptionsError for bad options and
     ModelsMissingError for missing models; every per-file problem is a failed result."""
-    from daemon.engine import transcribe_with_retries
-    from daemon.models import configured_model_dirs, require_model_dirs
+    from daemon.engine.transcriber import transcribe_with_retries
+    from daemon.engine.models import configured_model_dirs, require_model_dirs
 
     out = out or sys.stdout
     err = err or sys.stderr

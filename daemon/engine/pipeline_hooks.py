@@ -3,7 +3,7 @@
 A profile of one job on a GPU (300 s of two-voice audio, one H200) had the GPU busy for
 about a tenth of the time; the rest was host work around small device calls. Each hook
 below sits on one of FunASR's own objects (an instance attribute, like the engine's
-empty-batch guard and daemon/speaker_batching.py), changes *where* a tensor lives or how
+empty-batch guard and daemon/engine/speaker_batching.py), changes *where* a tensor lives or how
 many threads a step may use, and leaves every computation to FunASR's code:
 
 * **cluster threads**: `AutoModel.cb_model` (ClusterBackend: cosine similarities, a
@@ -75,7 +75,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from daemon.speaker_batching import TESTED_FUNASR_VERSIONS
+from daemon.engine.speaker_batching import TESTED_FUNASR_VERSIONS
 
 if TYPE_CHECKING:
     import numpy as np

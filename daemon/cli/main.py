@@ -63,8 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import os
 
     from daemon.logs import setup_logging
-    from daemon.supervisor import Supervisor
-    from daemon.worker import ENGINE_FACTORY_ENV
+    from daemon.service.supervisor import Supervisor
+    from daemon.jobs.worker import ENGINE_FACTORY_ENV
 
     config = _config(args)
     if not os.environ.get(ENGINE_FACTORY_ENV):
@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _open_store(config: Any) -> Any:
-    from daemon.db import schema_problem
+    from daemon.store.db import schema_problem
     from daemon.errors import ConfigError
     from daemon.store import Store
 
@@ -85,20 +85,20 @@ def _open_store(config: Any) -> Any:
 
 
 def _model_dirs(config: Any) -> Any:
-    from daemon.models import configured_model_dirs
+    from daemon.engine.models import configured_model_dirs
 
     return configured_model_dirs(config.models)
 
 
 def _check_models(config: Any) -> None:
-    from daemon.models import require_model_dirs
+    from daemon.engine.models import require_model_dirs
 
     require_model_dirs(_model_dirs(config))
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from daemon.db import check_usable, current_revision, display_url, migrate, translate_unusable
-    from daemon.search import backfill_segments
+    from daemon.store.db import check_usable, current_revision, display_url, migrate, translate_unusable
+    from daemon.store.search import backfill_segments
     from daemon.store import Store
 
     config = _config(args)
@@ -136,7 +136,7 @@ def progress_text(row: dict[str, Any]) -> str:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from daemon.db import translate_unusable
+    from daemon.store.db import translate_unusable
 
     config = _config(args)
     with translate_unusable(config.database_url):
@@ -154,7 +154,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_sql(args: argparse.Namespace) -> int:
     from daemon.errors import ReadOnlyError
-    from daemon.sqlconsole import query_readonly
+    from daemon.store.sqlconsole import query_readonly
 
     config = _config(args)
     try:
@@ -181,11 +181,11 @@ PLAIN_MARK = ("[", "]")
 def cmd_search(args: argparse.Namespace) -> int:
     import os
 
-    from daemon import search
+    from daemon.store import search
 
     since = search.parse_date_bound(args.since, end=False) if args.since else None
     until = search.parse_date_bound(args.until, end=True) if args.until else None
-    from daemon.db import translate_unusable
+    from daemon.store.db import translate_unusable
 
     config = _config(args)
     with translate_unusable(config.database_url):
@@ -220,12 +220,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from daemon import spool
+    from daemon.intake import spool
 
     if not args.ids and not args.failed:
         print("spkd retry: give job ids or --failed", file=sys.stderr)
         return ExitCode.ERROR
-    from daemon.db import translate_unusable
+    from daemon.store.db import translate_unusable
 
     config = _config(args)
     with translate_unusable(config.database_url):
@@ -239,12 +239,12 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from daemon import service
+    from daemon.service import manager as service
 
     config = _config(args)
     runtime = service.running_daemon(config)
     running = runtime is not None
-    from daemon.db import translate_unusable
+    from daemon.store.db import translate_unusable
 
     with translate_unusable(config.database_url):
         store = _open_store(config)
@@ -255,7 +255,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             running_jobs = store.jobs(limit=100, state="running")
         finally:
             store.close()
-    from daemon import diskguard
+    from daemon.service import diskguard
 
     paused = diskguard.paused_reason(config)
     info = {
@@ -311,7 +311,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from daemon.doctor import diagnose
+    from daemon.service.doctor import diagnose
 
     config = _config(args)
     report = diagnose(config)
@@ -335,7 +335,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
-    from daemon.models import check_model_dirs, fetch_models
+    from daemon.engine.models import check_model_dirs, fetch_models
 
     config = _config(args)
     problems = check_model_dirs(_model_dirs(config))
@@ -359,7 +359,7 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_models_make_tiny(args: argparse.Namespace) -> int:
-    from daemon.tiny_models import build_tiny_models
+    from daemon.engine.tiny_models import build_tiny_models
 
     dirs = build_tiny_models(Path(args.dir), real_sizes=args.real_sizes)
     for role, path in dirs.items():
@@ -368,7 +368,7 @@ def cmd_models_make_tiny(args: argparse.Namespace) -> int:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from daemon.models import list_models
+    from daemon.engine.models import list_models
 
     config = _config(args)
     rows = list_models(config.models.dir, asr=config.models.asr, vad=config.models.vad, punc=config.models.punc,
@@ -383,7 +383,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from daemon.oneshot import parse_list, transcribe_files
+    from daemon.cli.oneshot import parse_list, transcribe_files
 
     config = _config(args)
     results = transcribe_files(config, [Path(f) for f in args.files], out_dir=Path(args.out) if args.out else None,
@@ -417,7 +417,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from daemon.schema import JOB_STATES
+    from daemon.store.schema import JOB_STATES
 
     parser = argparse.ArgumentParser(prog="spkd", description="Speaker-labelled transcripts of dropped audio.")
     parser.add_argument("--version", action="version", version=f"spkd {__version__}")
@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", choices=JOB_STATES)
     p.add_argument("--json", action="store_true")
 
-    from daemon.sqlconsole import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_SECONDS
+    from daemon.store.sqlconsole import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_SECONDS
 
     p = add("sql", cmd_sql, "run a read-only SQL query against the job database")
     p.add_argument("statement")
@@ -518,8 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models_list)
 
-    from daemon.cli_service import register as register_service
-    from daemon.cli_voices import register as register_voices
+    from daemon.cli.service import register as register_service
+    from daemon.cli.voices import register as register_voices
 
     register_service(sub)
     register_voices(sub)

@@ -5,7 +5,7 @@ the main loop; the loop reaps children, puts a dead worker's job back at once,
 restarts slots with exponential backoff, kills workers that hang, and gives up
 on a slot that cannot boot (falling back to the next device where configured)
 instead of respawning it forever. What happens to a slot whose worker exited is
-decided by the pure function daemon.slot_policy.decide; this module applies it.
+decided by the pure function daemon.service.slot_policy.decide; this module applies it.
 
 With `web.listen` set it also keeps the dashboard (daemon.web.server.run_child) running
 as one more child process, restarted by the same policy: a child that never got to
@@ -26,14 +26,21 @@ from typing import Any
 from loguru import logger
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from daemon import devices, diskguard, notify, retention, search, service, spool, voices
+from daemon import voices
+from daemon.service import devices
+from daemon.service import diskguard
+from daemon.service import notify
+from daemon.service import retention
+from daemon.store import search
+from daemon.service import manager as service
+from daemon.intake import spool
 from daemon.config import Config, load
-from daemon.db import check_usable, display_url, migrate, translate_unusable
+from daemon.store.db import check_usable, display_url, migrate, translate_unusable
 from daemon.errors import ConfigError, ExitCode, SpkdError
-from daemon.slot_policy import Action, Cause, RestartPolicy, SlotHistory, WorkerExit, decide
+from daemon.service.slot_policy import Action, Cause, RestartPolicy, SlotHistory, WorkerExit, decide
 from daemon.store import Job, Store, utcnow
-from daemon.watcher import Watcher
-from daemon.worker import ENGINE_FACTORY_ENV, WorkerSpec, run_worker
+from daemon.intake.watcher import Watcher
+from daemon.jobs.worker import ENGINE_FACTORY_ENV, WorkerSpec, run_worker
 
 __all__ = ["Slot", "Supervisor", "WebChild", "describe_exit"]
 
@@ -62,7 +69,7 @@ def describe_exit(code: int | None) -> str:
 class Slot:
     index: int
     plan: devices.SlotPlan
-    history: SlotHistory  # device, fallbacks left, boot failures and crashes (daemon.slot_policy)
+    history: SlotHistory  # device, fallbacks left, boot failures and crashes (daemon.service.slot_policy)
     fallback_from: str | None = None
     process: BaseProcess | None = None
     started_at: float = 0.0
@@ -92,7 +99,7 @@ class Slot:
 
 @dataclass
 class WebChild:
-    """The dashboard process, supervised like a slot (its history: daemon.slot_policy)."""
+    """The dashboard process, supervised like a slot (its history: daemon.service.slot_policy)."""
 
     listen: str
     history: SlotHistory = field(default_factory=lambda: SlotHistory(device="web"))
@@ -419,7 +426,7 @@ class Supervisor:
                              stable_run_seconds=STABLE_RUN_SECONDS)
 
     def on_exit(self, slot: Slot, code: int) -> None:
-        """A slot's worker ended: take its job back, then apply daemon.slot_policy's decision."""
+        """A slot's worker ended: take its job back, then apply daemon.service.slot_policy's decision."""
         assert self.store is not None
         pid = slot.pid or -1
         row = self._worker_state(slot)
