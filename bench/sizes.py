@@ -63,7 +63,7 @@ def child(models: str, threads: int, long_files: list[str], short: str, short_jo
     out["import_seconds"] = time.monotonic() - t0
     out["rss_imported"] = _rss()
     from daemon import config as config_mod
-    from daemon.intake import spool
+    from daemon.jobs import spool
     from daemon.engine.transcriber import Engine
     from daemon.store.db import migrate
     from daemon.store import Store

@@ -220,7 +220,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from daemon.intake import spool
+    from daemon.jobs import spool
 
     if not args.ids and not args.failed:
         print("spkd retry: give job ids or --failed", file=sys.stderr)
@@ -255,7 +255,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             running_jobs = store.jobs(limit=100, state="running")
         finally:
             store.close()
-    from daemon.service import diskguard
+    from daemon.jobs import diskguard
 
     paused = diskguard.paused_reason(config)
     info = {

@@ -39,7 +39,7 @@ from watchdog.observers.polling import PollingObserver
 
 from daemon import files, options
 from daemon.jobs import outputs
-from daemon.intake import spool
+from daemon.jobs import spool
 from daemon.config import Config
 from daemon.errors import (
     AudioError,

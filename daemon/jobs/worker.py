@@ -30,9 +30,9 @@ from loguru import logger
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from daemon import voices
-from daemon.service import diskguard
+from daemon.jobs import diskguard
 from daemon.jobs import outputs
-from daemon.intake import spool
+from daemon.jobs import spool
 from daemon.config import Config
 from daemon.errors import ExitCode, OutOfMemoryError, UnexpectedError, as_spkd_error
 from daemon.logs import Throttle

@@ -18,7 +18,7 @@ from pathlib import Path
 from loguru import logger
 
 from daemon.config import Config
-from daemon.intake.spool import ERROR_SUFFIX, SIDECAR_SUFFIX, remove_empty_parents
+from daemon.jobs.spool import ERROR_SUFFIX, SIDECAR_SUFFIX, remove_empty_parents
 from daemon.store import Store, utcnow
 
 __all__ = ["SweepResult", "sweep"]

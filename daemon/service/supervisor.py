@@ -28,12 +28,12 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from daemon import voices
 from daemon.service import devices
-from daemon.service import diskguard
+from daemon.jobs import diskguard
 from daemon.service import notify
 from daemon.service import retention
 from daemon.store import search
 from daemon.service import manager as service
-from daemon.intake import spool
+from daemon.jobs import spool
 from daemon.config import Config, load
 from daemon.store.db import check_usable, display_url, migrate, translate_unusable
 from daemon.errors import ConfigError, ExitCode, SpkdError

@@ -41,7 +41,7 @@ from loguru import logger
 
 from daemon import files
 from daemon.jobs import outputs
-from daemon.intake import spool
+from daemon.jobs import spool
 from daemon.errors import EnrolmentError, VoiceError
 from daemon.options import normal_voice_name, voice_name_problem
 from daemon.transcript import SpeakerMatch, Transcript, VoicePrint, model_identity, speaker_label

@@ -47,7 +47,7 @@ from starlette.staticfiles import StaticFiles
 from daemon import __version__, files, voices, writers
 from daemon.jobs import outputs
 from daemon.store import search
-from daemon.intake import spool
+from daemon.jobs import spool
 from daemon.config import Config
 from daemon.errors import SpkdError, VoiceError
 from daemon.options import normal_voice_name

@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from daemon.service import diskguard
+from daemon.jobs import diskguard
 from daemon.service import manager as service
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from daemon import files, voices, writers
-from daemon.service import diskguard
+from daemon.jobs import diskguard
 from daemon.jobs import outputs
 from daemon.service import manager as service
 from daemon.store.db import display_url

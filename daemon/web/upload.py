@@ -31,7 +31,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from daemon import files, options
-from daemon.intake import spool
+from daemon.jobs import spool
 from daemon.config import Config
 from daemon.errors import OptionsError
 from daemon.intake.watcher import ignored_because

@@ -198,7 +198,7 @@ def test_a_job_asking_for_too_many_speakers_fails_in_the_worker_as_validation_sa
     import shutil
 
     from daemon.store import db
-    from daemon.intake import spool
+    from daemon.jobs import spool
     from daemon.config import from_dict
     from daemon.store import Store
     from daemon.jobs.worker import Worker, WorkerSpec

@@ -15,7 +15,7 @@ from typing import Any
 
 from daemon.store import db
 from daemon.jobs import outputs
-from daemon.intake import spool
+from daemon.jobs import spool
 from daemon.config import Config, load
 from daemon.store import Store
 from daemon.transcript import Segment, Source, Transcript

@@ -12,7 +12,7 @@ import pytest
 
 from daemon import files, options
 from daemon.jobs import outputs
-from daemon.intake import spool
+from daemon.jobs import spool
 from daemon.errors import NotRegularFileError, OptionsError, SymlinkError
 
 NAME_MAX = files.NAME_MAX_BYTES

@@ -14,7 +14,7 @@ import pytest
 from loguru import logger
 
 from daemon import files
-from daemon.intake import spool
+from daemon.jobs import spool
 from daemon.store import db
 from daemon import store as st
 from daemon.config import from_dict

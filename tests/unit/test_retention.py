@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from daemon.service import diskguard
+from daemon.jobs import diskguard
 from daemon.service import retention
 from daemon.store import db
 from daemon import store as st

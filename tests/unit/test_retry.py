@@ -1,5 +1,5 @@
 """`spkd retry`: failed jobs go back to the queue and their sources come back from
-failed/ into the spool, where their rows say they are (daemon.intake.spool.requeue_failed)."""
+failed/ into the spool, where their rows say they are (daemon.jobs.spool.requeue_failed)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from daemon.store import db
-from daemon.intake import spool
+from daemon.jobs import spool
 from daemon.cli.main import main
 from daemon.config import from_dict
 from daemon.errors import ExitCode

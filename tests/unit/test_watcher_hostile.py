@@ -15,7 +15,7 @@ from loguru import logger
 
 from daemon import files
 from daemon.store import db
-from daemon.intake import spool
+from daemon.jobs import spool
 from daemon.intake import watcher as watcher_module
 from daemon import store as st
 from daemon.config import from_dict

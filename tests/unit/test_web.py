@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from daemon.service import diskguard
+from daemon.jobs import diskguard
 from daemon.web.app import create_app
 from daemon.web.security import CSP, CSRF_COOKIE
 from daemon.web.server import is_loopback, refusal

@@ -15,7 +15,7 @@ from loguru import logger
 from sqlalchemy.exc import OperationalError
 
 from daemon.store import db
-from daemon.intake import spool
+from daemon.jobs import spool
 from daemon import store as st
 from daemon.config import from_dict
 from daemon.jobs.worker import Worker, WorkerSpec
