@@ -67,7 +67,8 @@ def child(models: Path, cases_file: Path, out_file: Path) -> None:
     import numpy as np
     from loguru import logger
 
-    from daemon.engine.transcriber import Engine, decode_audio
+    from daemon.engine.decode import decode_audio
+    from daemon.engine.transcriber import Engine
     from daemon.engine.models import import_funasr, resolve_model_dirs
     from tests.support.dialog import make_dialog
 

@@ -1,6 +1,6 @@
 """A stand-in for `ffmpeg` on benchmark machines that have none (the GPU machine).
 
-Benchmarks only: it understands exactly the command line of `daemon.engine.transcriber.decode_audio`
+Benchmarks only: it understands exactly the command line of `daemon.engine.decode.decode_audio`
 (`ffmpeg ... -i IN ... -ac 1 -ar 16000 -f f32le ... OUT`) and decodes with libsndfile
 (WAV, FLAC, Ogg Vorbis/Opus, MP3), mixing to mono. Inputs must already be 16 kHz, as the
 benchmark audio is: it refuses to resample rather than do it differently from ffmpeg.

@@ -118,7 +118,8 @@ def check_features(models: Path, audio: Path, device: str, rows: list[dict]) -> 
     import torch
     from funasr.models.campplus.utils import extract_feature, sv_chunk
 
-    from daemon.engine.transcriber import Engine, decode_audio
+    from daemon.engine.decode import decode_audio
+    from daemon.engine.transcriber import Engine
     from daemon.engine.models import resolve_model_dirs
 
     engine = Engine.load(resolve_model_dirs(models), device=device, batch_size_s=300)
@@ -187,7 +188,8 @@ def check_speaker_batches(models: Path, audio: Path, batches: list[int], rows: l
     import torch
     from funasr.models.campplus.utils import sv_chunk
 
-    from daemon.engine.transcriber import Engine, decode_audio
+    from daemon.engine.decode import decode_audio
+    from daemon.engine.transcriber import Engine
     from daemon.engine.models import resolve_model_dirs
 
     engine = Engine.load(resolve_model_dirs(models), device="cpu", batch_size_s=300)

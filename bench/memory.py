@@ -98,7 +98,7 @@ def child(models: str, device: str, audio: str | None, bare: bool) -> dict[str, 
     if audio:
         import numpy as np
 
-        from daemon.engine.transcriber import decode_audio
+        from daemon.engine.decode import decode_audio
 
         samples = decode_audio(Path(audio))
         np.random.seed(0)

@@ -122,7 +122,7 @@ def child(models: str, threads: int, long_files: list[str], short: str, short_jo
             worker.process(job)
             total = time.monotonic() - started
             row = store.job(job.id)
-            assert row and row["state"] == "done", row
+            assert row and row.state == "done", row
             return total, timings[-1], sum(releases[released:])
 
         out["long"] = []

@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     # CPU timings on a shared machine meaningless; before torch is imported
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    from daemon.engine.transcriber import Engine, decode_audio
+    from daemon.engine.decode import decode_audio
+    from daemon.engine.transcriber import Engine
     from daemon.engine.models import resolve_model_dirs
 
     import torch

@@ -1,7 +1,7 @@
 """Naming speakers after the voice library: true and false names per threshold and margin.
 
 `python -m bench voices [--quick]`. The defaults of `speakers.match_threshold` and
-`speakers.match_margin` (daemon.voices.match) are chosen from this table.
+`speakers.match_margin` (daemon.voices.matching.match) are chosen from this table.
 
 Voices: espeak-ng variants the tiny CAM++ never heard in training
 (daemon.engine.speaker_training.held_out_voices), minus the voices the tests use and the two
@@ -16,7 +16,7 @@ clustering, FunASR's cluster centroids).
 
 Each speaker cluster the pipeline finds is given the true voice it overlaps most in
 time; a cluster without any overlap with true speech counts as an unknown voice. Then,
-for every threshold x margin of the grid, daemon.voices.library + daemon.voices.match
+for every threshold x margin of the grid, daemon.voices.matching.library + match
 (the code the worker runs, one to one included) name the clusters, and each cluster is
 one of:
 
@@ -202,7 +202,7 @@ def clusters_of(results: dict[str, Any]) -> list[Cluster]:
 
 
 def samples_of(results: dict[str, Any]) -> list[list[Any]]:
-    """Each library's enrolment embeddings as store rows (what daemon.voices.library reads)."""
+    """Each library's enrolment embeddings as store rows (what daemon.voices.matching.library reads)."""
     from daemon.store import SampleRow
 
     now = dt.datetime(2026, 1, 1)
@@ -230,9 +230,9 @@ class Naming:
 
 def name_all(clusters: Sequence[Cluster], samples: Sequence[Sequence[Any]], *, threshold: float,
              margin: float) -> list[Naming]:
-    """daemon.voices.library + daemon.voices.match, one dialog at a time (one to one
+    """daemon.voices.matching.library + match, one dialog at a time (one to one
     within a recording, as the worker names them), against the dialog's own library."""
-    from daemon import voices
+    from daemon.voices import matching
 
     by_dialog: dict[str, list[Cluster]] = {}
     for c in clusters:
@@ -240,9 +240,9 @@ def name_all(clusters: Sequence[Cluster], samples: Sequence[Sequence[Any]], *, t
     out = []
     for group in by_dialog.values():
         name, revision, dimension = group[0].model
-        library = voices.library(samples[group[0].library], model_name=name, model_revision=revision,
+        library = matching.library(samples[group[0].library], model_name=name, model_revision=revision,
                                  dimension=dimension)
-        scored = voices.match({c.speaker: c.centroid for c in group}, library, threshold=threshold, margin=margin)
+        scored = matching.match({c.speaker: c.centroid for c in group}, library, threshold=threshold, margin=margin)
         given = {s.chosen.name for s in scored.values() if s.chosen is not None}
         for c in group:
             chosen = scored[c.speaker].chosen
@@ -296,15 +296,15 @@ def choose(counts: dict[tuple[float, float], Counts], appearances: int) -> tuple
 def score_spread(clusters: Sequence[Cluster], samples: Sequence[Sequence[Any]]) -> dict[str, list[float]]:
     """Cosine of each cluster with its own enrolled voice (genuine) and with the best
     other voice of its library (impostor), and own minus best other for genuine ones."""
-    from daemon import voices
+    from daemon.voices import matching
 
     out: dict[str, list[float]] = {"genuine": [], "impostor_enrolled": [], "impostor_unknown": [], "gap": [],
                                    "genuine_long": [], "impostor_unknown_long": []}
     for c in clusters:
         name, revision, dimension = c.model
-        library = voices.library(samples[c.library], model_name=name, model_revision=revision,
+        library = matching.library(samples[c.library], model_name=name, model_revision=revision,
                                  dimension=dimension, warn=False)
-        scored = voices.match({c.speaker: c.centroid}, library, threshold=2.0, margin=0.0)[c.speaker]
+        scored = matching.match({c.speaker: c.centroid}, library, threshold=2.0, margin=0.0)[c.speaker]
         others = [s.score for s in scored.candidates if s.name != c.truth]
         if c.enrolled:
             own = next(s.score for s in scored.candidates if s.name == c.truth)

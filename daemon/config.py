@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from daemon.errors import ConfigError
-from daemon.engine.models import is_model_path
 
 __all__ = ["DEVICE_KINDS", "Config", "DaemonConfig", "DatabaseConfig", "JobsConfig", "ModelsConfig", "NotifyConfig",
            "OutputConfig", "PathsConfig", "RetentionConfig", "WatchConfig", "WebConfig", "WorkersConfig",
-           "device_problem", "from_dict", "is_override", "listen_problem", "load", "parse_listen"]
+           "device_problem", "from_dict", "is_model_path", "is_override", "listen_problem", "load", "parse_listen"]
 
 DEVICE_KINDS = ("cuda", "rocm", "xpu", "mps", "cpu")
 DEFAULT_EXTENSIONS = (
@@ -102,6 +101,17 @@ class ModelsConfig:
     speaker_batching: bool = True
 
 
+def is_model_path(value: str) -> bool:
+    """A model setting is a path when absolute, home-relative or containing a separator
+    (`./cam++`); anything else is a name under the models directory (`cam++`)."""
+    return (
+        os.path.isabs(value)
+        or value.startswith("~")
+        or "/" in value
+        or (os.sep != "/" and os.sep in value)
+    )
+
+
 @dataclass(frozen=True)
 class AudioConfig:
     # "mix", "split", "auto" or a list of channel names (daemon.options.validate_channels);
@@ -113,7 +123,7 @@ class AudioConfig:
 class SpeakersConfig:
     # A speaker is named after a voice of the library only when the cosine similarity of
     # its centroid with that voice is at least `match_threshold` and beats the next best
-    # voice by `match_margin` (daemon.voices.match; defaults measured with the tiny
+    # voice by `match_margin` (daemon.voices.matching.match; defaults measured with the tiny
     # CAM++ on held-out voices, `python -m bench voices`, BENCHMARKS.md).
     match_threshold: float = 0.9
     match_margin: float = 0.05
@@ -344,16 +354,16 @@ def _check_roles(value: tuple[str, ...]) -> str | None:
 def _check_database_url(value: str | None) -> str | None:
     if value is None:
         return None
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        backend = make_url(value).get_backend_name()
-    except ArgumentError:
-        backend = None
-    if backend in ("sqlite", "postgresql", "postgres"):
+    # The URL's scheme as SQLAlchemy reads it (`backend[+driver]://…`), parsed here so that
+    # the configuration does not import the store; a port must be a number.
+    match = _DATABASE_URL.match(value)
+    if match and match["scheme"].split("+")[0] in ("sqlite", "postgresql", "postgres") \
+            and (match["port"] is None or match["port"].isdecimal()):
         return None
     return "must be null (SQLite under paths.state), sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
+
+
+_DATABASE_URL = re.compile(r"(?P<scheme>[\w+]+)://(?:[^:/]*(?::[^@]*)?@)?(?:(?:\[[^/?]+\]|[^/:?]+)?(?::(?P<port>[^/?]*))?)?")
 
 
 def _check_priority(value: tuple[str, ...]) -> str | None:

@@ -31,6 +31,7 @@ database's vocabulary and never change.
     │   └── DeviceMissingError     device_missing             the configured device is absent, no fallback
     ├── FfmpegMissingError         ffmpeg_missing  transient  installing ffmpeg fixes it; the job then succeeds
     ├── DiskFullError              disk_full       transient  no space left for outputs or the database
+    ├── DatabaseUnavailableError   database_unavailable transient  the job database cannot be used now (locked, out of reach)
     └── WorkerLostError            worker_lost     transient  the job's worker died (recorded by the store)
         └── LeaseExpiredError      lease_expired              its holder stopped heartbeating
 
@@ -54,6 +55,7 @@ __all__ = [
     "EmptyFileError",
     "ExitCode",
     "DatabaseExtensionError",
+    "DatabaseUnavailableError",
     "FetchError",
     "FfmpegMissingError",
     "LeaseExpiredError",
@@ -163,7 +165,7 @@ class DatabaseExtensionError(SpkdError):
 
 class VoiceError(SpkdError):
     """The voice library or a rename refuses a request: an unknown voice or speaker, a
-    name that cannot be a voice's (daemon.voices.check_name)."""
+    name that cannot be a voice's (daemon.voices.matching.check_name)."""
 
     kind = "voice"
     permanent = True
@@ -259,6 +261,31 @@ class DiskFullError(SpkdError):
     permanent = False
 
 
+class DatabaseUnavailableError(SpkdError):
+    """The job database cannot be used right now: another process holds its write lock
+    past the busy timeout, the server is out of reach, its disk is full. The store
+    raises it for any such error of the driver (the original is its `__cause__`);
+    callers wait and try again. Its message is the driver's one-line summary."""
+
+    kind = "database_unavailable"
+    permanent = False
+
+    @staticmethod
+    def summary(exc: BaseException) -> str:
+        """What a database error (SQLAlchemy's, or the driver's own) says, in one line:
+        the first line of the driver's message (SQLAlchemy appends the SQL and a link),
+        at most 300 characters, or the driver error's type where it said nothing."""
+        orig = getattr(exc, "orig", None) or exc
+        said = str(orig).strip()
+        return said.splitlines()[0][:300] if said else type(orig).__name__
+
+    @classmethod
+    def from_driver(cls, exc: BaseException) -> "DatabaseUnavailableError":
+        error = cls(cls.summary(exc))
+        error.__cause__ = exc
+        return error
+
+
 class WorkerLostError(SpkdError):
     """The job's worker died holding it (recorded by the store, never raised)."""
 
@@ -277,10 +304,10 @@ class ReadOnlyError(Exception):
 
 
 def as_spkd_error(exc: BaseException) -> SpkdError:
-    """`exc` itself when it is one of ours, a DiskFullError for a full disk, else an
-    UnexpectedError naming its type (`RuntimeError: …`), so that every failure is
-    recorded the same way."""
-    if isinstance(exc, SpkdError):
+    """`exc` itself when it is one of ours, a DiskFullError for a full disk (the
+    database's too), else an UnexpectedError naming its type (`RuntimeError: …`), so
+    that every failure is recorded the same way."""
+    if isinstance(exc, SpkdError) and not (isinstance(exc, DatabaseUnavailableError) and is_disk_full(exc)):
         return exc
     if is_disk_full(exc):
         full = DiskFullError(f"no space left on the device: {exc}")

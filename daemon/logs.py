@@ -6,13 +6,18 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable
 
 from loguru import logger
 
 from daemon.config import Config
 
-__all__ = ["Throttle", "setup_logging"]
+__all__ = ["DATABASE_TROUBLE_SECONDS", "Throttle", "setup_logging"]
+
+# How often one kind of database trouble (a write lock held past the busy timeout, a
+# server out of reach; daemon.errors.DatabaseUnavailableError) is logged by whatever
+# waits for it: it lasts seconds to minutes, and every retry would say it again.
+DATABASE_TROUBLE_SECONDS = 60.0
 
 LOG_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level:<7} | {extra[role]:<10} | {message}"
 
@@ -60,6 +65,15 @@ class Throttle:
             if len(self._last) > self._max_keys:
                 self._last.pop(next(iter(self._last)))
             return last[1] if last is not None else 0
+
+    def log(self, key: Hashable, message: str, *args: Any, level: str = "WARNING") -> None:
+        """Log `message` (loguru's `{}` format, with `args`) at `level` when `allow(key)`
+        lets it, saying how many like it were held back since the last one."""
+        held_back = self.allow(key)
+        if held_back is None:
+            return
+        suffix = f" ({held_back} more like it in the last {self.every_seconds:.0f} s)" if held_back else ""
+        logger.opt(depth=1).log(level, message + suffix, *args)
 
     def forget(self, key: Hashable) -> None:
         with self._lock:

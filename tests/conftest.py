@@ -1,8 +1,14 @@
-"""Shared fixtures: tiny FunASR models and synthetic two-voice recordings.
+"""Shared fixtures: tiny FunASR models, synthetic two-voice recordings, and the store.
 
 The tiny models are built once per checkout into tests/.cache/ (about a minute, most of
 it training the speaker model; see tests/support/models.py); the audio is made once per
 session in pytest's temporary directory, in under a second with espeak-ng/sox/ffmpeg.
+
+The store (`store`, `make_store`, `url`, `empty_url`) runs every test that asks for it
+on each database backend, SQLite and PostgreSQL; the PostgreSQL server is started once
+per session and its tests skip, saying why, where none can be started. A module or test
+marked `@pytest.mark.backends("sqlite")` runs on the named backends only. Configs for
+tests are made by tests/support/config.py.
 """
 
 from __future__ import annotations
@@ -13,11 +19,18 @@ import os
 # waiting turn second-long tests into minute-long ones on a busy 2-core machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support.audio import Turn, make_two_voice_wav, require_tools, to_m4a
+
+if TYPE_CHECKING:
+    from daemon.store import Store
+
+BACKENDS = ("sqlite", "postgres")
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +95,77 @@ def postgres_url(postgres_server):
     url = postgres_server.new_database()
     yield url
     postgres_server.drop_database(url)
+
+
+# --- the store, on every backend --------------------------------------------------------
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "backends(*names): run this test's store on these database backends only "
+                                       f"(default: all of {', '.join(BACKENDS)})")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Parametrised here rather than by `params=` on the fixture, so that a module or a test
+    # can narrow the backends with a marker while sharing the one fixture.
+    if "backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    names = tuple(marker.args) if marker else BACKENDS
+    unknown = sorted(set(names) - set(BACKENDS))
+    if unknown or not names:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: backends{names}: each must be one of {BACKENDS}")
+    metafunc.parametrize("backend", names, indirect=True)
+
+
+@pytest.fixture()
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend this test runs on: "sqlite" or "postgres"."""
+    return str(request.param)
+
+
+@pytest.fixture()
+def sqlite_path(tmp_path: Path) -> Path:
+    """Where the SQLite variant keeps its database file; a module that needs it elsewhere
+    overrides this fixture."""
+    return tmp_path / "spkd.db"
+
+
+@pytest.fixture()
+def empty_url(backend: str, sqlite_path: Path, request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh database with no schema (for tests of migrations)."""
+    if backend == "sqlite":
+        return f"sqlite:///{sqlite_path}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture()
+def url(empty_url: str) -> str:
+    """The URL of a fresh database migrated to the latest schema."""
+    from daemon.store import db
+
+    db.migrate(empty_url)
+    return empty_url
+
+
+@pytest.fixture()
+def make_store(url: str) -> Iterator[Callable[..., Store]]:
+    """`make_store(host="h1")`: a Store on the test's database as `host` sees it (several
+    hosts share one database); each is closed at the end of the test."""
+    from daemon.store import Store
+
+    made: list[Store] = []
+
+    def make(host: str = "h1") -> Store:
+        store = Store(url, host=host)
+        made.append(store)
+        return store
+
+    yield make
+    for store in reversed(made):
+        store.close()
+
+
+@pytest.fixture()
+def store(make_store: Callable[..., Store]) -> Store:
+    """The store of host "h1" on a fresh, migrated database, on each backend."""
+    return make_store("h1")

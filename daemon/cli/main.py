@@ -1,60 +1,26 @@
 """`spkd`: argument parsing and printing only; the work happens in the rooms it calls.
 
-Fast paths (`jobs`, `sql`, `search`, `status`, `db`, `web`, `voices list`, `speakers`) never import torch
-or funasr.
+Fast paths (`jobs`, `sql`, `search`, `status`, `db`, `web`, `voices list`, `speakers`) never load torch
+or funasr. The helpers the command modules share are in daemon/cli/common.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
-import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from daemon import __version__
-from daemon.errors import ExitCode, SpkdError
+from daemon.cli.common import load_config, open_store, print_json, print_table
+from daemon.errors import DatabaseUnavailableError, ExitCode, SpkdError
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    from daemon.store import Job
 
-
-def _config(args: argparse.Namespace) -> Any:
-    from daemon.config import load
-
-    return load(args.config)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat() + ("Z" if isinstance(value, dt.datetime) and value.tzinfo is None else "")
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False, default=_json_default))
-
-
-def _print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    def cell(value: Any) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, float):
-            return f"{value:.3f}"
-        if isinstance(value, dt.datetime):
-            return value.strftime("%Y-%m-%d %H:%M:%S")
-        if isinstance(value, (dict, list)):
-            return json.dumps(value, ensure_ascii=False)
-        return str(value).replace("\n", " ")
-
-    text = [[cell(v) for v in row] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(columns)]
-    widths = [min(w, 60) for w in widths]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
-    for row in text:
-        print("  ".join(v[:w].ljust(w) for v, w in zip(row, widths)).rstrip())
+__all__ = ["build_parser", "main", "progress_text"]
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -66,22 +32,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from daemon.service.supervisor import Supervisor
     from daemon.jobs.worker import ENGINE_FACTORY_ENV
 
-    config = _config(args)
+    config = load_config(args)
     if not os.environ.get(ENGINE_FACTORY_ENV):
         _check_models(config)
     setup_logging(config)
     return Supervisor(config).run()
-
-
-def _open_store(config: Any) -> Any:
-    from daemon.store.db import schema_problem
-    from daemon.errors import ConfigError
-    from daemon.store import Store
-
-    problem = schema_problem(config.database_url)
-    if problem:
-        raise ConfigError(problem)
-    return Store(config.database_url)
 
 
 def _model_dirs(config: Any) -> Any:
@@ -98,10 +53,10 @@ def _check_models(config: Any) -> None:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from daemon.store.db import check_usable, current_revision, display_url, migrate, translate_unusable
-    from daemon.store.search import backfill_segments
+    from daemon.jobs.results import backfill_segments
     from daemon.store import Store
 
-    config = _config(args)
+    config = load_config(args)
     check_usable(config.database_url)
     with translate_unusable(config.database_url):
         migrate(config.database_url)
@@ -123,13 +78,13 @@ JOB_COLUMNS = ("id", "state", "source_name", "device", "attempts", "audio_second
                "speakers", "created_at", "finished_at", "error_kind", "progress")
 
 
-def progress_text(row: dict[str, Any]) -> str:
+def progress_text(row: Job) -> str:
     """A running job's stage, percent done and time left (`asr 45%, ~12 s left`); ""
     for any other job, or before its worker first said."""
-    if row.get("state") != "running" or not row.get("stage"):
+    if row.state != "running" or not row.stage:
         return ""
-    text = f"{row['stage']} {100 * (row.get('progress') or 0):.0f}%"
-    eta = row.get("eta_seconds")
+    text = f"{row.stage} {100 * (row.progress or 0):.0f}%"
+    eta = row.eta_seconds
     if eta is not None:
         text += f", ~{eta:.0f} s left" if eta < 120 else f", ~{eta / 60:.0f} min left"
     return text
@@ -138,17 +93,17 @@ def progress_text(row: dict[str, Any]) -> str:
 def cmd_jobs(args: argparse.Namespace) -> int:
     from daemon.store.db import translate_unusable
 
-    config = _config(args)
+    config = load_config(args)
     with translate_unusable(config.database_url):
-        store = _open_store(config)
+        store = open_store(config)
         try:
             rows = store.jobs(limit=args.limit, state=args.state)
         finally:
             store.close()
     if args.json:
-        _print_json(rows)
+        print_json([dataclasses.asdict(r) for r in rows])
     else:
-        _print_table(JOB_COLUMNS, [[r.get(c) for c in JOB_COLUMNS[:-1]] + [progress_text(r)] for r in rows])
+        print_table(JOB_COLUMNS, [[getattr(r, c) for c in JOB_COLUMNS[:-1]] + [progress_text(r)] for r in rows])
     return ExitCode.OK
 
 
@@ -156,7 +111,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from daemon.errors import ReadOnlyError
     from daemon.store.sqlconsole import query_readonly
 
-    config = _config(args)
+    config = load_config(args)
     try:
         columns, rows = query_readonly(config.database_url, args.statement, timeout_seconds=args.timeout or None,
                                        max_rows=args.max_rows)
@@ -167,9 +122,9 @@ def cmd_sql(args: argparse.Namespace) -> int:
         rows = rows[:args.max_rows]
         print(f"spkd sql: showing the first {args.max_rows} rows (--max-rows)", file=sys.stderr)
     if args.json:
-        _print_json([dict(zip(columns, row)) for row in rows])
+        print_json([dict(zip(columns, row)) for row in rows])
     else:
-        _print_table(columns, rows)
+        print_table(columns, rows)
     return ExitCode.OK
 
 
@@ -187,9 +142,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     until = search.parse_date_bound(args.until, end=True) if args.until else None
     from daemon.store.db import translate_unusable
 
-    config = _config(args)
+    config = load_config(args)
     with translate_unusable(config.database_url):
-        store = _open_store(config)
+        store = open_store(config)
         try:
             result = search.search(store, args.query, speaker=args.speaker, since=since, until=until,
                                    job_id=args.job, limit=args.limit)
@@ -198,7 +153,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"spkd search: {note}", file=sys.stderr)
     if args.json:
-        _print_json([hit.as_json() for hit in result.hits])
+        print_json([hit.as_json() for hit in result.hits])
     else:
         before, after = TERMINAL_MARK if sys.stdout.isatty() and not os.environ.get("NO_COLOR") else PLAIN_MARK
         current: int | None = None
@@ -227,9 +182,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
         return ExitCode.ERROR
     from daemon.store.db import translate_unusable
 
-    config = _config(args)
+    config = load_config(args)
     with translate_unusable(config.database_url):
-        store = _open_store(config)
+        store = open_store(config)
         try:
             requeued = spool.requeue_failed(config, store, job_ids=args.ids, all_failed=args.failed)
         finally:
@@ -241,13 +196,13 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from daemon.service import manager as service
 
-    config = _config(args)
+    config = load_config(args)
     runtime = service.running_daemon(config)
     running = runtime is not None
     from daemon.store.db import translate_unusable
 
     with translate_unusable(config.database_url):
-        store = _open_store(config)
+        store = open_store(config)
         try:
             counts = store.counts()
             workers = store.worker_rows()
@@ -266,14 +221,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         if runtime and running else None,
         "config": str(config.source),
         "queue": counts,
-        "workers": workers,
-        "running_jobs": [{k: j.get(k) for k in ("id", "source_name", "host", "slot", "device", "stage", "progress",
-                                           "eta_seconds", "started_at")} for j in running_jobs],
-        "last_failures": [{k: f.get(k) for k in ("id", "source_name", "error_kind", "error_message",
-                                                  "finished_at")} for f in failures],
+        "workers": [dataclasses.asdict(w) for w in workers],
+        "running_jobs": [{k: getattr(j, k) for k in ("id", "source_name", "host", "slot", "device", "stage",
+                                                     "progress", "eta_seconds", "started_at")} for j in running_jobs],
+        "last_failures": [{k: getattr(f, k) for k in ("id", "source_name", "error_kind", "error_message",
+                                                      "finished_at")} for f in failures],
     }
     if args.json:
-        _print_json(info)
+        print_json(info)
         return ExitCode.OK if running else ExitCode.FAILED
     print(f"spkd {'running, pid ' + str(info['pid']) if running else 'not running'}"
           + (f", up {info['uptime_seconds']:.0f} s" if running else "") + f"; config {config.source}")
@@ -281,12 +236,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     if paused:
         print(f"claiming paused: {paused}")
     if workers:
-        _print_table(("host", "slot", "pid", "device", "state", "current_job_id", "jobs_done", "rss_mb",
+        print_table(("host", "slot", "pid", "device", "state", "current_job_id", "jobs_done", "rss_mb",
                       "fallback_from", "last_error"),
-                     [[w.get(k) for k in ("host", "slot", "pid", "device", "state", "current_job_id", "jobs_done",
-                                          "rss_mb", "fallback_from", "last_error")] for w in workers])
+                     [[getattr(w, k) for k in ("host", "slot", "pid", "device", "state", "current_job_id",
+                                               "jobs_done", "rss_mb", "fallback_from", "last_error")] for w in workers])
     for job in running_jobs:
-        print(f"running job {job['id']}: {job['source_name']} on {job.get('device') or '?'}"
+        print(f"running job {job.id}: {job.source_name} on {job.device or '?'}"
               + (f": {progress_text(job)}" if progress_text(job) else ""))
     for f in info["last_failures"]:
         print(f"failed job {f['id']}: {f['source_name']}: {f['error_kind']}: {f['error_message']}")
@@ -298,13 +253,13 @@ def cmd_web(args: argparse.Namespace) -> int:
     from daemon.logs import setup_logging
     from daemon.web.server import DEFAULT_LISTEN, refusal, serve
 
-    config = _config(args)
+    config = load_config(args)
     listen = args.listen or config.web.listen or DEFAULT_LISTEN
     problem = listen_problem(listen) or refusal(config, listen)
     if problem:
         print(f"spkd web: {problem}", file=sys.stderr)
         return ExitCode.ERROR
-    _open_store(config).close()  # the database must exist at the current schema
+    open_store(config).close()  # the database must exist at the current schema
     setup_logging(config, role="web")
     serve(config, listen)
     return ExitCode.OK
@@ -313,10 +268,10 @@ def cmd_web(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from daemon.service.doctor import diagnose
 
-    config = _config(args)
+    config = load_config(args)
     report = diagnose(config)
     if args.json:
-        _print_json({"ok": report.ok, "checks": report.checks, **report.info})
+        print_json({"ok": report.ok, "checks": report.checks, **report.info})
         return ExitCode.OK if report.ok else ExitCode.FAILED
     info = report.info
     print(f"spkd {info.get('spkd')}  python {info['python']}  torch {info.get('torch')}  funasr {info.get('funasr')}")
@@ -337,7 +292,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_models_fetch(args: argparse.Namespace) -> int:
     from daemon.engine.models import check_model_dirs, fetch_models
 
-    config = _config(args)
+    config = load_config(args)
     problems = check_model_dirs(_model_dirs(config))
     if args.if_missing and not problems:
         return ExitCode.OK
@@ -370,13 +325,13 @@ def cmd_models_make_tiny(args: argparse.Namespace) -> int:
 def cmd_models_list(args: argparse.Namespace) -> int:
     from daemon.engine.models import list_models
 
-    config = _config(args)
+    config = load_config(args)
     rows = list_models(config.models.dir, asr=config.models.asr, vad=config.models.vad, punc=config.models.punc,
                        spk=config.models.spk)
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return ExitCode.OK
-    _print_table(("role", "name", "present", "size_mb", "path"),
+    print_table(("role", "name", "present", "size_mb", "path"),
                  [[r["role"], r["name"], "yes" if r["present"] else "MISSING",
                    round((r.get("size_bytes") or 0) / 2**20, 1), r["path"]] for r in rows])
     return ExitCode.OK
@@ -385,7 +340,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from daemon.cli.oneshot import parse_list, transcribe_files
 
-    config = _config(args)
+    config = load_config(args)
     results = transcribe_files(config, [Path(f) for f in args.files], out_dir=Path(args.out) if args.out else None,
                                formats=parse_list(args.formats), speakers=args.speakers,
                                hotwords=parse_list(args.hotwords), device=args.device, progress=args.progress)
@@ -530,28 +485,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The `spkd` command; returns its exit status (daemon.errors.ExitCode)."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or ExitCode.OK)
+        code = int(args.func(args) or ExitCode.OK)
+        # What is still buffered goes out here, where a reader that left is caught below,
+        # not in the interpreter's flush at exit (a traceback and status 120).
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # `spkd jobs --json | head`: the reader left; say nothing more. Before the generic
+        # handler below, which would otherwise take it first.
+        _silence_stdout()
+        return ExitCode.BROKEN_PIPE
+    except DatabaseUnavailableError as exc:
+        # Locked by another process past the busy timeout, a server out of reach: one
+        # line, and a status that lets a service manager try again (not ERROR, which
+        # tells it that restarting cannot help).
+        print(f"spkd: the job database cannot be used right now ({exc}); try again", file=sys.stderr)
+        return ExitCode.FAILED
     except SpkdError as exc:
         print(f"spkd: {exc}", file=sys.stderr)
         return ExitCode.ERROR
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
-    except Exception as exc:
-        from sqlalchemy.exc import InterfaceError, OperationalError
 
-        if not isinstance(exc, (OperationalError, InterfaceError)):
-            raise
-        # Locked by another process past the busy timeout, a server out of reach: one
-        # line, and a status that lets a service manager try again.
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"spkd: the job database cannot be used right now ({reason}); try again", file=sys.stderr)
-        return ExitCode.FAILED
-    except BrokenPipeError:
-        # `spkd jobs --json | head`: the reader left; say nothing more.
-        import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return ExitCode.BROKEN_PIPE
+def _silence_stdout() -> None:
+    """Point stdout's descriptor at /dev/null, so that the interpreter's flush at exit
+    writes what is left there instead of raising BrokenPipeError again (the pattern the
+    Python documentation gives for SIGPIPE)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real descriptor behind sys.stdout (embedded, captured)
+        pass
 
 
 if __name__ == "__main__":

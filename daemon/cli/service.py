@@ -7,20 +7,15 @@ import argparse
 import sys
 from typing import Any
 
-from daemon.service import manager as service
+from daemon.cli.common import load_config
 from daemon.errors import ExitCode
+from daemon.service import manager as service
 
 __all__ = ["register"]
 
 
-def _config(args: argparse.Namespace) -> Any:
-    from daemon.config import load
-
-    return load(args.config)
-
-
 def _render(args: argparse.Namespace) -> service.ServiceFile:
-    return service.render(_config(args), platform=getattr(args, "platform", None), scope=args.scope or "user",
+    return service.render(load_config(args), platform=getattr(args, "platform", None), scope=args.scope or "user",
                           service_user=args.service_user)
 
 
@@ -37,7 +32,7 @@ def cmd_service_install(args: argparse.Namespace) -> int:
 
     from daemon.config import is_override
 
-    config = _config(args)
+    config = load_config(args)
     overrides = sorted(k for k in os.environ if is_override(k))
     if overrides:
         print(f"note: the service reads only {config.source}; {', '.join(overrides)} from this shell "

@@ -1,7 +1,8 @@
 """`spkd voices …` and `spkd speakers …`: parsing and printing for the voice library
-(daemon.voices does the work). `list`, `remove`, `rematch` and `speakers` never load a
-model; `add` and `match` load the configured models in this process (like `spkd
-transcribe`), so they work whether or not the daemon runs."""
+(daemon.voices does the work; daemon.jobs.rename for `rematch` and `speakers`).
+`list`, `remove`, `rematch` and `speakers` never load a model; `add` and `match` load
+the configured models in this process (like `spkd transcribe`), so they work whether
+or not the daemon runs."""
 
 from __future__ import annotations
 
@@ -10,26 +11,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from daemon.cli.common import load_config, open_store, print_json, print_table
 from daemon.errors import ExitCode, VoiceError
 
 __all__ = ["register"]
-
-
-def _store(config: Any) -> Any:
-    from daemon.cli.main import _open_store
-
-    return _open_store(config)
 
 
 def _config(args: argparse.Namespace) -> Any:
     """The config, and the log quiet below warnings: these commands print what they did."""
     from loguru import logger
 
-    from daemon.cli.main import _config as load
-
     logger.remove()
     logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
-    return load(args)
+    return load_config(args)
 
 
 def _engine(config: Any, device: str | None) -> Any:
@@ -39,18 +33,18 @@ def _engine(config: Any, device: str | None) -> Any:
 
 
 def cmd_voices_add(args: argparse.Namespace) -> int:
-    from daemon import voices
-    from daemon.cli.main import _print_json
+    from daemon.voices import library
+    from daemon.voices.matching import check_name
 
     config = _config(args)
-    voices.check_name(args.name)  # refuse a bad name before loading any model
-    store = _store(config)
+    check_name(args.name)  # refuse a bad name before loading any model
+    store = open_store(config)
     try:
-        done = voices.enrol(store, args.name, [Path(f) for f in args.files], engine=_engine(config, args.device))
+        done = library.enrol(store, args.name, [Path(f) for f in args.files], engine=_engine(config, args.device))
     finally:
         store.close()
     if args.json:
-        _print_json([vars(d) for d in done])
+        print_json([vars(d) for d in done])
     else:
         for d in done:
             print(f"{d.name}: enrolled {d.source} ({d.speech_seconds:.1f} s of speech, {d.model}; "
@@ -59,31 +53,30 @@ def cmd_voices_add(args: argparse.Namespace) -> int:
 
 
 def cmd_voices_list(args: argparse.Namespace) -> int:
-    from daemon import voices
-    from daemon.cli.main import _print_json, _print_table
+    from daemon.voices import library
 
     config = _config(args)
-    store = _store(config)
+    store = open_store(config)
     try:
-        rows = voices.list_voices(config, store)
+        rows = library.list_voices(config, store)
     finally:
         store.close()
     if args.json:
-        _print_json([vars(r) for r in rows])
+        print_json([vars(r) for r in rows])
     else:
-        _print_table(("id", "name", "samples", "speech_s", "models", "from", "created_at"),
+        print_table(("id", "name", "samples", "speech_s", "models", "from", "created_at"),
                      [(r.id, r.name, r.samples, r.speech_seconds, ", ".join(r.models), ", ".join(r.origins),
                        r.created_at) for r in rows])
     return ExitCode.OK
 
 
 def cmd_voices_remove(args: argparse.Namespace) -> int:
-    from daemon import voices
+    from daemon.voices import library
 
     config = _config(args)
-    store = _store(config)
+    store = open_store(config)
     try:
-        count = voices.remove(config, store, args.name)
+        count = library.remove(config, store, args.name)
     finally:
         store.close()
     print(f"removed voice {args.name} ({count} sample(s))")
@@ -91,26 +84,25 @@ def cmd_voices_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_voices_match(args: argparse.Namespace) -> int:
-    from daemon import voices
-    from daemon.cli.main import _print_json
+    from daemon.voices import matching
 
     config = _config(args)
     engine = _engine(config, args.device)
     transcript = engine.transcribe(Path(args.file), source_name=Path(args.file).name)
-    store = _store(config)
+    store = open_store(config)
     try:
         samples = store.voice_samples_of()
     finally:
         store.close()
-    scored = voices.scores_for(transcript, samples, threshold=config.speakers.match_threshold,
-                               margin=config.speakers.match_margin)
+    scored = matching.scores_for(transcript, samples, threshold=config.speakers.match_threshold,
+                                 margin=config.speakers.match_margin)
     talk = {s.speaker: s.talk_seconds for s in transcript.speakers}
     report = [{"speaker": f"Speaker{k}", "talk_seconds": talk.get(k, 0.0),
                "name": r.chosen.name if r.chosen else None, "reason": r.reason,
                "scores": [{"name": c.name, "voice": c.voice, "score": c.score} for c in r.candidates]}
               for k, r in sorted(scored.items())]
     if args.json:
-        _print_json(report)
+        print_json(report)
         return ExitCode.OK
     print(f"threshold {config.speakers.match_threshold:g}, margin {config.speakers.match_margin:g} "
           "(speakers.match_threshold, speakers.match_margin)")
@@ -124,14 +116,14 @@ def cmd_voices_match(args: argparse.Namespace) -> int:
 
 
 def cmd_voices_rematch(args: argparse.Namespace) -> int:
-    from daemon import voices
+    from daemon.jobs import rename
     from daemon.store import search
 
     config = _config(args)
     since = search.parse_date_bound(args.since, end=False) if args.since else None
-    store = _store(config)
+    store = open_store(config)
     try:
-        changed = voices.rematch(config, store, since=since)
+        changed = rename.rematch(config, store, since=since)
     finally:
         store.close()
     print(f"{len(changed)} job(s) re-rendered" + (f": {', '.join(map(str, changed))}" if changed else ""))
@@ -149,15 +141,13 @@ def _pairs(items: list[str]) -> dict[str, str]:
 
 
 def cmd_speakers(args: argparse.Namespace) -> int:
-    from daemon import voices
-    from daemon.jobs import outputs
-    from daemon.cli.main import _print_json, _print_table
+    from daemon.jobs import outputs, rename
 
     config = _config(args)
-    store = _store(config)
+    store = open_store(config)
     try:
         if args.names:
-            result = voices.rename_speakers(config, store, args.job, _pairs(args.names), enrol_voices=args.enrol)
+            result = rename.rename_speakers(config, store, args.job, _pairs(args.names), enrol_voices=args.enrol)
             print(f"job {args.job}: " + ", ".join(f"{k} -> {v}" for k, v in result.renamed.items())
                   + f"; re-rendered job(s) {', '.join(map(str, result.jobs))}"
                   + (f"; enrolled {', '.join(result.enrolled)}" if result.enrolled else ""), file=sys.stderr)
@@ -173,9 +163,9 @@ def cmd_speakers(args: argparse.Namespace) -> int:
              "score": s.match.score if s.match else None, "renamed": bool(s.match and s.match.renamed)}
             for s in transcript.speakers]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
     else:
-        _print_table(("label", "shown_as", "talk_s", "segments", "voice", "score", "renamed"),
+        print_table(("label", "shown_as", "talk_s", "segments", "voice", "score", "renamed"),
                      [(r["label"], r["shown_as"], r["talk_seconds"], r["segments"], r["voice"], r["score"],
                        "yes" if r["renamed"] else "") for r in rows])
     return ExitCode.OK

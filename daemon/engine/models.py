@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from daemon.config import is_model_path
+from daemon.errors import FetchError, ModelsMissingError
+
 if TYPE_CHECKING:
     from daemon.config import ModelsConfig
-
-from daemon.errors import FetchError, ModelsMissingError
 
 ROLES: tuple[str, ...] = ("asr", "vad", "punc", "spk")
 
@@ -150,17 +151,6 @@ class ModelDirs:
 
 
 # --------------------------------------------------------------------------- paths
-
-
-def is_model_path(value: str) -> bool:
-    """A model setting is a path when absolute, home-relative or containing a separator
-    (`./cam++`); anything else is a name under the models directory (`cam++`)."""
-    return (
-        os.path.isabs(value)
-        or value.startswith("~")
-        or "/" in value
-        or (os.sep != "/" and os.sep in value)
-    )
 
 
 def resolve_model_dir(models_dir: Path, value: str | os.PathLike[str]) -> Path:
@@ -597,7 +587,6 @@ __all__ = [
     "dir_size",
     "fetch_models",
     "import_funasr",
-    "is_model_path",
     "list_models",
     "model_dir_problem",
     "probe_modelscope",

@@ -1,8 +1,8 @@
 """FunASR wrapper: one audio file plus per-job options in, one `Transcript` out.
 
-This is the only module that knows FunASR's result shape, and (with the tiny-model
-builder) the only one that imports torch or funasr, lazily inside functions, so that
-importing it stays cheap for the supervisor and the CLI.
+This is the only module that knows FunASR's result shape. Like every module of
+daemon/engine/ (the only room that imports torch or funasr), it imports them lazily
+inside functions, so that importing it stays cheap for the supervisor and the CLI.
 
 What FunASR 1.4.16 gives back from `AutoModel.generate` with a VAD model (one dict per
 input, and *no dict at all* when nothing was recognised):
@@ -13,17 +13,12 @@ input, and *no dict at all* when nothing was recognised):
 
 `sentence_info` comes with a speaker model, or without one when `sentence_timestamp=True`.
 
-daemon/engine/speaker_batching.py and daemon/engine/pipeline_hooks.py (used only from here) know a
-few more pieces of FunASR's inside: how `inference_with_vad` feeds the speaker model and
-the clusterer, where the VAD and the timestamps read device tensors; they batch the
-speaker stage and move host work off the device, pinned to the tested FunASR versions.
-
-Progress (daemon.progress): `StageReporter` wraps the sub-models' `inference` methods
-(and the clusterer) of one AutoModel, per instance, to tell a job's caller which stage
-FunASR is in and how much of the speech the recogniser has done. Each wrapper calls the
-method it found, so it composes with the other hooks on the same objects (the
-empty-batch guard, speaker batching, the pipeline hooks) in any order, as long as nobody
-restores an attribute over it; the engine installs it last.
+Beside it in daemon/engine/: decode.py turns any input into samples with ffmpeg;
+stages.py reports which stage FunASR is in (installed last, over the other hooks);
+speaker_batching.py and pipeline_hooks.py (used only from here) know a few more pieces
+of FunASR's inside: how `inference_with_vad` feeds the speaker model and the clusterer,
+where the VAD and the timestamps read device tensors; they batch the speaker stage and
+move host work off the device, pinned to the tested FunASR versions.
 """
 
 from __future__ import annotations
@@ -31,9 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,16 +34,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from loguru import logger
 
-from daemon.errors import (
-    AudioError,
-    DeviceError,
-    EnrolmentError,
-    FfmpegMissingError,
-    NotAudioError,
-    OutOfMemoryError,
-    is_out_of_memory,
+# decode_audio is looked up in this module when called: bench/workers.py times it by
+# replacing this module's name.
+from daemon.engine.decode import (
+    AUTO_LEVEL_DIFFERENCE_DB,
+    AUTO_SPLIT_SHARE,
+    SAMPLE_RATE,
+    channel_separation,
+    decode_audio,
+    ffmpeg_missing,
 )
+from daemon.engine.device_probe import torch_device
 from daemon.engine.models import ModelDirs, configured_model_dirs, import_funasr, read_model_meta, require_model_dirs
+from daemon.engine.stages import StageReporter
+from daemon.errors import DeviceError, EnrolmentError, OutOfMemoryError, is_out_of_memory
 from daemon.options import check_speakers, hotword_words
 from daemon.progress import ProgressCallback
 from daemon.transcript import (
@@ -71,151 +67,8 @@ if TYPE_CHECKING:
 
     from daemon.config import Config
 
-__all__ = ["OOM_RETRIES", "SAMPLE_RATE", "Engine", "StageReporter", "Transcriber", "decode_audio",
-           "guard_empty_batches", "load_configured", "rows_from_result", "transcribe_with_retries"]
-
-SAMPLE_RATE = 16000
-# Generous: ffmpeg decodes hours of audio in seconds; a hang means a broken input or pipe.
-FFMPEG_TIMEOUT_SECONDS = 600
-
-
-# --------------------------------------------------------------------------- audio
-
-
-def decode_audio(path: Path, *, timeout: float = FFMPEG_TIMEOUT_SECONDS, keep_channels: bool = False) -> "np.ndarray":
-    """Decode any container ffmpeg understands into 16 kHz mono float32 samples
-    (`keep_channels`: every channel, `[channels, samples]`, in the same single pass).
-
-    Decoding ourselves (rather than letting FunASR pick a loader by extension) makes
-    wav, m4a, mp3, ... behave identically and tells us the duration up front.
-    Raises NotAudioError when the file has no audio stream, AudioError when ffmpeg
-    cannot read it or it decodes to nothing."""
-    import numpy as np
-
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
-    # ffmpeg writes raw samples to a temporary file rather than a pipe: reading a pipe
-    # into bytes and then into a writable array would hold two copies (460 MB an hour).
-    with tempfile.TemporaryDirectory(prefix="spkd-decode-") as tmp:
-        raw = Path(tmp) / ("audio.wav" if keep_channels else "audio.f32")
-        # several channels go into a WAV, whose header says how many
-        layout = ["-f", "wav"] if keep_channels else ["-ac", "1", "-f", "f32le"]
-        cmd = [
-            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-            "-i", str(path),
-            "-map", "0:a:0",  # the first audio stream; fails clearly when there is none
-            "-vn", "-sn", "-dn",
-            "-ar", str(SAMPLE_RATE), *layout, "-acodec", "pcm_f32le",
-            str(raw),
-        ]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
-        except FileNotFoundError as exc:
-            raise _ffmpeg_missing() from exc
-        except subprocess.TimeoutExpired as exc:
-            raise AudioError(f"{path.name}: ffmpeg did not finish decoding within {timeout:.0f} s") from exc
-        reason = _ffmpeg_reason(proc.stderr)
-        if proc.returncode != 0:
-            if "matches no streams" in reason or "does not contain any stream" in reason:
-                raise NotAudioError(f"{path.name}: no audio stream ({reason})")
-            raise AudioError(f"{path.name}: cannot decode audio: {reason or f'ffmpeg exit {proc.returncode}'}")
-        if keep_channels:
-            samples = _read_float_wav(raw) if raw.exists() else np.zeros((1, 0), dtype=np.float32)
-        else:
-            samples = np.fromfile(raw, dtype=np.float32) if raw.exists() else np.zeros(0, dtype=np.float32)
-    if samples.size == 0:
-        raise AudioError(f"{path.name}: decodes to no audio samples{': ' + reason if reason else ''}")
-    if not np.isfinite(samples).all():
-        samples = np.nan_to_num(samples, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    return samples
-
-
-def _read_float_wav(path: Path) -> "np.ndarray":
-    """`[channels, samples]` from the float32 WAV ffmpeg wrote (RIFF chunks: `fmt ` for
-    the channel count, `data` for the interleaved samples)."""
-    import struct
-
-    import numpy as np
-
-    channels, offset, size = 0, None, 0
-    with open(path, "rb") as handle:
-        if handle.read(12)[8:12] != b"WAVE":
-            raise AudioError(f"{path.name}: ffmpeg wrote no WAV")
-        while offset is None:
-            head = handle.read(8)
-            if len(head) < 8:
-                break
-            chunk, length = head[:4], struct.unpack("<I", head[4:])[0]
-            if chunk == b"fmt ":
-                channels = struct.unpack("<H", handle.read(length)[2:4])[0]
-            elif chunk == b"data":
-                offset, size = handle.tell(), length
-            else:
-                handle.seek(length + (length & 1), 1)
-    if offset is None or channels < 1:
-        raise AudioError(f"{path.name}: ffmpeg wrote an unreadable WAV")
-    size = min(size, path.stat().st_size - offset) // (4 * channels) * channels
-    data = np.fromfile(path, dtype="<f4", count=size, offset=offset)
-    return data.reshape(-1, channels).T.copy()
-
-
-# --------------------------------------------------------------------------- channels
-
-# `channels: "auto"` splits a recording when, in most frames where anyone speaks, one
-# channel is far louder than every other: each party on its own channel (a call
-# recorder, one microphone per person). A dual-mono file (0 dB apart) or a stereo
-# microphone that hears everyone (a few dB) is mixed. Measured on generated cases in
-# tests/integration/test_channels.py (README: "Stereo calls").
-AUTO_FRAME_SECONDS = 0.03
-AUTO_LEVEL_DIFFERENCE_DB = 10.0
-AUTO_SPLIT_SHARE = 0.5  # of the active frames
-AUTO_ACTIVE_BELOW_PEAK_DB = 40.0  # frames this far below the loudest are not speech
-AUTO_ACTIVE_FLOOR_DBFS = -60.0
-
-
-def channel_separation(channels: "np.ndarray") -> float:
-    """The share of active 30-ms frames in which the loudest channel is at least
-    AUTO_LEVEL_DIFFERENCE_DB above the next loudest (0.0 for a single channel or silence)."""
-    import numpy as np
-
-    count, n = channels.shape
-    frame = int(AUTO_FRAME_SECONDS * SAMPLE_RATE)
-    frames = n // frame
-    if count < 2 or frames == 0:
-        return 0.0
-    energy = np.square(channels[:, : frames * frame].reshape(count, frames, frame), dtype=np.float64).mean(axis=2)
-    ordered = np.sort(energy, axis=0)
-    loudest, second = ordered[-1], ordered[-2]
-    floor = max(10 ** (AUTO_ACTIVE_FLOOR_DBFS / 10), loudest.max() * 10 ** (-AUTO_ACTIVE_BELOW_PEAK_DB / 10))
-    active = loudest > floor
-    if not active.any():
-        return 0.0
-    apart = 10 * np.log10(loudest[active] / np.maximum(second[active], 1e-12)) >= AUTO_LEVEL_DIFFERENCE_DB
-    return float(apart.mean())
-
-
-def _channel_rows(results: Sequence[dict[str, Any]], duration: float, speaker: int
-                  ) -> list[tuple[float, float, int | None, str]]:
-    rows: list[tuple[float, float, int | None, str]] = []
-    for result in results or []:
-        rows.extend((s, e, speaker, text) for s, e, _, text in rows_from_result(result, duration, False))
-    return rows
-
-
-def _ffmpeg_missing() -> FfmpegMissingError:
-    return FfmpegMissingError("ffmpeg not found on PATH (it decodes every input): install it "
-                              "(apt-get install ffmpeg, brew install ffmpeg)")
-
-
-def _ffmpeg_reason(stderr: bytes) -> str:
-    """ffmpeg's complaint in one line: the last non-empty lines, de-duplicated."""
-    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    seen: list[str] = []
-    for line in lines[-3:]:
-        if line not in seen:
-            seen.append(line)
-    return " | ".join(seen)[:500]
+__all__ = ["OOM_RETRIES", "Engine", "Transcriber", "guard_empty_batches", "load_configured", "rows_from_result",
+           "transcribe_with_retries"]
 
 
 # --------------------------------------------------------------------------- results
@@ -275,6 +128,14 @@ def rows_from_result(
     return clamped
 
 
+def _channel_rows(results: Sequence[dict[str, Any]], duration: float, speaker: int
+                  ) -> list[tuple[float, float, int | None, str]]:
+    rows: list[tuple[float, float, int | None, str]] = []
+    for result in results or []:
+        rows.extend((s, e, speaker, text) for s, e, _, text in rows_from_result(result, duration, False))
+    return rows
+
+
 def guard_empty_batches(asr_model: Any) -> None:
     """Make a batch with no recognised token return one empty result per input.
 
@@ -301,114 +162,6 @@ def guard_empty_batches(asr_model: Any) -> None:
     inference._spkd_guard = True  # type: ignore[attr-defined]
     inference.__wrapped__ = original  # type: ignore[attr-defined]
     asr_model.inference = inference
-
-
-class StageReporter:
-    """Tells the current job's ProgressCallback where FunASR's `generate` is.
-
-    FunASR 1.4.16's `inference_with_vad` calls the VAD model once per input, the
-    recogniser once per batch of VAD segments (with the speaker model on each batch's
-    windows), the punctuation model once, then the clusterer (`cb_model`). The wrappers
-    report `vad`, then `asr` with the fraction of the speech (the VAD segments' total
-    length) recognised so far, `punctuation` and `speakers`. Outside `job()` they only
-    pass calls through. A failing callback never fails the job."""
-
-    def __init__(self, auto_model: Any) -> None:
-        self._local = threading.local()
-        for stage, owner in (("vad", getattr(auto_model, "vad_model", None)),
-                             ("asr", getattr(auto_model, "model", None)),
-                             ("punctuation", getattr(auto_model, "punc_model", None))):
-            if owner is not None:
-                owner.inference = self._wrapped(stage, owner.inference)
-        if getattr(auto_model, "cb_model", None) is not None:
-            auto_model.cb_model = _ReportingCall(self, "speakers", auto_model.cb_model)
-
-    @contextlib.contextmanager
-    def job(self, callback: ProgressCallback) -> Any:
-        self._local.callback = callback
-        self._local.speech_ms = 0.0
-        self._local.done_ms = 0.0
-        try:
-            yield self
-        finally:
-            self._local.callback = None
-
-    def report(self, stage: str, fraction: float | None) -> None:
-        callback = getattr(self._local, "callback", None)
-        if callback is None:
-            return
-        try:
-            callback(stage, fraction)
-        except Exception as exc:  # noqa: BLE001 - progress is informational
-            logger.debug("progress callback failed: {}", exc)
-
-    def _wrapped(self, stage: str, inference: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if getattr(self._local, "callback", None) is None:
-                return inference(*args, **kwargs)
-            data_in = args[0] if args else kwargs.get("data_in")
-            if stage == "asr":
-                self.report("asr", self._asr_fraction())
-            else:
-                self.report(stage, None)
-            out = inference(*args, **kwargs)
-            if stage == "vad":
-                self._local.speech_ms += _speech_ms(out)
-            elif stage == "asr":
-                self._local.done_ms += _samples(data_in) * 1000.0 / SAMPLE_RATE
-                self.report("asr", self._asr_fraction())
-            return out
-
-        wrapper.__wrapped__ = inference  # type: ignore[attr-defined]
-        return wrapper
-
-    def speech_seconds(self) -> float:
-        """The VAD's speech in the current `job()` so far, in seconds."""
-        return getattr(self._local, "speech_ms", 0.0) / 1000.0
-
-    def _asr_fraction(self) -> float | None:
-        total = getattr(self._local, "speech_ms", 0.0)
-        return min(1.0, self._local.done_ms / total) if total > 0 else None
-
-
-class _ReportingCall:
-    """Stands in for a callable attribute (AutoModel.cb_model): reports a stage, then calls it."""
-
-    def __init__(self, reporter: StageReporter, stage: str, original: Any) -> None:
-        self._reporter, self._stage, self._original = reporter, stage, original
-        self.__wrapped__ = original
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self._reporter.report(self._stage, None)
-        return self._original(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._original, name)
-
-
-def _speech_ms(vad_out: Any) -> float:
-    """The total length of the VAD segments in FSMN-VAD's `([{"value": [[beg_ms, end_ms], ...]}], meta)`."""
-    results = vad_out[0] if isinstance(vad_out, tuple) and vad_out else vad_out
-    total = 0.0
-    for result in results if isinstance(results, list) else ():
-        for pair in (result.get("value") or []) if isinstance(result, dict) else ():
-            try:
-                total += max(0.0, float(pair[1]) - float(pair[0]))
-            except (TypeError, ValueError, IndexError):
-                continue
-    return total
-
-
-def _samples(data_in: Any) -> int:
-    """Samples in one recogniser batch: a list of 1-D waveforms (numpy or torch)."""
-    items = data_in if isinstance(data_in, (list, tuple)) else [data_in]
-    count = 0
-    for item in items:
-        try:
-            count += int(item.shape[-1]) if hasattr(item, "shape") else len(item)
-        except (TypeError, IndexError):
-            continue
-    return count
 
 
 def _cluster_centers(results: Sequence[dict[str, Any]] | None) -> Any:
@@ -495,7 +248,7 @@ class Engine:
         (FunASR would otherwise try the hub), DeviceError when the device is unusable."""
         require_model_dirs(dirs)
         if shutil.which("ffmpeg") is None:
-            raise _ffmpeg_missing()  # fail the boot, not every job
+            raise ffmpeg_missing()  # fail the boot, not every job
         started = time.monotonic()
         funasr = import_funasr()
         import torch
@@ -788,11 +541,9 @@ def load_configured(config: "Config", device: str, *, threads: int | None = None
     """The engine of the config's `models` section on `device`, a slot's device name
     (`cuda:1`, `cpu`) whose environment (daemon.service.devices.worker_env) is already set.
     Threads: OMP_NUM_THREADS of that environment, else `threads`."""
-    from daemon.service import devices
-
     m = config.models
     dirs = require_model_dirs(configured_model_dirs(m))
-    return Engine.load(dirs, device=devices.torch_device(device), batch_size_s=m.batch_size_s,
+    return Engine.load(dirs, device=torch_device(device), batch_size_s=m.batch_size_s,
                        ncpu=int(os.environ.get("OMP_NUM_THREADS", "0")) or threads,
                        speaker_batching=m.speaker_batching)
 

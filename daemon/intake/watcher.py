@@ -16,33 +16,31 @@ logged (at most once a minute) and is looked at again once it changes.
 
 Order matters for crash safety: hash, move into the spool, then insert the row.
 A crash after the move leaves a spool file without a row, which the start-up
-recovery (`recover_spool`) turns into a job; nothing is ever left half-taken in
-the inbox, and nothing is ever written into the inbox.
+recovery (`recover_spool`, daemon.intake.recovery) turns into a job; nothing is ever
+left half-taken in the inbox, and nothing is ever written into the inbox. Which
+files are taken and when they have settled: daemon.intake.stability. A duplicate of
+a finished job is done at once (daemon.jobs.results records it).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import stat
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 from loguru import logger
-from sqlalchemy.exc import InterfaceError, OperationalError
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from daemon import files, options
-from daemon.jobs import outputs
-from daemon.jobs import spool
+from daemon.jobs import outputs, results, spool
 from daemon.config import Config
 from daemon.errors import (
     AudioError,
+    DatabaseUnavailableError,
     EmptyFileError,
     NotRegularFileError,
     OptionsError,
@@ -54,16 +52,15 @@ from daemon.errors import (
 )
 from daemon.logs import Throttle
 from daemon.intake.probe import ffprobe_available, incomplete_reason, probe
+from daemon.intake.recovery import SpoolRecovery
+from daemon.intake.stability import EventHandler, StabilityTracker, ignored_because
 from daemon.store import Store
 
-__all__ = ["MIN_AUDIO_SECONDS", "StabilityTracker", "Watcher", "ignored_because"]
+__all__ = ["MIN_AUDIO_SECONDS", "UNREADABLE_FAIL_SECONDS", "Watcher"]
 
 CHECK_INTERVAL_SECONDS = 0.25
 # Shorter recordings fail at once: nothing useful can come out of them.
 MIN_AUDIO_SECONDS = 0.5
-# Another host's spool file without a job row is adopted at start only once it is this
-# old: that host died between moving it in and recording it, and has not come back.
-FOREIGN_ORPHAN_SECONDS = 3600.0
 # A file that cannot be opened (no permission yet: its owner may still fix that) fails
 # as `unreadable` once it has been in the inbox this long.
 UNREADABLE_FAIL_SECONDS = 60.0
@@ -72,113 +69,7 @@ UNREADABLE_FAIL_SECONDS = 60.0
 REPEAT_LOG_SECONDS = 60.0
 
 
-@dataclass
-class _Pending:
-    identity: tuple[int, int]
-    since: float
-    first_seen: float
-
-
-def ignored_because(config: Config, rel: PurePosixPath) -> str | None:
-    """Why the watcher leaves the inbox file at `rel` (relative to the inbox) alone, or
-    None when it takes it: the one rule, for the watcher and for uploads."""
-    for part in rel.parts:
-        if part.startswith("."):
-            return "hidden"
-    name = rel.name
-    for part in rel.parts[:-1]:
-        if part.endswith(spool.SIDECAR_SUFFIX):
-            return "inside a folder named like a sidecar"
-    if name.endswith(spool.SIDECAR_SUFFIX):
-        return "sidecar"
-    for pattern in config.watch.ignore:
-        if fnmatch.fnmatchcase(name, pattern):
-            return f"matches ignore pattern {pattern!r}"
-    extensions = {e.lower().lstrip(".") for e in config.watch.extensions}
-    if PurePosixPath(name).suffix.lower().lstrip(".") not in extensions:
-        return "extension not in watch.extensions"
-    return None
-
-
-class StabilityTracker:
-    """Size + mtime settling. Thread-safe: events arrive on the observer's thread."""
-
-    def __init__(self, settle_seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.settle_seconds = settle_seconds
-        self._clock = clock
-        self._pending: dict[Path, _Pending] = {}
-        self._lock = threading.Lock()
-
-    def touch(self, path: Path) -> None:
-        """Something happened to `path`: (re)start watching it."""
-        identity = files.file_identity(path)
-        now = self._clock()
-        with self._lock:
-            if identity is None:
-                self._pending.pop(path, None)
-                return
-            current = self._pending.get(path)
-            if current is None:
-                self._pending[path] = _Pending(identity, now, now)
-            elif current.identity != identity:
-                current.identity, current.since = identity, now
-
-    def forget(self, path: Path) -> None:
-        with self._lock:
-            self._pending.pop(path, None)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._pending)
-
-    def due(self) -> list[tuple[Path, float]]:
-        """Paths whose identity has held still for `settle_seconds` (with their first-seen
-        age), re-reading each so a file still growing is never returned."""
-        now = self._clock()
-        with self._lock:
-            items = list(self._pending.items())
-        ready: list[tuple[Path, float]] = []
-        for path, pending in items:
-            identity = files.file_identity(path)
-            with self._lock:
-                if identity is None:
-                    self._pending.pop(path, None)
-                    continue
-                if identity != pending.identity:
-                    pending.identity, pending.since = identity, now
-                    continue
-            if now - pending.since >= self.settle_seconds:
-                ready.append((path, now - pending.first_seen))
-        return ready
-
-
-class _EventHandler(FileSystemEventHandler):
-    def __init__(self, watcher: "Watcher") -> None:
-        self.watcher = watcher
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        try:
-            self._dispatch(event)
-        except Exception as exc:  # noqa: BLE001 - an exception here would end the observer's thread
-            self.watcher.log_repeated(("event", event.src_path), "watcher: cannot handle {} of {}: {}",
-                                      event.event_type, event.src_path, exc)
-
-    def _dispatch(self, event: FileSystemEvent) -> None:
-        if event.is_directory:
-            if event.event_type in ("created", "moved"):
-                # A folder moved in whole brings files that raise no events of their own.
-                self.watcher.scan(Path(os.fsdecode(getattr(event, "dest_path", "") or event.src_path)))
-            return
-        if event.event_type == "moved":
-            self.watcher.consider(Path(os.fsdecode(event.dest_path)))
-            self.watcher.tracker.forget(Path(os.fsdecode(event.src_path)))
-        elif event.event_type in ("created", "modified", "closed"):
-            self.watcher.consider(Path(os.fsdecode(event.src_path)))
-        elif event.event_type == "deleted":
-            self.watcher.tracker.forget(Path(os.fsdecode(event.src_path)))
-
-
-class Watcher:
+class Watcher(SpoolRecovery):
     def __init__(self, config: Config, store: Store) -> None:
         self.config = config
         self.store = store
@@ -197,11 +88,7 @@ class Watcher:
     def log_repeated(self, key: Any, message: str, *args: Any, level: str = "WARNING") -> None:
         """Log a line that may come back for the same `key` (a file failing at every
         look) at most once per REPEAT_LOG_SECONDS, saying how many were held back."""
-        held_back = self._throttle.allow(key)
-        if held_back is None:
-            return
-        suffix = f" ({held_back} more like it in the last {REPEAT_LOG_SECONDS:.0f} s)" if held_back else ""
-        logger.log(level, message + suffix, *args)
+        self._throttle.log(key, message, *args, level=level)
 
     # --- what to look at ---------------------------------------------------------------
 
@@ -263,7 +150,7 @@ class Watcher:
     def _start_observer(self) -> None:
         observer_class = PollingObserver if self.config.watch.polling else Observer
         observer = observer_class()
-        observer.schedule(_EventHandler(self), str(self.inbox), recursive=True)
+        observer.schedule(EventHandler(self), str(self.inbox), recursive=True)
         observer.start()
         self._observer = observer
 
@@ -425,11 +312,11 @@ class Watcher:
                         logger.warning("{}: its sidecar {} vanished before it could be taken; no options", path,
                                        sidecar.name)
                 job_id = self.enqueue_spooled(target, source_name=source_name, sha256=digest, size_bytes=size)
-            except (OperationalError, InterfaceError) as exc:
+            except DatabaseUnavailableError as exc:
                 # The database is out of reach (a PostgreSQL server restarting): the file
                 # waits in the spool, and the next rescan's recovery records its job.
-                logger.error("{} is in the spool but its job could not be recorded ({}); the next rescan "
-                             "will record it", source_name, str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+                self.log_repeated(("unrecorded-db", source_name), "{} is in the spool but its job could not be "
+                                  "recorded ({}); the next rescan will record it", source_name, exc, level="ERROR")
                 return None
             except Exception as exc:  # noqa: BLE001 - the file is ours now: fail its job with the reason
                 return self._fail_spooled(target, source_name, exc, sha256=digest, size_bytes=size)
@@ -445,7 +332,7 @@ class Watcher:
         """Something about the job's file the user should know (it looked incomplete)."""
         try:
             self.store.add_event(job_id, "warning", message=message)
-        except (OperationalError, InterfaceError):
+        except DatabaseUnavailableError:
             pass  # the warning is in the log line below
         logger.warning("job {}: {}: {}", job_id, source_name, message)
 
@@ -516,10 +403,18 @@ class Watcher:
                 return self._fail_early(spool_path, source_name, output_stem, sha256, size_bytes, exc,
                                         job_options)
         key = options.dedup_key(sha256, {"channels": channels, **job_options})
-        reused = self._reuse(spool_path, source_name=source_name, output_stem=output_stem, sha256=sha256,
-                             size_bytes=size_bytes, job_options=job_options, key=key)
-        if reused is not None:
-            return reused
+        # The same audio with the same options was transcribed before: this file takes
+        # that result (done at once, never queued). A twin still queued or running is
+        # not done yet: this job is queued, and the worker asks again when it claims it.
+        reuse = results.reusable(self.config, self.store, key, audio_path=spool_path, source_name=source_name,
+                                 sha256=sha256)
+        if reuse is not None:
+            job_id = results.record_reused(self.config, self.store, reuse, spool_path=spool_path,
+                                           source_name=source_name, output_stem=output_stem, sha256=sha256,
+                                           size_bytes=size_bytes, options=job_options, dedup_key=key)
+            logger.info("job {} done: {} is a duplicate of job {}; reused its transcript", job_id, source_name,
+                        reuse.twin.id)
+            return job_id
         job_id = self.store.enqueue(
             source_name=source_name, spool_path=str(spool_path), output_stem=output_stem, sha256=sha256,
             size_bytes=size_bytes, options=job_options, priority=job_options.get("priority", 0),
@@ -528,26 +423,6 @@ class Watcher:
         logger.info("job {} queued: {} ({} bytes, {} s of audio{})", job_id, source_name, size_bytes,
                     f"{audio_seconds:.1f}" if audio_seconds else "?",
                     f", options {job_options}" if job_options else "")
-        return job_id
-
-    def _reuse(self, spool_path: Path, *, source_name: str, output_stem: str, sha256: str, size_bytes: int,
-               job_options: dict[str, Any], key: str | None) -> int | None:
-        """The same audio with the same options was transcribed before: render its stored
-        transcript for this file instead of transcribing again."""
-        twin = self.store.done_twin(key)
-        transcript = outputs.reused_transcript(self.config, twin.id if twin is not None else None,
-                                               audio_path=spool_path, source_name=source_name, sha256=sha256)
-        if twin is None or transcript is None:
-            return None
-        written = outputs.publish(self.config, output_stem=output_stem, transcript=transcript,
-                                  formats=outputs.formats_for(self.config, job_options))
-        job_id = self.store.add_reused(source_name=source_name, spool_path=str(spool_path), output_stem=output_stem,
-                                       sha256=sha256, size_bytes=size_bytes, options=job_options, dedup_key=key,
-                                       twin=twin, outputs=written, audio_seconds=transcript.audio_seconds,
-                                       speakers=len(transcript.speakers), transcript=transcript)
-        outputs.save_transcript(self.config, job_id, transcript)
-        spool.archive_job(self.config, self.store, job_id, spool_path=spool_path, source_name=source_name)
-        logger.info("job {} done: {} is a duplicate of job {}; reused its transcript", job_id, source_name, twin.id)
         return job_id
 
     def _fail_early(self, spool_path: Path, source_name: str, output_stem: str, sha256: str | None,
@@ -570,97 +445,6 @@ class Watcher:
         room = files.NAME_MAX_BYTES - outputs.EXTENSION_MAX_BYTES
         used = self.store.output_stems_in_use(files.fit_stem(stem, max_bytes=room))
         return files.numbered(stem, used.__contains__, max_bytes=room)
-
-    # --- recovery ---------------------------------------------------------------------
-
-    def recover_spool(self) -> list[int]:
-        """Spool files without a job row (a supervisor died between move and insert).
-
-        With several hosts sharing one spool, a file another host has just moved in
-        has no row *yet*: its watcher is about to insert it. So at start a host takes
-        only the orphans in its own token folders (`<time>-<host>-<random>`; its own
-        watcher is not running yet, so none of them is in flight), plus those of any
-        host that are older than FOREIGN_ORPHAN_SECONDS (that host died and stayed
-        down). It claims each by renaming the token folder to a fresh one of its own:
-        like the inbox move, only one rename succeeds, so two hosts starting together
-        never both enqueue the same orphan.
-
-        Also run after every periodic rescan (under the lock that `take` holds), so a file
-        whose row could not be inserted (the database out of reach) is recorded once
-        the database is back, without waiting for a restart."""
-        with self._take_lock:  # none of this host's own files is in flight meanwhile
-            return self._recover_spool()
-
-    def _recover_spool(self) -> list[int]:
-        spool_root = self.config.paths.spool
-        spooled = spool.spooled_files(spool_root)
-        known = {str(Path(p)) for p in self.store.jobs_by_spool_path(str(p) for p in spooled)}
-        recovered: list[int] = []
-        for path in spooled:
-            if str(path) in known:
-                continue
-            try:
-                job_id = self._recover_one(spool_root, path)
-            except (OperationalError, InterfaceError):
-                raise  # the database is out of reach: every file waits for the next try
-            except Exception as exc:  # noqa: BLE001 - one bad file must not stop recovery (or the start)
-                self.log_repeated(("recover", path), "recovery: cannot recover {}: {}: {}", path,
-                                  type(exc).__name__, exc, level="ERROR")
-                continue
-            if job_id is not None:
-                recovered.append(job_id)
-        return recovered
-
-    def _recover_one(self, spool_root: Path, path: Path) -> int | None:
-        token = spool.token_of(spool_root, path)
-        if len(path.relative_to(spool_root).parts) < 2:
-            return None  # not in a token folder: not ours
-        if not spool.owned_by(token, self.store.host):
-            created = spool.token_info(token).created
-            if created is None or time.time() - created < FOREIGN_ORPHAN_SECONDS:
-                return None  # another host's file in flight (or recovered by that host when it restarts)
-        source_name = spool.source_name_of(spool_root, path)
-        fresh = spool.new_slot(spool_root, self.store.host)
-        try:
-            os.rename(spool_root / token, fresh)
-        except FileNotFoundError:
-            return None  # another host claimed it first
-        adopted = fresh / source_name
-        logger.debug("recovering spooled file without a job: {} (from {})", adopted, path)
-        self._recover_sidecar(adopted, source_name)
-        readable = files.readable_relative(source_name, reserve_bytes=len(spool.SIDECAR_SUFFIX)
-                                           if files.exists(spool.sidecar_of(adopted)) else 0)
-        if readable != source_name:
-            # Spooled by an spkd that kept names the database cannot hold (not UTF-8).
-            renamed = files.move(adopted, fresh / readable)
-            if files.exists(spool.sidecar_of(adopted)):
-                files.move(spool.sidecar_of(adopted), spool.sidecar_of(renamed))
-            spool.remove_empty_parents(adopted.parent, fresh)
-            adopted, source_name = renamed, readable
-        try:
-            job_id = self.enqueue_spooled(adopted, source_name=source_name)
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception as exc:  # noqa: BLE001
-            return self._fail_spooled(adopted, source_name, exc)
-        logger.warning("job {} recorded for a spooled file that had none: {} (was {})", job_id, source_name, path)
-        return job_id
-
-    def _recover_sidecar(self, spooled: Path, source_name: str) -> None:
-        """A crash between moving a file and moving its sidecar leaves the sidecar in the
-        inbox; bring it along unless a new file of the same name is waiting there."""
-        sidecar = spool.sidecar_of(spooled)
-        try:
-            left = files.inside(self.inbox, source_name)
-        except ValueError:
-            return
-        left_sidecar = spool.sidecar_of(left)
-        if files.exists(sidecar) or files.exists(left) or not files.exists(left_sidecar):
-            return
-        try:
-            files.move(left_sidecar, sidecar)
-        except FileNotFoundError:
-            pass
 
 
 def _folder_identity(path: Path) -> tuple[int, int] | None:

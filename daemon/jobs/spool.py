@@ -18,7 +18,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from daemon import files
 
@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.store import Job, Store
 
-__all__ = ["ERROR_SUFFIX", "RETIRED_RESERVE_BYTES", "SIDECAR_SUFFIX", "TokenInfo", "archive", "archive_job",
-           "error_file_of", "fail", "failed_copy_of", "new_slot", "owned_by", "remove_empty_parents", "requeue_failed",
-           "restore", "retire_failed", "sidecar_of", "source_name_of", "spooled_files", "token_info", "token_of"]
+__all__ = ["ERROR_SUFFIX", "RETIRED_RESERVE_BYTES", "SIDECAR_SUFFIX", "TokenInfo", "archive", "error_file_of", "fail",
+           "failed_copy_of", "new_slot", "owned_by", "remove_empty_parents", "requeue_failed", "restore",
+           "retire_failed", "sidecar_of", "source_name_of", "spooled_files", "token_info", "token_of"]
 
 SIDECAR_SUFFIX = ".spkd.json"
 ERROR_SUFFIX = ".error.json"
@@ -138,25 +138,12 @@ def remove_empty_parents(folder: Path, root: Path) -> int:
 
 
 def archive(*, spool_path: Path, spool_root: Path, archive_root: Path, source_name: str) -> Path | None:
+    """Move a done job's source into archive/ (daemon.jobs.results.retire_done records
+    where it went); None when it had already moved on."""
     try:
         return _retire(spool_path, spool_root, archive_root, source_name)
     except FileNotFoundError:
         return None  # already moved on (by the supervisor tidying up after a dead worker)
-
-
-def archive_job(config: Config, store: Store, job_id: int, *, spool_path: Path, source_name: str,
-                write: Callable[[Callable[[], Any]], Any] = lambda call: call()) -> Path | None:
-    """Archive a done job's source and record where it went (`jobs.archive_name`), so
-    that the job's own file, and no other of the same name, is what the dashboard plays.
-    `write` runs the store write (the worker passes its wait-out-the-database retry);
-    the file is moved once either way."""
-    archive_root = config.paths.archive
-    target = archive(spool_path=spool_path, spool_root=config.paths.spool, archive_root=archive_root,
-                     source_name=source_name)
-    if target is not None:
-        name = target.relative_to(archive_root.resolve()).as_posix()
-        write(lambda: store.set_archive_name(job_id, name))
-    return target
 
 
 def fail(*, spool_path: Path, spool_root: Path, failed_root: Path, source_name: str, job_id: int,
@@ -235,8 +222,8 @@ def requeue_failed(config: Config, store: Store, *, job_ids: Iterable[int] = (),
         row = store.job(job_id)
         if row is None:
             continue
-        if not restore(spool_path=Path(row["spool_path"]), failed_root=config.paths.failed,
-                       source_name=row["source_name"], job_id=job_id):
+        if not restore(spool_path=Path(row.spool_path), failed_root=config.paths.failed,
+                       source_name=row.source_name, job_id=job_id):
             store.add_event(job_id, "retry_missing_source",
-                            path=str(files.inside(config.paths.failed, row["source_name"])))
+                            path=str(files.inside(config.paths.failed, row.source_name)))
     return requeued

@@ -27,18 +27,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
 
 from loguru import logger
-from sqlalchemy.exc import InterfaceError, OperationalError
 
-from daemon import voices
-from daemon.jobs import diskguard
-from daemon.jobs import outputs
-from daemon.jobs import spool
+from daemon.jobs import diskguard, outputs, results, spool
 from daemon.config import Config
-from daemon.errors import ExitCode, OutOfMemoryError, UnexpectedError, as_spkd_error
-from daemon.logs import Throttle
+from daemon.errors import DatabaseUnavailableError, ExitCode, OutOfMemoryError, UnexpectedError, as_spkd_error
+from daemon.logs import DATABASE_TROUBLE_SECONDS, Throttle
 from daemon.progress import Progress, ProgressCallback, eta_seconds, overall_fraction
 from daemon.store import Job, Store, utcnow
 from daemon.transcript import Transcript
+from daemon.voices.library import folder_source
+from daemon.voices.matching import check_name, enrol_print, name_for_job, sample_of
 
 if TYPE_CHECKING:
     from daemon.engine.transcriber import Transcriber
@@ -55,7 +53,6 @@ T = TypeVar("T")
 # While the database cannot take a write (locked, out of reach, disk full): how long
 # between tries, and how often the log says so.
 DB_RETRY_SECONDS = 1.0
-DB_TROUBLE_LOG_SECONDS = 60.0
 # A decoded recording this much shorter than its container claims (and by at least
 # SHORT_AUDIO_MIN_SECONDS) is recorded on its job as a warning: cut short, or taken
 # while still being written.
@@ -181,7 +178,7 @@ class Worker:
         self.jobs_done = 0
         self.engine: Transcriber | None = None
         self._fallback_engine: Transcriber | None = None
-        self._db_trouble = Throttle(DB_TROUBLE_LOG_SECONDS)
+        self._db_trouble = Throttle(DATABASE_TROUBLE_SECONDS)
 
     def _stored(self, what: str, call: Callable[[], T]) -> T | None:
         """`call()` (a store write), retried while the database cannot take it (another
@@ -190,10 +187,9 @@ class Worker:
         while True:
             try:
                 return call()
-            except (OperationalError, InterfaceError) as exc:
-                if self._db_trouble.allow(what) is not None:
-                    logger.warning("slot {}: {}: the database cannot take it now ({}); waiting", self.spec.slot, what,
-                                   str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300])
+            except DatabaseUnavailableError as exc:
+                self._db_trouble.log(what, "slot {}: {}: the database cannot take it now ({}); waiting", self.spec.slot,
+                                     what, exc)
             if self.stop_requested.wait(DB_RETRY_SECONDS) or not self.parent_alive():
                 return None
 
@@ -243,12 +239,10 @@ class Worker:
                     if now - last_beat >= self.config.jobs.heartbeat_seconds:
                         self.store.worker_update(self.spec.slot, state="ready", pid=self.pid)
                         last_beat = now
-            except (OperationalError, InterfaceError) as exc:
+            except DatabaseUnavailableError as exc:
                 # Locked by another process past the busy timeout, out of reach, or a full
                 # disk: nothing was claimed; the models stay loaded and we ask again.
-                if self._db_trouble.allow("claiming") is not None:
-                    logger.warning("slot {}: cannot claim a job now ({}); waiting", self.spec.slot,
-                                   str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300])
+                self._db_trouble.log("claiming", "slot {}: cannot claim a job now ({}); waiting", self.spec.slot, exc)
                 self.stop_requested.wait(max(poll, DB_RETRY_SECONDS))
                 continue
             if job is None:
@@ -283,46 +277,44 @@ class Worker:
             self.enrol(job)
             return
         started = time.monotonic()
-        twin = self.store.done_twin(job.dedup_key)
-        reused = outputs.reused_transcript(self.config, twin.id if twin is not None else None,
-                                           audio_path=Path(job.spool_path), source_name=job.source_name,
-                                           sha256=job.sha256)
+        # Asked again here, not only by the watcher: a duplicate queued while its twin was
+        # still queued or running finds the twin done by now, and takes its result.
+        reuse = results.reusable(self.config, self.store, job.dedup_key, audio_path=Path(job.spool_path),
+                                 source_name=job.source_name, sha256=job.sha256)
         with Heartbeat(self.store, job, pid=self.pid, lease_seconds=self.config.jobs.lease_seconds,
                         every_seconds=self.config.jobs.heartbeat_seconds,
                         recent_rtf=self.store.recent_rtf(slot=self.spec.slot)) as beat:
             try:
-                transcript = reused if reused is not None else self._transcribe(job, beat.report)
+                transcript = reuse.transcript if reuse is not None else self._transcribe(job, beat.report)
                 if beat.lost.is_set():
                     return
                 transcript = self._named(job, transcript)
                 beat.report("writing", None)
-                outputs.save_transcript(self.config, job.id, transcript)
-                written = outputs.publish(self.config, output_stem=job.output_stem, transcript=transcript,
-                                          formats=outputs.formats_for(self.config, job.options))
+                # The files first, the store after (daemon.jobs.results says why).
+                written = results.write_outputs(self.config, job.id, transcript, output_stem=job.output_stem,
+                                                formats=outputs.formats_for(self.config, job.options))
             except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
                 self._failed(job, exc, time.monotonic() - started)
                 return
             finally:
                 self.engine.release()
         elapsed = time.monotonic() - started
-        ran_on = transcript.engine.device if transcript.engine and reused is None else self.spec.device
-        if reused is None:
+        ran_on = transcript.engine.device if transcript.engine and reuse is None else self.spec.device
+        if reuse is None:
             self._check_duration(job, transcript)
-        done = self._stored(f"recording job {job.id} done", lambda: self.store.complete(
-            job.id, pid=self.pid, audio_seconds=transcript.audio_seconds, processing_seconds=elapsed,
-            speakers=len(transcript.speakers), outputs=written, device=_slot_device(ran_on, self.spec),
-            reused_from=twin.id if reused is not None and twin is not None else None,
-            transcript=transcript))
+        done = results.record_transcribed(self.config, self.store, job, transcript, written=written, pid=self.pid,
+                                          processing_seconds=elapsed, device=_slot_device(ran_on, self.spec),
+                                          reuse=reuse, write=self._stored)
         if done is None:
             logger.warning("job {}: stopping before its result could be recorded; it goes back to the queue", job.id)
             return
         if not done:
             logger.warning("job {}: finished after its lease was taken back; result discarded", job.id)
             return
-        self._retire_done(job)
-        if reused is not None and twin is not None:
+        self._count_done()
+        if reuse is not None:
             logger.info("job {} done: {} reused the result of job {} (same audio and options)", job.id,
-                        job.source_name, twin.id)
+                        job.source_name, reuse.twin.id)
             return
         rtf = elapsed / transcript.audio_seconds if transcript.audio_seconds else 0.0
         logger.info("job {} done: {} on {} in {:.1f} s ({:.1f} s of audio, rtf {:.3f}, {} speakers, {} segments)",
@@ -337,7 +329,7 @@ class Worker:
         samples = self.store.voice_samples_of(names=job.options.get("expected_speakers"))
         if not samples:
             return transcript
-        named = voices.name_for_job(self.config, transcript, samples, job.options)
+        named = name_for_job(self.config, transcript, samples, job.options)
         if named.speaker_names:
             logger.info("job {}: speakers named {}", job.id, ", ".join(
                 f"{s.label}={s.name} ({s.match.score:.2f})" if s.match and s.match.score is not None
@@ -345,7 +337,7 @@ class Worker:
         return named
 
     def enrol(self, job: Job) -> None:
-        """An enrolment job (a file in paths.voices/<Name>/, daemon.voices.sync_folder):
+        """An enrolment job (a file in paths.voices/<Name>/, daemon.intake.voice_folder):
         its voice becomes a sample of that name, recorded with the job's `done` in one
         transaction; its spool copy is archived like any job's source."""
         assert self.engine is not None
@@ -354,9 +346,9 @@ class Worker:
         with Heartbeat(self.store, job, pid=self.pid, lease_seconds=self.config.jobs.lease_seconds,
                         every_seconds=self.config.jobs.heartbeat_seconds) as beat:
             try:
-                voices.check_name(name)
+                check_name(name)
                 voice = self.engine.embed_voice(Path(job.spool_path), source_name=job.source_name)
-                voices.enrol_print(voice, source=job.source_name)
+                enrol_print(voice, source=job.source_name)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
                 self._failed(job, exc, time.monotonic() - started)
                 return
@@ -365,22 +357,19 @@ class Worker:
         if beat.lost.is_set():
             return
         elapsed = time.monotonic() - started
-        sample = voices.sample_of(voice, origin="folder", source=voices.folder_source(job.source_name),
-                                  sha256=job.sha256, job_id=job.id)
-        done = self._stored(f"recording job {job.id} done", lambda: self.store.complete_enrolment(
-            job.id, pid=self.pid, name=name, sample=sample, processing_seconds=elapsed, device=self.spec.device))
+        sample = sample_of(voice, origin="folder", source=folder_source(job.source_name), sha256=job.sha256,
+                           job_id=job.id)
+        done = results.record_enrolled(self.config, self.store, job, pid=self.pid, name=name, sample=sample,
+                                       processing_seconds=elapsed, device=self.spec.device, write=self._stored)
         if not done:
             logger.warning("job {}: enrolment not recorded (stopping, or its lease was taken back)", job.id)
             return
-        self._retire_done(job)
+        self._count_done()
         logger.info("job {} done: enrolled {} as voice {} on {} in {:.1f} s ({:.1f} s of speech)", job.id,
                     job.source_name, name, self.spec.device, elapsed, voice.speech_seconds)
 
-    def _retire_done(self, job: Job) -> None:
-        """After a job's `done` is recorded: its source to the archive, the slot's count up."""
-        spool.archive_job(self.config, self.store, job.id, spool_path=Path(job.spool_path),
-                          source_name=job.source_name,
-                          write=lambda call: self._stored(f"recording where job {job.id}'s source went", call))
+    def _count_done(self) -> None:
+        """After a job's result is recorded (and its source archived): the slot's count up."""
         self._stored("counting the job", lambda: self.store.worker_job_done(self.spec.slot, rss_mb=rss_mb()))
 
     def _check_duration(self, job: Job, transcript: Transcript) -> None:

@@ -2,7 +2,8 @@
 
 The supervisor must never initialise CUDA (a forked or long-lived parent holding a
 CUDA context breaks children and pins GPU memory), so detection runs torch in a
-short-lived child process (`python -m daemon.service.devices --probe`) and reads its JSON.
+short-lived child process (`python -m daemon.engine.device_probe`: only daemon/engine/
+imports torch) and reads its JSON.
 
 Each worker slot is bound to exactly one device. A GPU slot sees only its own GPU
 (`CUDA_VISIBLE_DEVICES=N`, so inside the worker it is always `cuda:0`); CPU slots
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from daemon.config import DEVICE_KINDS, WorkersConfig
+from daemon.engine.device_probe import cpu_cores, torch_device
 from daemon.errors import DeviceMissingError
 
 __all__ = ["GPU_KINDS", "GPU_SLOT_THREADS", "Gpu", "Inventory", "SlotPlan", "cpu_cores", "detect", "device_kind",
@@ -90,48 +92,7 @@ def device_kind(device: str) -> str:
     return device.partition(":")[0]
 
 
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # honours taskset/cgroup pinning
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 # --- detection ------------------------------------------------------------------------
-
-def _probe_in_this_process() -> dict[str, Any]:
-    """Runs in the short-lived child only: imports torch and asks it."""
-    info: dict[str, Any] = {"cpu_cores": cpu_cores(), "platform": f"{platform.system()} {platform.machine()}"}
-    try:
-        import torch
-    except Exception as exc:  # noqa: BLE001 - report any import failure as "no torch"
-        info["probe_error"] = f"torch not importable: {exc}"
-        return info
-    info["torch_version"] = torch.__version__
-    gpus: list[dict[str, Any]] = []
-    try:
-        if torch.cuda.is_available():
-            for i in range(torch.cuda.device_count()):
-                props = torch.cuda.get_device_properties(i)
-                gpus.append({"index": i, "name": props.name, "memory_mb": int(props.total_memory // 2**20)})
-    except Exception as exc:  # noqa: BLE001
-        info["probe_error"] = f"CUDA probe failed: {exc}"
-    # A ROCm build of torch exposes AMD GPUs through the cuda API.
-    info["rocm" if getattr(torch.version, "hip", None) else "cuda"] = gpus
-    try:
-        xpu = getattr(torch, "xpu", None)
-        if xpu is not None and xpu.is_available():
-            info["xpu"] = [{"index": i, "name": xpu.get_device_name(i), "memory_mb": None}
-                           for i in range(xpu.device_count())]
-    except Exception as exc:  # noqa: BLE001
-        info["probe_error"] = f"XPU probe failed: {exc}"
-    try:
-        mps = getattr(torch.backends, "mps", None)
-        info["mps"] = bool(mps and mps.is_built() and mps.is_available())
-    except Exception:  # noqa: BLE001
-        info["mps"] = False
-    return info
-
 
 def _inventory_from(info: dict[str, Any]) -> Inventory:
     def gpus(key: str) -> tuple[Gpu, ...]:
@@ -152,7 +113,7 @@ def detect(*, env: dict[str, str] | None = None) -> Inventory:
     if fake:
         return _inventory_from({"cpu_cores": cpu_cores(), **json.loads(fake)})
     try:
-        result = subprocess.run([sys.executable, "-m", "daemon.service.devices", "--probe"], capture_output=True,
+        result = subprocess.run([sys.executable, "-m", "daemon.engine.device_probe"], capture_output=True,
                                 text=True, timeout=PROBE_TIMEOUT_SECONDS, env=environ, check=False)
         if result.returncode != 0:
             raise RuntimeError((result.stderr.strip().splitlines() or ["probe failed"])[-1])
@@ -276,19 +237,5 @@ def worker_env(device: str, threads: int) -> dict[str, str]:
     return env
 
 
-def torch_device(device: str) -> str:
-    """The torch device string inside a worker whose environment came from worker_env:
-    the slot's GPU is the only visible one, so it is always index 0."""
-    kind = device_kind(device)
-    if kind in ("cuda", "rocm"):
-        return "cuda:0"
-    if kind == "xpu":
-        return "xpu:0"
-    return kind
-
-
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--probe"]:
-        print(json.dumps(_probe_in_this_process()))
-    else:
-        print(json.dumps(detect().to_dict(), indent=2))
+    print(json.dumps(detect().to_dict(), indent=2))

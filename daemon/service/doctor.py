@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from daemon.service import devices
 from daemon.config import Config
 from daemon.errors import SpkdError
@@ -46,28 +44,21 @@ def _version(package: str) -> str | None:
 
 
 def _database_writable(url: str) -> tuple[bool, str]:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        try:
-            from sqlalchemy import text
-
-            from daemon.store.db import make_engine
-
-            engine = make_engine(url)
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            engine.dispose()
-            return True, f"{parsed.get_backend_name()} database reachable"
-        except Exception as exc:  # noqa: BLE001
-            return False, f"cannot connect: {exc}"
-    from daemon.store.db import check_usable
     from daemon.errors import UnusableDatabaseError
+    from daemon.store.db import backend_name, check_usable, ping, sqlite_path
 
+    backend = backend_name(url)
+    if backend != "sqlite":
+        try:
+            ping(url)
+            return True, f"{backend} database reachable"
+        except Exception as exc:  # noqa: BLE001 - any reason is the check's answer
+            return False, f"cannot connect: {exc}"
     try:
         check_usable(url)
     except UnusableDatabaseError as exc:
         return False, exc.message
-    path = Path(parsed.database or "")
+    path = sqlite_path(url) or Path("")
     probe_dir = nearest_existing(path.parent)
     if not os.access(probe_dir, os.W_OK):
         return False, f"{probe_dir} is not writable"

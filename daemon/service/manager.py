@@ -227,12 +227,10 @@ def _config_path(config: Config) -> Path:
 
 
 def _sqlite_file(url: str) -> Path | None:
-    from sqlalchemy.engine import make_url
+    from daemon.store.db import sqlite_path
 
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(os.path.abspath(parsed.database))
+    path = sqlite_path(url)
+    return Path(os.path.abspath(path)) if path is not None else None
 
 
 def _template(package: str, *parts: str) -> Template:

@@ -20,12 +20,15 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from loguru import logger
 
 from daemon import __version__
 from daemon.config import Config
+
+if TYPE_CHECKING:
+    from daemon.store import NoticeRow
 
 __all__ = ["POLL_SECONDS", "Notifier", "build_body", "job_payload", "post"]
 
@@ -71,27 +74,28 @@ def _duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-def job_payload(row: Mapping[str, Any]) -> dict[str, Any]:
+def job_payload(row: NoticeRow) -> dict[str, Any]:
     """The `job` object of a json body, from a store.events_after() row."""
-    detail = row.get("detail") or {}
-    failed = row.get("kind") == "failed"
+    detail = row.detail or {}
+    event = row.kind  # the event's kind (done, failed), not an error's
+    failed = event == "failed"
     return {
-        "id": row.get("job_id"),
-        "event_id": row.get("id"),
-        "task": row.get("task") or "transcribe",  # or "enrol": a file of the voices folder
-        "at": _iso(row.get("at")),
-        "source_name": row.get("source_name"),
-        "output_stem": row.get("output_stem"),
-        "outputs": row.get("outputs") or [],
-        "device": row.get("device"),
-        "audio_seconds": row.get("audio_seconds"),
-        "processing_seconds": row.get("processing_seconds"),
-        "rtf": row.get("rtf"),
-        "speakers": row.get("speakers"),
-        "attempts": row.get("attempts"),
+        "id": row.job_id,
+        "event_id": row.id,
+        "task": row.task or "transcribe",  # or "enrol": a file of the voices folder
+        "at": _iso(row.at),
+        "source_name": row.source_name,
+        "output_stem": row.output_stem,
+        "outputs": row.outputs or [],
+        "device": row.device,
+        "audio_seconds": row.audio_seconds,
+        "processing_seconds": row.processing_seconds,
+        "rtf": row.rtf,
+        "speakers": row.speakers,
+        "attempts": row.attempts,
         # The event's own reason: the row may have moved on (a retry) since.
-        "error_kind": (detail.get("kind") or row.get("error_kind")) if failed else None,
-        "error_message": (detail.get("message") or row.get("error_message")) if failed else None,
+        "error_kind": (detail.get("kind") or row.error_kind) if failed else None,
+        "error_message": (detail.get("message") or row.error_message) if failed else None,
         "reused_from": detail.get("reused_from"),
     }
 
@@ -198,9 +202,9 @@ class Notifier:
             return 0
         queued = 0
         for row in rows:
-            self._last_event_id = max(self._last_event_id, int(row["id"]))
+            self._last_event_id = max(self._last_event_id, int(row.id))
             job = job_payload(row)
-            event = row["kind"]
+            event = row.kind
             text = job_text(event, job, self.host)
             body = build_body(self.config.template, event=event, text=text, host=self.host, at=job["at"], job=job)
             queued += self._enqueue(Notification(event=event, label=f"job {job['id']} {event}",

@@ -6,6 +6,8 @@ restarts slots with exponential backoff, kills workers that hang, and gives up
 on a slot that cannot boot (falling back to the next device where configured)
 instead of respawning it forever. What happens to a slot whose worker exited is
 decided by the pure function daemon.service.slot_policy.decide; this module applies it.
+The children themselves (slots, the dashboard process, the signal inbox, the state
+folder's lock) and the process plumbing are in daemon.service.children.
 
 With `web.listen` set it also keeps the dashboard (daemon.web.server.run_child) running
 as one more child process, restarted by the same policy: a child that never got to
@@ -19,110 +21,42 @@ import multiprocessing.connection
 import os
 import signal
 import time
-from dataclasses import dataclass, field
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from loguru import logger
-from sqlalchemy.exc import InterfaceError, OperationalError
 
-from daemon import voices
 from daemon.service import devices
+from daemon.service.children import (
+    SignalInbox,
+    Slot,
+    WebChild,
+    describe_exit,
+    is_spkd_worker,
+    kill,
+    lock_state_folder,
+    start_web_process,
+    start_worker,
+)
 from daemon.jobs import diskguard
 from daemon.service import notify
 from daemon.service import retention
-from daemon.store import search
 from daemon.service import manager as service
-from daemon.jobs import spool
+from daemon.jobs import results, spool
 from daemon.config import Config, load
 from daemon.store.db import check_usable, display_url, migrate, translate_unusable
-from daemon.errors import ConfigError, ExitCode, SpkdError
+from daemon.errors import ConfigError, DatabaseUnavailableError, ExitCode, SpkdError
+from daemon.logs import DATABASE_TROUBLE_SECONDS, Throttle
 from daemon.service.slot_policy import Action, Cause, RestartPolicy, SlotHistory, WorkerExit, decide
-from daemon.store import Job, Store, utcnow
+from daemon.store import Job, Store, WorkerRow, utcnow
+from daemon.intake import voice_folder
 from daemon.intake.watcher import Watcher
-from daemon.jobs.worker import ENGINE_FACTORY_ENV, WorkerSpec, run_worker
+from daemon.jobs.worker import ENGINE_FACTORY_ENV
 
-__all__ = ["Slot", "Supervisor", "WebChild", "describe_exit"]
+__all__ = ["Supervisor"]
 
 LOOP_SECONDS = 0.5
 # A worker that ran this long before dying resets its slot's crash backoff.
 STABLE_RUN_SECONDS = 60.0
-# While the database is out of reach, say so at most this often.
-DB_TROUBLE_LOG_SECONDS = 30.0
-
-
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        if -code == signal.SIGKILL:
-            return f"killed ({name}), possibly out of memory"
-        return f"killed by {name}"
-    return f"exited with code {code}"
-
-
-@dataclass
-class Slot:
-    index: int
-    plan: devices.SlotPlan
-    history: SlotHistory  # device, fallbacks left, boot failures and crashes (daemon.service.slot_policy)
-    fallback_from: str | None = None
-    process: BaseProcess | None = None
-    started_at: float = 0.0
-    next_start_at: float = 0.0
-    failed: bool = False
-    retiring: bool = False  # stop after the current job and do not respawn (pool shrank)
-    kill_reason: str | None = None
-    term_sent_at: float | None = None
-    last_error: str | None = None
-
-    @classmethod
-    def planned(cls, plan: devices.SlotPlan) -> "Slot":
-        return cls(index=plan.slot, plan=plan, history=SlotHistory(device=plan.device, fallbacks=plan.fallbacks),
-                   fallback_from=plan.fallback_from)
-
-    @property
-    def device(self) -> str:
-        return self.history.device
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
-
-
-@dataclass
-class WebChild:
-    """The dashboard process, supervised like a slot (its history: daemon.service.slot_policy)."""
-
-    listen: str
-    history: SlotHistory = field(default_factory=lambda: SlotHistory(device="web"))
-    process: BaseProcess | None = None
-    ready: Any = None  # a multiprocessing Event the child sets once it listens
-    started_at: float = 0.0
-    next_start_at: float = 0.0
-    failed: bool = False
-    retiring: bool = False  # stopped for a reload: started again with the new config
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
-
-
-@dataclass
-class _Signals:
-    """Filled by signal handlers, drained by the main loop."""
-
-    pending: list[int] = field(default_factory=list)
 
 
 class Supervisor:
@@ -145,29 +79,16 @@ class Supervisor:
         self.notifier: notify.Notifier | None = None
         self.immediate = False
         self.started_monotonic = time.monotonic()
-        self._signals = _Signals()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
+        self._signals = SignalInbox()
         self._lock_fd: int | None = None
-        self._db_trouble_logged = -DB_TROUBLE_LOG_SECONDS
-        self._spawn_held_logged = -DB_TROUBLE_LOG_SECONDS
+        # Trouble that lasts (a database out of reach, a full disk holding spawns back) is said once a while.
+        self._trouble = Throttle(DATABASE_TROUBLE_SECONDS)
 
     # --- signals -----------------------------------------------------------------------
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        self._signals.pending.append(signum)
-        try:
-            os.write(self._wake_w, b"!")
-        except OSError:
-            pass
-
-    def _install_signals(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
-
     def _handle_signals(self) -> None:
-        while self._signals.pending:
-            signum = self._signals.pending.pop(0)
+        """The signals the handlers recorded (daemon.service.children.SignalInbox), acted on here."""
+        while (signum := self._signals.next()) is not None:
             if signum == signal.SIGHUP:
                 self.reload()
             elif signum == signal.SIGINT and self.stopping:
@@ -178,24 +99,9 @@ class Supervisor:
 
     # --- start ---------------------------------------------------------------------------
 
-    def _acquire_lock(self) -> None:
-        import fcntl
-
-        state = self.config.paths.state
-        state.mkdir(parents=True, exist_ok=True)
-        fd = os.open(state / "spkd.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise ConfigError(f"another spkd is already running with the state folder {state}") from None
-        self._lock_fd = fd
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-
     def start(self) -> None:
         config = self.config
-        self._acquire_lock()
+        self._lock_fd = lock_state_folder(config.paths.state)
         for path in (config.paths.inbox, config.paths.outbox, config.paths.archive, config.paths.failed,
                      config.paths.spool, config.paths.state, config.paths.voices):
             path.mkdir(parents=True, exist_ok=True)
@@ -272,8 +178,8 @@ class Supervisor:
                 continue
             try:
                 if job.state == "done":
-                    spool.archive_job(self.config, self.store, job.id, spool_path=spooled[spool_path],
-                                      source_name=job.source_name)
+                    results.retire_done(self.config, self.store, job.id, spool_path=spooled[spool_path],
+                                        source_name=job.source_name)
                     logger.info("job {}: archived its source after its worker died", job.id)
                 elif job.state == "failed":
                     spool.retire_failed(self.config, job)
@@ -300,7 +206,7 @@ class Supervisor:
 
     def _backfill_segments(self) -> None:
         try:
-            search.backfill_segments(self.config, self.store)
+            results.backfill_segments(self.config, self.store)
         except Exception as exc:  # noqa: BLE001 - a busy or unreachable database: the next start tries again
             logger.warning("search: filling earlier jobs' segments failed (tried again at the next start): {}", exc)
 
@@ -309,19 +215,19 @@ class Supervisor:
             self.watcher.scan()
             try:
                 self.watcher.recover_spool()
-            except (OperationalError, InterfaceError) as exc:
+            except DatabaseUnavailableError as exc:
                 # Locked, out of reach or on a full disk: the spooled files wait for the next rescan.
-                self.watcher.log_repeated("rescan-db", "rescan: jobs of spooled files cannot be recorded now ({}); "
-                                          "the next rescan tries again",
-                                          str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300])
+                self._trouble.log("rescan", "rescan: jobs of spooled files cannot be recorded now ({}); the next "
+                                  "rescan tries again", exc)
 
     def _sync_voices(self) -> None:
-        """The library follows paths.voices (daemon.voices.sync_folder): on the rescan's
-        clock, on the watcher's host. A failure is logged and tried at the next rescan."""
+        """The library follows paths.voices (daemon.intake.voice_folder.sync_folder): on the
+        rescan's clock, on the watcher's host. A failure is logged and tried at the next
+        rescan."""
         if self.watcher is None or self.store is None:
             return
         try:
-            voices.sync_folder(self.config, self.store, digests=self._voice_digests)
+            voice_folder.sync_folder(self.config, self.store, digests=self._voice_digests)
         except Exception as exc:  # noqa: BLE001 - one bad look at the folder must not stop the scheduler
             self.watcher.log_repeated("voices-sync", "voices: looking at {} failed ({}); the next rescan tries "
                                       "again", self.config.paths.voices, exc)
@@ -333,17 +239,7 @@ class Supervisor:
     # --- workers ---------------------------------------------------------------------
 
     def spawn(self, slot: Slot) -> None:
-        plan = slot.plan
-        threads = plan.threads
-        spec = WorkerSpec(slot=slot.index, device=slot.device, env=devices.worker_env(slot.device, threads),
-                          threads=threads, fallback_from=slot.fallback_from, fallbacks=slot.history.fallbacks,
-                          engine_factory=self.engine_factory,
-                          extra_env=self.extra_env)
-        process = self.ctx.Process(target=run_worker, args=(self.config, spec), name=f"spkd-worker-{slot.index}")
-        process.start()
-        slot.process, slot.started_at = process, time.monotonic()
-        slot.kill_reason, slot.term_sent_at = None, None
-        logger.info("slot {} spawned worker pid {} on {}", slot.index, process.pid, slot.device)
+        start_worker(self.ctx, self.config, slot, engine_factory=self.engine_factory, extra_env=self.extra_env)
 
     # --- the dashboard -----------------------------------------------------------------
 
@@ -364,15 +260,8 @@ class Supervisor:
         self.spawn_web()
 
     def spawn_web(self) -> None:
-        from daemon.web.server import run_child
-
-        web = self.web
-        assert web is not None
-        web.ready = self.ctx.Event()
-        web.process = self.ctx.Process(target=run_child, args=(self.config, web.listen, web.ready), name="spkd-web")
-        web.process.start()
-        web.started_at = time.monotonic()
-        logger.info("dashboard process pid {} for {}", web.process.pid, web.listen)
+        assert self.web is not None
+        start_web_process(self.ctx, self.config, self.web)
 
     def on_web_exit(self, code: int) -> None:
         web = self.web
@@ -400,10 +289,10 @@ class Supervisor:
                          ended.ran_seconds, decision.delay_seconds)
         web.next_start_at = time.monotonic() + decision.delay_seconds
 
-    def _worker_state(self, slot: Slot) -> dict[str, Any] | None:
+    def _worker_state(self, slot: Slot) -> WorkerRow | None:
         assert self.store is not None
         for row in self.store.worker_rows(host=self.store.host):
-            if row["slot"] == slot.index:
+            if row.slot == slot.index:
                 return row
         return None
 
@@ -432,8 +321,8 @@ class Supervisor:
         row = self._worker_state(slot)
         reason = slot.kill_reason or describe_exit(code)
         ended = WorkerExit(code=code, ran_seconds=time.monotonic() - slot.started_at,
-                           booted=row is not None and row.get("pid") == pid
-                           and row.get("state") in ("ready", "busy", "stopped"),
+                           booted=row is not None and row.pid == pid
+                           and row.state in ("ready", "busy", "stopped"),
                            killed=slot.kill_reason is not None, stopping=self.stopping, retiring=slot.retiring,
                            disk_low=diskguard.claim_blocker(self.config) is not None)
         for outcome in self.store.release(pid=pid, reason=f"worker {pid} {reason}",
@@ -453,11 +342,11 @@ class Supervisor:
             logger.info("slot {} worker {} exited normally after {:.0f} s; restarting", slot.index, pid,
                         ended.ran_seconds)
         elif decision.cause is Cause.BOOT_FAILURE and ended.disk_low:
-            slot.last_error = (row or {}).get("last_error") or reason
+            slot.last_error = (row.last_error if row is not None else None) or reason
             logger.warning("slot {} did not boot on {} while the disk is too full ({}); not counted as a boot "
                            "failure", slot.index, previous.device, slot.last_error)
         elif decision.cause is Cause.BOOT_FAILURE:
-            slot.last_error = (row or {}).get("last_error") or reason
+            slot.last_error = (row.last_error if row is not None else None) or reason
             logger.error("slot {} failed to boot on {} ({}/{}): {}", slot.index, previous.device,
                          previous.boot_failures + 1, self.config.workers.max_boot_failures, slot.last_error)
         else:
@@ -501,9 +390,7 @@ class Supervisor:
         # attempts): wait for space, as the claims do.
         low = diskguard.claim_blocker(self.config)
         if low is not None:
-            if now - self._spawn_held_logged >= DB_TROUBLE_LOG_SECONDS:
-                logger.warning("not starting {} worker(s) while claiming is paused: {}", len(due), low)
-                self._spawn_held_logged = now
+            self._trouble.log("spawn-held", "not starting {} worker(s) while claiming is paused: {}", len(due), low)
             return
         for slot in due:
             self.spawn(slot)
@@ -532,18 +419,18 @@ class Supervisor:
                 continue
             if slot.term_sent_at is not None and now - slot.term_sent_at > self.config.daemon.kill_grace_seconds:
                 logger.warning("slot {} worker {} did not stop; SIGKILL", slot.index, slot.pid)
-                _kill(slot.pid, signal.SIGKILL)
+                kill(slot.pid, signal.SIGKILL)
                 slot.term_sent_at = now + 3600  # once
             elif slot.kill_reason is None and now - slot.started_at > self.config.workers.boot_timeout_seconds:
                 row = self._worker_state(slot)
-                if row is not None and row.get("state") == "booting" and row.get("pid") == slot.pid:
+                if row is not None and row.state == "booting" and row.pid == slot.pid:
                     self.terminate(slot, f"boot took longer than {self.config.workers.boot_timeout_seconds:.0f} s")
 
     def terminate(self, slot: Slot, reason: str) -> None:
         logger.error("slot {} worker {}: {}; stopping it", slot.index, slot.pid, reason)
         slot.kill_reason = reason
         slot.term_sent_at = time.monotonic()
-        _kill(slot.pid, signal.SIGTERM)
+        kill(slot.pid, signal.SIGTERM)
 
     def reap_leases(self) -> None:
         """Backstop for what process exits don't tell: a running job whose lease expired
@@ -557,10 +444,10 @@ class Supervisor:
                 if job.pid in ours:
                     continue  # the main loop's health check owns our own workers
                 if job.pid is not None and service.pid_alive(job.pid):
-                    if not _is_spkd_worker(job.pid):
+                    if not is_spkd_worker(job.pid):
                         continue
                     logger.warning("job {}: orphaned worker {} stopped heartbeating; killing it", job.id, job.pid)
-                    _kill(job.pid, signal.SIGKILL)
+                    kill(job.pid, signal.SIGKILL)
                     continue  # take it back next round, once the process is gone
             outcome = self.store.reap(job.id, reason=f"lease expired (holder {job.host}/{job.pid})")
             if outcome is not None:
@@ -602,13 +489,13 @@ class Supervisor:
         self._start_scheduler()
         if self.web is not None and self.web.alive():
             self.web.retiring = True
-            _kill(self.web.pid, signal.SIGTERM)  # on_web_exit starts the new config's dashboard
+            kill(self.web.pid, signal.SIGTERM)  # on_web_exit starts the new config's dashboard
         elif self.web is None or self.web.failed:
             self.start_web()
         for slot in self.slots[len(plans):]:
             slot.retiring = True
             if slot.alive():
-                _kill(slot.pid, signal.SIGTERM)
+                kill(slot.pid, signal.SIGTERM)
         for plan in plans:
             if plan.slot < len(self.slots):
                 slot = self.slots[plan.slot]
@@ -616,7 +503,7 @@ class Supervisor:
                 slot.history = SlotHistory(device=plan.device, fallbacks=plan.fallbacks, crashes=slot.history.crashes)
                 slot.failed, slot.retiring = False, False
                 if slot.alive():
-                    _kill(slot.pid, signal.SIGTERM)  # finishes its job, then is respawned with the new config
+                    kill(slot.pid, signal.SIGTERM)  # finishes its job, then is respawned with the new config
             else:
                 self.slots.append(Slot.planned(plan))
         self.store.forget_workers_above(len(plans))
@@ -633,9 +520,9 @@ class Supervisor:
             self.watcher.stop()
         for slot in self.slots:
             if slot.alive():
-                _kill(slot.pid, signal.SIGTERM)
+                kill(slot.pid, signal.SIGTERM)
         if self.web is not None and self.web.alive():
-            _kill(self.web.pid, signal.SIGTERM)
+            kill(self.web.pid, signal.SIGTERM)
 
     def _finish_stop(self) -> bool:
         """True once every worker is gone."""
@@ -643,9 +530,9 @@ class Supervisor:
             for slot in self.slots:
                 if slot.alive():
                     slot.kill_reason = "stopped at shutdown"
-                    _kill(slot.pid, signal.SIGKILL)
+                    kill(slot.pid, signal.SIGKILL)
             if self.web is not None and self.web.alive():
-                _kill(self.web.pid, signal.SIGKILL)
+                kill(self.web.pid, signal.SIGKILL)
             for slot in self.slots:
                 if slot.process is not None:
                     slot.process.join(timeout=10)
@@ -660,11 +547,11 @@ class Supervisor:
     def status_line(self) -> str:
         assert self.store is not None
         counts = self.store.counts()
-        busy = sum(1 for r in self.store.worker_rows(host=self.store.host) if r["state"] == "busy")
+        busy = sum(1 for r in self.store.worker_rows(host=self.store.host) if r.state == "busy")
         return f"{counts.get('queued', 0)} queued, {counts.get('running', 0)} running, {busy} busy slot(s)"
 
     def run(self) -> ExitCode:
-        self._install_signals()
+        self._signals.install()
         self.start()
         service.notify("READY=1", f"STATUS={self.status_line()}")
         if self.notifier is not None:
@@ -679,8 +566,7 @@ class Supervisor:
                 sentinels = [s.process.sentinel for s in self.slots if s.process is not None]
                 if self.web is not None and self.web.process is not None:
                     sentinels.append(self.web.process.sentinel)
-                multiprocessing.connection.wait([*sentinels, self._wake_r], timeout=LOOP_SECONDS)
-                _drain(self._wake_r)
+                multiprocessing.connection.wait([*sentinels, self._signals.wake_fd], timeout=LOOP_SECONDS)
                 self._handle_signals()
                 try:
                     self.reap_children()
@@ -697,17 +583,14 @@ class Supervisor:
                     if now - last_status >= ping_every:
                         service.notify("WATCHDOG=1", f"STATUS={self.status_line()}")
                         last_status = now
-                except (OperationalError, InterfaceError) as exc:
+                except DatabaseUnavailableError as exc:
                     # A database server out of reach (PostgreSQL restarting, the network)
                     # must not take the supervisor down; it tries again until it is back.
                     now = time.monotonic()
                     if now - last_status >= ping_every:
                         service.notify("WATCHDOG=1", "STATUS=database unreachable; retrying")
                         last_status = now
-                    if now - self._db_trouble_logged >= DB_TROUBLE_LOG_SECONDS:
-                        logger.warning("database unreachable; retrying: {}",
-                                       str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300])
-                        self._db_trouble_logged = now
+                    self._trouble.log("loop", "database unreachable; retrying: {}", exc)
                     time.sleep(1.0)
         finally:
             self.shutdown()
@@ -716,7 +599,7 @@ class Supervisor:
 
     def _ever_served(self) -> bool:
         assert self.store is not None
-        return any((r.get("jobs_done") or 0) > 0 for r in self.store.worker_rows(host=self.store.host))
+        return any((r.jobs_done or 0) > 0 for r in self.store.worker_rows(host=self.store.host))
 
     def shutdown(self) -> None:
         if self.watcher is not None:
@@ -728,13 +611,13 @@ class Supervisor:
                 pass
         for slot in self.slots:
             if slot.alive():
-                _kill(slot.pid, signal.SIGKILL)
+                kill(slot.pid, signal.SIGKILL)
                 slot.process.join(timeout=10)  # type: ignore[union-attr]
         if self.web is not None and self.web.alive():
-            _kill(self.web.pid, signal.SIGTERM)
+            kill(self.web.pid, signal.SIGTERM)
             self.web.process.join(timeout=10)  # type: ignore[union-attr]
             if self.web.alive():
-                _kill(self.web.pid, signal.SIGKILL)
+                kill(self.web.pid, signal.SIGKILL)
         if self.store is not None:
             self.reap_children()
             self.store.close()
@@ -742,31 +625,3 @@ class Supervisor:
             self.notifier.close(timeout=5)
         service.clear_runtime(self.config)
 
-
-def _drain(fd: int) -> None:
-    os.set_blocking(fd, False)
-    try:
-        while os.read(fd, 4096):
-            pass
-    except (BlockingIOError, OSError):
-        pass
-
-
-def _kill(pid: int | None, sig: int) -> None:
-    if pid is None:
-        return
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _is_spkd_worker(pid: int) -> bool:
-    """Guard against pid reuse before killing a process we did not start."""
-    try:
-        import psutil
-
-        cmdline = " ".join(psutil.Process(pid).cmdline())
-    except Exception:  # noqa: BLE001
-        return False
-    return "multiprocessing" in cmdline and "spawn_main" in cmdline

@@ -18,12 +18,13 @@ from typing import Any, Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from daemon.errors import UnusableDatabaseError
+from daemon.errors import DatabaseUnavailableError, UnusableDatabaseError
 
-__all__ = ["check_usable", "current_revision", "display_url", "head_revision", "make_engine", "migrate",
-           "migrations_dir", "normalize_url", "schema_problem", "sqlite_path", "translate_unusable",
-           "unusable_database"]
+__all__ = ["backend_name", "check_usable", "current_revision", "display_url", "head_revision", "make_engine",
+           "migrate", "migrations_dir", "normalize_url", "ping", "schema_problem", "sqlite_path", "translate_errors",
+           "translate_unusable", "unusable_database"]
 
 # pg_advisory_xact_lock key serialising migrations of hosts that share a database ("spkd").
 MIGRATION_LOCK_KEY = 0x73706B64
@@ -47,6 +48,14 @@ def display_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - an unparsable URL is reported elsewhere; never echo it here
         return "(unparsable URL)"
+
+
+def backend_name(url: str) -> str | None:
+    """The kind of database `url` names ("sqlite", "postgresql"); None when it is not a URL."""
+    try:
+        return make_url(normalize_url(url)).get_backend_name()
+    except Exception:  # noqa: BLE001 - not a URL: no backend
+        return None
 
 
 # SQLite's result codes (their low byte) that say the file itself is unusable: corrupt,
@@ -78,6 +87,8 @@ def unusable_database(url: str, exc: BaseException) -> UnusableDatabaseError | N
     path = sqlite_path(url)
     if path is None:
         return None
+    if isinstance(exc, DatabaseUnavailableError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # what the store raised for a file it could not open
     orig = getattr(exc, "orig", None) or exc
     if not isinstance(orig, sqlite3.Error):
         return None
@@ -93,11 +104,27 @@ def unusable_database(url: str, exc: BaseException) -> UnusableDatabaseError | N
 
 
 @contextlib.contextmanager
-def translate_unusable(url: str) -> Iterator[None]:
-    """Turn a database error that means the file itself is unusable into one clear
-    UnusableDatabaseError; anything else passes unchanged."""
+def translate_errors() -> Iterator[None]:
+    """The one place where the driver's trouble becomes spkd's: an OperationalError or
+    InterfaceError (another process holds the write lock past the busy timeout, the
+    server is out of reach, the disk is full) leaves the store as a
+    DatabaseUnavailableError, which its callers wait out; anything else (a bug, a
+    broken constraint) passes unchanged. Every transaction and read of the store, and
+    every migration, runs inside it."""
     try:
         yield
+    except (OperationalError, InterfaceError) as exc:
+        raise DatabaseUnavailableError.from_driver(exc) from exc
+
+
+@contextlib.contextmanager
+def translate_unusable(url: str) -> Iterator[None]:
+    """translate_errors, and beyond it: an error that means the file itself is
+    unusable becomes one clear UnusableDatabaseError (for start-up and commands, which
+    then stop; a running daemon waits instead)."""
+    try:
+        with translate_errors():
+            yield
     except Exception as exc:
         unusable = unusable_database(url, exc)
         if unusable is not None:
@@ -194,7 +221,7 @@ def migrate(url: str) -> None:
     cfg = _alembic_config(url)
     engine = make_engine(url, foreign_keys=False)
     try:
-        with engine.begin() as conn:
+        with translate_errors(), engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # Hosts sharing one database may start together: one migrates, the others
                 # wait here (the lock ends with the transaction) and then find nothing to do.
@@ -229,6 +256,18 @@ def current_revision(url: str) -> str | None:
                 if unusable_database(url, exc) is not None:
                     raise
                 return None
+    finally:
+        engine.dispose()
+
+
+def ping(url: str) -> None:
+    """Connect and run `SELECT 1`: DatabaseUnavailableError when the database cannot be
+    reached (the server is down, refuses the role); other errors (no driver for the URL)
+    as they come."""
+    engine = make_engine(url)
+    try:
+        with translate_errors(), engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
     finally:
         engine.dispose()
 

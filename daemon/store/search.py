@@ -25,23 +25,19 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
-from loguru import logger
-
 from daemon.errors import SearchQueryError
 
 if TYPE_CHECKING:
-    from daemon.config import Config
     from daemon.store import Store
 
 __all__ = [
     "DEFAULT_LIMIT",
     "LIKE_ESCAPE",
     "MIN_INDEXED_CHARACTERS",
-    "BackfillResult",
+    "PG_LOCALE_NOTE",
     "Hit",
     "SearchQuery",
     "SearchResult",
-    "backfill_segments",
     "fold",
     "hms",
     "mark",
@@ -229,57 +225,13 @@ def search(store: "Store", raw_query: str, *, speaker: str | None = None, since:
         notes.append(f"{query.text!r} is shorter than {MIN_INDEXED_CHARACTERS} characters, which the full-text "
                      "index cannot look up: every segment was compared instead (slower on a large database)")
     elif store.is_postgres and not query.folded.isascii() and not store.trigram_index_covers_cjk():
-        notes.append(_PG_LOCALE_NOTE)
-    hits = tuple(Hit(job_id=r["job_id"], idx=r["idx"], source_name=r["source_name"], received_at=r["received_at"],
-                     start_seconds=r["start_seconds"], end_seconds=r["end_seconds"], speaker=r["speaker"],
-                     text=r["text"], matches=match_spans(r["text"], query.folded)) for r in rows)
+        notes.append(PG_LOCALE_NOTE)
+    hits = tuple(Hit(job_id=r.job_id, idx=r.idx, source_name=r.source_name, received_at=r.received_at,
+                     start_seconds=r.start_seconds, end_seconds=r.end_seconds, speaker=r.speaker, text=r.text,
+                     matches=match_spans(r.text, query.folded)) for r in rows)
     return SearchResult(query=query, hits=hits, more=more, notes=tuple(notes))
 
 
-_PG_LOCALE_NOTE = ("this PostgreSQL database's LC_CTYPE is C, with which pg_trgm skips Chinese characters: "
-                   "searches for them are right but read every segment instead of the index; create the "
-                   "database with a UTF-8 locale (createdb --template=template0 --locale=C.UTF-8 …) to index them")
-
-
-# --- backfill ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class BackfillResult:
-    jobs: int = 0
-    segments: int = 0
-    # Done jobs of this host whose stored transcript is gone: they stay without segments.
-    missing: tuple[int, ...] = ()
-
-
-def backfill_segments(config: "Config", store: "Store") -> BackfillResult:
-    """Give done jobs without segment rows (finished before the segments existed)
-    their rows from the stored transcripts under `paths.state/transcripts/`. Each job
-    is filled in one transaction, and only while it has none, so running this again,
-    or on two hosts at once, adds nothing twice. Run after every migration that has a
-    config at hand (`spkd db upgrade`, daemon start)."""
-    from daemon.jobs import outputs  # the writers: not needed by a search
-
-    filled = rows = 0
-    missing: list[int] = []
-    candidates = store.done_jobs_without_segments()
-    for done, job_id in enumerate(candidates):
-        if done and done % 1000 == 0:
-            logger.info("search: filling earlier jobs' segments, {} of {} looked at", done, len(candidates))
-        transcript = outputs.load_transcript(config, job_id)
-        if transcript is None:
-            missing.append(job_id)
-            continue
-        added = store.add_segments(job_id, transcript)
-        if added:
-            filled += 1
-            rows += added
-    if filled:
-        logger.info("search: filled {} earlier job(s) with {} segment row(s) from their stored transcripts", filled,
-                    rows)
-    if missing:
-        shown = ", ".join(map(str, missing[:10])) + (" …" if len(missing) > 10 else "")
-        logger.warning("search: {} done job(s) have no stored transcript under {}, so their text is not searchable "
-                       "(jobs {})", len(missing), config.paths.state / "transcripts", shown)
-    if store.is_postgres and not store.trigram_index_covers_cjk():
-        logger.warning("search: {}", _PG_LOCALE_NOTE)
-    return BackfillResult(jobs=filled, segments=rows, missing=tuple(missing))
+PG_LOCALE_NOTE = ("this PostgreSQL database's LC_CTYPE is C, with which pg_trgm skips Chinese characters: "
+                  "searches for them are right but read every segment instead of the index; create the "
+                  "database with a UTF-8 locale (createdb --template=template0 --locale=C.UTF-8 …) to index them")

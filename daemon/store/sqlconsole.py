@@ -25,8 +25,8 @@ from typing import Any, Callable
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
+from daemon.errors import DatabaseUnavailableError, ReadOnlyError
 from daemon.store.db import check_usable, normalize_url, unusable_database
-from daemon.errors import ReadOnlyError
 
 __all__ = ["DEFAULT_MAX_ROWS", "DEFAULT_TIMEOUT_SECONDS", "query_readonly"]
 
@@ -164,7 +164,7 @@ def _query_readonly_postgres(url: str, sql: str, timeout_seconds: float | None,
         try:
             raw = engine.raw_connection()
         except Exception as exc:  # noqa: BLE001 - say why, in one line
-            raise ReadOnlyError(f"cannot connect: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}") from None
+            raise ReadOnlyError(f"cannot connect: {DatabaseUnavailableError.summary(exc)}") from None
         try:
             driver = raw.driver_connection
             if type(driver).__module__.split(".")[0] != "psycopg":

@@ -8,12 +8,12 @@ Routes (scripts and monitoring may rely on these paths):
     GET  /jobs/<id>/audio               the job's archived source (HTTP Range)
     GET  /jobs/<id>/outputs/<format>    one of the job's outputs, as a download
     POST /jobs/<id>/retry               requeue a failed job (what `spkd retry` does)
-    POST /jobs/<id>/speakers            rename speakers (daemon.voices.rename_speakers, as `spkd speakers`)
+    POST /jobs/<id>/speakers            rename speakers (daemon.jobs.rename.rename_speakers, as `spkd speakers`)
     POST /upload                        files into the inbox (daemon.web.upload)
     GET  /search?q=                     search transcripts (daemon.store.search.search, as `spkd search`)
     GET  /voices                        the voice library and the enrolments under way
     POST /voices                        enrol: a recording into paths.voices/<Name>/ (the daemon embeds it)
-    POST /voices/remove                 remove a voice (daemon.voices.remove, as `spkd voices remove`)
+    POST /voices/remove                 remove a voice (daemon.voices.library.remove, as `spkd voices remove`)
     GET  /metrics                       Prometheus text format (daemon.web.metrics)
     GET  /login, POST /login, POST /logout
 
@@ -44,8 +44,9 @@ from starlette.routing import Mount, Route
 from starlette.types import Message
 from starlette.staticfiles import StaticFiles
 
-from daemon import __version__, files, voices, writers
-from daemon.jobs import outputs
+from daemon import __version__, files, writers
+from daemon.intake import voice_folder
+from daemon.jobs import outputs, rename
 from daemon.store import search
 from daemon.jobs import spool
 from daemon.config import Config
@@ -53,7 +54,9 @@ from daemon.errors import SpkdError, VoiceError
 from daemon.options import normal_voice_name
 from daemon.progress import STAGES
 from daemon.store.schema import JOB_STATES
-from daemon.store import JobFilter, Store
+from daemon.store import Job, JobFilter, Store
+from daemon.voices import library
+from daemon.voices.matching import check_name
 from daemon.web import pages
 from daemon.web.metrics import registry_for
 from daemon.web.security import (
@@ -165,7 +168,7 @@ def create_app(config: Config) -> Starlette:
                                              token_required=state.get("token_required", False), **context)
         return HTMLResponse(html, status_code=status)
 
-    def job_row(job_id: int) -> dict[str, Any]:
+    def job_row(job_id: int) -> Job:
         row = store.job(job_id)
         if row is None:
             raise HTTPException(404, f"no job {job_id}")
@@ -226,7 +229,7 @@ def create_app(config: Config) -> Starlette:
 
     def job_fragment(request: Request) -> HTMLResponse:
         row = job_row(request.path_params["job_id"])
-        return render(request, "_job_live.html", job=row, events=store.events(row["id"]))
+        return render(request, "_job_live.html", job=row, events=store.events(row.id))
 
     def job_audio(request: Request) -> FileResponse:
         row = job_row(request.path_params["job_id"])
@@ -241,8 +244,8 @@ def create_app(config: Config) -> Starlette:
         fmt = request.path_params["fmt"]
         path = pages.output_file(config, row, fmt) if fmt in writers.FORMATS else None
         if path is None:
-            raise HTTPException(404, f"job {row['id']} has no {fmt} output")
-        name = Path(row["output_stem"]).name + writers.extension(fmt)
+            raise HTTPException(404, f"job {row.id} has no {fmt} output")
+        name = Path(row.output_stem).name + writers.extension(fmt)
         return FileResponse(path, media_type=pages.OUTPUT_TYPES[fmt], filename=name,
                             content_disposition_type="attachment")
 
@@ -258,12 +261,12 @@ def create_app(config: Config) -> Starlette:
     async def job_speakers(request: Request) -> Response:
         """The rename form: `name:<label>` per speaker (label: the cluster's own,
         Speaker.label) and `enrol`; the speakers whose field changed to a name are
-        renamed by daemon.voices.rename_speakers, which re-renders every output."""
+        renamed by daemon.jobs.rename.rename_speakers, which re-renders every output."""
         fields = await posted_form(request)
         job_id = request.path_params["job_id"]
         row = await run_in_threadpool(job_row, job_id)
         transcript = await run_in_threadpool(outputs.load_transcript, config, job_id) \
-            if row.get("state") == "done" else None
+            if row.state == "done" else None
         if transcript is None:
             raise HTTPException(400, f"job {job_id} is not a done transcription with a stored transcript")
         by_label = {s.label: s for s in transcript.speakers}
@@ -283,7 +286,7 @@ def create_app(config: Config) -> Starlette:
         if not names:
             raise HTTPException(400, "no speaker's name changed: type a new name into a speaker's field")
         try:
-            await run_in_threadpool(lambda: voices.rename_speakers(config, store, job_id, names,
+            await run_in_threadpool(lambda: rename.rename_speakers(config, store, job_id, names,
                                                                    enrol_voices=bool(fields.get("enrol"))))
         except VoiceError as exc:
             raise HTTPException(400, exc.message) from None
@@ -315,8 +318,8 @@ def create_app(config: Config) -> Starlette:
 
     async def voices_enrol(request: Request) -> Response:
         """A recording of one voice (multipart: `name`, `recording`) for the library. This
-        process never embeds: the file goes into paths.voices/<name>/ (daemon.voices.
-        drop_for_enrolment), where the daemon's folder scan queues it for a worker."""
+        process never embeds: the file goes into paths.voices/<name>/ (daemon.intake.
+        voice_folder.drop_for_enrolment), where the daemon's folder scan queues it for a worker."""
         async with limited(request, config).form(max_files=1, max_fields=10) as form:
             submitted = request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)
             if not csrf_ok(request.scope, submitted if isinstance(submitted, str) else None):
@@ -325,7 +328,7 @@ def create_app(config: Config) -> Starlette:
             if not isinstance(name, str) or not name.strip() or recording is None or isinstance(recording, str):
                 raise HTTPException(400, "give a name and a recording")
             try:
-                voices.check_name(name)  # before the recording is copied anywhere
+                check_name(name)  # before the recording is copied anywhere
             except VoiceError as exc:
                 raise HTTPException(400, exc.message) from None
             folder = config.paths.state / "uploads"
@@ -336,7 +339,7 @@ def create_app(config: Config) -> Starlette:
                 with os.fdopen(fd, "wb") as handle:
                     while chunk := await recording.read(1 << 20):
                         await run_in_threadpool(handle.write, chunk)
-                await run_in_threadpool(lambda: voices.drop_for_enrolment(
+                await run_in_threadpool(lambda: voice_folder.drop_for_enrolment(
                     config, name, Path(temp_name), file_name=recording.filename or ""))
             except VoiceError as exc:
                 raise HTTPException(400, exc.message) from None
@@ -348,7 +351,7 @@ def create_app(config: Config) -> Starlette:
         fields = await posted_form(request)
         name = (fields.get("name") or [""])[0]
         try:
-            await run_in_threadpool(voices.remove, config, store, name)
+            await run_in_threadpool(library.remove, config, store, name)
         except VoiceError as exc:
             raise HTTPException(400, exc.message) from None
         return RedirectResponse("/voices", status_code=303)

@@ -83,8 +83,8 @@ class SpkdCollector(Collector):
                                   labels=["host", "slot", "device", "state"])
         for row in figures.workers:
             for state in SLOT_STATES:
-                slots.add_metric([row["host"], str(row["slot"]), row.get("device") or "", state],
-                                 1.0 if row["state"] == state else 0.0)
+                slots.add_metric([row.host, str(row.slot), row.device or "", state],
+                                 1.0 if row.state == state else 0.0)
         yield slots
         yield GaugeMetricFamily("spkd_disk_guard_paused", "1 while the disk guard pauses claiming.",
                                 value=1.0 if diskguard.paused_reason(self.config) else 0.0)

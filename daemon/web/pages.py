@@ -9,18 +9,20 @@ import datetime as dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from daemon import files, voices, writers
+from daemon import files, writers
+from daemon.intake import voice_folder
 from daemon.jobs import diskguard
 from daemon.jobs import outputs
 from daemon.service import manager as service
 from daemon.store.db import display_url
 from daemon.transcript import Speaker, Transcript
+from daemon.voices import library
 
 if TYPE_CHECKING:
     from daemon.config import Config
-    from daemon.store import Job, Store, VoiceSummary
+    from daemon.store import EventRow, Job, Store, VoiceSummary, WorkerRow
 
 __all__ = ["AUDIO_TYPES", "OUTPUT_TYPES", "Enrolment", "JobView", "Overview", "VoicesView", "archived_source",
            "job_view", "name_source", "output_file", "overview", "voices_view"]
@@ -43,26 +45,26 @@ FAILURES_SHOWN = 10
 
 # --- a job's own files -----------------------------------------------------------------
 
-def archived_source(config: "Config", row: Mapping[str, Any]) -> Path | None:
+def archived_source(config: "Config", row: "Job") -> Path | None:
     """The job's source in paths.archive: the path its row recorded when it was archived.
     A job archived before rows recorded it is matched by name, and only when the file
     there has the job's size. None when there is none (not done yet, failed, swept by
     retention, or a symbolic link)."""
-    if row.get("state") != "done":
+    if row.state != "done":
         return None
-    if row.get("archive_name"):
-        return files.regular_file_inside(config.paths.archive, row["archive_name"])
-    candidate = files.regular_file_inside(config.paths.archive, row["source_name"])
-    if candidate is not None and row.get("size_bytes") is not None and candidate.stat().st_size == row["size_bytes"]:
+    if row.archive_name:
+        return files.regular_file_inside(config.paths.archive, row.archive_name)
+    candidate = files.regular_file_inside(config.paths.archive, row.source_name)
+    if candidate is not None and row.size_bytes is not None and candidate.stat().st_size == row.size_bytes:
         return candidate
     return None
 
 
-def output_file(config: "Config", row: Mapping[str, Any], fmt: str) -> Path | None:
+def output_file(config: "Config", row: "Job", fmt: str) -> Path | None:
     """The job's output file of format `fmt`, from its row's outputs list, in the outbox."""
     if fmt not in outputs.formats_written(row):
         return None
-    return files.regular_file_inside(config.paths.outbox, row["output_stem"] + writers.extension(fmt))
+    return files.regular_file_inside(config.paths.outbox, row.output_stem + writers.extension(fmt))
 
 
 # --- the job page ------------------------------------------------------------------------
@@ -99,8 +101,8 @@ class SpeakerRow:
 
 @dataclass(frozen=True)
 class JobView:
-    row: dict[str, Any]
-    events: list[dict[str, Any]]
+    row: "Job"
+    events: list["EventRow"]
     transcript: Transcript | None
     turns: tuple[Turn, ...] = ()
     speakers: tuple[SpeakerRow, ...] = ()
@@ -110,9 +112,9 @@ class JobView:
 
     @property
     def can_rename(self) -> bool:
-        """What daemon.voices.rename_speakers accepts: a done transcription with its stored transcript."""
-        return (self.transcript is not None and bool(self.speakers) and self.row.get("state") == "done"
-                and self.row.get("task", "transcribe") == "transcribe")
+        """What daemon.jobs.rename.rename_speakers accepts: a done transcription with its stored transcript."""
+        return (self.transcript is not None and bool(self.speakers) and self.row.state == "done"
+                and self.row.task == "transcribe")
 
 
 def name_source(speaker: Speaker, voice_names: Mapping[int, str]) -> str:
@@ -132,9 +134,9 @@ def job_view(config: "Config", store: "Store", job_id: int) -> JobView | None:
     if row is None:
         return None
     events = store.events(job_id)
-    transcript = outputs.load_transcript(config, job_id) if row["state"] == "done" else None
+    transcript = outputs.load_transcript(config, job_id) if row.state == "done" else None
     source = archived_source(config, row)
-    suffix = Path(row["source_name"]).suffix.lower().lstrip(".")
+    suffix = Path(row.source_name).suffix.lower().lstrip(".")
     view = JobView(row=row, events=events, transcript=transcript, formats=tuple(outputs.formats_written(row)),
                    has_audio=source is not None, audio_type=AUDIO_TYPES.get(suffix, "application/octet-stream"))
     if transcript is None:
@@ -150,7 +152,7 @@ def job_view(config: "Config", store: "Store", job_id: int) -> JobView | None:
     length = max(transcript.audio_seconds, max((s.end for s in transcript.segments), default=0.0), 0.001)
     infos = transcript.speakers
     # The library's names only when a speaker was named by it (a page load reads no voices otherwise).
-    voice_names = ({v.id: v.name for v in voices.list_voices(config, store)}
+    voice_names = ({v.id: v.name for v in library.list_voices(config, store)}
                    if any(i.match and i.match.voice is not None for i in infos) else {})
     speakers = []
     for info in infos:
@@ -187,23 +189,23 @@ class VoicesView:
 
 
 def voices_view(config: "Config", store: "Store") -> VoicesView:
-    """The library (daemon.voices.list_voices), and the enrolments the folder has in
+    """The library (daemon.voices.library.list_voices), and the enrolments the folder has in
     hand: files the daemon's folder scan has not taken yet, enrolment jobs queued or
     running, and the failed ones whose file is still in the folder (the scan tries such a
     file again only once it changes)."""
     pending = [Enrolment(voice=folder, file=f"{folder}/{name}", state="waiting")
-               for folder, name in voices.waiting_files(config, store)]
-    pending += [Enrolment(voice=str(j.options.get("voice") or ""), file=voices.folder_source(j.source_name),
+               for folder, name in voice_folder.waiting_files(config, store)]
+    pending += [Enrolment(voice=str(j.options.get("voice") or ""), file=library.folder_source(j.source_name),
                           state=j.state, job_id=j.id)
                 for j in store.enrol_jobs(states=("queued", "running"))]
     latest: dict[str, Job] = {}
     for job in store.enrol_jobs():  # oldest first: the last one of a file is its latest
         latest[job.source_name] = job
-    failed = [Enrolment(voice=str(j.options.get("voice") or ""), file=voices.folder_source(j.source_name),
+    failed = [Enrolment(voice=str(j.options.get("voice") or ""), file=library.folder_source(j.source_name),
                         state=j.state, job_id=j.id, error=f"{j.error_kind}: {j.error_message}")
               for j in latest.values() if j.state == "failed"
-              and files.regular_file_inside(config.paths.voices, voices.folder_source(j.source_name)) is not None]
-    return VoicesView(voices=voices.list_voices(config, store), pending=pending, failed=failed,
+              and files.regular_file_inside(config.paths.voices, library.folder_source(j.source_name)) is not None]
+    return VoicesView(voices=library.list_voices(config, store), pending=pending, failed=failed,
                       daemon_running=service.running_daemon(config) is not None,
                       rescan_seconds=config.watch.rescan_seconds)
 
@@ -218,9 +220,9 @@ class Overview:
     host: str
     database: str
     counts: dict[str, int]
-    workers: list[dict[str, Any]]
-    running_jobs: list[dict[str, Any]]
-    failures: list[dict[str, Any]]
+    workers: list["WorkerRow"]
+    running_jobs: list["Job"]
+    failures: list["Job"]
     paused: str | None
     free_mb: dict[str, float] = field(default_factory=dict)
 

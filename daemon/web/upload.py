@@ -34,7 +34,7 @@ from daemon import files, options
 from daemon.jobs import spool
 from daemon.config import Config
 from daemon.errors import OptionsError
-from daemon.intake.watcher import ignored_because
+from daemon.intake.stability import ignored_because
 
 __all__ = ["UploadError", "Uploaded", "receive_upload"]
 

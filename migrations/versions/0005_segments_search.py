@@ -8,7 +8,7 @@ extension, a GIN trigram index on `segments.folded_text` and a b-tree on `speake
 Also an index on `jobs.created_at` (searches by date).
 
 The rows of jobs finished before this revision are filled in afterwards from the
-stored transcripts (daemon.store.search.backfill_segments, run by `spkd db upgrade` and at
+stored transcripts (daemon.jobs.results.backfill_segments, run by `spkd db upgrade` and at
 daemon start): a migration does not know where the state folder is.
 
 Revision ID: 0005

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.jobs import outputs
+from daemon.jobs import outputs, results
 from daemon.store import db
 from daemon import store as st
 from daemon.config import load
@@ -130,7 +130,7 @@ def test_a_database_made_before_segments_is_filled_at_daemon_start(tmp_path):
             "'2026-01-05 10:01:00', ?) RETURNING id", (config.host,)).scalar_one()
     engine.dispose()
     old = Transcript(segments=(Segment(0, 2, 1, "去年的会议记录"), Segment(3, 5, 2, "第二句话")), audio_seconds=6)
-    outputs.save_transcript(config, job_id, old)
+    results.save_transcript(config, job_id, old)
     with d:
         d.start()
         rows = d.wait(lambda: d.query("SELECT idx, speaker, text FROM segments WHERE job_id = ? ORDER BY idx",

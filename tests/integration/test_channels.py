@@ -3,7 +3,7 @@
 A generated call puts one held-out voice on each channel, with overlapping turns; with
 `split` (or names) every segment must carry its own channel's speaker, exactly. `auto`
 splits only where the channels really differ; the criterion
-(daemon.engine.transcriber.channel_separation) is measured here on generated cases and printed.
+(daemon.engine.decode.channel_separation) is measured here on generated cases and printed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from daemon import writers
-from daemon.engine.transcriber import AUTO_SPLIT_SHARE, Engine, channel_separation, decode_audio
+from daemon.engine.decode import AUTO_SPLIT_SHARE, channel_separation, decode_audio
+from daemon.engine.transcriber import Engine
 from daemon.errors import OptionsError
 from daemon.engine.models import ModelDirs
 from daemon.transcript import Transcript

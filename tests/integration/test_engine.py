@@ -199,12 +199,11 @@ def test_a_job_asking_for_too_many_speakers_fails_in_the_worker_as_validation_sa
 
     from daemon.store import db
     from daemon.jobs import spool
-    from daemon.config import from_dict
     from daemon.store import Store
     from daemon.jobs.worker import Worker, WorkerSpec
+    from tests.support.config import make_config
 
-    config = from_dict({"paths": {name: name for name in ("inbox", "outbox", "archive", "failed", "spool", "state")}},
-                       base_dir=tmp_path, env={})
+    config = make_config(tmp_path)
     db.migrate(config.database_url)
     source = spool.new_slot(config.paths.spool) / "many.wav"
     source.parent.mkdir(parents=True)
@@ -223,8 +222,8 @@ def test_a_job_asking_for_too_many_speakers_fails_in_the_worker_as_validation_sa
         store.close()
     with pytest.raises(OptionsError) as by_sidecar:
         validate({"speakers": 30}, source="many.wav")
-    assert (row["state"], row["error_kind"], row["attempts"]) == ("failed", "bad_options", 1)
-    assert row["error_message"] == str(by_sidecar.value)
+    assert (row.state, row.error_kind, row.attempts) == ("failed", "bad_options", 1)
+    assert row.error_message == str(by_sidecar.value)
     assert (config.paths.failed / "many.wav").is_file() and (config.paths.failed / "many.wav.error.json").is_file()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 
 from daemon import writers
 from daemon.engine.models import ModelDirs
+from tests.support.config import FOLDERS, write_config
 from tests.support.documents import assert_holds_transcript, read_docx, read_markdown
 
 pytestmark = pytest.mark.integration
@@ -29,19 +29,11 @@ FORMATS = writers.FORMATS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_config(folder: Path, models_dir: Path) -> Path:
+def oneshot_config(folder: Path, models_dir: Path) -> Path:
     """A config of its own (models.dir: the tiny models), with every folder under `folder`,
     so nothing touches the repository's var/."""
-    config = {
-        "models": {"dir": str(models_dir)},
-        "paths": {name: str(folder / "var" / name) for name in ("inbox", "outbox", "archive", "failed", "spool",
-                                                                "state")},
-        "output": {"formats": ["json", "txt"]},
-        "workers": {"device": "cpu"},
-    }
-    path = folder / "spkd.json"
-    path.write_text(json.dumps(config), encoding="utf-8")
-    return path
+    return write_config(folder, paths={name: f"var/{name}" for name in FOLDERS}, models={"dir": str(models_dir)},
+                        output={"formats": ["json", "txt"]}, workers={"device": "cpu"})
 
 
 def spkd(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -53,7 +45,7 @@ def spkd(config: Path, *args: str, timeout: float = 300) -> subprocess.Completed
 def run(tmp_path_factory: pytest.TempPathFactory, tiny_models: ModelDirs, two_voice_wav: Path,
         two_voice_m4a: Path) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("oneshot")
-    config = write_config(folder, tiny_models.asr.parent)
+    config = oneshot_config(folder, tiny_models.asr.parent)
     broken = folder / "broken.m4a"
     broken.write_bytes(b"\x00\x00\x00\x18ftypM4A " + b"not really audio" * 64)
     out = folder / "out"
@@ -120,7 +112,7 @@ def test_every_format_exists_and_parses(run: dict[str, Any], stem: str, source: 
 
 
 def test_missing_models_fail_fast_with_the_fix(tmp_path: Path, two_voice_wav: Path) -> None:
-    config = write_config(tmp_path, tmp_path / "no-models")
+    config = oneshot_config(tmp_path, tmp_path / "no-models")
     proc = spkd(config, "transcribe", str(two_voice_wav), timeout=60)
     assert proc.returncode == 2
     assert "model directories missing or incomplete" in proc.stderr
@@ -130,14 +122,14 @@ def test_missing_models_fail_fast_with_the_fix(tmp_path: Path, two_voice_wav: Pa
 
 
 def test_bad_options_are_refused_before_any_work(tmp_path: Path, two_voice_wav: Path) -> None:
-    config = write_config(tmp_path, tmp_path / "no-models")
+    config = oneshot_config(tmp_path, tmp_path / "no-models")
     proc = spkd(config, "transcribe", str(two_voice_wav), "--formats", "json,pdf", timeout=60)
     assert proc.returncode == 2
     assert "formats: unknown format 'pdf'" in proc.stderr
 
 
 def test_no_model_load_when_no_input_exists(tmp_path: Path, tiny_models: ModelDirs) -> None:
-    config = write_config(tmp_path, tiny_models.asr.parent)
+    config = oneshot_config(tmp_path, tiny_models.asr.parent)
     proc = spkd(config, "transcribe", str(tmp_path / "nope.wav"), timeout=60)
     assert proc.returncode == 1
     assert "FAILED [1/1] nope.wav: bad_audio: no such file" in proc.stderr

@@ -19,7 +19,8 @@ import pytest
 
 from daemon.engine import pipeline_hooks as ph
 from daemon.engine import speaker_batching as sb
-from daemon.engine.transcriber import Engine, decode_audio
+from daemon.engine.decode import decode_audio
+from daemon.engine.transcriber import Engine
 from daemon.engine.models import ModelDirs
 from tests.support.audio import make_varied_wav, require_tools
 

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from daemon.engine import speaker_batching as sb
-from daemon.engine.transcriber import Engine, decode_audio
+from daemon.engine.decode import decode_audio
+from daemon.engine.transcriber import Engine
 from daemon.engine.models import ModelDirs
 from tests.support.audio import require_tools
 

@@ -16,16 +16,18 @@ import json
 import pytest
 from loguru import logger
 
-from daemon import voices
-from daemon.store import db
-from daemon.jobs import outputs
-from daemon import store as st
+from daemon.jobs import outputs, results
+from daemon.voices import library, matching
 from daemon.config import SpeakersConfig
 from daemon.errors import EnrolmentError
 from tests.support.audio import require_tools
+from tests.support.config import write_config
 from tests.support.dialog import TEST_VOICES, Dialog, attribution, make_dialog
 
-pytestmark = pytest.mark.integration
+# The engine's naming is under test here, not the database: the voice tables are tested on
+# both backends in tests/unit/test_voices.py, and a PostgreSQL round would transcribe each
+# recording a second time.
+pytestmark = [pytest.mark.integration, pytest.mark.backends("sqlite")]
 
 A, B, C, D = TEST_VOICES
 # the shipped defaults (measured by `python -m bench voices`), so the tests hold them to their word
@@ -52,15 +54,6 @@ def recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Dialog]:
     }
 
 
-@pytest.fixture()
-def store(tmp_path):
-    url = f"sqlite:///{tmp_path / 'spkd.db'}"
-    db.migrate(url)
-    s = st.Store(url, host="h1")
-    yield s
-    s.close()
-
-
 def named_voices(transcript, dialog: Dialog) -> dict[str, str | None]:
     """True voice -> the name its speaker got (None: unnamed), by time overlap."""
     mapping = attribution([(s.start, s.end, s.speaker_label) for s in transcript.segments], dialog.turns).mapping
@@ -82,42 +75,42 @@ def test_a_transcription_keeps_each_speaker_s_centroid(engine, recordings, tmp_p
 
 
 def test_an_enrolled_voice_is_named_and_unknown_voices_are_not(engine, recordings, store):
-    [done] = voices.enrol(store, "王总", [recordings["solo A"].path], engine=engine)
-    assert done.speech_seconds >= voices.MIN_SPEECH_SECONDS and done.model.startswith("cam++@")
+    [done] = library.enrol(store, "王总", [recordings["solo A"].path], engine=engine)
+    assert done.speech_seconds >= matching.MIN_SPEECH_SECONDS and done.model.startswith("cam++@")
     samples = store.voice_samples_of()
 
     a_b = engine.transcribe(recordings["A B"].path)
-    named = voices.name_speakers(a_b, samples, threshold=THRESHOLD, margin=MARGIN)
+    named = matching.name_speakers(a_b, samples, threshold=THRESHOLD, margin=MARGIN)
     assert named_voices(named, recordings["A B"]) == {A: "王总", B: None}
     unnamed = next(s for s in named.speakers if s.name is None)
     assert unnamed.display == "Speaker1"  # the first unnamed speaker, whatever its cluster label
-    scored = voices.scores_for(a_b, samples, threshold=THRESHOLD, margin=MARGIN)
+    scored = matching.scores_for(a_b, samples, threshold=THRESHOLD, margin=MARGIN)
     print({f"Speaker{k}": [(c.name, c.score) for c in r.candidates] for k, r in scored.items()})
 
     b_c = engine.transcribe(recordings["B C"].path)
-    nobody = voices.name_speakers(b_c, samples, threshold=THRESHOLD, margin=MARGIN)
-    assert nobody.speaker_names == {}, voices.scores_for(b_c, samples, threshold=THRESHOLD, margin=MARGIN)
+    nobody = matching.name_speakers(b_c, samples, threshold=THRESHOLD, margin=MARGIN)
+    assert nobody.speaker_names == {}, matching.scores_for(b_c, samples, threshold=THRESHOLD, margin=MARGIN)
 
 
 def test_expected_speakers_restrict_the_candidates(engine, recordings, store):
-    voices.enrol(store, "王总", [recordings["solo A"].path], engine=engine)
+    library.enrol(store, "王总", [recordings["solo A"].path], engine=engine)
     a_b = engine.transcribe(recordings["A B"].path)
     samples = store.voice_samples_of()
-    only_others = voices.name_speakers(a_b, samples, threshold=THRESHOLD, margin=MARGIN, expected=["李雷"])
+    only_others = matching.name_speakers(a_b, samples, threshold=THRESHOLD, margin=MARGIN, expected=["李雷"])
     assert only_others.speaker_names == {}
-    assert named_voices(voices.name_speakers(a_b, samples, threshold=THRESHOLD, margin=MARGIN,
-                                             expected=["王总"]), recordings["A B"])[A] == "王总"
+    assert named_voices(matching.name_speakers(a_b, samples, threshold=THRESHOLD, margin=MARGIN,
+                                               expected=["王总"]), recordings["A B"])[A] == "王总"
 
 
 def test_a_voice_of_another_model_revision_is_skipped_with_a_warning(engine, recordings, store):
     voice = engine.embed_voice(recordings["solo A"].path)
-    store.add_voice_sample("王总", voices.sample_of(voice, origin="cli", source="solo-a.wav", sha256=None)
+    store.add_voice_sample("王总", matching.sample_of(voice, origin="cli", source="solo-a.wav", sha256=None)
                            | {"model_revision": "another-revision"})
     messages: list[str] = []
     sink = logger.add(lambda m: messages.append(str(m)), level="WARNING")
     try:
-        named = voices.name_speakers(engine.transcribe(recordings["A B"].path), store.voice_samples_of(),
-                                     threshold=THRESHOLD, margin=MARGIN)
+        named = matching.name_speakers(engine.transcribe(recordings["A B"].path), store.voice_samples_of(),
+                                       threshold=THRESHOLD, margin=MARGIN)
     finally:
         logger.remove(sink)
     assert named.speaker_names == {}
@@ -126,7 +119,7 @@ def test_a_voice_of_another_model_revision_is_skipped_with_a_warning(engine, rec
 
 def test_too_little_speech_is_refused(engine, recordings, store):
     with pytest.raises(EnrolmentError, match="of speech; a voice needs at least 10 s"):
-        voices.enrol(store, "王总", [recordings["solo A"].path, recordings["solo A short"].path], engine=engine)
+        library.enrol(store, "王总", [recordings["solo A"].path, recordings["solo A short"].path], engine=engine)
     assert store.voice_samples_of() == []  # the good recording was not added either
 
 
@@ -135,14 +128,11 @@ def test_the_stored_transcript_names_without_transcribing_again(engine, recordin
     enough to give the same names."""
     from daemon import config as cfg
 
-    path = tmp_path / "spkd.json"
-    path.write_text(json.dumps({"paths": {n: n for n in ("inbox", "outbox", "archive", "failed", "spool", "state",
-                                                         "voices")}}))
-    config = cfg.load(path, env={})
-    voices.enrol(store, "王总", [recordings["solo A"].path], engine=engine)
+    config = cfg.load(write_config(tmp_path, paths={"voices": "voices"}), env={})
+    library.enrol(store, "王总", [recordings["solo A"].path], engine=engine)
     fresh = engine.transcribe(recordings["A B"].path)
-    outputs.save_transcript(config, 1, fresh)
+    results.save_transcript(config, 1, fresh)
     again = outputs.load_transcript(config, 1)
     samples = store.voice_samples_of()
-    assert (voices.name_speakers(again, samples, threshold=THRESHOLD, margin=MARGIN).speaker_names
-            == voices.name_speakers(fresh, samples, threshold=THRESHOLD, margin=MARGIN).speaker_names)
+    assert (matching.name_speakers(again, samples, threshold=THRESHOLD, margin=MARGIN).speaker_names
+            == matching.name_speakers(fresh, samples, threshold=THRESHOLD, margin=MARGIN).speaker_names)

@@ -1,9 +1,8 @@
 """The dashboard in tests: a config over a temporary tree with jobs in it (made by the
-product's own functions: store, outputs, spool), and `spkd web` as a real process."""
+product's own functions: store, results, spool), and `spkd web` as a real process."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -14,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from daemon.store import db
-from daemon.jobs import outputs
+from daemon.jobs import results
 from daemon.jobs import spool
 from daemon.config import Config, load
 from daemon.store import Store
 from daemon.transcript import Segment, Source, Transcript
+from tests.support.config import write_config as config_file
 from tests.support.daemon import REPO, write_wav
 
 XSS_NAME = "<img src=x onerror=alert(1)>.wav"
@@ -36,15 +36,9 @@ def free_port() -> int:
 
 
 def write_config(root: Path, **sections: dict[str, Any]) -> Path:
-    base: dict[str, Any] = {"paths": {name: name for name in ("inbox", "outbox", "archive", "failed", "spool",
-                                                               "state")},
-                            "watch": {"settle_seconds": 0.3}}
-    for section, values in sections.items():
-        base.setdefault(section, {}).update(values)
-    path = root / "spkd.json"
-    root.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(base, indent=2))
-    return path
+    """The dashboard tests' config file under `root`: tests/support/config.py's, with a
+    settle time short enough that an uploaded file is taken within the test."""
+    return config_file(root, {"watch": {"settle_seconds": 0.3}}, **sections)
 
 
 @dataclass
@@ -69,12 +63,11 @@ def populate(config: Config, *, name: str = XSS_NAME, seconds: float = 6.0) -> J
         # as a clustering leaves it: each speaker with its centroid
         transcript = Transcript(segments=SEGMENTS, audio_seconds=seconds, source=Source(name=name),
                                 speaker_centroids={k: (float(k), 1.0, 0.0) for k in range(1, 4)})
-        outputs.save_transcript(config, done, transcript)
-        written = outputs.publish(config, output_stem=job.output_stem, transcript=transcript,
-                                  formats=("json", "txt", "srt", "vtt", "html", "docx"))
+        written = results.write_outputs(config, done, transcript, output_stem=job.output_stem,
+                                        formats=("json", "txt", "srt", "vtt", "html", "docx"))
         store.complete(done, pid=os.getpid(), audio_seconds=seconds, processing_seconds=seconds / 10, speakers=2,
                        outputs=written, device="cpu", transcript=transcript)
-        archived = spool.archive_job(config, store, done, spool_path=spooled, source_name=name)
+        archived = results.retire_done(config, store, done, spool_path=spooled, source_name=name)
         assert archived is not None
 
         bad = spool.new_slot(paths.spool, store.host) / "broken.wav"

@@ -146,3 +146,30 @@ def test_out_of_memory_never_goes_below_batch_1() -> None:
     with pytest.raises(OutOfMemoryError):
         transcribe_with_retries(engine, Path("a.wav"), {}, source_name="a.wav")
     assert len(engine.calls) == 1
+
+
+def test_a_database_that_cannot_be_used_now_leaves_the_store_as_one_error_with_one_line() -> None:
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from daemon.errors import DatabaseUnavailableError, DiskFullError
+    from daemon.store.db import translate_errors
+
+    driver = sqlite3.OperationalError("database is locked\n(a second line nobody needs)")
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        with translate_errors():
+            raise OperationalError("UPDATE jobs SET …", {}, driver)
+    assert str(caught.value) == "database is locked" and not caught.value.permanent
+    assert isinstance(caught.value.__cause__, OperationalError)
+    assert as_spkd_error(caught.value) is caught.value
+    with pytest.raises(DatabaseUnavailableError) as full:
+        with translate_errors():
+            error = sqlite3.OperationalError("database or disk is full")
+            error.sqlite_errorcode = 13  # type: ignore[attr-defined]
+            raise OperationalError("INSERT …", {}, error)
+    # recorded on a job as what it is: a full disk, which the disk guard waits out
+    assert isinstance(as_spkd_error(full.value), DiskFullError)
+    with pytest.raises(KeyError):
+        with translate_errors():
+            raise KeyError("a bug stays a bug")

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 
 from daemon import options
-from daemon.config import from_dict
 from daemon.errors import OptionsError
 from daemon.files import inside, safe_relative
-from daemon.intake.watcher import StabilityTracker, Watcher
+from daemon.intake.stability import StabilityTracker
+from daemon.intake.watcher import Watcher
+from tests.support.config import make_config
 
 
 class Clock:
@@ -50,8 +51,8 @@ def test_a_vanished_file_is_forgotten(tmp_path):
 
 @pytest.fixture()
 def watcher(tmp_path):
-    config = from_dict({"paths": {"inbox": "in", "outbox": "out", "archive": "arc", "failed": "f", "spool": "s",
-                                  "state": "st"}}, base_dir=tmp_path, env={})
+    config = make_config(tmp_path, paths={"inbox": "in", "outbox": "out", "archive": "arc", "failed": "f", "spool": "s",
+                                          "state": "st"})
     return Watcher(config, store=None)  # type: ignore[arg-type]
 
 

@@ -1,7 +1,8 @@
 """Migrations on data: the jobs.state CHECK constraint (0004) refuses a state the store
 does not know, on SQLite (where adding it rebuilds the table: rows, indexes and
 foreign keys must survive) and on PostgreSQL; a running job's progress columns (0007)
-arrive empty and go again on downgrade."""
+arrive empty and go again on downgrade. Each test gets a fresh database without schema,
+on each backend (`empty_url`, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,6 @@ WITH_CHECK = "0004"
 # Added by 0007: a running job's stage, fraction, estimate, when; where its source was archived.
 PROGRESS_PARENT = "0005"  # the revision 0007 follows
 PROGRESS_COLUMNS = ("stage", "progress", "eta_seconds", "progress_at", "archive_name")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def empty_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'spkd.db'}"
-    return request.getfixturevalue("postgres_url")
 
 
 def alembic_to(url: str, revision: str, *, down: bool = False) -> None:

@@ -15,43 +15,28 @@ from loguru import logger
 
 from daemon import files
 from daemon.jobs import spool
-from daemon.store import db
-from daemon import store as st
-from daemon.config import from_dict
 from daemon.intake.watcher import Watcher
+from tests.support.config import make_config
 from tests.support.daemon import write_wav
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state' / 'spkd.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    db.migrate(url)
-    return url
+@pytest.fixture()
+def sqlite_path(tmp_path):
+    # The shared database lies in no host's own state folder (each host has state-<host>).
+    return tmp_path / "state" / "spkd.db"
 
 
 def config_for(root: Path, url: str, host: str):
-    return from_dict({"paths": {"inbox": "inbox", "outbox": "outbox", "archive": "archive", "failed": "failed",
-                                "spool": "spool", "state": f"state-{host}"},
-                      "database": {"url": url}, "daemon": {"host": host},
-                      "watch": {"settle_seconds": 0}}, base_dir=root, env={})
+    return make_config(root, url=url, host=host, paths={"state": f"state-{host}"}, watch={"settle_seconds": 0})
 
 
 @pytest.fixture()
-def hosts(tmp_path, url):
-    made = []
-
+def hosts(tmp_path, url, make_store):
     def make(host: str) -> Watcher:
         config = config_for(tmp_path, url, host)
-        store = st.Store(url, host=config.host)
-        made.append(store)
-        return Watcher(config, store)
+        return Watcher(config, make_store(config.host))
 
-    yield make
-    for store in made:
-        store.close()
+    return make
 
 
 @pytest.fixture()
@@ -101,13 +86,13 @@ def test_two_watchers_racing_for_one_inbox_make_one_job_per_file(tmp_path, hosts
         t.join(timeout=90)
     jobs = a.store.jobs(limit=1000)
     assert len(jobs) == n
-    assert sorted(j["source_name"] for j in jobs) == sorted(f"sub{i % 3}/f{i}.wav" for i in range(n))
-    assert sorted(taken["host-a"] + taken["host-b"]) == sorted(j["id"] for j in jobs)
+    assert sorted(j.source_name for j in jobs) == sorted(f"sub{i % 3}/f{i}.wav" for i in range(n))
+    assert sorted(taken["host-a"] + taken["host-b"]) == sorted(j.id for j in jobs)
     for job in jobs:
-        i = int(Path(job["source_name"]).stem[1:])
-        assert job["options"] == ({"speakers": 2 + i % 3} if i % 2 else {}), job
-        assert Path(job["spool_path"]).exists()
-        assert spool.sidecar_of(Path(job["spool_path"])).exists() == bool(i % 2)
+        i = int(Path(job.source_name).stem[1:])
+        assert job.options == ({"speakers": 2 + i % 3} if i % 2 else {}), job
+        assert Path(job.spool_path).exists()
+        assert spool.sidecar_of(Path(job.spool_path)).exists() == bool(i % 2)
     # Every spool folder holds one job's file: no empty folder or stray sidecar left by a lost race.
     folders = [p for p in (tmp_path / "spool").iterdir()]
     assert len(folders) == n
@@ -132,14 +117,14 @@ def test_recover_spool_takes_only_its_own_or_long_dead_hosts_orphans(tmp_path, h
     _orphan(spool_root, f"{old}-host-gone-00000004", "abandoned.wav", 4)
     a = hosts("host-a")
     recovered = a.recover_spool()
-    names = sorted(j["source_name"] for j in a.store.jobs(limit=100))
+    names = sorted(j.source_name for j in a.store.jobs(limit=100))
     assert len(recovered) == 3 and names == ["abandoned.wav", "legacy.wav", "mine.wav"]
     for job in a.store.jobs(limit=100):
-        assert spool.token_info(Path(job["spool_path"]).relative_to(spool_root).parts[0]).host == "host-a"
+        assert spool.token_info(Path(job.spool_path).relative_to(spool_root).parts[0]).host == "host-a"
     assert in_flight.exists()
     b = hosts("host-b")
     [theirs] = b.recover_spool()  # host-b restarting takes its own
-    assert b.store.job(theirs)["source_name"] == "theirs.wav"
+    assert b.store.job(theirs).source_name == "theirs.wav"
     assert hosts("host-c").recover_spool() == []
 
 
@@ -160,6 +145,6 @@ def test_two_hosts_recovering_together_enqueue_an_orphan_once(tmp_path, hosts):
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert sorted(j for r in results for j in r) == sorted(j["id"] for j in watchers[0].store.jobs(limit=100))
-    assert sorted(j["source_name"] for j in watchers[0].store.jobs(limit=100)) == sorted(
+    assert sorted(j for r in results for j in r) == sorted(j.id for j in watchers[0].store.jobs(limit=100))
+    assert sorted(j.source_name for j in watchers[0].store.jobs(limit=100)) == sorted(
         f"lost-{i}.wav" for i in range(10))

@@ -11,9 +11,8 @@ import pytest
 from loguru import logger
 
 from daemon.service import notify
-from daemon.store import db
 from daemon import store as st
-from daemon.config import from_dict
+from tests.support.config import make_config
 
 
 class Hook:
@@ -78,19 +77,6 @@ def hook():
     h.close()
 
 
-@pytest.fixture()
-def store(tmp_path):
-    url = f"sqlite:///{tmp_path / 'spkd.db'}"
-    db.migrate(url)
-    s = st.Store(url, host="h1")
-    yield s
-    s.close()
-
-
-def make_config(tmp_path, url, **notify_keys):
-    return from_dict({"notify": {"webhook_url": url, **notify_keys}}, base_dir=tmp_path, env={})
-
-
 def finish(store: st.Store, name: str, *, ok: bool = True, pid: int = 7) -> int:
     job_id = store.enqueue(source_name=name, spool_path=f"/spool/{name}", output_stem=name, sha256=None,
                            size_bytes=1, max_attempts=1)
@@ -107,7 +93,7 @@ def finish(store: st.Store, name: str, *, ok: bool = True, pid: int = 7) -> int:
 
 def test_history_is_not_re_sent_and_new_jobs_are_posted_as_json(tmp_path, hook, store):
     finish(store, "before.wav")
-    notifier = notify.Notifier(make_config(tmp_path, hook.url), host="box")
+    notifier = notify.Notifier(make_config(tmp_path, notify={"webhook_url": hook.url}), host="box")
     assert notifier.poll(store) == 0  # the first poll only finds where "now" is
     done_id = finish(store, "team/standup.m4a")
     failed_id = finish(store, "broken.wav", ok=False)
@@ -131,7 +117,7 @@ def test_history_is_not_re_sent_and_new_jobs_are_posted_as_json(tmp_path, hook, 
 
 def test_prime_at_start_catches_jobs_that_finish_before_the_first_poll(tmp_path, hook, store):
     finish(store, "history.wav")
-    notifier = notify.Notifier(make_config(tmp_path, hook.url))
+    notifier = notify.Notifier(make_config(tmp_path, notify={"webhook_url": hook.url}))
     notifier.prime(store)
     finish(store, "early.wav")
     assert notifier.poll(store) == 1
@@ -140,13 +126,14 @@ def test_prime_at_start_catches_jobs_that_finish_before_the_first_poll(tmp_path,
 
 
 def test_a_reloaded_notifier_continues_where_the_old_one_stopped(tmp_path, hook, store):
-    old = notify.Notifier(make_config(tmp_path, hook.url))
+    old = notify.Notifier(make_config(tmp_path, notify={"webhook_url": hook.url}))
     old.prime(store)
     finish(store, "seen.wav")
     assert old.poll(store) == 1
     old.close(5)
     finish(store, "during-reload.wav")
-    new = notify.Notifier(make_config(tmp_path, hook.url, template="slack"), start_after=old.last_event_id)
+    config = make_config(tmp_path, notify={"webhook_url": hook.url, "template": "slack"})
+    new = notify.Notifier(config, start_after=old.last_event_id)
     assert new.poll(store) == 1
     new.close(5)
     bodies = hook.wait(2)
@@ -159,7 +146,7 @@ def test_a_reloaded_notifier_continues_where_the_old_one_stopped(tmp_path, hook,
     ("slack", lambda b: set(b) == {"text"} and "done a.wav" in b["text"]),
 ])
 def test_chat_templates(tmp_path, hook, store, template, check):
-    notifier = notify.Notifier(make_config(tmp_path, hook.url, template=template))
+    notifier = notify.Notifier(make_config(tmp_path, notify={"webhook_url": hook.url, "template": template}))
     notifier.prime(store)
     finish(store, "a.wav")
     notifier.poll(store)
@@ -169,7 +156,8 @@ def test_chat_templates(tmp_path, hook, store, template, check):
 
 
 def test_daemon_events_and_the_events_filter(tmp_path, hook, store):
-    notifier = notify.Notifier(make_config(tmp_path, hook.url, events=["failed", "stop"]), host="box")
+    config = make_config(tmp_path, notify={"webhook_url": hook.url, "events": ["failed", "stop"]})
+    notifier = notify.Notifier(config, host="box")
     notifier.prime(store)
     finish(store, "fine.wav")
     finish(store, "broken.wav", ok=False)
@@ -184,7 +172,7 @@ def test_daemon_events_and_the_events_filter(tmp_path, hook, store):
 
 
 def test_jobs_of_other_hosts_are_theirs_to_report(tmp_path, hook, store):
-    notifier = notify.Notifier(make_config(tmp_path, hook.url))
+    notifier = notify.Notifier(make_config(tmp_path, notify={"webhook_url": hook.url}))
     notifier.prime(store)
     other = st.Store(store.url, host="h2")
     try:
@@ -200,7 +188,8 @@ def test_jobs_of_other_hosts_are_theirs_to_report(tmp_path, hook, store):
 def test_a_failing_webhook_is_retried_with_backoff_until_it_answers(tmp_path, store):
     hook = Hook(statuses=(500, 503))
     try:
-        notifier = notify.Notifier(make_config(tmp_path, hook.url, max_attempts=4), backoff_seconds=0.05)
+        config = make_config(tmp_path, notify={"webhook_url": hook.url, "max_attempts": 4})
+        notifier = notify.Notifier(config, backoff_seconds=0.05)
         assert notifier.daemon_event("start", {"pid": 1})
         bodies = hook.wait(1)
         notifier.close(5)
@@ -215,7 +204,8 @@ def test_gives_up_after_max_attempts_and_logs_it(tmp_path):
     lines: list[str] = []
     sink = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
     try:
-        notifier = notify.Notifier(make_config(tmp_path, hook.url, max_attempts=3), backoff_seconds=0.01)
+        config = make_config(tmp_path, notify={"webhook_url": hook.url, "max_attempts": 3})
+        notifier = notify.Notifier(config, backoff_seconds=0.01)
         notifier.daemon_event("start")
         deadline = time.monotonic() + 5
         while notifier.dropped == 0 and time.monotonic() < deadline:
@@ -231,7 +221,8 @@ def test_gives_up_after_max_attempts_and_logs_it(tmp_path):
 def test_a_client_error_is_not_retried(tmp_path):
     hook = Hook(statuses=(404,) * 5)
     try:
-        notifier = notify.Notifier(make_config(tmp_path, hook.url, max_attempts=5), backoff_seconds=0.01)
+        config = make_config(tmp_path, notify={"webhook_url": hook.url, "max_attempts": 5})
+        notifier = notify.Notifier(config, backoff_seconds=0.01)
         notifier.daemon_event("start")
         notifier.close(2)
         assert len(hook.requests) == 1 and notifier.dropped == 1
@@ -242,8 +233,8 @@ def test_a_client_error_is_not_retried(tmp_path):
 def test_an_error_code_in_a_chat_answer_counts_as_a_failure(tmp_path):
     hook = Hook(answer=b'{"errcode": 93000, "errmsg": "invalid webhook url"}')
     try:
-        notifier = notify.Notifier(make_config(tmp_path, hook.url, template="wecom", max_attempts=2),
-                                   backoff_seconds=0.01)
+        config = make_config(tmp_path, notify={"webhook_url": hook.url, "template": "wecom", "max_attempts": 2})
+        notifier = notify.Notifier(config, backoff_seconds=0.01)
         notifier.daemon_event("start")
         notifier.close(2)
         assert len(hook.requests) == 2 and notifier.sent == 0 and notifier.dropped == 1
@@ -254,7 +245,7 @@ def test_an_error_code_in_a_chat_answer_counts_as_a_failure(tmp_path):
 def test_callers_never_wait_for_a_slow_webhook_and_close_is_bounded(tmp_path, store):
     hook = Hook(delay=3.0)
     try:
-        notifier = notify.Notifier(make_config(tmp_path, hook.url, timeout_seconds=10))
+        notifier = notify.Notifier(make_config(tmp_path, notify={"webhook_url": hook.url, "timeout_seconds": 10}))
         notifier.prime(store)
         started = time.monotonic()
         notifier.daemon_event("start")
@@ -271,7 +262,7 @@ def test_callers_never_wait_for_a_slow_webhook_and_close_is_bounded(tmp_path, st
 def test_a_full_queue_drops_instead_of_blocking(tmp_path):
     hook = Hook(delay=1.0)
     try:
-        notifier = notify.Notifier(make_config(tmp_path, hook.url), queue_size=2)
+        notifier = notify.Notifier(make_config(tmp_path, notify={"webhook_url": hook.url}), queue_size=2)
         results = [notifier.daemon_event("start", {"n": i}) for i in range(6)]
         assert results.count(False) >= 3 and notifier.dropped >= 3
         notifier.close(0.2)
@@ -281,7 +272,7 @@ def test_a_full_queue_drops_instead_of_blocking(tmp_path):
 
 def test_without_a_url_nothing_runs(tmp_path, store):
     before = set(threading.enumerate())
-    notifier = notify.Notifier(make_config(tmp_path, None))
+    notifier = notify.Notifier(make_config(tmp_path, notify={"webhook_url": None}))
     finish(store, "a.wav")
     assert notifier.poll(store) == 0 and notifier.daemon_event("start") is False
     notifier.close(1)

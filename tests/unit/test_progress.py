@@ -1,6 +1,7 @@
 """A running job's progress: the stage arithmetic (daemon.progress), what the store keeps
 of it (and clears when the job leaves `running`), and the worker's heartbeat thread,
-which writes it at most every couple of seconds. On a real SQLite database."""
+which writes it at most every couple of seconds. On a real SQLite database and a real
+PostgreSQL server (the `store` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,8 @@ import time
 
 import pytest
 
-from daemon.store import db
-from daemon import store as st
 from daemon.progress import STAGE_SHARES, STAGES, Progress, eta_seconds, overall_fraction
 from daemon.jobs.worker import PROGRESS_SECONDS, Heartbeat
-
-
-@pytest.fixture()
-def store(tmp_path):
-    url = f"sqlite:///{tmp_path / 'spkd.db'}"
-    db.migrate(url)
-    s = st.Store(url, host="h1")
-    yield s
-    s.close()
 
 
 def enqueue(store, name="a.wav", audio_seconds=60.0):
@@ -53,21 +43,21 @@ def test_the_store_keeps_progress_while_running_and_clears_it_after(store) -> No
     assert job is not None and job.id == job_id
     assert store.heartbeat(job_id, pid=100, lease_seconds=30, progress=Progress("asr", 0.45, 12.0))
     row = store.job(job_id)
-    assert (row["stage"], row["progress"], row["eta_seconds"]) == ("asr", 0.45, 12.0)
-    assert row["progress_at"] is not None
+    assert (row.stage, row.progress, row.eta_seconds) == ("asr", 0.45, 12.0)
+    assert row.progress_at is not None
     assert not store.heartbeat(job_id, pid=999, lease_seconds=30, progress=Progress("vad", 0.1, None)), \
         "only the holder reports progress"
     assert store.complete(job_id, pid=100, audio_seconds=60, processing_seconds=6, speakers=2, outputs=[],
                           device="cpu")
     row = store.job(job_id)
-    assert (row["stage"], row["progress"], row["eta_seconds"], row["progress_at"]) == (None, None, None, None)
+    assert (row.stage, row.progress, row.eta_seconds, row.progress_at) == (None, None, None, None)
 
     second = enqueue(store, "b.wav")
     store.claim(slot=0, pid=100, device="cpu", lease_seconds=30)
     store.heartbeat(second, pid=100, lease_seconds=30, progress=Progress("speakers", 0.9, 1.0))
     store.release(pid=100, reason="worker died")
     row = store.job(second)
-    assert row["state"] == "queued" and row["stage"] is None and row["progress"] is None
+    assert row.state == "queued" and row.stage is None and row.progress is None
 
 
 def test_recent_rtf_is_the_median_of_the_slots_last_transcriptions(store) -> None:
@@ -101,8 +91,8 @@ def test_the_heartbeat_writes_the_latest_stage_at_most_every_couple_of_seconds(s
             time.sleep(0.05)
     assert 1 <= len(writes) <= 3 / PROGRESS_SECONDS + 1, writes
     row = store.job(job.id)
-    assert row["stage"] == "asr" and 0.1 < row["progress"] < 0.8
-    assert row["eta_seconds"] is not None and 0 < row["eta_seconds"] < 20  # a 20-s job, under way
+    assert row.stage == "asr" and 0.1 < row.progress < 0.8
+    assert row.eta_seconds is not None and 0 < row.eta_seconds < 20  # a 20-s job, under way
 
 
 def test_spkd_jobs_and_status_show_a_running_jobs_progress(store, tmp_path, capsys) -> None:

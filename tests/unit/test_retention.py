@@ -12,21 +12,15 @@ from pathlib import Path
 
 import pytest
 from loguru import logger
+from sqlalchemy import update
 
 from daemon.jobs import diskguard
 from daemon.service import retention
-from daemon.store import db
 from daemon import store as st
-from daemon.config import from_dict
+from daemon.store.schema import jobs
+from tests.support.config import make_config
 
 DAY = 86400.0
-
-
-def make_config(tmp_path: Path, **sections):
-    raw = {"paths": {"inbox": "inbox", "outbox": "outbox", "archive": "archive", "failed": "failed",
-                     "spool": "spool", "state": "state"}}
-    raw.update(sections)
-    return from_dict(raw, base_dir=tmp_path, env={})
 
 
 def touch(path: Path, *, age_days: float | None = None, now: float, size: int = 10) -> Path:
@@ -118,15 +112,6 @@ def test_symlinked_folders_are_not_followed(tmp_path, later):
 
 # --- job rows ----------------------------------------------------------------------------
 
-@pytest.fixture()
-def store(tmp_path):
-    url = f"sqlite:///{tmp_path / 'spkd.db'}"
-    db.migrate(url)
-    s = st.Store(url, host="h1")
-    yield s
-    s.close()
-
-
 def add_job(store: st.Store, name: str, *, state: str, finished_days_ago: float | None) -> int:
     job_id = store.enqueue(source_name=name, spool_path=f"/spool/{name}", output_stem=name, sha256=None,
                            size_bytes=1)
@@ -134,7 +119,7 @@ def add_job(store: st.Store, name: str, *, state: str, finished_days_ago: float 
     if finished_days_ago is not None:
         values["finished_at"] = st.utcnow() - dt.timedelta(days=finished_days_ago)
     with store.engine.begin() as conn:
-        conn.execute(st.update(st.jobs).where(st.jobs.c.id == job_id).values(**values))
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
     store.add_event(job_id, state)
     return job_id
 
@@ -151,9 +136,9 @@ def test_old_finished_job_rows_go_with_their_events(tmp_path, store):
     result = retention.sweep(config, store)
 
     assert result.job_rows == 3
-    left = {j["id"] for j in store.jobs(limit=100)}
+    left = {j.id for j in store.jobs(limit=100)}
     assert left == {new_done, running, queued}
-    assert {e["job_id"] for e in store.events()} == {new_done, running, queued}
+    assert {e.job_id for e in store.events()} == {new_done, running, queued}
     assert not {old_done, old_failed, old_cancelled} & left
 
 
@@ -161,7 +146,7 @@ def test_a_row_another_job_reuses_stays_until_that_job_goes(store):
     twin = add_job(store, "a", state="done", finished_days_ago=50)
     reuser = add_job(store, "b", state="done", finished_days_ago=1)
     with store.engine.begin() as conn:
-        conn.execute(st.update(st.jobs).where(st.jobs.c.id == reuser).values(reused_from=twin))
+        conn.execute(update(jobs).where(jobs.c.id == reuser).values(reused_from=twin))
     assert store.delete_finished_jobs_before(st.utcnow() - dt.timedelta(days=30)) == 0
     assert store.delete_finished_jobs_before(st.utcnow()) == 2  # both old now: referrer first, then twin
     assert store.jobs(limit=10) == []

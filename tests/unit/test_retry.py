@@ -49,7 +49,7 @@ def test_requeued_sources_come_back_from_failed(setup) -> None:
     assert source.is_file() and source.read_bytes() == b"RIFFa.wav"
     assert not (config.paths.failed / "a.wav").exists() and not (config.paths.failed / "a.wav.error.json").exists()
     row = store.job(job_id)
-    assert (row["state"], row["attempts"]) == ("queued", 0)
+    assert (row.state, row.attempts) == ("queued", 0)
 
 
 def test_a_source_gone_from_failed_is_recorded(setup) -> None:
@@ -57,8 +57,8 @@ def test_a_source_gone_from_failed_is_recorded(setup) -> None:
     job_id, _ = failed_job(config, store, "b.wav")
     (config.paths.failed / "b.wav").unlink()  # the user deleted it meanwhile
     assert spool.requeue_failed(config, store, all_failed=True) == [job_id]
-    [event] = [e for e in store.events(job_id) if e["kind"] == "retry_missing_source"]
-    assert event["detail"]["path"] == str(config.paths.failed / "b.wav")
+    [event] = [e for e in store.events(job_id) if e.kind == "retry_missing_source"]
+    assert event.detail["path"] == str(config.paths.failed / "b.wav")
 
 
 def test_spkd_retry(setup, capsys: pytest.CaptureFixture[str]) -> None:
@@ -88,6 +88,6 @@ def test_each_job_gets_its_own_source_back_when_failed_holds_several_of_that_nam
     assert retired.name != name
     assert spool.requeue_failed(config, store, job_ids=[second]) == [second]
     assert source.read_bytes() == b"RIFF second" and not retired.exists()
-    assert not [e for e in store.events(second) if e["kind"] == "retry_missing_source"]
+    assert not [e for e in store.events(second) if e.kind == "retry_missing_source"]
     if first is not None:
         assert (config.paths.failed / name).read_bytes() == b"RIFFsame.wav"  # the other job's file stays

@@ -15,18 +15,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.engine import make_url
 
-from daemon.jobs import outputs
+from daemon.jobs import outputs, results
 from daemon.store import search
 from daemon.store import db
 from daemon.store import sqlconsole
 from daemon import store as st
-from daemon.config import from_dict
+from daemon.store.schema import SEGMENT_ID_STRIDE, jobs
 from daemon.errors import DatabaseExtensionError, ReadOnlyError, SearchQueryError
 from daemon.transcript import Segment, Transcript
 from tests.support import postgres
+from tests.support.config import make_config, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,32 +72,7 @@ def test_hms_and_date_bounds():
         search.parse_date_bound("yesterday", end=False)
 
 
-# --- the store, on both backends -------------------------------------------------------
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request):
-    return request.param
-
-
-@pytest.fixture()
-def empty_url(backend, tmp_path, request):
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'spkd.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture()
-def url(empty_url):
-    db.migrate(empty_url)
-    return empty_url
-
-
-@pytest.fixture()
-def store(url):
-    s = st.Store(url, host="h1")
-    yield s
-    s.close()
-
+# --- the store, on both backends (the `store` fixture of tests/conftest.py) ----------------
 
 def segs(*texts: str, speakers: tuple[int, ...] = (1, 2)) -> tuple[Segment, ...]:
     return tuple(Segment(start=10.0 * i, end=10.0 * i + 4.5, speaker=speakers[i % len(speakers)], text=t)
@@ -115,7 +91,7 @@ def finish(store: st.Store, name: str, segments, *, received: dt.datetime | None
                                                                 speaker_names=dict(names or {})))
     if received is not None:
         with store.engine.begin() as conn:
-            conn.execute(st.update(st.jobs).where(st.jobs.c.id == job_id).values(created_at=received))
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(created_at=received))
     return job_id
 
 
@@ -152,7 +128,7 @@ def test_a_done_jobs_text_is_found_at_its_job_and_times(store):
     rows = segment_rows(store, job_id)
     assert [(r["idx"], r["speaker"], r["text"]) for r in rows] == [
         (0, "Speaker1", "大家好。"), (1, "Speaker2", "我们讨论一下第三季度的预算，好吗？"), (2, "Speaker1", "OK, the budget.")]
-    assert all(r["id"] == job_id * st.SEGMENT_ID_STRIDE + r["idx"] for r in rows)
+    assert all(r["id"] == job_id * SEGMENT_ID_STRIDE + r["idx"] for r in rows)
     assert fts_rows(store) in (None, 5)
 
 
@@ -186,7 +162,7 @@ def test_queries_with_syntax_characters_are_literal(store):
     for query, idxs in expect.items():
         result = search.search(store, query)
         assert [(h.job_id, h.idx) for h in result.hits] == [(job_id, i) for i in idxs], query
-    assert store.job(job_id)["state"] == "done" and len(segment_rows(store)) == len(lines)
+    assert store.job(job_id).state == "done" and len(segment_rows(store)) == len(lines)
 
 
 def test_case_and_width_do_not_matter_on_either_backend(store):
@@ -236,7 +212,8 @@ def test_a_renamed_speaker_is_found_under_the_new_name(store):
 
 def test_a_duplicate_gets_rows_of_its_own(store):
     first = finish(store, "a.wav", segs("重复的录音内容"))
-    twin = st.Job.from_row({**store.job(first), "options": {}})
+    twin = store.job(first)
+    assert twin is not None
     dup = store.add_reused(source_name="copy of a.wav", spool_path="/spool/c.wav", output_stem="copy of a",
                            sha256=None, size_bytes=1, options={}, dedup_key=None, twin=twin, outputs=[],
                            audio_seconds=60, speakers=1,
@@ -255,15 +232,15 @@ def test_a_job_is_never_done_without_its_segments(store):
     with pytest.raises(Exception):
         store.complete(job_id, pid=1, audio_seconds=2, processing_seconds=1, speakers=1, outputs=[], device="cpu",
                        transcript=Transcript(segments=broken, audio_seconds=2))
-    assert store.job(job_id)["state"] == "running" and segment_rows(store) == []
-    assert "done" not in [e["kind"] for e in store.events(job_id)]
+    assert store.job(job_id).state == "running" and segment_rows(store) == []
+    assert "done" not in [e.kind for e in store.events(job_id)]
 
 
 def test_retention_removes_the_rows_and_their_index_entries(store):
     gone = [finish(store, f"old{i}.wav", segs(*(f"旧的会议记录{i}-{k}" for k in range(5)))) for i in range(4)]
     kept = finish(store, "new.wav", segs("新的会议记录"))
     with store.engine.begin() as conn:
-        conn.execute(st.update(st.jobs).where(st.jobs.c.id.in_(gone))
+        conn.execute(update(jobs).where(jobs.c.id.in_(gone))
                      .values(finished_at=st.utcnow() - dt.timedelta(days=400)))
     # A small segment budget: four batches of one job each.
     assert store.delete_finished_jobs_before(st.utcnow() - dt.timedelta(days=30), batch_segments=6) == 4
@@ -284,18 +261,12 @@ def _alembic_upgrade(url: str, revision: str) -> None:
     command.upgrade(cfg, revision)
 
 
-def make_config(tmp_path: Path, url: str):
-    raw = {"paths": {name: name for name in ("inbox", "outbox", "archive", "failed", "spool", "state")},
-           "database": {"url": url}, "daemon": {"host": "h1"}}
-    return from_dict(raw, base_dir=tmp_path, env={})
-
-
 def pre_segments_database(tmp_path: Path, url: str) -> tuple[object, dict[int, int]]:
     """A database at revision 0003 with done jobs (one a duplicate) and their stored
     transcripts, one done job whose transcript is gone, one failed job; returns the
     config and {job id: segments in its stored json}."""
     _alembic_upgrade(url, "0003")
-    config = make_config(tmp_path, url)
+    config = make_config(tmp_path, url=url, host="h1")
     engine = db.make_engine(url)
     expected: dict[int, int] = {}
     try:
@@ -311,7 +282,7 @@ def pre_segments_database(tmp_path: Path, url: str) -> tuple[object, dict[int, i
             lost = job("lost.wav", "done")
             job("bad.wav", "failed")
         for job_id, lines in ((first, ("以前的会议", "讨论预算")), (second, ("另一个录音",)), (dup, ("以前的会议", "讨论预算"))):
-            outputs.save_transcript(config, job_id, Transcript(segments=segs(*lines), audio_seconds=30))
+            results.save_transcript(config, job_id, Transcript(segments=segs(*lines), audio_seconds=30))
             expected[job_id] = len(json.loads(outputs.transcript_path(config, job_id).read_text())["segments"])
         expected[lost] = 0
     finally:
@@ -324,24 +295,16 @@ def test_the_backfill_fills_a_database_made_before_the_migration(tmp_path, empty
     db.migrate(empty_url)
     store = st.Store(empty_url, host="h1")
     try:
-        result = search.backfill_segments(config, store)
+        result = results.backfill_segments(config, store)
         assert (result.jobs, result.segments) == (3, 5) and len(result.missing) == 1
         counts = {job_id: len(segment_rows(store, job_id)) for job_id in expected}
         assert counts == expected  # job by job, the duplicate too
         assert [h.source_name for h in search.search(store, "讨论预算").hits] == ["copy.wav", "first.wav"]
-        again = search.backfill_segments(config, store)  # idempotent
+        again = results.backfill_segments(config, store)  # idempotent
         assert (again.jobs, again.segments) == (0, 0)
         assert len(segment_rows(store)) == 5 and fts_rows(store) in (None, 5)
     finally:
         store.close()
-
-
-def write_config(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "spkd.json"
-    path.write_text(json.dumps({"paths": {n: str(tmp_path / n) for n in ("inbox", "outbox", "archive", "failed",
-                                                                          "spool", "state")},
-                                "database": {"url": url}, "daemon": {"host": "h1"}}))
-    return path
 
 
 def spkd(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -354,7 +317,7 @@ def spkd(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_db_upgrade_backfills(tmp_path):
     url = f"sqlite:///{tmp_path / 'spkd.db'}"
     pre_segments_database(tmp_path, url)
-    out = spkd(write_config(tmp_path, url), "db", "upgrade")
+    out = spkd(write_config(tmp_path, url=url, host="h1"), "db", "upgrade")
     assert out.returncode == 0, out.stderr
     assert f"at revision {db.head_revision()}" in out.stdout
     assert "filled 3 earlier job(s) with 5 row(s)" in out.stdout
@@ -368,7 +331,7 @@ def test_db_upgrade_backfills(tmp_path):
 
 def test_spkd_search_prints_marked_hits_and_json(tmp_path, url, store):
     job_id = finish(store, "周会/第一周.m4a", segs("大家好。", "我们讨论一下预算。", "预算要在周三之前定。"))
-    config = write_config(tmp_path, url)
+    config = write_config(tmp_path, url=url, host="h1")
     out = spkd(config, "search", "预算")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -396,7 +359,7 @@ def test_spkd_search_does_not_import_torch_or_funasr(tmp_path, url, store):
     code = ("import sys; from daemon.cli.main import main; rc = main(['--config', sys.argv[1], 'search', '测试一下', "
             "'--json']); heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'funasr')]; "
             "assert not heavy, heavy; raise SystemExit(rc)")
-    out = subprocess.run([sys.executable, "-c", code, str(write_config(tmp_path, url))], cwd=REPO,
+    out = subprocess.run([sys.executable, "-c", code, str(write_config(tmp_path, url=url, host="h1"))], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["text"] == "测试一下"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import plistlib
 import re
@@ -18,24 +17,24 @@ from daemon.service import manager as service
 from daemon.cli.main import main
 from daemon.config import load
 from daemon.errors import ServiceError
+from tests.support.config import write_config
 
 
-def make_config(root: Path, extra: dict | None = None) -> Path:
-    raw = {"paths": {"inbox": "in", "outbox": "out", "archive": "arch", "failed": "fail", "spool": "spool",
-                     "state": "state", "voices": "voices"},
-           "models": {"dir": "models"},
-           "daemon": {"shutdown_grace_seconds": 45, "kill_grace_seconds": 7}}
-    for section, values in (extra or {}).items():
-        raw.setdefault(section, {}).update(values)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "config.json"
-    path.write_text(json.dumps(raw))
-    return path
+# An installation's site: folder names unlike the defaults, so a unit that names a folder
+# is seen to take it from the config.
+SITE = {"paths": {"inbox": "in", "outbox": "out", "archive": "arch", "failed": "fail", "spool": "spool",
+                  "state": "state", "voices": "voices"},
+        "models": {"dir": "models"},
+        "daemon": {"shutdown_grace_seconds": 45, "kill_grace_seconds": 7}}
+
+
+def site_config(root: Path, extra: dict | None = None) -> Path:
+    return write_config(root, SITE, extra or {}, name="config.json")
 
 
 @pytest.fixture()
 def config(tmp_path):
-    return load(make_config(tmp_path / "site"), env={})
+    return load(site_config(tmp_path / "site"), env={})
 
 
 def directives(text: str) -> list[tuple[str, str]]:
@@ -96,13 +95,13 @@ def test_without_a_console_script_the_unit_runs_python_m_daemon(config, tmp_path
 
 
 def test_database_folder_outside_the_state_folder_is_writable_too(tmp_path):
-    cfg = load(make_config(tmp_path / "site", {"database": {"url": f"sqlite:///{tmp_path}/db/jobs.db"}}), env={})
+    cfg = load(site_config(tmp_path / "site", {"database": {"url": f"sqlite:///{tmp_path}/db/jobs.db"}}), env={})
     text = service.render(cfg, platform="systemd", scope="system").text
     assert str(tmp_path / "db") in values(text, "ReadWritePaths")
 
 
 def test_timeout_stop_follows_the_configured_grace(tmp_path):
-    cfg = load(make_config(tmp_path / "site", {"daemon": {"shutdown_grace_seconds": 600,
+    cfg = load(site_config(tmp_path / "site", {"daemon": {"shutdown_grace_seconds": 600,
                                                             "kill_grace_seconds": 20}}), env={})
     text = service.render(cfg, platform="systemd", scope="user").text
     assert int(values(text, "TimeoutStopSec")[0]) == 600 + 20 + service.STOP_MARGIN_SECONDS
@@ -121,7 +120,7 @@ def test_user_unit_goes_to_the_users_config_dir_without_a_user_line(config, tmp_
 
 
 def test_strange_paths_are_quoted_and_escaped_for_systemd(tmp_path):
-    cfg = load(make_config(tmp_path / "we ird%dir", {"paths": {"inbox": "in box", "outbox": "o$ut"}}), env={})
+    cfg = load(site_config(tmp_path / "we ird%dir", {"paths": {"inbox": "in box", "outbox": "o$ut"}}), env={})
     text = service.render(cfg, platform="systemd", scope="system").text
     assert f'ReadWritePaths="{tmp_path}/we ird%%dir/in box"' in text
     assert f'ReadWritePaths="{tmp_path}/we ird%%dir/o$ut"' in text
@@ -141,7 +140,7 @@ def _systemd_analyze() -> str:
 @pytest.mark.parametrize("site", ["site", "we ird%dir"])
 def test_rendered_units_pass_systemd_analyze_verify(tmp_path, scope, site):
     analyze = _systemd_analyze()
-    cfg = load(make_config(tmp_path / site, {"paths": {"inbox": "in box"}}), env={})
+    cfg = load(site_config(tmp_path / site, {"paths": {"inbox": "in box"}}), env={})
     unit_dir = tmp_path / "units"
     unit = service.render(cfg, platform="systemd", scope=scope, unit_dir=unit_dir)
     unit_dir.mkdir()
@@ -162,7 +161,7 @@ def test_rendered_units_pass_systemd_analyze_verify(tmp_path, scope, site):
 # --- launchd ---------------------------------------------------------------------------
 
 def test_launch_agent_plist_parses_and_has_the_required_keys(tmp_path):
-    cfg = load(make_config(tmp_path / "a & <b>"), env={})
+    cfg = load(site_config(tmp_path / "a & <b>"), env={})
     home = tmp_path / "home"
     agent = service.render(cfg, platform="launchd", home=home)
     assert agent.path == home / "Library" / "LaunchAgents" / "local.spkd.plist"
@@ -258,7 +257,7 @@ def test_install_launch_agent_bootstraps_and_kickstarts(config, tmp_path):
 # --- the CLI -------------------------------------------------------------------------
 
 def test_cli_prints_either_platforms_file_for_review(tmp_path, capsys):
-    config_path = make_config(tmp_path / "site")
+    config_path = site_config(tmp_path / "site")
     assert main(["--config", str(config_path), "service", "print", "--system", "--platform", "systemd",
                  "--service-user", "transcriber"]) == 0
     out = capsys.readouterr().out
@@ -269,7 +268,7 @@ def test_cli_prints_either_platforms_file_for_review(tmp_path, capsys):
 
 def test_cli_rejects_user_and_system_together(tmp_path):
     with pytest.raises(SystemExit):
-        main(["--config", str(make_config(tmp_path)), "service", "print", "--user", "--system"])
+        main(["--config", str(site_config(tmp_path)), "service", "print", "--user", "--system"])
 
 
 # --- sd_notify -------------------------------------------------------------------------

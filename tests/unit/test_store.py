@@ -1,6 +1,6 @@
 """The store's invariants, on a real SQLite database and a real PostgreSQL server
-(the same tests, `url` parametrized; the PostgreSQL ones skip, saying why, where no
-server can be started: see tests/support/postgres.py)."""
+(the same tests, on each backend by the `store`/`url` fixtures of tests/conftest.py; the
+PostgreSQL ones skip, saying why, where no server can be started: see tests/support/postgres.py)."""
 
 import datetime as dt
 import multiprocessing
@@ -16,38 +16,13 @@ from daemon.store.schema import metadata
 from daemon.store.sqlconsole import query_readonly
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request):
-    return request.param
-
-
-@pytest.fixture()
-def empty_url(backend, tmp_path, request):
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'spkd.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture()
-def url(empty_url):
-    db.migrate(empty_url)
-    return empty_url
-
-
-@pytest.fixture()
-def store(url):
-    s = st.Store(url, host="h1")
-    yield s
-    s.close()
-
-
 def enqueue(store, name="a.wav", **kw):
     return store.enqueue(source_name=name, spool_path=f"/spool/{name}", output_stem=name.rsplit(".", 1)[0],
                          sha256="0" * 64, size_bytes=10, **kw)
 
 
 def kinds(store, job_id):
-    return [e["kind"] for e in store.events(job_id)]
+    return [e.kind for e in store.events(job_id)]
 
 
 def test_migration_creates_the_schema_of_daemon_schema(url, backend):
@@ -93,7 +68,7 @@ def test_hosts_starting_together_migrate_once(empty_url):
 def test_sizes_over_2_gib_fit(store):
     job_id = store.enqueue(source_name="long.wav", spool_path="/spool/long.wav", output_stem="long",
                            sha256="0" * 64, size_bytes=5 * 2**30)
-    assert store.job(job_id)["size_bytes"] == 5 * 2**30
+    assert store.job(job_id).size_bytes == 5 * 2**30
 
 
 def test_claim_takes_the_oldest_highest_priority_job_once(store):
@@ -118,7 +93,7 @@ def test_only_the_holder_may_heartbeat_complete_or_fail(store):
     assert store.complete(job.id, pid=100, audio_seconds=10, processing_seconds=2, speakers=2,
                           outputs=["a.json"], device="cpu")
     row = store.job(job_id)
-    assert row["state"] == "done" and row["rtf"] == pytest.approx(0.2) and row["outputs"] == ["a.json"]
+    assert row.state == "done" and row.rtf == pytest.approx(0.2) and row.outputs == ["a.json"]
     assert kinds(store, job_id) == ["queued", "claimed", "done"]
 
 
@@ -135,7 +110,7 @@ def test_transient_failure_backs_off_then_fails_when_attempts_are_spent(store):
                          retry_backoff_seconds=60)
     assert outcome.state == "failed"
     row = store.job(job_id)
-    assert row["error_message"] == "flaky again" and row["attempts"] == 2
+    assert row.error_message == "flaky again" and row.attempts == 2
     assert kinds(store, job_id) == ["queued", "claimed", "retry", "claimed", "failed"]
 
 
@@ -144,7 +119,7 @@ def test_permanent_failure_fails_at_once(store):
     store.claim(slot=0, pid=1, device="cpu", lease_seconds=60)
     outcome = store.fail(job_id, pid=1, kind="bad_audio", message="undecodable", permanent=True,
                          retry_backoff_seconds=0)
-    assert outcome.state == "failed" and store.job(job_id)["error_kind"] == "bad_audio"
+    assert outcome.state == "failed" and store.job(job_id).error_kind == "bad_audio"
 
 
 def test_release_requeues_a_dead_workers_job_and_counts_the_attempt(store):
@@ -162,7 +137,7 @@ def test_release_at_shutdown_does_not_count_an_attempt(store):
     job_id = enqueue(store, max_attempts=1)
     store.claim(slot=0, pid=7, device="cpu", lease_seconds=60)
     [outcome] = store.release(pid=7, reason="shutdown", counts_as_attempt=False)
-    assert outcome.state == "queued" and store.job(job_id)["attempts"] == 0
+    assert outcome.state == "queued" and store.job(job_id).attempts == 0
 
 
 def test_recover_requeues_only_jobs_of_dead_processes_of_this_host(url, store):
@@ -173,7 +148,7 @@ def test_recover_requeues_only_jobs_of_dead_processes_of_this_host(url, store):
     other.claim(slot=0, pid=10, device="cpu", lease_seconds=60)
     outcomes = store.recover(is_alive=lambda pid: pid == 11, reason="restart")
     assert [o.job.id for o in outcomes] == [dead]
-    assert store.job(alive)["state"] == "running" and store.job(other_host)["state"] == "running"
+    assert store.job(alive).state == "running" and store.job(other_host).state == "running"
     other.close()
 
 
@@ -194,12 +169,12 @@ def test_retry_requeues_failed_jobs(store):
     store.claim(slot=0, pid=1, device="cpu", lease_seconds=60)
     store.fail(job_id, pid=1, kind="x", message="m", permanent=True, retry_backoff_seconds=0)
     assert store.retry(all_failed=True) == [job_id]
-    assert store.job(job_id)["state"] == "queued" and store.job(job_id)["attempts"] == 0
+    assert store.job(job_id).state == "queued" and store.job(job_id).attempts == 0
     # A file that failed before it was queued has max_attempts 0; a retry gives it one.
     early = store.add_failed(source_name="e.wav", spool_path="/spool/e.wav", output_stem="e", sha256=None,
                              size_bytes=0, kind="empty", message="empty")
     assert store.retry(job_ids=[early]) == [early]
-    assert store.job(early)["max_attempts"] == 1 and store.job(early)["state"] == "queued"
+    assert store.job(early).max_attempts == 1 and store.job(early).state == "queued"
 
 
 def test_readonly_sql_refuses_writes_and_changes_nothing(url, store):
@@ -220,7 +195,7 @@ def test_workers_rows(store):
     store.worker_update(0, state="ready")
     store.worker_job_done(0, rss_mb=123.0)
     [row] = store.worker_rows()
-    assert row["state"] == "ready" and row["jobs_done"] == 1 and row["host"] == "h1"
+    assert row.state == "ready" and row.jobs_done == 1 and row.host == "h1"
 
 
 def test_reaper_takes_back_a_silent_hosts_job_never_a_live_ones(url, store):
@@ -238,7 +213,7 @@ def test_reaper_takes_back_a_silent_hosts_job_never_a_live_ones(url, store):
         assert [j.id for j in store.expired_leases()] == [silent]
         outcome = store.reap(silent, reason="lease expired (holder h2/10)")
         assert outcome.state == "queued"
-        assert store.job(live)["state"] == "running" and store.job(live)["host"] == "h3"
+        assert store.job(live).state == "running" and store.job(live).host == "h3"
         # h2 comes back to life too late: its job is no longer its own.
         assert not h2.heartbeat(silent, pid=10, lease_seconds=60)
         assert not h2.complete(silent, pid=10, audio_seconds=1, processing_seconds=1, speakers=1, outputs=[],
@@ -295,12 +270,12 @@ def test_a_page_of_jobs_filtered_by_state_time_and_name(store):
     queued = enqueue(store, "team/retro_1.wav")
     other = enqueue(store, "notes.m4a")
     rows, total = store.job_page(st.JobFilter(), limit=2)
-    assert [r["id"] for r in rows] == [other, queued] and total == 3
+    assert [r.id for r in rows] == [other, queued] and total == 3
     rows, total = store.job_page(st.JobFilter(), offset=2, limit=2)
-    assert [r["id"] for r in rows] == [done] and total == 3
-    assert [r["id"] for r in store.job_page(st.JobFilter(state="queued"))[0]] == [other, queued]
-    assert [r["id"] for r in store.job_page(st.JobFilter(name_contains="STANDUP"))[0]] == [done]
-    assert [r["id"] for r in store.job_page(st.JobFilter(name_contains="100%"))[0]] == [done]
+    assert [r.id for r in rows] == [done] and total == 3
+    assert [r.id for r in store.job_page(st.JobFilter(state="queued"))[0]] == [other, queued]
+    assert [r.id for r in store.job_page(st.JobFilter(name_contains="STANDUP"))[0]] == [done]
+    assert [r.id for r in store.job_page(st.JobFilter(name_contains="100%"))[0]] == [done]
     assert store.job_page(st.JobFilter(name_contains="o_1"))[1] == 1, "_ is a character, not a wildcard"
     future = st.utcnow() + dt.timedelta(days=1)
     assert store.job_page(st.JobFilter(since=future))[1] == 0
@@ -323,4 +298,4 @@ def test_metric_figures_add_up_the_done_jobs_by_device(store):
     assert cpu.rtf_sum == pytest.approx(0.55)
     assert by_device["cuda:0"].rtf_buckets == {0.1: 1, 1.0: 1}
     assert figures.oldest_queued_at is not None and figures.last_done_at is not None
-    assert [(w["slot"], w["state"]) for w in figures.workers] == [(0, "busy")]
+    assert [(w.slot, w.state) for w in figures.workers] == [(0, "busy")]

@@ -18,8 +18,8 @@ from daemon.store import db
 from daemon.jobs import spool
 from daemon.intake import watcher as watcher_module
 from daemon import store as st
-from daemon.config import from_dict
 from daemon.intake.watcher import Watcher
+from tests.support.config import make_config
 from tests.support.daemon import write_wav
 
 
@@ -31,10 +31,7 @@ def root(tmp_path: Path) -> Path:
 def make_watcher(root: Path, **watch: object) -> Watcher:
     url = f"sqlite:///{root / 'state' / 'spkd.db'}"
     db.migrate(url)
-    config = from_dict({"paths": {"inbox": "inbox", "outbox": "outbox", "archive": "archive", "failed": "failed",
-                                  "spool": "spool", "state": "state"},
-                        "database": {"url": url}, "daemon": {"host": "h1"},
-                        "watch": {"settle_seconds": 0, **watch}}, base_dir=root, env={})
+    config = make_config(root, url=url, host="h1", watch={"settle_seconds": 0, **watch})
     for path in (config.paths.inbox, config.paths.spool, config.paths.failed, config.paths.archive):
         path.mkdir(parents=True, exist_ok=True)
     return Watcher(config, st.Store(url, host="h1"))
@@ -58,7 +55,7 @@ def logged():
 def take_all(w: Watcher) -> dict[str, dict]:
     w.scan()
     w.process_due()
-    return {j["source_name"]: j for j in w.store.jobs(limit=100)}
+    return {j.source_name: j for j in w.store.jobs(limit=100)}
 
 
 def test_a_name_that_is_not_utf8_becomes_a_job_with_its_readable_name(w):
@@ -67,8 +64,8 @@ def test_a_name_that_is_not_utf8_becomes_a_job_with_its_readable_name(w):
         handle.write(write_wav(w.inbox.parent / "src.wav").read_bytes())
     jobs = take_all(w)
     job = jobs["\\xff\\xfe.wav"]
-    assert job["state"] == "queued" and job["output_stem"] == "\\xff\\xfe"
-    assert Path(job["spool_path"]).exists() and Path(job["spool_path"]).name == "\\xff\\xfe.wav"
+    assert job.state == "queued" and job.output_stem == "\\xff\\xfe"
+    assert Path(job.spool_path).exists() and Path(job.spool_path).name == "\\xff\\xfe.wav"
     assert not os.path.exists(raw)
 
 
@@ -80,7 +77,7 @@ def test_recovery_adopts_a_spooled_name_that_is_not_utf8(w):
         handle.write(write_wav(w.inbox.parent / "src.wav").read_bytes())
     [job_id] = w.recover_spool()
     job = w.store.job(job_id)
-    assert job["source_name"] == "\\xe9t\\xe9.wav" and Path(job["spool_path"]).exists()
+    assert job.source_name == "\\xe9t\\xe9.wav" and Path(job.spool_path).exists()
     assert w.recover_spool() == []  # recorded once
 
 
@@ -97,13 +94,13 @@ def test_an_unexpected_error_in_recovery_fails_that_file_only(w, monkeypatch):
 
     monkeypatch.setattr(Watcher, "enqueue_spooled", enqueue)
     recovered = w.recover_spool()
-    jobs = {j["source_name"]: j for j in w.store.jobs()}
-    assert len(recovered) == 3 and jobs["a.wav"]["state"] == jobs["b.wav"]["state"] == "queued"
+    jobs = {j.source_name: j for j in w.store.jobs()}
+    assert len(recovered) == 3 and jobs["a.wav"].state == jobs["b.wav"].state == "queued"
     evil = jobs["evil.wav"]
-    assert (evil["state"], evil["error_kind"]) == ("failed", "error")
-    assert evil["error_message"] == "RuntimeError: something nobody foresaw"
+    assert (evil.state, evil.error_kind) == ("failed", "error")
+    assert evil.error_message == "RuntimeError: something nobody foresaw"
     error = json.loads((w.config.paths.failed / "evil.wav.error.json").read_text())
-    assert error["job_id"] == evil["id"] and (w.config.paths.failed / "evil.wav").exists()
+    assert error["job_id"] == evil.id and (w.config.paths.failed / "evil.wav").exists()
 
 
 def test_an_unexpected_error_after_the_move_fails_the_job_instead_of_orphaning_the_file(w, monkeypatch):
@@ -118,10 +115,10 @@ def test_an_unexpected_error_after_the_move_fails_the_job_instead_of_orphaning_t
 
     monkeypatch.setattr(Watcher, "enqueue_spooled", enqueue)
     jobs = take_all(w)
-    assert jobs["good.wav"]["state"] == "queued"
-    assert (jobs["evil.wav"]["state"], jobs["evil.wav"]["error_kind"]) == ("failed", "error")
+    assert jobs["good.wav"].state == "queued"
+    assert (jobs["evil.wav"].state, jobs["evil.wav"].error_kind) == ("failed", "error")
     assert (w.config.paths.failed / "evil.wav.error.json").exists()
-    assert spool.spooled_files(w.config.paths.spool) == [Path(jobs["good.wav"]["spool_path"])]
+    assert spool.spooled_files(w.config.paths.spool) == [Path(jobs["good.wav"].spool_path)]
 
 
 def test_an_unexpected_error_before_the_move_fails_that_file(w, monkeypatch):
@@ -132,9 +129,9 @@ def test_an_unexpected_error_before_the_move_fails_that_file(w, monkeypatch):
                         lambda p: (_ for _ in ()).throw(OSError(5, "Input/output error")) if p.name == "evil.wav"
                         else real(p))
     jobs = take_all(w)
-    assert jobs["good.wav"]["state"] == "queued"
+    assert jobs["good.wav"].state == "queued"
     evil = jobs["evil.wav"]
-    assert evil["state"] == "failed" and "Input/output error" in evil["error_message"]
+    assert evil.state == "failed" and "Input/output error" in evil.error_message
     assert (w.config.paths.failed / "evil.wav").exists() and not (w.inbox / "evil.wav").exists()
 
 
@@ -151,7 +148,7 @@ def test_a_file_that_cannot_even_be_moved_stays_logged_once_until_it_changes(w, 
         handle.write(b"\0\0")  # it changed: looked at again
     monkeypatch.undo()
     jobs = take_all(w)
-    assert jobs["stuck.wav"]["state"] == "queued"
+    assert jobs["stuck.wav"].state == "queued"
 
 
 def test_fifos_and_devices_fail_at_once_as_not_a_file(w):
@@ -159,10 +156,10 @@ def test_fifos_and_devices_fail_at_once_as_not_a_file(w):
     os.mknod(w.inbox / "null.wav", stat.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null's numbers
     write_wav(w.inbox / "good.wav")
     jobs = take_all(w)
-    assert jobs["good.wav"]["state"] == "queued"
+    assert jobs["good.wav"].state == "queued"
     for name, what in (("pipe.wav", "FIFO"), ("null.wav", "character device")):
-        assert (jobs[name]["state"], jobs[name]["error_kind"]) == ("failed", "not_a_file"), jobs[name]
-        assert what in jobs[name]["error_message"]
+        assert (jobs[name].state, jobs[name].error_kind) == ("failed", "not_a_file"), jobs[name]
+        assert what in jobs[name].error_message
         assert (w.config.paths.failed / f"{name}.error.json").exists()
     assert sorted(p.name for p in w.inbox.iterdir()) == []
 
@@ -172,8 +169,8 @@ def test_a_sidecar_that_is_a_folder_fails_its_audio_and_stays(w):
     (w.inbox / "a.wav.spkd.json").mkdir()
     write_wav(w.inbox / "a.wav.spkd.json" / "inside.wav", seed=3)
     jobs = take_all(w)
-    assert (jobs["a.wav"]["error_kind"], jobs["a.wav"]["state"]) == ("bad_options", "failed")
-    assert "a folder" in jobs["a.wav"]["error_message"]
+    assert (jobs["a.wav"].error_kind, jobs["a.wav"].state) == ("bad_options", "failed")
+    assert "a folder" in jobs["a.wav"].error_message
     assert "a.wav.spkd.json/inside.wav" not in jobs  # never mistaken for audio
     assert (w.inbox / "a.wav.spkd.json" / "inside.wav").exists()
 
@@ -187,18 +184,18 @@ def test_an_unreadable_file_waits_then_fails_as_unreadable(w, monkeypatch):
     assert w.take(path, age_seconds=1.0) is None and path.exists()  # its owner may still fix that
     job_id = w.take(path, age_seconds=watcher_module.UNREADABLE_FAIL_SECONDS)
     job = w.store.job(job_id)
-    assert (job["state"], job["error_kind"]) == ("failed", "unreadable")
-    assert "Permission denied" in job["error_message"]
+    assert (job.state, job.error_kind) == ("failed", "unreadable")
+    assert "Permission denied" in job.error_message
 
 
 def test_long_names_keep_every_derived_name_within_the_limit(w):
     for n in (235, 248, 251):
         write_wav(w.inbox / ("n" * (n - 4) + ".wav"), seed=n)
     jobs = take_all(w)
-    assert len(jobs) == 3 and all(j["state"] == "queued" for j in jobs.values())
+    assert len(jobs) == 3 and all(j.state == "queued" for j in jobs.values())
     for job in jobs.values():
-        assert len(os.fsencode(job["output_stem"])) + 14 <= 255
-        assert len(os.fsencode(Path(job["spool_path"]).name)) <= 255
+        assert len(os.fsencode(job.output_stem)) + 14 <= 255
+        assert len(os.fsencode(Path(job.spool_path).name)) <= 255
 
 
 # --- files still being written -------------------------------------------------------
@@ -260,8 +257,8 @@ def test_where_the_kernel_cannot_tell_an_unfinished_container_waits(root, monkey
     try:
         job_id = w.take(path)
         assert job_id is not None and not path.exists()
-        [warning] = [e for e in w.store.events(job_id) if e["kind"] == "warning"]
-        assert reason in warning["detail"]["message"]
+        [warning] = [e for e in w.store.events(job_id) if e.kind == "warning"]
+        assert reason in warning.detail["message"]
     finally:
         w.store.close()
 
@@ -291,7 +288,7 @@ def test_a_sidecar_from_the_future_or_with_a_byte_order_mark_does_not_hold_its_a
     os.utime(sidecar, (future, future))
     w.config = dataclasses.replace(w.config, watch=dataclasses.replace(w.config.watch, settle_seconds=5.0))
     job_id = w.take(w.inbox / "a.wav")
-    assert job_id is not None and w.store.job(job_id)["options"] == {"speakers": 2}
+    assert job_id is not None and w.store.job(job_id).options == {"speakers": 2}
 
 
 def test_a_folder_that_cannot_be_listed_is_logged_not_passed_over_in_silence(w, logged):
@@ -349,4 +346,4 @@ def test_an_empty_file_still_open_for_writing_is_not_failed_as_empty(w):
     finally:
         writer.communicate("done\n", timeout=10)
     job_id = w.take(path, age_seconds=w.config.watch.empty_fail_seconds + 1)
-    assert w.store.job(job_id)["error_kind"] == "empty"
+    assert w.store.job(job_id).error_kind == "empty"

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from daemon.jobs import diskguard
+from daemon.store import EventRow
 from daemon.web.app import create_app
 from daemon.web.security import CSP, CSRF_COOKIE
 from daemon.web.server import is_loopback, refusal
@@ -378,12 +379,12 @@ def outputs_of(config, stem: str) -> dict[str, str]:
 
 def three_speakers(config, job_id: int) -> None:
     """The done job's stored transcript with a third speaker (what rename re-renders from)."""
-    from daemon.jobs import outputs
+    from daemon.jobs import outputs, results
     from daemon.transcript import Segment
 
     transcript = outputs.load_transcript(config, job_id)
     assert transcript is not None
-    outputs.save_transcript(config, job_id, transcript.replace(
+    results.save_transcript(config, job_id, transcript.replace(
         segments=transcript.segments + (Segment(6.0, 7.0, 3, "A third voice."),)))
 
 
@@ -417,7 +418,7 @@ def test_renaming_a_speaker_rerenders_every_output_and_the_page(client, setup) -
     rows = dict(re.findall(r'<tr data-label="(Speaker\d)">.*?<td class="shown">([^<]*)</td>', page, re.S))
     assert rows == {"Speaker1": "&lt;img src=x onerror=alert(2)&gt;", "Speaker2": "Speaker1", "Speaker3": "Speaker2"}
     assert re.search(r'data-label="Speaker1">.*?<td class="source">renamed</td>', page, re.S)
-    assert '<strong>Speaker1</strong>' in page and "renamed" in [e["kind"] for e in _events(config, jobs.done)]
+    assert '<strong>Speaker1</strong>' in page and "renamed" in [e.kind for e in _events(config, jobs.done)]
     # the segments rows too: search shows the new name
     hit = client.get("/search?q=welcome", headers=HTML).text
     assert "&lt;img src=x onerror=alert(2)&gt;" in hit and "<img src=x onerror=alert(2)>" not in hit
@@ -432,7 +433,7 @@ def test_renaming_a_speaker_rerenders_every_output_and_the_page(client, setup) -
 
 def test_a_name_from_the_library_shows_its_voice_and_score(client, setup) -> None:
     config, jobs = setup
-    from daemon.jobs import outputs
+    from daemon.jobs import outputs, results
     from daemon.store import Store
     from daemon.transcript import SpeakerMatch
 
@@ -441,7 +442,7 @@ def test_a_name_from_the_library_shows_its_voice_and_score(client, setup) -> Non
     store.close()
     transcript = outputs.load_transcript(config, jobs.done)
     assert transcript is not None
-    outputs.save_transcript(config, jobs.done, transcript.replace(
+    results.save_transcript(config, jobs.done, transcript.replace(
         speaker_names={1: XSS_VOICE}, speaker_matches={1: SpeakerMatch(voice=voice_id, score=0.87123)}))
 
     def row(label: str) -> tuple[str, str, str]:
@@ -488,7 +489,7 @@ def test_a_refused_rename_says_why_and_changes_nothing(client, setup) -> None:
     assert 'name="name:' not in client.get(f"/jobs/{jobs.failed}", headers=HTML).text, "no form for a failed job"
 
 
-def _events(config, job_id: int) -> list[dict]:
+def _events(config, job_id: int) -> list[EventRow]:
     from daemon.store import Store
 
     store = Store(config.database_url, host=config.host)
@@ -534,7 +535,7 @@ def test_enrolling_from_the_page_drops_the_recording_for_the_daemon(client, setu
     config, _jobs = setup
     import time
 
-    from daemon import voices
+    from daemon.intake import voice_folder
     from daemon.store import Store
 
     data = wav_bytes(tmp_path)
@@ -569,9 +570,9 @@ def test_enrolling_from_the_page_drops_the_recording_for_the_daemon(client, setu
                      r'<span class="file">Li Wei/li &lt;b&gt;.wav</span>', page), page
     assert "The daemon is not running" in page
 
-    # the daemon's folder scan (daemon.voices.sync_folder) makes it an enrolment job
+    # the daemon's folder scan (daemon.intake.voice_folder.sync_folder) makes it an enrolment job
     store = Store(config.database_url, host=config.host)
-    queued = voices.sync_folder(config, store, now=time.time() + 60).queued
+    queued = voice_folder.sync_folder(config, store, now=time.time() + 60).queued
     assert len(queued) == 1
     page = client.get("/voices", headers=HTML).text
     assert f'<a href="/jobs/{queued[0]}">job {queued[0]}</a> queued' in page and 'data-state="waiting"' not in page

@@ -17,8 +17,8 @@ from sqlalchemy.exc import OperationalError
 from daemon.store import db
 from daemon.jobs import spool
 from daemon import store as st
-from daemon.config import from_dict
 from daemon.jobs.worker import Worker, WorkerSpec
+from tests.support.config import make_config
 from tests.support.daemon import FAKE_ENGINE, write_wav
 
 
@@ -38,11 +38,8 @@ def setup(tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.3)  # the real 30 s, shortened for the test
     url = f"sqlite:///{tmp_path / 'state' / 'spkd.db'}"
     db.migrate(url)
-    config = from_dict({"paths": {"inbox": "inbox", "outbox": "outbox", "archive": "archive", "failed": "failed",
-                                  "spool": "spool", "state": "state"}, "database": {"url": url},
-                        "daemon": {"host": "h1", "min_free_mb": 0},
-                        "workers": {"poll_seconds": 0.05}, "jobs": {"heartbeat_seconds": 0.2}},
-                       base_dir=tmp_path, env={})
+    config = make_config(tmp_path, url=url, host="h1", daemon={"min_free_mb": 0}, workers={"poll_seconds": 0.05},
+                         jobs={"heartbeat_seconds": 0.2})
     worker = Worker(config, WorkerSpec(slot=0, device="cpu", env={}, threads=1, engine_factory=FAKE_ENGINE),
                     store=st.Store(url, host="h1"))
     result: dict[str, object] = {}
@@ -51,7 +48,7 @@ def setup(tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
     sink = logger.add(lambda m: lines.append(str(m)), level="WARNING")
     thread.start()
     reader = st.Store(url, host="h1")
-    wait_for(lambda: any(r["state"] == "ready" for r in reader.worker_rows()), what="a ready worker")
+    wait_for(lambda: any(r.state == "ready" for r in reader.worker_rows()), what="a ready worker")
     yield config, worker, thread, reader, result, lines, tmp_path
     worker.stop_requested.set()
     thread.join(timeout=10)
@@ -79,7 +76,7 @@ def test_a_write_lock_held_past_the_busy_timeout_does_not_stop_an_idle_worker(se
         holder.close()
     assert sum("cannot claim a job now" in line for line in lines) == 1  # said once, not at every try
     job_id = enqueue(config, reader, "after.wav")
-    wait_for(lambda: reader.job(job_id)["state"] == "done", what="the job after the lock")
+    wait_for(lambda: reader.job(job_id).state == "done", what="the job after the lock")
 
 
 def test_a_full_disk_under_the_database_is_waited_out(setup, monkeypatch):
@@ -90,13 +87,14 @@ def test_a_full_disk_under_the_database_is_waited_out(setup, monkeypatch):
     def claim(**kwargs):  # type: ignore[no-untyped-def]
         if failures["left"]:
             failures["left"] -= 1
-            raise OperationalError("UPDATE jobs …", {}, sqlite3.OperationalError("database or disk is full"))
+            with db.translate_errors():  # as the store meets it: the driver's error, translated
+                raise OperationalError("UPDATE jobs …", {}, sqlite3.OperationalError("database or disk is full"))
         return real_claim(**kwargs)
 
     monkeypatch.setattr(worker.store, "claim", claim)
     wait_for(lambda: failures["left"] == 0, what="the full disk")
     job_id = enqueue(config, reader, "later.wav")
-    wait_for(lambda: reader.job(job_id)["state"] == "done", what="the job once space is back")
+    wait_for(lambda: reader.job(job_id).state == "done", what="the job once space is back")
     assert thread.is_alive() and "code" not in result
 
 
@@ -104,12 +102,12 @@ def test_a_recording_far_shorter_than_its_container_claimed_is_done_with_a_warni
     config, worker, thread, reader, result, lines, tmp_path = setup
     job_id = enqueue(config, reader, "cut.wav", seconds=2.0, claimed=64.0)
     fine_id = enqueue(config, reader, "fine.wav", seconds=2.0)
-    wait_for(lambda: reader.job(job_id)["state"] == "done" and reader.job(fine_id)["state"] == "done",
+    wait_for(lambda: reader.job(job_id).state == "done" and reader.job(fine_id).state == "done",
              what="both jobs")
-    [warning] = [e for e in reader.events(job_id) if e["kind"] == "warning"]
-    assert warning["detail"]["claimed_seconds"] == 64.0 and warning["detail"]["decoded_seconds"] < 3
-    assert "decoded 2.0 s of audio, but the file said 64.0 s" in warning["detail"]["message"]
-    assert not [e for e in reader.events(fine_id) if e["kind"] == "warning"]
+    [warning] = [e for e in reader.events(job_id) if e.kind == "warning"]
+    assert warning.detail["claimed_seconds"] == 64.0 and warning.detail["decoded_seconds"] < 3
+    assert "decoded 2.0 s of audio, but the file said 64.0 s" in warning.detail["message"]
+    assert not [e for e in reader.events(fine_id) if e.kind == "warning"]
 
 
 def test_a_command_meeting_a_locked_database_says_so_in_one_line(tmp_path, monkeypatch, capsys):
