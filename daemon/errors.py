@@ -16,6 +16,8 @@ database's vocabulary and never change.
     ├── FetchError                 models_fetch    permanent  downloading the real models failed
     ├── SearchQueryError           bad_query       permanent  `spkd search`: nothing left to search for
     ├── DatabaseExtensionError     database_extension permanent  PostgreSQL lacks pg_trgm and may not create it
+    ├── JobRefusedError            job_refused     permanent  `spkd retry`, `cancel`, `remove` will not act on a job
+    │   └── NoSuchJobError         no_such_job                no job has that id
     ├── VoiceError                 voice           permanent  a voice-library or rename request refused (unknown name, bad name)
     │   └── EnrolmentError         enrolment                  a recording cannot be enrolled (too little speech, no speaker model)
     ├── AudioError                 bad_audio       permanent  the file cannot be decoded into audio
@@ -32,6 +34,7 @@ database's vocabulary and never change.
     ├── FfmpegMissingError         ffmpeg_missing  transient  installing ffmpeg fixes it; the job then succeeds
     ├── DiskFullError              disk_full       transient  no space left for outputs or the database
     ├── DatabaseUnavailableError   database_unavailable transient  the job database cannot be used now (locked, out of reach)
+    ├── JobCancelledError          cancelled       transient  `spkd cancel`: the job was stopped; a retry runs it again
     └── WorkerLostError            worker_lost     transient  the job's worker died (recorded by the store)
         └── LeaseExpiredError      lease_expired              its holder stopped heartbeating
 
@@ -39,7 +42,8 @@ database's vocabulary and never change.
 
 A class without a word in the third column is as permanent as its parent. The last
 two job kinds are never raised: the supervisor takes such a job back and the
-store records the kind when the job's attempts are spent.
+store records the kind when the job's attempts are spent. `error_class` finds the
+class of a stored kind, so that what a retry can change is decided by `permanent`.
 """
 
 from __future__ import annotations
@@ -58,8 +62,11 @@ __all__ = [
     "DatabaseUnavailableError",
     "FetchError",
     "FfmpegMissingError",
+    "JobCancelledError",
+    "JobRefusedError",
     "LeaseExpiredError",
     "ModelsMissingError",
+    "NoSuchJobError",
     "NotAudioError",
     "NotRegularFileError",
     "OptionsError",
@@ -77,6 +84,7 @@ __all__ = [
     "EnrolmentError",
     "WorkerLostError",
     "as_spkd_error",
+    "error_class",
     "is_disk_full",
     "is_out_of_memory",
 ]
@@ -87,7 +95,8 @@ class ExitCode(IntEnum):
 
     OK = 0
     # spkd: a negative answer (a file of `spkd transcribe` failed, `spkd status`: not
-    # running, `spkd doctor`: a check failed); a worker: it crashed.
+    # running, `spkd doctor`: a check failed, `spkd retry/cancel/remove`: a job was
+    # refused, with the reason); a worker: it crashed.
     FAILED = 1
     # spkd: bad usage, or an SpkdError (configuration, models missing, already running);
     # the systemd unit's RestartPreventExitStatus: restarting cannot fix it.
@@ -161,6 +170,21 @@ class DatabaseExtensionError(SpkdError):
 
     kind = "database_extension"
     permanent = True
+
+
+class JobRefusedError(SpkdError):
+    """A command about jobs (`spkd retry`, `cancel`, `remove`, `speakers`, or the dashboard's
+    buttons) will not act on one: its state does not allow it, or a retry could not
+    change how it ends. The message says why; `spkd` exits 1 (ExitCode.FAILED)."""
+
+    kind = "job_refused"
+    permanent = True
+
+
+class NoSuchJobError(JobRefusedError):
+    """No job has the id asked for (never queued, or removed since)."""
+
+    kind = "no_such_job"
 
 
 class VoiceError(SpkdError):
@@ -286,6 +310,15 @@ class DatabaseUnavailableError(SpkdError):
         return error
 
 
+class JobCancelledError(SpkdError):
+    """The job was cancelled (`spkd cancel`) while it ran: raised on the worker's own
+    thread to leave the engine call at its next progress report. Transient: a retry
+    runs the job again."""
+
+    kind = "cancelled"
+    permanent = False
+
+
 class WorkerLostError(SpkdError):
     """The job's worker died holding it (recorded by the store, never raised)."""
 
@@ -316,6 +349,18 @@ def as_spkd_error(exc: BaseException) -> SpkdError:
     error = UnexpectedError(f"{type(exc).__name__}: {exc}")
     error.__cause__ = exc
     return error
+
+
+def error_class(kind: str | None) -> type[SpkdError] | None:
+    """The class whose `kind` is `kind` (as stored in `jobs.error_kind`), or None for a
+    kind this version does not know."""
+    by_kind: dict[str, type[SpkdError]] = {}
+    pending: list[type[SpkdError]] = list(SpkdError.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        by_kind.setdefault(cls.kind, cls)
+        pending.extend(cls.__subclasses__())
+    return by_kind.get(kind) if kind is not None else None
 
 
 # SQLite's SQLITE_FULL (its extended codes keep it in the low byte) and PostgreSQL's

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["STAGES", "STAGE_SHARES", "Progress", "ProgressCallback", "eta_seconds", "overall_fraction"]
+__all__ = ["STAGES", "STAGE_SHARES", "Progress", "ProgressCallback", "duration_text", "eta_seconds",
+           "overall_fraction"]
 
 # In the order a job meets them.
 STAGES = ("decoding", "vad", "asr", "punctuation", "speakers", "writing")
@@ -71,3 +72,13 @@ def eta_seconds(*, fraction: float, elapsed_seconds: float, audio_seconds: float
     if fraction >= MIN_FRACTION_FOR_SPEED and elapsed_seconds > 0:
         return round(elapsed_seconds / fraction * left, 1)
     return None
+
+
+def duration_text(seconds: float) -> str:
+    """A span of time as people read it: `4 s`, `4 min 50 s`, `2 h 5 min`."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min" + (f" {whole % 60} s" if whole % 60 else "")
+    return f"{whole // 3600} h" + (f" {whole % 3600 // 60} min" if whole % 3600 // 60 else "")

@@ -1,5 +1,5 @@
 """What every `spkd` command module shares: loading the config, opening the store,
-printing JSON and tables. The command modules (main, voices, service, oneshot) import
+printing JSON and tables (one table printer, which aligns by terminal columns). The command modules (main, voices, service, oneshot) import
 this one and never each other, so none of them depends on another's private helpers.
 
 Nothing here imports torch or funasr, and the store is imported only when opened, so
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -18,7 +20,8 @@ if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.store import Store
 
-__all__ = ["json_default", "load_config", "open_store", "print_json", "print_table"]
+__all__ = ["CUT_MARK", "MAX_CELL_WIDTH", "WIDE_HELP", "cell_text", "char_width", "cut", "display_width", "json_default",
+           "load_config", "open_store", "pad", "print_json", "print_table", "table_lines"]
 
 
 def load_config(args: argparse.Namespace) -> "Config":
@@ -53,21 +56,89 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False, default=json_default))
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    def cell(value: Any) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, float):
-            return f"{value:.3f}"
-        if isinstance(value, dt.datetime):
-            return value.strftime("%Y-%m-%d %H:%M:%S")
-        if isinstance(value, (dict, list)):
-            return json.dumps(value, ensure_ascii=False)
-        return str(value).replace("\n", " ")
+# The widest a cell is shown in a table unless --wide; a cut cell ends with CUT_MARK.
+MAX_CELL_WIDTH = 60
+CUT_MARK = "…"
+WIDE_HELP = f"show every cell whole (default: cut at {MAX_CELL_WIDTH} columns, marked {CUT_MARK})"
 
-    text = [[cell(v) for v in row] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(columns)]
-    widths = [min(w, 60) for w in widths]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
-    for row in text:
-        print("  ".join(v[:w].ljust(w) for v, w in zip(row, widths)).rstrip())
+
+@functools.lru_cache(maxsize=8192)
+def char_width(char: str) -> int:
+    """Terminal columns of one character: 2 for wide and full-width ones (CJK,
+    `unicodedata.east_asian_width` W or F), 0 for combining and invisible format
+    characters, 1 for the rest."""
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Terminal columns `text` takes: what every table of the CLI aligns by (李雷 is 4, not 2)."""
+    if text.isascii():
+        return len(text)
+    return sum(char_width(c) for c in text)
+
+
+def cut(text: str, width: int) -> str:
+    """`text` in at most `width` columns: whole, or cut and ending with CUT_MARK."""
+    if display_width(text) <= width:
+        return text
+    kept, used = [], 0
+    for char in text:
+        w = char_width(char)
+        if used + w > width - display_width(CUT_MARK):
+            break
+        kept.append(char)
+        used += w
+    return "".join(kept) + CUT_MARK
+
+
+def pad(text: str, width: int) -> str:
+    """`text` filled with spaces to `width` columns (str.ljust counts characters, not columns)."""
+    return text + " " * max(0, width - display_width(text))
+
+
+def cell_text(value: Any) -> str:
+    """How a value is shown in a table cell: one line, JSON without \\u escapes, control
+    characters visible as escapes (a file name must not move the cursor or the lines)."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False, default=json_default)
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(_visible(c) for c in text)
+
+
+def _visible(char: str) -> str:
+    category = unicodedata.category(char)
+    if char in "\n\r\t" or category in ("Zl", "Zp"):
+        return " "
+    if category == "Cc":
+        return char.encode("unicode_escape").decode("ascii")
+    return char
+
+
+def table_lines(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, wide: bool = False) -> list[str]:
+    """The lines of a table: a header, then a line per row, columns aligned in terminal
+    columns; cells over MAX_CELL_WIDTH cut with CUT_MARK unless `wide`."""
+    header = [cell_text(c) for c in columns]
+    text = [[cell_text(v) for v in row] for row in rows]
+    if not wide:
+        header = [cut(c, MAX_CELL_WIDTH) for c in header]
+        text = [[cut(v, MAX_CELL_WIDTH) for v in row] for row in text]
+    widths = [max([display_width(c)] + [display_width(r[i]) for r in text if i < len(r)])
+              for i, c in enumerate(header)]
+    return ["  ".join(pad(v, w) for v, w in zip(line, widths)).rstrip() for line in [header, *text]]
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, wide: bool = False) -> None:
+    """Every table the CLI prints (jobs, sql, status, voices list, speakers, models list …):
+    see table_lines."""
+    for line in table_lines(columns, rows, wide=wide):
+        print(line)

@@ -11,14 +11,12 @@ import dataclasses
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from daemon import __version__
-from daemon.cli.common import load_config, open_store, print_json, print_table
-from daemon.errors import DatabaseUnavailableError, ExitCode, SpkdError
-
-if TYPE_CHECKING:
-    from daemon.store import Job
+from daemon.cli.common import WIDE_HELP, display_width, load_config, open_store, pad, print_json, print_table
+from daemon.cli.status import cmd_status, progress_text
+from daemon.errors import DatabaseUnavailableError, ExitCode, JobRefusedError, SpkdError
 
 __all__ = ["build_parser", "main", "progress_text"]
 
@@ -29,10 +27,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     import os
 
     from daemon.logs import setup_logging
-    from daemon.service.supervisor import Supervisor
+    from daemon.folders import prepare_folders
     from daemon.jobs.worker import ENGINE_FACTORY_ENV
+    from daemon.service.supervisor import Supervisor
 
     config = load_config(args)
+    prepare_folders(config)  # before the log file goes under paths.state
     if not os.environ.get(ENGINE_FACTORY_ENV):
         _check_models(config)
     setup_logging(config)
@@ -78,18 +78,6 @@ JOB_COLUMNS = ("id", "state", "source_name", "device", "attempts", "audio_second
                "speakers", "created_at", "finished_at", "error_kind", "progress")
 
 
-def progress_text(row: Job) -> str:
-    """A running job's stage, percent done and time left (`asr 45%, ~12 s left`); ""
-    for any other job, or before its worker first said."""
-    if row.state != "running" or not row.stage:
-        return ""
-    text = f"{row.stage} {100 * (row.progress or 0):.0f}%"
-    eta = row.eta_seconds
-    if eta is not None:
-        text += f", ~{eta:.0f} s left" if eta < 120 else f", ~{eta / 60:.0f} min left"
-    return text
-
-
 def cmd_jobs(args: argparse.Namespace) -> int:
     from daemon.store.db import translate_unusable
 
@@ -103,13 +91,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.json:
         print_json([dataclasses.asdict(r) for r in rows])
     else:
-        print_table(JOB_COLUMNS, [[getattr(r, c) for c in JOB_COLUMNS[:-1]] + [progress_text(r)] for r in rows])
+        print_table(JOB_COLUMNS, [[getattr(r, c) for c in JOB_COLUMNS[:-1]] + [progress_text(r)] for r in rows],
+                    wide=args.wide)
     return ExitCode.OK
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
     from daemon.errors import ReadOnlyError
-    from daemon.store.sqlconsole import query_readonly
+    from daemon.store.sqlconsole import query_readonly, readable_rows
 
     config = load_config(args)
     try:
@@ -121,10 +110,11 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if len(rows) > args.max_rows:
         rows = rows[:args.max_rows]
         print(f"spkd sql: showing the first {args.max_rows} rows (--max-rows)", file=sys.stderr)
+    rows = readable_rows(rows)
     if args.json:
         print_json([dict(zip(columns, row)) for row in rows])
     else:
-        print_table(columns, rows)
+        print_table(columns, rows, wide=args.wide)
     return ExitCode.OK
 
 
@@ -157,6 +147,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         before, after = TERMINAL_MARK if sys.stdout.isatty() and not os.environ.get("NO_COLOR") else PLAIN_MARK
         current: int | None = None
+        # the text starts in one column whatever the speakers' names (王总 takes 4)
+        speaker_width = max((display_width(hit.speaker) for hit in result.hits), default=0)
         for hit in result.hits:
             if hit.job_id != current:
                 if current is not None:
@@ -165,87 +157,14 @@ def cmd_search(args: argparse.Namespace) -> int:
                 received = hit.received_at.replace(tzinfo=dt.timezone.utc).astimezone()
                 print(f"{hit.source_name}  (job {hit.job_id}, received {received:%Y-%m-%d %H:%M})")
             text = search.mark(hit.text, hit.matches, before=before, after=after)
-            print(f"  {search.hms(hit.start_seconds)}-{search.hms(hit.end_seconds)}  {hit.speaker}  {text}")
+            print(f"  {search.hms(hit.start_seconds)}-{search.hms(hit.end_seconds)}  "
+                  f"{pad(hit.speaker, speaker_width)}  {text}")
     if not result.hits:
         print(f"spkd search: no segment contains {result.query.text!r}", file=sys.stderr)
     elif result.more:
         print(f"spkd search: showing the first {len(result.hits)} hits; there are more (-n N shows more)",
               file=sys.stderr)
     return 0 if result.hits else 1
-
-
-def cmd_retry(args: argparse.Namespace) -> int:
-    from daemon.jobs import spool
-
-    if not args.ids and not args.failed:
-        print("spkd retry: give job ids or --failed", file=sys.stderr)
-        return ExitCode.ERROR
-    from daemon.store.db import translate_unusable
-
-    config = load_config(args)
-    with translate_unusable(config.database_url):
-        store = open_store(config)
-        try:
-            requeued = spool.requeue_failed(config, store, job_ids=args.ids, all_failed=args.failed)
-        finally:
-            store.close()
-    print(f"requeued {len(requeued)} job(s)" + (f": {', '.join(map(str, requeued))}" if requeued else ""))
-    return ExitCode.OK
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from daemon.service import manager as service
-
-    config = load_config(args)
-    runtime = service.running_daemon(config)
-    running = runtime is not None
-    from daemon.store.db import translate_unusable
-
-    with translate_unusable(config.database_url):
-        store = open_store(config)
-        try:
-            counts = store.counts()
-            workers = store.worker_rows()
-            failures = store.jobs(limit=5, state="failed")
-            running_jobs = store.jobs(limit=100, state="running")
-        finally:
-            store.close()
-    from daemon.jobs import diskguard
-
-    paused = diskguard.paused_reason(config)
-    info = {
-        "running": running,
-        "paused": paused,
-        "pid": runtime.get("pid") if runtime and running else None,
-        "uptime_seconds": round(dt.datetime.now().timestamp() - runtime["started_at"], 1)
-        if runtime and running else None,
-        "config": str(config.source),
-        "queue": counts,
-        "workers": [dataclasses.asdict(w) for w in workers],
-        "running_jobs": [{k: getattr(j, k) for k in ("id", "source_name", "host", "slot", "device", "stage",
-                                                     "progress", "eta_seconds", "started_at")} for j in running_jobs],
-        "last_failures": [{k: getattr(f, k) for k in ("id", "source_name", "error_kind", "error_message",
-                                                      "finished_at")} for f in failures],
-    }
-    if args.json:
-        print_json(info)
-        return ExitCode.OK if running else ExitCode.FAILED
-    print(f"spkd {'running, pid ' + str(info['pid']) if running else 'not running'}"
-          + (f", up {info['uptime_seconds']:.0f} s" if running else "") + f"; config {config.source}")
-    print("queue: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))
-    if paused:
-        print(f"claiming paused: {paused}")
-    if workers:
-        print_table(("host", "slot", "pid", "device", "state", "current_job_id", "jobs_done", "rss_mb",
-                      "fallback_from", "last_error"),
-                     [[getattr(w, k) for k in ("host", "slot", "pid", "device", "state", "current_job_id",
-                                               "jobs_done", "rss_mb", "fallback_from", "last_error")] for w in workers])
-    for job in running_jobs:
-        print(f"running job {job.id}: {job.source_name} on {job.device or '?'}"
-              + (f": {progress_text(job)}" if progress_text(job) else ""))
-    for f in info["last_failures"]:
-        print(f"failed job {f['id']}: {f['source_name']}: {f['error_kind']}: {f['error_message']}")
-    return ExitCode.OK if running else ExitCode.FAILED
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -284,7 +203,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"  slot {slot['slot']} -> {slot['device']} ({slot['threads']} threads): {slot['reason']}"
               + (f"; falls back to {', '.join(slot['fallbacks'])}" if slot["fallbacks"] else ""))
     for check in report.checks:
-        print(f"{'ok ' if check['ok'] else 'BAD'}  {check['check']:12} {check['detail']}")
+        mark = ("WARN" if check.get("warning") else "ok ") if check["ok"] else "BAD"
+        print(f"{mark:4} {check['check']:12} {check['detail']}")
     print("ready to run" if report.ok else "the daemon could not start: fix the BAD lines above")
     return ExitCode.OK if report.ok else ExitCode.FAILED
 
@@ -313,37 +233,14 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_models_make_tiny(args: argparse.Namespace) -> int:
-    from daemon.engine.tiny_models import build_tiny_models
-
-    dirs = build_tiny_models(Path(args.dir), real_sizes=args.real_sizes)
-    for role, path in dirs.items():
-        print(f"{role:5} {path}")
-    return ExitCode.OK
-
-
-def cmd_models_list(args: argparse.Namespace) -> int:
-    from daemon.engine.models import list_models
-
-    config = load_config(args)
-    rows = list_models(config.models.dir, asr=config.models.asr, vad=config.models.vad, punc=config.models.punc,
-                       spk=config.models.spk)
-    if args.json:
-        print_json(rows)
-        return ExitCode.OK
-    print_table(("role", "name", "present", "size_mb", "path"),
-                 [[r["role"], r["name"], "yes" if r["present"] else "MISSING",
-                   round((r.get("size_bytes") or 0) / 2**20, 1), r["path"]] for r in rows])
-    return ExitCode.OK
-
-
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from daemon.cli.oneshot import parse_list, transcribe_files
 
     config = load_config(args)
     results = transcribe_files(config, [Path(f) for f in args.files], out_dir=Path(args.out) if args.out else None,
                                formats=parse_list(args.formats), speakers=args.speakers,
-                               hotwords=parse_list(args.hotwords), device=args.device, progress=args.progress)
+                               hotwords=parse_list(args.hotwords), device=args.device, progress=args.progress,
+                               voices=args.voices, expected_speakers=parse_list(args.expected_speakers))
     return ExitCode.OK if all(r.ok for r in results) else ExitCode.FAILED
 
 
@@ -397,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_db_upgrade)
 
     p = add("transcribe", cmd_transcribe,
-            "transcribe files now, without the daemon or the database; exit 1 if any file failed")
+            "transcribe files now, without the daemon (and without the database unless --voices); exit 1 if any "
+            "file failed")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio or video files (anything ffmpeg decodes)")
     p.add_argument("--out", "-o", metavar="DIR", help="output folder (default: beside each input file)")
     p.add_argument("--formats", "-f", action="append", metavar="LIST",
@@ -409,17 +307,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto, cpu, cuda, cuda:N, rocm, xpu, mps (default: workers.device of the config)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars on stderr (default: when stderr is a terminal)")
+    p.add_argument("--voices", action="store_true",
+                   help="name speakers after the voice library of the config's database (read only), as the "
+                        "daemon does")
+    p.add_argument("--expected-speakers", action="append", metavar="LIST",
+                   help="comma-separated voice names, the only candidates (implies --voices); repeatable")
 
     p = add("jobs", cmd_jobs, "recent jobs")
     p.add_argument("--limit", "-n", type=int, default=20)
     p.add_argument("--state", choices=JOB_STATES)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
 
     from daemon.store.sqlconsole import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_SECONDS
 
     p = add("sql", cmd_sql, "run a read-only SQL query against the job database")
     p.add_argument("statement")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="a JSON list of rows")
+    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.add_argument("--timeout", type=_non_negative_seconds, default=DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
                    help=f"stop the statement after this long (default {DEFAULT_TIMEOUT_SECONDS:g}; 0: no limit)")
     p.add_argument("--max-rows", type=_positive_int, default=DEFAULT_MAX_ROWS, metavar="N",
@@ -437,11 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", "-n", type=int, default=20, metavar="N", help="at most N hits (default 20)")
     p.add_argument("--json", action="store_true", help="a JSON list of hits")
 
-    p = add("retry", cmd_retry, "requeue failed jobs")
-    p.add_argument("ids", nargs="*", type=int)
-    p.add_argument("--failed", action="store_true", help="every failed job")
-
-    p = add("status", cmd_status, "is the daemon running; its slots, queue and recent failures")
+    p = add("status", cmd_status, "is the daemon running; its slots, queue and recent failures, and the files "
+            "lying in the inbox that are not jobs yet (settling, empty, ignored and why)")
     p.add_argument("--json", action="store_true")
 
     p = add("web", cmd_web, "serve the dashboard (jobs, transcripts, metrics) from the config's database and "
@@ -463,19 +365,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars on stderr (default: when stderr is a terminal)")
     p.set_defaults(func=cmd_models_fetch)
+    from daemon.cli.models import cmd_models_list, cmd_models_make_tiny
+
     p = m_sub.add_parser("make-tiny", help="write tiny models for tests and smoke checks: random ASR and "
-                         "punctuation, the real FSMN-VAD weights when installed, a CAM++ trained on espeak-ng voices")
+                         "punctuation, the real FSMN-VAD weights when installed, a CAM++ trained on espeak-ng voices "
+                         "(minutes: each stage is shown on stderr, and the time it all took)")
     p.add_argument("dir")
     p.add_argument("--real-sizes", action="store_true", help="real dimensions, random weights (benchmarks)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="one line updated in place (default: when stderr is a terminal); otherwise a line per stage")
     p.set_defaults(func=cmd_models_make_tiny)
-    p = m_sub.add_parser("list", help="which models are present, where, and their sizes")
+    p = m_sub.add_parser("list", help="which models are present, where, their sizes, whether they are tiny test "
+                         "models, and the pinned ids and revisions `spkd models fetch` downloads")
     p.add_argument("--config", "-c", default=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models_list)
 
+    from daemon.cli.jobs_admin import register as register_jobs_admin
     from daemon.cli.service import register as register_service
     from daemon.cli.voices import register as register_voices
 
+    register_jobs_admin(sub)
     register_service(sub)
     register_voices(sub)
     return parser
@@ -500,6 +410,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # line, and a status that lets a service manager try again (not ERROR, which
         # tells it that restarting cannot help).
         print(f"spkd: the job database cannot be used right now ({exc}); try again", file=sys.stderr)
+        return ExitCode.FAILED
+    except JobRefusedError as exc:
+        # A job that is not there, or not in a state the command applies to: a
+        # negative answer with its reason, not bad usage.
+        print(f"spkd: {exc}", file=sys.stderr)
         return ExitCode.FAILED
     except SpkdError as exc:
         print(f"spkd: {exc}", file=sys.stderr)

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon.cli.common import load_config, open_store, print_json, print_table
-from daemon.errors import ExitCode, VoiceError
+from daemon.cli.common import WIDE_HELP, load_config, open_store, print_json, print_table
+from daemon.errors import ExitCode, JobRefusedError, NoSuchJobError, VoiceError
 
 __all__ = ["register"]
 
@@ -66,7 +66,7 @@ def cmd_voices_list(args: argparse.Namespace) -> int:
     else:
         print_table(("id", "name", "samples", "speech_s", "models", "from", "created_at"),
                      [(r.id, r.name, r.samples, r.speech_seconds, ", ".join(r.models), ", ".join(r.origins),
-                       r.created_at) for r in rows])
+                       r.created_at) for r in rows], wide=args.wide)
     return ExitCode.OK
 
 
@@ -146,6 +146,9 @@ def cmd_speakers(args: argparse.Namespace) -> int:
     config = _config(args)
     store = open_store(config)
     try:
+        job = store.job(args.job)
+        if job is None:
+            raise NoSuchJobError(f"no job {args.job}")
         if args.names:
             result = rename.rename_speakers(config, store, args.job, _pairs(args.names), enrol_voices=args.enrol)
             print(f"job {args.job}: " + ", ".join(f"{k} -> {v}" for k, v in result.renamed.items())
@@ -157,7 +160,9 @@ def cmd_speakers(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if transcript is None:
-        raise VoiceError(f"job {args.job} has no stored transcript (not done, or swept by retention)")
+        if job.state != "done":
+            raise JobRefusedError(f"job {args.job} is {job.state}, not done: it has no speakers yet")
+        raise VoiceError(f"job {args.job} has no stored transcript (swept by retention, or removed)")
     rows = [{"label": s.label, "shown_as": s.display, "name": s.name, "talk_seconds": s.talk_seconds,
              "segments": s.segments, "voice": s.match.voice if s.match else None,
              "score": s.match.score if s.match else None, "renamed": bool(s.match and s.match.renamed)}
@@ -167,7 +172,7 @@ def cmd_speakers(args: argparse.Namespace) -> int:
     else:
         print_table(("label", "shown_as", "talk_s", "segments", "voice", "score", "renamed"),
                      [(r["label"], r["shown_as"], r["talk_seconds"], r["segments"], r["voice"], r["score"],
-                       "yes" if r["renamed"] else "") for r in rows])
+                       "yes" if r["renamed"] else "") for r in rows], wide=args.wide)
     return ExitCode.OK
 
 
@@ -192,6 +197,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true")
     p = add("list", cmd_voices_list, "the enrolled voices")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p = add("remove", cmd_voices_remove, "remove a voice with all its samples (its folder under paths.voices "
             "moves to state/removed-voices/)")
     p.add_argument("name", metavar="NAME")
@@ -212,4 +218,5 @@ def register(subparsers: Any) -> None:
                    help="a speaker as the outputs show it (Speaker2, or a wrong name) = its name")
     p.add_argument("--enrol", action="store_true", help="also add each renamed speaker's voice to the library")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(func=cmd_speakers)

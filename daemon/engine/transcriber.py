@@ -48,6 +48,7 @@ from daemon.engine.device_probe import torch_device
 from daemon.engine.models import ModelDirs, configured_model_dirs, import_funasr, read_model_meta, require_model_dirs
 from daemon.engine.stages import StageReporter
 from daemon.errors import DeviceError, EnrolmentError, OutOfMemoryError, is_out_of_memory
+from daemon.logs import printed_to_log
 from daemon.options import check_speakers, hotword_words
 from daemon.progress import ProgressCallback
 from daemon.transcript import (
@@ -250,7 +251,8 @@ class Engine:
         if shutil.which("ffmpeg") is None:
             raise ffmpeg_missing()  # fail the boot, not every job
         started = time.monotonic()
-        funasr = import_funasr()
+        with printed_to_log("funasr"):
+            funasr = import_funasr()
         import torch
         from funasr import AutoModel
 
@@ -269,7 +271,8 @@ class Engine:
             kwargs["spk_model"] = _funasr_path(dirs.spk)
         logger.info("loading FunASR {} models on {} ({} threads)", funasr.__version__, device, threads)
         try:
-            model = AutoModel(**kwargs)
+            with printed_to_log("funasr"):  # its version banner; anything else it prints is kept
+                model = AutoModel(**kwargs)
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise OutOfMemoryError(f"out of memory while loading models on {device}: {exc}") from exc

@@ -27,7 +27,7 @@ from daemon.jobs import spool
 if TYPE_CHECKING:
     from daemon.intake.watcher import Watcher
 
-__all__ = ["EventHandler", "StabilityTracker", "ignored_because"]
+__all__ = ["EventHandler", "StabilityTracker", "folder_ignored_because", "ignored_because"]
 
 
 @dataclass
@@ -37,24 +37,35 @@ class _Pending:
     first_seen: float
 
 
+def folder_ignored_because(rel: PurePosixPath) -> str | None:
+    """Why the watcher never looks into the inbox folder at `rel` (relative to the
+    inbox), or None: the rule for folders, part of `ignored_because`."""
+    if any(part.startswith(".") for part in rel.parts):
+        return "hidden"
+    if any(part.endswith(spool.SIDECAR_SUFFIX) for part in rel.parts):
+        return "named like a sidecar"
+    return None
+
+
 def ignored_because(config: Config, rel: PurePosixPath) -> str | None:
     """Why the watcher leaves the inbox file at `rel` (relative to the inbox) alone, or
-    None when it takes it: the one rule, for the watcher, uploads and the voices folder."""
-    for part in rel.parts:
-        if part.startswith("."):
-            return "hidden"
+    None when it takes it: the one rule, for the watcher, uploads, the voices folder and
+    the inbox listing (daemon.intake.listing)."""
     name = rel.name
-    for part in rel.parts[:-1]:
-        if part.endswith(spool.SIDECAR_SUFFIX):
-            return "inside a folder named like a sidecar"
+    if name.startswith("."):
+        return "hidden"
+    folder = folder_ignored_because(rel.parent)
+    if folder is not None:
+        return "hidden" if folder == "hidden" else f"inside a folder {folder}"
     if name.endswith(spool.SIDECAR_SUFFIX):
         return "sidecar"
     for pattern in config.watch.ignore:
         if fnmatch.fnmatchcase(name, pattern):
             return f"matches ignore pattern {pattern!r}"
     extensions = {e.lower().lstrip(".") for e in config.watch.extensions}
-    if PurePosixPath(name).suffix.lower().lstrip(".") not in extensions:
-        return "extension not in watch.extensions"
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix.lstrip(".") not in extensions:
+        return f"extension not in watch.extensions ({suffix or 'none'})"
     return None
 
 

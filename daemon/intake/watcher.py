@@ -53,7 +53,7 @@ from daemon.errors import (
 from daemon.logs import Throttle
 from daemon.intake.probe import ffprobe_available, incomplete_reason, probe
 from daemon.intake.recovery import SpoolRecovery
-from daemon.intake.stability import EventHandler, StabilityTracker, ignored_because
+from daemon.intake.stability import EventHandler, StabilityTracker, folder_ignored_because, ignored_because
 from daemon.store import Store
 
 __all__ = ["MIN_AUDIO_SECONDS", "UNREADABLE_FAIL_SECONDS", "Watcher"]
@@ -84,6 +84,10 @@ class Watcher(SpoolRecovery):
         # Files that could not even be moved out of the inbox, with their identity then:
         # left alone until they change.
         self._stuck: dict[Path, tuple[int, int] | None] = {}
+        # Ignored files already logged, with (inode, reason) then: each is said once, and
+        # again only when another file takes its name or its reason changes.
+        self._ignored: dict[Path, tuple[int, str]] = {}
+        self._ignored_lock = threading.Lock()
 
     def log_repeated(self, key: Any, message: str, *args: Any, level: str = "WARNING") -> None:
         """Log a line that may come back for the same `key` (a file failing at every
@@ -102,7 +106,9 @@ class Watcher(SpoolRecovery):
 
     def consider(self, path: Path) -> None:
         try:
-            if self.ignore_reason(path) is not None:
+            reason = self.ignore_reason(path)
+            if reason is not None:
+                self._log_ignored(path, reason)
                 return
             if path in self._stuck:
                 if files.file_identity(path) == self._stuck[path]:
@@ -112,11 +118,36 @@ class Watcher(SpoolRecovery):
         except Exception as exc:  # noqa: BLE001 - one odd path must not stop a scan or the observer
             self.log_repeated(("consider", path), "watcher: cannot look at {}: {}", path, exc)
 
+    def _log_ignored(self, path: Path, reason: str) -> None:
+        """One line per ignored file, not one per rescan or event. Hidden files (the
+        temporary names of uploads and of rsync, .DS_Store) only at DEBUG: hiding a file
+        is how one says it is not for spkd."""
+        if reason == "outside the inbox":
+            return
+        try:
+            seen = (path.lstat().st_ino, reason)
+        except OSError:
+            return
+        with self._ignored_lock:
+            if self._ignored.get(path) == seen:
+                return
+            self._ignored[path] = seen
+        logger.log("DEBUG" if reason == "hidden" else "INFO", "ignoring {} in the inbox: {}",
+                   files.readable_relative(path.relative_to(self.inbox).as_posix()), reason)
+
+    def _forget_ignored(self, root: Path, present: set[Path]) -> None:
+        """After a scan of `root`: ignored files no longer there are forgotten (one that
+        comes back is said again)."""
+        with self._ignored_lock:
+            for path in [p for p in self._ignored if p not in present and (p == root or root in p.parents)]:
+                del self._ignored[path]
+
     def scan(self, root: Path | None = None) -> int:
         """Walk the inbox (or a folder in it) and consider every file: the start-up scan
         and the periodic rescan."""
         root = root or self.inbox
         seen = 0
+        present: set[Path] = set()
 
         def unreadable(exc: OSError) -> None:
             # A folder we cannot list (no permission, a path past the system's limit): its
@@ -127,10 +158,12 @@ class Watcher(SpoolRecovery):
                               "where they are", exc.filename, exc.strerror or exc)
 
         for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".") and not d.endswith(spool.SIDECAR_SUFFIX)]
+            dirnames[:] = [d for d in dirnames if folder_ignored_because(PurePosixPath(d)) is None]
             for name in filenames:
                 self.consider(Path(dirpath) / name)
+                present.add(Path(dirpath) / name)
                 seen += 1
+        self._forget_ignored(root, present)
         return seen
 
     # --- life cycle -------------------------------------------------------------------
@@ -259,10 +292,14 @@ class Watcher(SpoolRecovery):
                     f"{files.describe_mode(st.st_mode)} is not a recording; only regular files are transcribed"))
             size = st.st_size
             if size == 0:
+                # Its clock starts at its mtime, so that a restart of the daemon does not
+                # start it again (`spkd status` says when it will fail from the same mtime);
+                # the time it has been watched counts too, for an mtime in the future.
+                empty_for = max(age_seconds, time.time() - st.st_mtime)
                 # A writer that still holds the file open (a recorder buffering) is waited for.
-                if age_seconds >= self.config.watch.empty_fail_seconds and not files.open_for_writing(path):
+                if empty_for >= self.config.watch.empty_fail_seconds and not files.open_for_writing(path):
                     return self._spool_and_fail(path, self._spool_name(path),
-                                                EmptyFileError(f"the file stayed empty for {age_seconds:.0f} s"))
+                                                EmptyFileError(f"the file stayed empty for {empty_for:.0f} s"))
                 return None  # probably a copy that has not started writing yet
             sidecar = spool.sidecar_of(path)
             sidecar_identity = files.file_identity(sidecar)

@@ -30,6 +30,11 @@ point between two steps:
 - a re-render of a done job (`rerender`: rename, rematch, and any later edit): the
   stored transcript, then the outbox files, then the segments with the event.
 
+And a result is taken back here too: `withdraw` (a done job run again with `spkd
+retry --force`, or removed with `spkd remove`) deletes its outbox files and stored
+transcript, then its segments and outputs list in the store; `discard` deletes what a
+worker wrote for a job that was cancelled meanwhile (nothing was recorded for it).
+
 Reuse of an earlier result is decided by one function, `reusable`, at two moments
 (see there). The read side (where a stored transcript lives, reading it, which formats
 a job has) is daemon.jobs.outputs; search and the dashboard only read.
@@ -53,8 +58,9 @@ if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.store import Job, Store
 
-__all__ = ["BackfillResult", "Reuse", "Write", "backfill_segments", "publish", "record_enrolled", "record_reused",
-           "record_transcribed", "rerender", "retire_done", "reusable", "save_transcript", "write_outputs"]
+__all__ = ["BackfillResult", "Reuse", "Write", "backfill_segments", "discard", "publish", "record_enrolled",
+           "record_reused", "record_transcribed", "rerender", "result_files", "retire_done", "reusable",
+           "save_transcript", "withdraw", "write_outputs"]
 
 # How a store write is run: `write(what, call)` returns call()'s result, or None when the
 # caller gave up waiting for the database (the worker passes its wait-out-the-database
@@ -225,6 +231,49 @@ def rerender(config: "Config", store: "Store", job_id: int, transcript: Transcri
         publish(config, output_stem=row.output_stem, transcript=transcript, formats=formats)
     store.replace_segments(job_id, transcript, event=event, **detail)
     return True
+
+
+# --------------------------------------------------------------------------- taking back
+
+
+def result_files(config: "Config", job: "Job") -> list[Path]:
+    """The files a job's result left that exist now: its outbox files (its row's
+    outputs list) and its stored transcript."""
+    found = []
+    for name in job.outputs or ():
+        path = files.regular_file_inside(config.paths.outbox, name)
+        if path is not None:
+            found.append(path)
+    stored = outputs.transcript_path(config, job.id)
+    if stored.is_file():
+        found.append(stored)
+    return found
+
+
+def _delete(config: "Config", paths: Sequence[Path]) -> None:
+    outbox = config.paths.outbox.resolve()
+    for path in paths:
+        path.unlink(missing_ok=True)
+        if outbox in path.resolve().parents:
+            spool.remove_empty_parents(path.parent, outbox)
+
+
+def withdraw(config: "Config", store: "Store", job: "Job") -> list[Path]:
+    """Take back a done job's result before it runs again (`spkd retry --force`) or is
+    removed (`spkd remove`): its outbox files and stored transcript are deleted, then
+    its segments and outputs list in the store. Returns the files deleted. A crash
+    between the two leaves a done job without its files; withdrawing again finishes."""
+    gone = result_files(config, job)
+    _delete(config, gone)
+    store.withdraw_result(job.id)
+    return gone
+
+
+def discard(config: "Config", job_id: int, written: Sequence[str]) -> None:
+    """A worker wrote `written` (outbox paths) and the stored transcript for a job that
+    was cancelled before its result could be recorded: nothing of it stays published."""
+    paths = [p for p in (files.regular_file_inside(config.paths.outbox, name) for name in written) if p is not None]
+    _delete(config, [*paths, outputs.transcript_path(config, job_id)])
 
 
 # --------------------------------------------------------------------------- backfill

@@ -1,10 +1,19 @@
 """Where a job's source file lives on its way: spool -> archive (done) or failed, and
-back from failed into the spool when a failed job is retried.
+back into the spool when a job is retried (from failed/, or from archive/ for a done
+job run again), or from archive/ into failed/ when a done job is removed: a job's
+audio is never deleted.
 
 Each spooled file gets its own folder `spool/<token>/<path relative to the inbox>`,
 so names never collide and a start-up scan can rebuild a lost job row from the
 path alone. A sidecar `<file>.spkd.json` travels in the same folder; a failed
-source gets `<file>.error.json` beside it in failed/.
+source gets `<file>.error.json` beside it in failed/, which also records the file's
+size and modification time there and its sidecar's sha256, so that a retry can tell
+whether either was changed since (daemon.jobs.retry).
+
+Every move is `files.move` (a rename, or copy + fsync + unlink), and each caller
+moves the file before or after its store write in the order that a crash between the
+two leaves for the supervisor's start-up (`settle_spool`) to finish: a source in the
+spool whose job has ended goes where its state says.
 """
 
 from __future__ import annotations
@@ -18,17 +27,20 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from daemon import files
+from daemon.errors import SpkdError
 
 if TYPE_CHECKING:
     from daemon.config import Config
-    from daemon.store import Job, Store
+    from daemon.store import Job
 
-__all__ = ["ERROR_SUFFIX", "RETIRED_RESERVE_BYTES", "SIDECAR_SUFFIX", "TokenInfo", "archive", "error_file_of", "fail",
-           "failed_copy_of", "new_slot", "owned_by", "remove_empty_parents", "requeue_failed", "restore",
-           "retire_failed", "sidecar_of", "source_name_of", "spooled_files", "token_info", "token_of"]
+__all__ = ["ERROR_SUFFIX", "RETIRED_RESERVE_BYTES", "SIDECAR_SUFFIX", "TokenInfo", "archive", "bring_back",
+           "error_file_of", "error_record", "fail", "failed_copy_of", "keep_in_failed", "new_slot", "owned_by",
+           "remove_empty_parents", "restore", "retire_failed", "sidecar_digest", "sidecar_of", "source_name_of",
+           "source_of",
+           "spooled_files", "token_info", "token_of"]
 
 SIDECAR_SUFFIX = ".spkd.json"
 ERROR_SUFFIX = ".error.json"
@@ -156,9 +168,28 @@ def fail(*, spool_path: Path, spool_root: Path, failed_root: Path, source_name: 
         target = files.free_name(files.inside(failed_root, source_name), reserve_bytes=RETIRED_RESERVE_BYTES)
     failed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat() + "Z"
     info: dict[str, Any] = {"job_id": job_id, "source": source_name, "sha256": sha256, "error_kind": error_kind,
-                            "error_message": error_message, "attempts": attempts, "failed_at": failed_at}
+                            "error_message": error_message, "attempts": attempts, "failed_at": failed_at,
+                            **_as_left(target)}
     files.atomic_write(error_file_of(target), json.dumps(info, ensure_ascii=False, indent=2, default=str) + "\n")
     return target
+
+
+def _as_left(target: Path) -> dict[str, Any]:
+    """The file and its sidecar as they lie in failed/ now: what a retry compares with to
+    tell whether someone changed either since (a stat, not a hash, for the file; the
+    sidecar is small)."""
+    identity = files.file_identity(target)
+    return {"size_bytes": identity[0] if identity else None, "mtime_ns": identity[1] if identity else None,
+            "sidecar_sha256": sidecar_digest(target)}
+
+
+def sidecar_digest(source: Path) -> str | None:
+    """The sha256 of the sidecar beside `source`, or None when there is none (or it
+    is not a regular file it could be read from)."""
+    try:
+        return files.sha256_file(sidecar_of(source))
+    except (OSError, ValueError, SpkdError):
+        return None
 
 
 def retire_failed(config: Config, job: Job) -> Path:
@@ -169,12 +200,22 @@ def retire_failed(config: Config, job: Job) -> Path:
                 error_message=job.error_message, attempts=job.attempts)
 
 
-def _error_job_id(error_file: Path) -> int | None:
+def _read_error_file(error_file: Path) -> dict[str, Any] | None:
     try:
         info = json.loads(error_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return info.get("job_id") if isinstance(info, dict) else None
+    return info if isinstance(info, dict) else None
+
+
+def _error_job_id(error_file: Path) -> int | None:
+    info = _read_error_file(error_file)
+    return info.get("job_id") if info is not None else None
+
+
+def error_record(source: Path) -> dict[str, Any] | None:
+    """What the `.error.json` beside a source in failed/ says (None: there is none)."""
+    return _read_error_file(error_file_of(source))
 
 
 def failed_copy_of(failed_root: Path, source_name: str, job_id: int | None = None) -> Path:
@@ -212,18 +253,46 @@ def restore(*, spool_path: Path, failed_root: Path, source_name: str, job_id: in
     return True
 
 
-def requeue_failed(config: Config, store: Store, *, job_ids: Iterable[int] = (), all_failed: bool = False) -> list[int]:
-    """`spkd retry`: requeue failed (or cancelled) jobs with fresh attempts and bring
-    their sources back into the spool, so the worker finds each where its row says;
-    a source that is gone is recorded as a `retry_missing_source` event. Returns the
-    ids requeued."""
-    requeued = store.retry(job_ids=job_ids, all_failed=all_failed)
-    for job_id in requeued:
-        row = store.job(job_id)
-        if row is None:
-            continue
-        if not restore(spool_path=Path(row.spool_path), failed_root=config.paths.failed,
-                       source_name=row.source_name, job_id=job_id):
-            store.add_event(job_id, "retry_missing_source",
-                            path=str(files.inside(config.paths.failed, row.source_name)))
-    return requeued
+def source_of(config: Config, job: Job) -> Path | None:
+    """Where a job's source lies now: its spool path (queued, running, or a retry or
+    a crash left it there), else, for a done job, its file in archive/, for a failed or
+    cancelled one its file in failed/; None when it is in none of these places."""
+    spooled = Path(job.spool_path)
+    if files.exists(spooled):
+        return spooled
+    if job.state == "done":
+        archived = files.inside(config.paths.archive, job.archive_name or job.source_name)
+        return archived if files.exists(archived) else None
+    failed_copy = failed_copy_of(config.paths.failed, job.source_name, job.id)
+    return failed_copy if files.exists(failed_copy) else None
+
+
+def bring_back(config: Config, job: Job, source: Path) -> None:
+    """Move a finished job's `source` (from `source_of`: in failed/ or archive/) back to
+    the spool path its row names, its sidecar with it, before the job is queued again
+    (daemon.jobs.retry): a worker that claims it finds it there. A failed source's
+    `.error.json` goes. A crash after the move leaves a finished job whose file is in
+    the spool, which the supervisor's start-up puts back where the job's state says."""
+    spooled = Path(job.spool_path)
+    if source == spooled:
+        return
+    files.move(source, spooled)
+    sidecar = sidecar_of(source)
+    if files.exists(sidecar):
+        files.move(sidecar, sidecar_of(spooled))
+    error_file_of(source).unlink(missing_ok=True)
+    remove_empty_parents(source.parent, config.paths.archive if job.state == "done" else config.paths.failed)
+
+
+def keep_in_failed(config: Config, job: Job, source: Path) -> Path:
+    """`spkd remove` of a done job: its archived (or still spooled) `source` moves into
+    failed/, never overwriting another file there, with an `.error.json` saying which
+    job it was and that the job was removed: a job's audio is never deleted."""
+    root = config.paths.spool if source == Path(job.spool_path) else config.paths.archive
+    target = _retire(source, root, config.paths.failed, job.source_name)
+    info = {"job_id": job.id, "source": job.source_name, "sha256": job.sha256, "error_kind": None,
+            "error_message": f"job {job.id} was {job.state} and was removed (spkd remove); its audio is kept here",
+            "removed_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat() + "Z",
+            **_as_left(target)}
+    files.atomic_write(error_file_of(target), json.dumps(info, ensure_ascii=False, indent=2, default=str) + "\n")
+    return target

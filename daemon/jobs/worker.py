@@ -13,6 +13,14 @@ A database that is locked by another process for longer than its busy timeout, o
 of reach, or on a full disk is waited for, never a crash: the worker keeps its
 models loaded, says so in the log (at most once a minute) and carries on when the
 database takes writes again.
+
+A job cancelled while it runs (daemon.jobs.cancel) is abandoned: the heartbeat thread
+reads the job's state every few seconds and, once it says `cancelled`, the next
+progress report raises JobCancelledError on the worker's own thread, which leaves the
+engine call; nothing is published (outputs written in the moment before are deleted).
+An engine call that reports no progress for CANCEL_GRACE_SECONDS after that cannot be
+interrupted: the worker exits (ExitCode.OK, as when it is recycled) and the supervisor
+starts a fresh one in its slot at once, so the slot is never lost to a cancelled job.
 """
 
 from __future__ import annotations
@@ -30,7 +38,14 @@ from loguru import logger
 
 from daemon.jobs import diskguard, outputs, results, spool
 from daemon.config import Config
-from daemon.errors import DatabaseUnavailableError, ExitCode, OutOfMemoryError, UnexpectedError, as_spkd_error
+from daemon.errors import (
+    DatabaseUnavailableError,
+    ExitCode,
+    JobCancelledError,
+    OutOfMemoryError,
+    UnexpectedError,
+    as_spkd_error,
+)
 from daemon.logs import DATABASE_TROUBLE_SECONDS, Throttle
 from daemon.progress import Progress, ProgressCallback, eta_seconds, overall_fraction
 from daemon.store import Job, Store, utcnow
@@ -41,8 +56,8 @@ from daemon.voices.matching import check_name, enrol_print, name_for_job, sample
 if TYPE_CHECKING:
     from daemon.engine.transcriber import Transcriber
 
-__all__ = ["ENGINE_FACTORY_ENV", "PROGRESS_SECONDS", "EngineFactory", "Heartbeat", "Worker", "WorkerSpec", "rss_mb",
-           "run_worker"]
+__all__ = ["CANCEL_GRACE_SECONDS", "ENGINE_FACTORY_ENV", "PROGRESS_SECONDS", "EngineFactory", "Heartbeat", "Worker",
+           "WorkerSpec", "rss_mb", "run_worker"]
 
 # `module:callable` building the engine instead of FunASR's (the fake engine in tests/).
 ENGINE_FACTORY_ENV = "SPKD_ENGINE_FACTORY"
@@ -59,8 +74,12 @@ DB_RETRY_SECONDS = 1.0
 SHORT_AUDIO_RATIO = 0.9
 SHORT_AUDIO_MIN_SECONDS = 1.0
 
-# A running job's stage and fraction reach the database at most this often.
+# A running job's stage and fraction reach the database at most this often; the
+# heartbeat thread also looks this often whether the job was cancelled.
 PROGRESS_SECONDS = 2.0
+# How long a cancelled job's engine call may go on without a progress report (where it
+# would stop) before the worker exits instead.
+CANCEL_GRACE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -106,14 +125,22 @@ class Heartbeat:
 
     `report` (the engine's ProgressCallback, on the main thread) only keeps the latest
     stage; this thread writes it with the next lease renewal, at most every
-    PROGRESS_SECONDS, so progress costs no extra write while nothing moves."""
+    PROGRESS_SECONDS, so progress costs no extra write while nothing moves.
+
+    Between renewals it reads the job's state; once the job is `cancelled`, `report`
+    raises JobCancelledError (the engine call stops there), and when the main thread
+    has not left the job CANCEL_GRACE_SECONDS later, `on_abandon` is called (the
+    worker exits; see the module's docstring)."""
 
     def __init__(self, store: Store, job: Job, *, pid: int, lease_seconds: float, every_seconds: float,
-                 recent_rtf: float | None = None) -> None:
+                 recent_rtf: float | None = None, on_abandon: Callable[[], None] | None = None,
+                 grace_seconds: float = CANCEL_GRACE_SECONDS) -> None:
         self.store, self.job, self.pid = store, job, pid
         self.lease_seconds, self.every_seconds = lease_seconds, every_seconds
         self.recent_rtf = recent_rtf
+        self.on_abandon, self.grace_seconds = on_abandon, grace_seconds
         self.lost = threading.Event()
+        self.cancelled = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="spkd-heartbeat", daemon=True)
         self._lock = threading.Lock()
@@ -131,6 +158,8 @@ class Heartbeat:
         self._thread.join(timeout=10)
 
     def report(self, stage: str, fraction: float | None) -> None:
+        if self.cancelled.is_set():
+            raise JobCancelledError(f"job {self.job.id} was cancelled")
         with self._lock:
             self._stage = (stage, fraction)
 
@@ -154,10 +183,16 @@ class Heartbeat:
                 current = self._stage
             now = time.monotonic()
             if not moved and now - last_beat < self.every_seconds:
+                if self._state() == "cancelled":
+                    self._cancelled()
+                    return
                 continue
             try:
                 if not self.store.heartbeat(self.job.id, pid=self.pid, lease_seconds=self.lease_seconds,
                                             progress=self.progress()):
+                    if self._state() == "cancelled":
+                        self._cancelled()
+                        return
                     logger.warning("job {}: lease lost (taken back by the supervisor)", self.job.id)
                     self.lost.set()
                     return
@@ -165,6 +200,21 @@ class Heartbeat:
                 self._written = current
             except Exception as exc:  # noqa: BLE001 - a busy database must not kill the job
                 logger.warning("job {}: heartbeat failed: {}", self.job.id, exc)
+
+    def _state(self) -> str | None:
+        try:
+            return self.store.job_state(self.job.id)
+        except Exception:  # noqa: BLE001 - a busy database: asked again at the next tick
+            return None
+
+    def _cancelled(self) -> None:
+        """The job was cancelled: the main thread stops at its next progress report; one
+        that does not leave the job within the grace period cannot be interrupted."""
+        logger.debug("job {}: cancelled; the worker abandons it", self.job.id)  # the worker logs the outcome
+        self.cancelled.set()
+        self.lost.set()
+        if not self._stop.wait(self.grace_seconds) and self.on_abandon is not None:
+            self.on_abandon()
 
 
 class Worker:
@@ -283,18 +333,27 @@ class Worker:
                                  source_name=job.source_name, sha256=job.sha256)
         with Heartbeat(self.store, job, pid=self.pid, lease_seconds=self.config.jobs.lease_seconds,
                         every_seconds=self.config.jobs.heartbeat_seconds,
-                        recent_rtf=self.store.recent_rtf(slot=self.spec.slot)) as beat:
+                        recent_rtf=self.store.recent_rtf(slot=self.spec.slot), on_abandon=self._abandon) as beat:
             try:
                 transcript = reuse.transcript if reuse is not None else self._transcribe(job, beat.report)
                 if beat.lost.is_set():
+                    self._let_go(job, beat, started)
                     return
                 transcript = self._named(job, transcript)
                 beat.report("writing", None)
+                # A job cancelled in the last moments publishes nothing.
+                if not self._stored("checking the job is still ours",
+                                    lambda: self.store.still_held(job.id, pid=self.pid)):
+                    self._let_go(job, beat, started)
+                    return
                 # The files first, the store after (daemon.jobs.results says why).
                 written = results.write_outputs(self.config, job.id, transcript, output_stem=job.output_stem,
                                                 formats=outputs.formats_for(self.config, job.options))
             except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
-                self._failed(job, exc, time.monotonic() - started)
+                if isinstance(exc, JobCancelledError) or beat.cancelled.is_set():
+                    self._let_go(job, beat, started)
+                else:
+                    self._failed(job, exc, time.monotonic() - started)
                 return
             finally:
                 self.engine.release()
@@ -309,7 +368,12 @@ class Worker:
             logger.warning("job {}: stopping before its result could be recorded; it goes back to the queue", job.id)
             return
         if not done:
-            logger.warning("job {}: finished after its lease was taken back; result discarded", job.id)
+            if self._state_of(job.id) == "cancelled":
+                results.discard(self.config, job.id, written)
+                logger.info("job {} cancelled as it finished; its outputs were deleted", job.id)
+                self._ready()
+            else:
+                logger.warning("job {}: finished after its lease was taken back; result discarded", job.id)
             return
         self._count_done()
         if reuse is not None:
@@ -320,6 +384,31 @@ class Worker:
         logger.info("job {} done: {} on {} in {:.1f} s ({:.1f} s of audio, rtf {:.3f}, {} speakers, {} segments)",
                     job.id, job.source_name, self.spec.device, elapsed, transcript.audio_seconds, rtf,
                     len(transcript.speakers), len(transcript.segments))
+
+    def _state_of(self, job_id: int) -> str | None:
+        try:
+            return self.store.job_state(job_id)
+        except DatabaseUnavailableError:
+            return None
+
+    def _ready(self) -> None:
+        self._stored("reporting ready",
+                     lambda: self.store.worker_update(self.spec.slot, state="ready", current_job_id=None))
+
+    def _let_go(self, job: Job, beat: Heartbeat, started: float) -> None:
+        """The job is no longer this worker's (cancelled, or its lease taken back): leave
+        it, recording nothing."""
+        if beat.cancelled.is_set() or self._state_of(job.id) == "cancelled":
+            logger.info("job {} cancelled: {} abandoned after {:.1f} s", job.id, job.source_name,
+                        time.monotonic() - started)
+            self._ready()
+
+    def _abandon(self) -> None:
+        """On the heartbeat thread: the cancelled job's engine call cannot be interrupted.
+        Exit, as a recycled worker does; the supervisor starts a fresh one in this slot."""
+        logger.warning("slot {}: the cancelled job's engine call cannot be interrupted; worker {} exits and a "
+                       "fresh one takes its place", self.spec.slot, self.pid)
+        os._exit(int(ExitCode.OK))
 
     def _named(self, job: Job, transcript: Transcript) -> Transcript:
         """The speakers named after the voice library as it is now (daemon.voices), the
@@ -344,17 +433,21 @@ class Worker:
         started = time.monotonic()
         name = str(job.options.get("voice") or "")
         with Heartbeat(self.store, job, pid=self.pid, lease_seconds=self.config.jobs.lease_seconds,
-                        every_seconds=self.config.jobs.heartbeat_seconds) as beat:
+                        every_seconds=self.config.jobs.heartbeat_seconds, on_abandon=self._abandon) as beat:
             try:
                 check_name(name)
                 voice = self.engine.embed_voice(Path(job.spool_path), source_name=job.source_name)
                 enrol_print(voice, source=job.source_name)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
-                self._failed(job, exc, time.monotonic() - started)
+                if beat.cancelled.is_set():
+                    self._let_go(job, beat, started)
+                else:
+                    self._failed(job, exc, time.monotonic() - started)
                 return
             finally:
                 self.engine.release()
         if beat.lost.is_set():
+            self._let_go(job, beat, started)
             return
         elapsed = time.monotonic() - started
         sample = sample_of(voice, origin="folder", source=folder_source(job.source_name), sha256=job.sha256,
@@ -430,10 +523,12 @@ class Worker:
                            job.id, kind)
             return
         outcome = stored[0]
-        self._stored("reporting ready",
-                     lambda: self.store.worker_update(self.spec.slot, state="ready", current_job_id=None))
+        self._ready()
         if outcome is None:
-            logger.warning("job {}: failed after its lease was taken back: {}", job.id, message)
+            if self._state_of(job.id) == "cancelled":  # its file went to failed/ before the heartbeat saw it
+                logger.info("job {} cancelled: {} abandoned ({} when it stopped)", job.id, job.source_name, kind)
+            else:
+                logger.warning("job {}: failed after its lease was taken back: {}", job.id, message)
             return
         if outcome.state == "failed":
             spool.retire_failed(self.config, outcome.job)

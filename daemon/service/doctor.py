@@ -20,6 +20,7 @@ from daemon.service import devices
 from daemon.config import Config
 from daemon.errors import SpkdError
 from daemon.files import nearest_existing
+from daemon.folders import folder_problems
 
 __all__ = ["Report", "diagnose"]
 
@@ -30,8 +31,10 @@ class Report:
     checks: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, name: str, ok: bool, detail: str, *, fatal: bool = True) -> None:
-        self.checks.append({"check": name, "ok": ok, "detail": detail})
+    def add(self, name: str, ok: bool, detail: str, *, fatal: bool = True, warning: bool = False) -> None:
+        """One check; `warning`: it passes, but says something the reader must know
+        (shown as WARN, not ok)."""
+        self.checks.append({"check": name, "ok": ok, "detail": detail, **({"warning": True} if warning else {})})
         if not ok and fatal:
             self.ok = False
 
@@ -75,7 +78,7 @@ def _database_writable(url: str) -> tuple[bool, str]:
 
 
 def diagnose(config: Config, *, inventory: devices.Inventory | None = None) -> Report:
-    from daemon.engine.models import check_model_dirs, configured_model_dirs
+    from daemon.engine.models import TINY_NOTE, check_model_dirs, configured_model_dirs, tiny_roles
 
     report = Report()
     inventory = inventory or devices.detect()
@@ -101,10 +104,20 @@ def diagnose(config: Config, *, inventory: devices.Inventory | None = None) -> R
                    + (f" ({fallback.reason})" if fallback else ""))
     except SpkdError as exc:
         report.add("devices", False, str(exc))
+    # The same questions `spkd run` asks before it makes the folders (daemon.folders).
+    folder_trouble = folder_problems(config)
+    for problem in folder_trouble:
+        report.add("folders", False, str(problem))
+    if not folder_trouble:
+        report.add("folders", True, "every configured folder is a writable directory or can be made")
     dirs = configured_model_dirs(config.models)
     problems = check_model_dirs(dirs)
     report.info["models"] = {role: str(path) for role, path in dirs.items()}
     report.add("models", not problems, "; ".join(problems) or "all model directories present")
+    tiny = tiny_roles(dirs)
+    report.info["tiny_models"] = tiny
+    if tiny:
+        report.add("models", True, f"{', '.join(tiny)}: {TINY_NOTE}", warning=True)
     ffmpeg = shutil.which("ffmpeg")
     ffprobe = shutil.which("ffprobe")
     report.add("ffmpeg", bool(ffmpeg and ffprobe), f"{ffmpeg}, {ffprobe}" if ffmpeg and ffprobe else

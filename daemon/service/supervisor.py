@@ -43,6 +43,7 @@ from daemon.service import retention
 from daemon.service import manager as service
 from daemon.jobs import results, spool
 from daemon.config import Config, load
+from daemon.folders import prepare_folders
 from daemon.store.db import check_usable, display_url, migrate, translate_unusable
 from daemon.errors import ConfigError, DatabaseUnavailableError, ExitCode, SpkdError
 from daemon.logs import DATABASE_TROUBLE_SECONDS, Throttle
@@ -101,10 +102,8 @@ class Supervisor:
 
     def start(self) -> None:
         config = self.config
+        prepare_folders(config)  # a folder that cannot be made is a ConfigError naming its key
         self._lock_fd = lock_state_folder(config.paths.state)
-        for path in (config.paths.inbox, config.paths.outbox, config.paths.archive, config.paths.failed,
-                     config.paths.spool, config.paths.state, config.paths.voices):
-            path.mkdir(parents=True, exist_ok=True)
         # A corrupt database (or a folder in its place) stops the start with one clear
         # message and exit code 2, before any worker is spawned to crash on it.
         check_usable(config.database_url)
@@ -167,7 +166,8 @@ class Supervisor:
 
     def settle_spool(self) -> None:
         """Spool files of jobs that already ended (a worker died between recording the
-        result and moving the source on) are moved to archive/ or failed/ now. Only
+        result and moving the source on; `spkd cancel`, `retry` or `remove` stopped
+        between the store and the file) are moved to archive/ or failed/ now. Only
         this host's jobs: in a spool shared by several hosts, another host's worker
         may be moving its finished job's file right now."""
         assert self.store is not None
@@ -181,7 +181,7 @@ class Supervisor:
                     results.retire_done(self.config, self.store, job.id, spool_path=spooled[spool_path],
                                         source_name=job.source_name)
                     logger.info("job {}: archived its source after its worker died", job.id)
-                elif job.state == "failed":
+                elif job.state in ("failed", "cancelled"):
                     spool.retire_failed(self.config, job)
             except OSError as exc:  # one file that cannot be moved must not stop the start (or the loop)
                 logger.error("job {}: cannot move its source {} out of the spool: {}", job.id, spool_path, exc)
@@ -463,6 +463,7 @@ class Supervisor:
             return
         try:
             new = load(self.config.source)
+            prepare_folders(new)
         except (ConfigError, SpkdError) as exc:
             logger.error("SIGHUP: keeping the old configuration: {}", exc)
             return

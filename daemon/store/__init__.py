@@ -51,4 +51,6 @@ __all__ = ["DeviceFigures", "EventRow", "Job", "JobFilter", "MetricFigures", "No
 class Store(QueueStore, ReadStore, WorkerStore, SegmentStore, VoiceStore, RetentionStore):
     """The job database, as spkd's processes use it (one per process: it holds a
     connection pool). `Store(url, host=…)`: `host` names this machine in the rows it
-    writes (workers, claims), the machine's name by default."""
+    writes (workers, claims), the machine's name by default. `read_only=True`: a
+    store that only reads (`spkd transcribe --voices`); any write is refused by the
+    database."""

@@ -25,10 +25,10 @@ NO_PROGRESS: dict[str, Any] = {"stage": None, "progress": None, "eta_seconds": N
 
 
 class StoreBase:
-    def __init__(self, url: str, *, host: str | None = None) -> None:
+    def __init__(self, url: str, *, host: str | None = None, read_only: bool = False) -> None:
         self.url = url
         self.host = host or hostname()
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, read_only=read_only)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self._claim: Any = None
         self._trigram_cjk: bool | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
@@ -160,13 +161,16 @@ def check_usable(url: str, *, thorough: bool = True) -> None:
         conn.close()
 
 
-def _sqlite_setup(engine: Engine, *, foreign_keys: bool) -> None:
+def _sqlite_setup(engine: Engine, *, foreign_keys: bool, read_only: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's begin event issue BEGIN itself (pysqlite would defer it).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")  # the journal mode is the writers' to set
+        else:
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
@@ -176,22 +180,45 @@ def _sqlite_setup(engine: Engine, *, foreign_keys: bool) -> None:
     def _on_begin(conn: Connection) -> None:
         # IMMEDIATE takes the write lock at BEGIN, so a claim never fails halfway
         # with SQLITE_BUSY on lock upgrade; busy_timeout queues writers instead.
-        reading = conn.get_execution_options().get("spkd_read", False)
+        reading = read_only or conn.get_execution_options().get("spkd_read", False)
         conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
+def make_engine(url: str, *, foreign_keys: bool = True, read_only: bool = False) -> Engine:
     """An engine for `url` (`foreign_keys=False`: SQLite without foreign-key enforcement,
-    for migrations that rebuild a referenced table)."""
+    for migrations that rebuild a referenced table). `read_only`: every connection only
+    reads (SQLite: the file opened `mode=ro`, never created; PostgreSQL: read-only
+    transactions), for a reader that must not change the database it looks at."""
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
-        _sqlite_setup(engine, foreign_keys=foreign_keys)
+        if read_only and parsed.database and parsed.database != ":memory:":
+            uri = f"{Path(parsed.database).resolve().as_uri()}?mode=ro"
+            engine = create_engine("sqlite://", json_serializer=_json_text, creator=lambda: sqlite3.connect(
+                uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_SECONDS, check_same_thread=False))
+        else:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+                                   json_serializer=_json_text)
+        _sqlite_setup(engine, foreign_keys=foreign_keys, read_only=read_only)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    if read_only:
+        return create_engine(url, pool_pre_ping=True, json_serializer=_json_text,
+                             connect_args={"options": "-c default_transaction_read_only=on"})
+    return create_engine(url, pool_pre_ping=True, json_serializer=_json_text)
+
+
+def _json_text(value: Any) -> str:
+    """JSON columns as people read them (`spkd sql`, a LIKE '%李雷%'): no \\u escapes,
+    except where a value holds a lone surrogate (a file name that is not UTF-8), which
+    only an escape can carry into the database."""
+    readable = json.dumps(value, ensure_ascii=False)
+    try:
+        readable.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return readable
 
 
 def migrations_dir() -> Path:
@@ -243,11 +270,11 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
-def current_revision(url: str) -> str | None:
+def current_revision(url: str, *, read_only: bool = False) -> str | None:
     """The schema revision of the database; None for an empty one. A database whose file
     is unusable raises UnusableDatabaseError (it must not look empty: it would be
-    migrated over)."""
-    engine = make_engine(url)
+    migrated over). `read_only`: looked at through a read-only connection."""
+    engine = make_engine(url, read_only=read_only)
     try:
         with translate_unusable(url), engine.connect() as conn:
             try:

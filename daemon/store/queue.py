@@ -13,6 +13,11 @@ side so that their invariants can be read in one place:
   result of the job's next attempt. A job's result is therefore recorded exactly
   once: `complete` (with its segments, in the same transaction) succeeds for one
   attempt only.
+* A cancel (`cancel`) ends a running job's hold at once: the job is `cancelled`, so
+  its worker's heartbeat, completion and failure, which all require `running`, are
+  refused, and a queued job is never claimed.
+* A retry (`requeue`) takes a job back only from the state it was seen in, so two
+  people retrying the same job queue it once.
 * Every state change appends a row to `job_events` in the same transaction.
 """
 
@@ -21,12 +26,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from sqlalchemy import Connection, DateTime, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, DateTime, and_, bindparam, delete, exists, insert, or_, select, update
 
-from daemon.errors import LeaseExpiredError, WorkerLostError
+from daemon.errors import JobCancelledError, LeaseExpiredError, WorkerLostError
 from daemon.store.base import NO_PROGRESS, StoreBase
 from daemon.store.rows import Job, Outcome, utcnow
-from daemon.store.schema import jobs
+from daemon.store.schema import jobs, segments
 from daemon.store.segments import write_segments
 
 if TYPE_CHECKING:
@@ -329,22 +334,72 @@ class QueueStore(StoreBase):
             return self._take_back(conn, row, now, reason=reason, kind=LeaseExpiredError.kind, counts_as_attempt=True,
                                    retry_backoff_seconds=0)
 
-    def retry(self, *, job_ids: Iterable[int] = (), all_failed: bool = False) -> list[int]:
-        """Requeue failed (or cancelled) jobs with fresh attempts; returns the ids requeued."""
+    # --- retry, cancel (spkd retry / cancel, the dashboard) -------------------------------
+
+    def job_state(self, job_id: int) -> str | None:
+        """The job's state now (None: no such job): what a worker's heartbeat asks to
+        learn that its job was cancelled."""
+        with self._read() as conn:
+            return conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).scalar_one_or_none()
+
+    def still_held(self, job_id: int, *, pid: int) -> bool:
+        """Whether worker `pid` of this host still holds the job (asked just before its
+        outputs are published, so a cancelled job publishes nothing)."""
+        with self._read() as conn:
+            return conn.execute(select(jobs.c.id).where(self._held(job_id, pid))).first() is not None
+
+    def requeue(self, job_id: int, *, from_state: str, options: Mapping[str, Any], dedup_key: str | None,
+                sha256: str | None, size_bytes: int | None, audio_seconds: float | None, max_attempts: int,
+                **detail: Any) -> Job | None:
+        """A finished job back to the queue with fresh attempts and the `options` it will
+        run with (its priority theirs), the file's `sha256`/`size_bytes` as they are now;
+        only while it is still in `from_state` (None otherwise: someone else acted first).
+        A `retry_requested` event with `detail` says so. What a done job had recorded
+        (its segments, outputs list) is withdrawn first by daemon.jobs.results.withdraw."""
         now = utcnow()
-        ids = list(job_ids)
         with self._write() as conn:
-            query = select(jobs.c.id).where(jobs.c.state.in_(("failed", "cancelled")))
-            if not all_failed:
-                query = query.where(jobs.c.id.in_(ids))
-            chosen = list(conn.execute(query).scalars())
-            for job_id in chosen:
-                conn.execute(update(jobs).where(jobs.c.id == job_id).values(
-                    state="queued", attempts=0, not_before=None, finished_at=None, pid=None,
-                    max_attempts=func.max(jobs.c.max_attempts, 1) if not self.is_postgres
-                    else func.greatest(jobs.c.max_attempts, 1)))
-                self._event(conn, job_id, "retry_requested", now)
-        return chosen
+            row = conn.execute(select(*jobs.c).where(jobs.c.id == job_id, jobs.c.state == from_state)
+                               ).mappings().first()
+            if row is None:
+                return None
+            values: dict[str, Any] = dict(
+                state="queued", attempts=0, not_before=None, finished_at=None, pid=None, lease_expires_at=None,
+                error_kind=None, error_message=None, options=dict(options), priority=int(options.get("priority", 0)),
+                dedup_key=dedup_key, sha256=sha256, size_bytes=size_bytes,
+                max_attempts=max(int(row["max_attempts"]), max_attempts), archive_name=None, **NO_PROGRESS)
+            if audio_seconds is not None:
+                values["audio_seconds"] = audio_seconds
+            if from_state == "done":
+                values.update(outputs=None, processing_seconds=None, rtf=None, speakers=None, reused_from=None)
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            self._event(conn, job_id, "retry_requested", now, was=from_state, **detail)
+        return Job.from_row({**row, **values})
+
+    def withdraw_result(self, job_id: int) -> None:
+        """A done job's recorded result is taken back (its segments, its outputs list),
+        before it runs again or is removed: daemon.jobs.results.withdraw, only."""
+        with self._write() as conn:
+            conn.execute(delete(segments).where(segments.c.job_id == job_id))
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(outputs=None))
+
+    def cancel(self, job_id: int, *, message: str, **detail: Any) -> Job | None:
+        """Cancel a queued or running job: `cancelled` at once, with `message` and a
+        `cancelled` event (`detail` its fields). A queued job is never claimed after
+        this; the worker of a running one loses its hold (a heartbeat or a result it
+        tries to record is refused) and abandons it. Returns the job as it was (its
+        state then, queued or running), or None when it was in neither state."""
+        now = utcnow()
+        with self._write() as conn:
+            row = conn.execute(select(*jobs.c).where(jobs.c.id == job_id, jobs.c.state.in_(("queued", "running")))
+                               ).mappings().first()
+            if row is None:
+                return None
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                state="cancelled", finished_at=now, error_kind=JobCancelledError.kind, error_message=message,
+                lease_expires_at=None, not_before=None, **NO_PROGRESS))
+            holder = {"host": row["host"], "pid": row["pid"]} if row["state"] == "running" else {}
+            self._event(conn, job_id, "cancelled", now, was=row["state"], message=message, **holder, **detail)
+        return Job.from_row(row)
 
     def set_archive_name(self, job_id: int, archive_name: str) -> None:
         """Where the job's source now lies under paths.archive (relative, POSIX)."""

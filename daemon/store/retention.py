@@ -1,13 +1,13 @@
 """Retention and notifications: finished jobs deleted after their time
-(daemon/service/retention.py), and the events a notifier reads as they come
-(daemon/service/notify.py)."""
+(daemon/service/retention.py) or when asked (`spkd remove`, daemon/jobs/cancel.py),
+and the events a notifier reads as they come (daemon/service/notify.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Sequence
 
-from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy import Connection, and_, delete, exists, func, or_, select
 
 from daemon.store.base import StoreBase
 from daemon.store.rows import NoticeRow
@@ -15,6 +15,15 @@ from daemon.store.schema import FINISHED_STATES, job_events, jobs, segments
 from daemon.store.segments import within_segment_budget
 
 __all__ = ["RetentionStore"]
+
+
+def _delete_jobs(conn: Connection, ids: Sequence[int]) -> None:
+    """Job rows with their segments and events (a job's rows all go, or none)."""
+    if not ids:
+        return
+    conn.execute(delete(segments).where(segments.c.job_id.in_(ids)))
+    conn.execute(delete(job_events).where(job_events.c.job_id.in_(ids)))
+    conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
 
 
 class RetentionStore(StoreBase):
@@ -39,10 +48,33 @@ class RetentionStore(StoreBase):
                 if not ids:
                     return total
                 ids = within_segment_budget(conn, ids, batch_segments)
-                conn.execute(delete(segments).where(segments.c.job_id.in_(ids)))
-                conn.execute(delete(job_events).where(job_events.c.job_id.in_(ids)))
-                conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
+                _delete_jobs(conn, ids)
             total += len(ids)
+
+    def remove_jobs(self, job_ids: Sequence[int]) -> list[int]:
+        """`spkd remove`: delete finished jobs with their events and segments, in one
+        transaction; returns the ids that went. A job not finished (any more), or whose
+        result another job not among `job_ids` reused (`reused_from`), stays."""
+        wanted = sorted(set(job_ids))
+        if not wanted:
+            return []
+        other = jobs.alias("referrer")
+        with self._write() as conn:
+            ids = list(conn.execute(select(jobs.c.id).where(
+                jobs.c.id.in_(wanted), jobs.c.state.in_(FINISHED_STATES),
+                ~exists(select(other.c.id).where(other.c.reused_from == jobs.c.id, other.c.id.not_in(wanted)))
+            ).order_by(jobs.c.id)).scalars())
+            _delete_jobs(conn, ids)
+        return ids
+
+    def removal_counts(self, job_id: int) -> tuple[int, int]:
+        """How many segment rows and event rows job `job_id` has (what `spkd remove` says will go)."""
+        with self._read() as conn:
+            segment_count = conn.execute(select(func.count()).select_from(segments)
+                                         .where(segments.c.job_id == job_id)).scalar_one()
+            event_count = conn.execute(select(func.count()).select_from(job_events)
+                                       .where(job_events.c.job_id == job_id)).scalar_one()
+        return int(segment_count), int(event_count)
 
     def last_event_id(self) -> int:
         """The newest job_events id (0 when there are none): where a notifier starts."""

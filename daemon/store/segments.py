@@ -92,11 +92,13 @@ class SegmentStore(StoreBase):
             return count
 
     def done_jobs_without_segments(self) -> list[int]:
-        """Done jobs of this host (whose transcripts this host stored) that have no rows."""
+        """Done transcription jobs of this host (whose transcripts this host stored) that
+        have no rows. Enrolments are not among them: they store a voice, never a transcript."""
         has_rows = exists(select(segments.c.id).where(segments.c.job_id == jobs.c.id))
         with self._read() as conn:
             return [int(i) for i in conn.execute(
-                select(jobs.c.id).where(jobs.c.state == "done", or_(jobs.c.host == self.host, jobs.c.host.is_(None)),
+                select(jobs.c.id).where(jobs.c.state == "done", jobs.c.task == "transcribe",
+                                        or_(jobs.c.host == self.host, jobs.c.host.is_(None)),
                                         ~has_rows).order_by(jobs.c.id)).scalars()]
 
     def search_segments(self, query: SearchQuery, *, speaker_key: str | None = None, since: dt.datetime | None = None,

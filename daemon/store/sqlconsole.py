@@ -15,6 +15,8 @@ the user's SQL, never spkd's.
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import sqlite3
 import threading
@@ -28,7 +30,7 @@ from sqlalchemy.engine import make_url
 from daemon.errors import DatabaseUnavailableError, ReadOnlyError
 from daemon.store.db import check_usable, normalize_url, unusable_database
 
-__all__ = ["DEFAULT_MAX_ROWS", "DEFAULT_TIMEOUT_SECONDS", "query_readonly"]
+__all__ = ["DEFAULT_MAX_ROWS", "DEFAULT_TIMEOUT_SECONDS", "query_readonly", "readable_json", "readable_rows"]
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 # Rows fetched at most (one more tells the caller there were more): a query without
@@ -46,6 +48,48 @@ _READ_PRAGMAS = {"table_info", "table_xinfo", "table_list", "index_list", "index
 # PRAGMAs that read a setting when given no value (and would change it with one).
 _SETTING_PRAGMAS = {"schema_version", "user_version", "application_id", "page_count", "page_size",
                     "freelist_count", "encoding", "journal_mode", "foreign_keys", "query_only", "busy_timeout"}
+
+
+# In JSON text: an escaped backslash (kept, so that an escaped backslash before `u` stays
+# text), a surrogate pair, or one \u escape.
+_JSON_ESCAPE = re.compile(r"\\\\|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u([0-9a-f]{4})", re.IGNORECASE)
+
+
+def _unescaped(match: re.Match[str]) -> str:
+    if match.group(1):
+        code = 0x10000 + ((int(match.group(1), 16) - 0xD800) << 10) + (int(match.group(2), 16) - 0xDC00)
+    elif match.group(3):
+        code = int(match.group(3), 16)
+    else:
+        return match.group(0)
+    char = chr(code)
+    # ASCII escapes (\u0022), lone surrogates and invisible characters stay escaped.
+    if code < 0x80 or 0xD800 <= code <= 0xDFFF or not char.isprintable():
+        return match.group(0)
+    return char
+
+
+def readable_json(value: Any) -> Any:
+    r"""JSON text with its \u escapes of printable characters written as the characters
+    (`{"voice": "\u674e\u96f7"}` -> `{"voice": "李雷"}`), the same JSON otherwise, byte
+    for byte; any other value as it is. SQLAlchemy stored JSON columns (job_events.detail,
+    jobs.options) with ensure_ascii on before spkd turned it off."""
+    if not isinstance(value, str) or "\\u" not in value or value.lstrip()[:1] not in ("{", "[", '"'):
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return value
+    readable = _JSON_ESCAPE.sub(_unescaped, value)
+    try:
+        return readable if json.loads(readable) == parsed else value
+    except ValueError:
+        return value
+
+
+def readable_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """`rows` with every JSON text made readable (readable_json), for showing them."""
+    return [tuple(readable_json(v) for v in row) for row in rows]
 
 
 def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:

@@ -7,7 +7,7 @@ Routes (scripts and monitoring may rely on these paths):
     GET  /jobs/<id>                     transcript, player, outputs, history (live part: /jobs/<id>/live)
     GET  /jobs/<id>/audio               the job's archived source (HTTP Range)
     GET  /jobs/<id>/outputs/<format>    one of the job's outputs, as a download
-    POST /jobs/<id>/retry               requeue a failed job (what `spkd retry` does)
+    POST /jobs/<id>/retry               run a failed job again (daemon.jobs.retry, as `spkd retry`)
     POST /jobs/<id>/speakers            rename speakers (daemon.jobs.rename.rename_speakers, as `spkd speakers`)
     POST /upload                        files into the inbox (daemon.web.upload)
     GET  /search?q=                     search transcripts (daemon.store.search.search, as `spkd search`)
@@ -48,9 +48,10 @@ from daemon import __version__, files, writers
 from daemon.intake import voice_folder
 from daemon.jobs import outputs, rename
 from daemon.store import search
-from daemon.jobs import spool
+from daemon.intake.probe import probe
+from daemon.jobs import retry
 from daemon.config import Config
-from daemon.errors import SpkdError, VoiceError
+from daemon.errors import JobRefusedError, NoSuchJobError, SpkdError, VoiceError
 from daemon.options import normal_voice_name
 from daemon.progress import STAGES
 from daemon.store.schema import JOB_STATES
@@ -159,6 +160,9 @@ def limited(request: Request, config: Config) -> Request:
 def create_app(config: Config) -> Starlette:
     store = Store(config.database_url, host=config.host)
     env = _templates()
+    # Retry is offered only where it can change how the job ends (the rule of `spkd retry`).
+    env.globals.update(can_retry=lambda job: retry.offered(config, job),
+                       retry_refusal=lambda job: retry.why_not(config, job))
     metrics_registry = registry_for(config, store)
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -250,12 +254,16 @@ def create_app(config: Config) -> Starlette:
                             content_disposition_type="attachment")
 
     async def job_retry(request: Request) -> Response:
+        """What `spkd retry JOB` does (daemon.jobs.retry.retry_job, the same rule): 409
+        with the reason when a retry cannot change how the job ends."""
         fields = await posted_form(request)
         job_id = request.path_params["job_id"]
-        await run_in_threadpool(job_row, job_id)
-        requeued = await run_in_threadpool(spool.requeue_failed, config, store, job_ids=[job_id])
-        if not requeued:
-            raise HTTPException(409, f"job {job_id} is not failed (only failed or cancelled jobs can be retried)")
+        try:
+            await run_in_threadpool(lambda: retry.retry_job(config, store, job_id, probe=probe))
+        except NoSuchJobError as exc:
+            raise HTTPException(404, exc.message) from None
+        except JobRefusedError as exc:
+            raise HTTPException(409, exc.message) from None
         return RedirectResponse(_safe_next((fields.get("next") or [None])[0], f"/jobs/{job_id}"), status_code=303)
 
     async def job_speakers(request: Request) -> Response:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from daemon import files, writers
 from daemon.intake import voice_folder
+from daemon.intake.listing import InboxListing, list_inbox
 from daemon.jobs import diskguard
 from daemon.jobs import outputs
 from daemon.service import manager as service
@@ -225,6 +226,8 @@ class Overview:
     failures: list["Job"]
     paused: str | None
     free_mb: dict[str, float] = field(default_factory=dict)
+    # Files lying in the inbox that are not jobs yet: settling, empty, ignored and why.
+    inbox: InboxListing = field(default_factory=InboxListing)
 
 
 def _free_mb(config: "Config") -> dict[str, float]:
@@ -253,6 +256,7 @@ def overview(config: "Config", store: "Store") -> Overview:
         failures=store.jobs(limit=FAILURES_SHOWN, state="failed"),
         paused=diskguard.paused_reason(config),
         free_mb=_free_mb(config),
+        inbox=list_inbox(config),
     )
 
 

@@ -10,6 +10,8 @@ that crashes, hangs or fails its worker:
 * `*bad*`       - a permanent error (AudioError)
 * `*oom*`       - out of memory on any device but the CPU
 * `*slow*`      - takes SPKD_FAKE_SLOW_SECONDS (default 3 s)
+* `*deaf*`      - takes SPKD_FAKE_SLOW_SECONDS without a progress report on the way (like one long
+                  call into FunASR: a cancel cannot interrupt it)
 * `*zh*`        - sentences in Chinese mixed with English (and full-width letters)
 
 `embed_voice` (an enrolment) follows the same names (crash, slow, bad) and gives an
@@ -85,6 +87,8 @@ class FakeEngine:
         if "bad" in name:
             raise AudioError("cannot decode: fake bad audio")
         report("vad", None)
+        if "deaf" in name:
+            time.sleep(float(os.environ.get("SPKD_FAKE_SLOW_SECONDS", "3")))
         busy = float(os.environ.get("SPKD_FAKE_SLOW_SECONDS", "3")) if "slow" in name else self.seconds
         steps = 10
         for step in range(steps):

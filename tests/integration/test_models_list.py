@@ -1,4 +1,5 @@
-"""`spkd models list [--json]` over the tiny models: presence, path, size, revision."""
+"""`spkd models list [--json]` over the tiny models: presence, path, size, revision, that
+they are tiny test models, and the pinned models `spkd models fetch` would download."""
 
 from __future__ import annotations
 
@@ -49,7 +50,12 @@ def test_missing_model_is_listed_as_such(tmp_path: Path, tiny_models: ModelDirs)
     table = models_list(tmp_path, {"dir": str(tiny_models.asr.parent), "spk": str(tmp_path / "no-cam")})
     assert table.returncode == 0
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["role", "name", "present", "size_mb", "path"]
-    # the table cuts cells at 60 characters (the tiny models live in tests/.cache/…)
-    assert lines[1].split()[:3] == ["asr", "paraformer-zh", "yes"] and lines[1].endswith(str(tiny_models.asr)[:60])
+    assert lines[0].split() == ["role", "name", "present", "kind", "revision", "size_mb", "path"]
+    # the table cuts long cells (the tiny models live in tests/.cache/…)
+    assert lines[1].split()[:6] == ["asr", "paraformer-zh", "yes", "tiny", "test", "tiny"]
+    assert lines[1].split()[-1].rstrip("…") in str(tiny_models.asr)
     assert lines[4].split()[:3] == ["spk", "no-cam", "MISSING"]
+    # tiny test models never pass for real ones, and the pinned ids and revisions are shown
+    assert "asr, punc: tiny test models" in table.stdout and "gibberish" in table.stdout
+    for role in ROLES:
+        assert f"{PINNED[role].model_id} @ {PINNED[role].revision} -> {PINNED[role].name}" in table.stdout

@@ -67,6 +67,15 @@ def test_exit_status_and_reasons(run: dict[str, Any]) -> None:
     assert "Traceback" not in err
 
 
+def test_no_database_and_no_engine_chatter(run: dict[str, Any]) -> None:
+    folder = run["out"].parent
+    assert not (folder / "var" / "state").exists()  # without --voices the database is not touched
+    err = run["proc"].stderr
+    assert "trust_remote_code" not in err and "model hub" not in err and "funasr version" not in err
+    # the inputs are looked at before the models load: the missing file is told first
+    assert err.index("FAILED [4/4] missing.wav") < err.index("loading models")
+
+
 def test_stdout_lists_exactly_the_written_files(run: dict[str, Any]) -> None:
     out: Path = run["out"]
     listed = [Path(line) for line in run["proc"].stdout.splitlines()]

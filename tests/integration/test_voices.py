@@ -136,3 +136,45 @@ def test_the_stored_transcript_names_without_transcribing_again(engine, recordin
     samples = store.voice_samples_of()
     assert (matching.name_speakers(again, samples, threshold=THRESHOLD, margin=MARGIN).speaker_names
             == matching.name_speakers(fresh, samples, threshold=THRESHOLD, margin=MARGIN).speaker_names)
+
+
+def test_spkd_transcribe_voices_names_an_enrolled_voice_reading_the_library_only(engine, recordings, store,
+                                                                                tiny_models, tmp_path):
+    """`spkd transcribe --voices` as a user runs it: the library of the config's database
+    names A as the daemon would, and the database is only read (not a byte changes)."""
+    import hashlib
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from daemon import writers
+
+    library.enrol(store, "王总", [recordings["solo A"].path], engine=engine)
+    store.checkpoint()
+    database = Path(store.url.removeprefix("sqlite:///"))
+    config = write_config(tmp_path, url=store.url, models={"dir": str(tiny_models.asr.parent)},
+                          workers={"device": "cpu"})
+
+    def snapshot() -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(database.parent.glob(database.name + "*")) if not p.name.endswith("-shm")}
+
+    def transcribe(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "daemon", "--config", str(config), "transcribe",
+                               str(recordings["A B"].path), "--formats", "json", "--device", "cpu", *args],
+                              cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300)
+
+    before = snapshot()
+    out = tmp_path / "named"
+    proc = transcribe("--voices", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    transcript = writers.parse_json((out / "a-b.json").read_text(encoding="utf-8"))
+    assert named_voices(transcript, recordings["A B"]) == {A: "王总", B: None}
+    assert "2 speakers (王总, Speaker1)" in proc.stderr or "2 speakers (Speaker1, 王总)" in proc.stderr, proc.stderr
+    assert snapshot() == before
+
+    others = transcribe("--expected-speakers", "李雷", "--out", str(tmp_path / "others"))
+    assert others.returncode == 0, others.stderr
+    assert "none of 李雷 is enrolled" in others.stderr
+    assert writers.parse_json((tmp_path / "others" / "a-b.json").read_text(encoding="utf-8")).speaker_names == {}
+    assert snapshot() == before

@@ -23,6 +23,8 @@ CACHE = Path(os.environ.get("SPKD_TEST_CACHE", REPO / "tests" / ".cache"))
 BUILDER_SOURCES = ("daemon/engine/tiny_models.py", "daemon/engine/speaker_training.py", "daemon/engine/models.py")
 # Written last into a finished build (the weights' file names differ per model).
 COMPLETE = ".complete"
+# The output of the `spkd models make-tiny` that built it.
+MAKE_TINY_LOG = "make-tiny.log"
 NAMES = {"asr": "paraformer-zh", "vad": "fsmn-vad", "punc": "ct-punc-c", "spk": "cam++"}
 
 
@@ -55,8 +57,14 @@ def cached_tiny_models() -> Path:
     staging = CACHE / f".{target.name}.{os.getpid()}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_WAIT_POLICY": "PASSIVE"}
-    subprocess.run([sys.executable, "-m", "daemon", "models", "make-tiny", str(staging)],
-                   check=True, env=env, cwd=REPO)
+    # What make-tiny said (piped: a line per stage, then the time it took) is kept beside
+    # the models: the integration tests check it (tests/integration/test_make_tiny.py).
+    proc = subprocess.run([sys.executable, "-m", "daemon", "models", "make-tiny", str(staging)],
+                          env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sys.stderr.write(proc.stdout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"spkd models make-tiny failed with status {proc.returncode}:\n{proc.stdout[-4000:]}")
+    (staging / MAKE_TINY_LOG).write_text(proc.stdout, encoding="utf-8")
     (staging / COMPLETE).write_text(fingerprint() + "\n")
     try:
         os.replace(staging, target)
@@ -68,4 +76,4 @@ def cached_tiny_models() -> Path:
     return target
 
 
-__all__ = ["CACHE", "NAMES", "cached_tiny_models", "fingerprint"]
+__all__ = ["CACHE", "MAKE_TINY_LOG", "NAMES", "cached_tiny_models", "fingerprint"]

@@ -44,7 +44,7 @@ def write_config(root: Path, **sections: dict[str, Any]) -> Path:
 @dataclass
 class Jobs:
     done: int  # a transcribed job with its archived source, outputs and stored transcript
-    failed: int  # a failed job whose source is in failed/
+    failed: int  # a failed job whose source is in failed/ (a transient failure: Retry is offered)
     audio: Path  # the done job's archived source
 
 
@@ -73,11 +73,13 @@ def populate(config: Config, *, name: str = XSS_NAME, seconds: float = 6.0) -> J
         bad = spool.new_slot(paths.spool, store.host) / "broken.wav"
         bad.parent.mkdir(parents=True)
         bad.write_bytes(b"not audio at all")
+        # A failure a retry may change (an unforeseen error, not the file's fault).
         failed = store.add_failed(source_name="broken.wav", spool_path=str(bad), output_stem="broken",
-                                  sha256="b" * 64, size_bytes=16, kind="bad_audio", message="cannot decode: <junk>")
+                                  sha256="b" * 64, size_bytes=16, kind="error",
+                                  message="RuntimeError: cannot decode: <junk>")
         spool.fail(spool_path=bad, spool_root=paths.spool, failed_root=paths.failed, source_name="broken.wav",
-                   job_id=failed, sha256="b" * 64, error_kind="bad_audio", error_message="cannot decode: <junk>",
-                   attempts=0)
+                   job_id=failed, sha256="b" * 64, error_kind="error",
+                   error_message="RuntimeError: cannot decode: <junk>", attempts=0)
         return Jobs(done=done, failed=failed, audio=archived)
     finally:
         store.close()

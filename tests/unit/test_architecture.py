@@ -45,8 +45,10 @@ RESULTS_MODULE = "daemon.jobs.results"
 PUBLISHERS_ALLOWED = ("daemon/jobs/results.py", "daemon/cli/oneshot.py")
 WRITERS_PUBLISH = "daemon.writers.publish"
 # What recording a job's result means in the store and on disk: marking it done or reused,
-# writing its segments, recording where its source was archived, archiving the source.
-RESULT_STORE_METHODS = ("complete", "add_reused", "add_segments", "replace_segments", "set_archive_name")
+# writing its segments, recording where its source was archived, archiving the source; and
+# taking a result back (a done job run again or removed).
+RESULT_STORE_METHODS = ("complete", "add_reused", "add_segments", "replace_segments", "set_archive_name",
+                        "withdraw_result")
 RESULT_FUNCTIONS = ("daemon.jobs.spool.archive",)
 
 

@@ -168,13 +168,14 @@ def test_retry_requeues_failed_jobs(store):
     job_id = enqueue(store)
     store.claim(slot=0, pid=1, device="cpu", lease_seconds=60)
     store.fail(job_id, pid=1, kind="x", message="m", permanent=True, retry_backoff_seconds=0)
-    assert store.retry(all_failed=True) == [job_id]
+    again = dict(options={}, dedup_key=None, sha256=None, size_bytes=None, audio_seconds=None, max_attempts=1)
+    assert store.requeue(job_id, from_state="failed", **again) is not None
     assert store.job(job_id).state == "queued" and store.job(job_id).attempts == 0
-    # A file that failed before it was queued has max_attempts 0; a retry gives it one.
+    # A file that failed before it was queued has max_attempts 0; a retry gives it the config's.
     early = store.add_failed(source_name="e.wav", spool_path="/spool/e.wav", output_stem="e", sha256=None,
                              size_bytes=0, kind="empty", message="empty")
-    assert store.retry(job_ids=[early]) == [early]
-    assert store.job(early).max_attempts == 1 and store.job(early).state == "queued"
+    assert store.requeue(early, from_state="failed", **{**again, "max_attempts": 3}) is not None
+    assert store.job(early).max_attempts == 3 and store.job(early).state == "queued"
 
 
 def test_readonly_sql_refuses_writes_and_changes_nothing(url, store):
