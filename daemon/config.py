@@ -251,6 +251,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _shown(value: Any) -> str:
+    """A bad value as JSON in an error message, with its own characters (a name in
+    Chinese reads as itself, not as \\u escapes)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _sections() -> list[Any]:
     return [f for f in fields(Config) if f.name != "source"]
 
@@ -415,41 +421,41 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true or false, got {json.dumps(value)}")
+        raise ConfigError(f"{key}: expected true or false, got {_shown(value)}")
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             if abs(value) > MAX_INT:
                 raise ConfigError(f"{key}: expected an integer of at most {MAX_INT}, got {value}")
             return value
-        raise ConfigError(f"{key}: expected an integer, got {json.dumps(value)}")
+        raise ConfigError(f"{key}: expected an integer, got {_shown(value)}")
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             number = float(value)
             if not math.isfinite(number):
-                raise ConfigError(f"{key}: expected a finite number, got {json.dumps(value)}")
+                raise ConfigError(f"{key}: expected a finite number, got {_shown(value)}")
             limit = MAX_SECONDS if key.endswith("_seconds") else MAX_DAYS if key.endswith("_days") else None
             if limit is not None and abs(number) > limit:
-                raise ConfigError(f"{key}: expected at most {limit:.0f}, got {json.dumps(value)}")
+                raise ConfigError(f"{key}: expected at most {limit:.0f}, got {_shown(value)}")
             return number
-        raise ConfigError(f"{key}: expected a number, got {json.dumps(value)}")
+        raise ConfigError(f"{key}: expected a number, got {_shown(value)}")
     if annotation is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key}: expected a string, got {json.dumps(value)}")
+        raise ConfigError(f"{key}: expected a string, got {_shown(value)}")
     if annotation is Path:
         if isinstance(value, str) and value:
             return Path(value).expanduser()
-        raise ConfigError(f"{key}: expected a path (a non-empty string), got {json.dumps(value)}")
+        raise ConfigError(f"{key}: expected a path (a non-empty string), got {_shown(value)}")
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{key}: expected a list of strings, got {json.dumps(value)}")
+            raise ConfigError(f"{key}: expected a list of strings, got {_shown(value)}")
         return tuple(value)
     raise ConfigError(f"{key}: unsupported type {annotation}")  # a bug in this module
 
 
 def _build_section(name: str, cls: type, raw: Any) -> Any:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{name}: expected an object, got {json.dumps(raw)}")
+        raise ConfigError(f"{name}: expected an object, got {_shown(raw)}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - known)
@@ -463,7 +469,7 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
         if rule is not None:
             problem = rule(values[key])
             if problem:
-                shown = "a hidden value" if full in SECRET_KEYS else json.dumps(_plain(values[key]))
+                shown = "a hidden value" if full in SECRET_KEYS else _shown(_plain(values[key]))
                 raise ConfigError(f"{full}: {problem} (got {shown})")
     return cls(**values)
 

@@ -1,8 +1,12 @@
 """Whether every folder the configuration names can be used, checked in one place.
 
-`spkd run` makes the folders it needs (`prepare_folders`) and `spkd doctor` only looks
-(`folder_problems`); both ask the same questions, so what doctor calls ready is what
-run can start with. A folder is usable when it is a directory (or can be made one:
+`spkd run` makes the folders it needs (`prepare_folders`) and `spkd doctor` asks the
+same questions (`folder_problems` with `try_create`), so what doctor calls ready is
+what run can start with. Some answers only an attempt gives (a file system that
+refuses a new folder to root, as /sys does): doctor really makes each missing folder
+and removes what it made again, leaving no trace; run, when a later folder cannot be
+made, removes the (empty) folders it made itself in that call, so that nothing is made
+unless every folder can be. A folder is usable when it is a directory (or can be made one:
 no regular file on its way, permission to create it, a writable file system) that
 spkd's user may write into. The inbox counts as written to: taking a file out of it
 is a rename, which needs write permission on the folder.
@@ -44,32 +48,58 @@ def configured_folders(config: Config) -> list[tuple[str, Path, bool]]:
     return found
 
 
-def folder_problems(config: Config, *, create: bool = False) -> list[FolderProblem]:
-    """Every configured folder that cannot be used, with the reason. `create`: make the
-    missing folders that `spkd run` needs (and report those that cannot be made);
-    otherwise only look, changing nothing (`spkd doctor`)."""
-    problems = []
-    for key, path, written in configured_folders(config):
-        reason = folder_problem(path, create=create and written, writable=written)
-        if reason is not None:
-            problems.append(FolderProblem(key, path, reason))
-    return problems
+def folder_problems(config: Config, *, try_create: bool = False) -> list[FolderProblem]:
+    """Every configured folder that cannot be used, with the reason. `try_create`
+    (`spkd doctor`): each missing folder that `spkd run` would make is made, to see
+    that it can be, and everything made is removed again before this returns;
+    otherwise only look."""
+    made: list[Path] = []
+    try:
+        return _problems(config, create=try_create, made=made)
+    finally:
+        _unmake(made)
 
 
 def prepare_folders(config: Config) -> None:
     """Make the folders `spkd run` writes into; raise ConfigError naming each folder that
     is not, and cannot become, a writable directory (one line). Nothing is made unless
-    every folder can be."""
-    problems = folder_problems(config) or folder_problems(config, create=True)
+    every folder can be: what this call made is removed again when a later one fails."""
+    problems = folder_problems(config)
+    if not problems:
+        made: list[Path] = []
+        problems = _problems(config, create=True, made=made)
+        if problems:
+            _unmake(made)
     if problems:
         raise ConfigError("; ".join(map(str, problems)))
 
 
-def folder_problem(path: Path, *, create: bool = False, writable: bool = True) -> str | None:
+def _problems(config: Config, *, create: bool, made: list[Path]) -> list[FolderProblem]:
+    problems = []
+    for key, path, written in configured_folders(config):
+        reason = folder_problem(path, create=create and written, writable=written, made=made)
+        if reason is not None:
+            problems.append(FolderProblem(key, path, reason))
+    return problems
+
+
+def _unmake(made: list[Path]) -> None:
+    """Remove the folders in `made` (made by this process, parents before children),
+    deepest first; one that is no longer empty, or gone, stays as it is."""
+    for path in reversed(made):
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+    made.clear()
+
+
+def folder_problem(path: Path, *, create: bool = False, writable: bool = True,
+                   made: list[Path] | None = None) -> str | None:
     """Why `path` cannot be the folder spkd needs there, or None: a directory, which
     spkd's user may write into when `writable`. A missing folder is fine when it could be
-    made (`create`: it is made now); one only read (models.dir) is then said missing by
-    the check of what should be in it."""
+    made (`create`: it is made now, with its missing parents, each appended to `made`);
+    one only read (models.dir) is then said missing by the check of what should be in it."""
     try:
         st = path.stat()  # a link to a folder is a folder
     except FileNotFoundError:
@@ -92,10 +122,19 @@ def folder_problem(path: Path, *, create: bool = False, writable: bool = True) -
     if writable and ancestor is not None and not os.access(ancestor, os.W_OK | os.X_OK):
         return f"cannot be created: {ancestor} is not writable by this user ({_writable_why(ancestor)})"
     if create:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            return f"cannot be created: {_strerror(exc)}"
+        made = [] if made is None else made
+        # the parents below the nearest one there, outermost first
+        missing = [p for p in reversed(path.parents) if ancestor is None or len(p.parts) > len(ancestor.parts)]
+        for folder in [*missing, path]:
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                if not folder.is_dir():
+                    return f"cannot be created: {folder} is a file, not a directory"
+                continue
+            except OSError as exc:
+                return f"cannot be created: {_strerror(exc)}"
+            made.append(folder)
     return None
 
 

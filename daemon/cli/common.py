@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.store import Store
 
-__all__ = ["CUT_MARK", "MAX_CELL_WIDTH", "WIDE_HELP", "cell_text", "char_width", "cut", "display_width", "json_default",
-           "load_config", "open_store", "pad", "print_json", "print_table", "table_lines"]
+__all__ = ["CUT_MARK", "MAX_CELL_WIDTH", "WIDE_HELP", "add_wide", "cell_text", "char_width", "cut", "display_width",
+           "json_default", "load_config", "megabytes", "open_store", "pad", "print_json", "print_table", "quiet_logging",
+           "table_lines"]
 
 
 def load_config(args: argparse.Namespace) -> "Config":
@@ -29,6 +30,25 @@ def load_config(args: argparse.Namespace) -> "Config":
     from daemon.config import load
 
     return load(args.config)
+
+
+def quiet_logging(prog: str) -> None:
+    """The log of a one-shot command: its warnings and errors only, on stderr in the
+    CLI's own style (`spkd retry: warning: …`), never the daemon's INFO lines (`job 3
+    requeued …`): the command prints what it did itself. daemon.cli.main sets this up
+    for every command; those that log otherwise (`run`, `web`, `transcribe`, `models
+    make-tiny`) replace it."""
+    import sys
+
+    from loguru import logger
+
+    def say(message: Any) -> None:
+        record = message.record
+        # sys.stderr as it is at each line, not as it was when the command began
+        sys.stderr.write(f"{prog}: {record['level'].name.lower()}: {record['message']}\n")
+
+    logger.remove()
+    logger.add(say, level="WARNING", format="{message}", backtrace=False, diagnose=False)
 
 
 def open_store(config: "Config") -> "Store":
@@ -60,6 +80,11 @@ def print_json(value: Any) -> None:
 MAX_CELL_WIDTH = 60
 CUT_MARK = "…"
 WIDE_HELP = f"show every cell whole (default: cut at {MAX_CELL_WIDTH} columns, marked {CUT_MARK})"
+
+
+def add_wide(parser: argparse.ArgumentParser) -> None:
+    """`--wide` for a command that prints a table (every one does: README's "Tables")."""
+    parser.add_argument("--wide", action="store_true", help=WIDE_HELP)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -122,6 +147,18 @@ def _visible(char: str) -> str:
     if category == "Cc":
         return char.encode("unicode_escape").decode("ascii")
     return char
+
+
+def megabytes(mb: float | None) -> str:
+    """A size in MB as a table shows it: whole MB from 10 up (`541`), one decimal below
+    (`2.5`), two for a fraction of one (`0.03`), `<0.01` for a few KB (never `0.000`)."""
+    if mb is None:
+        return ""
+    if mb == 0 or mb >= 10:
+        return f"{mb:.0f}"
+    if mb >= 1:
+        return f"{mb:.1f}"
+    return f"{mb:.2f}" if mb >= 0.01 else "<0.01"
 
 
 def table_lines(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, wide: bool = False) -> list[str]:

@@ -58,7 +58,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
             store.close()
     for item in done:
         print(f"requeued job {item.job.id}: {item.job.source_name} with options {_shown(item.options)} "
-              f"({item.options_from})")
+              f"({item.options_text})")
     if args.failed:
         print(f"requeued {len(done)} job(s)" + (f": {', '.join(str(r.job.id) for r in done)}" if done else ""))
     return ExitCode.FAILED if refused else ExitCode.OK

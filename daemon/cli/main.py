@@ -14,11 +14,20 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from daemon import __version__
-from daemon.cli.common import WIDE_HELP, display_width, load_config, open_store, pad, print_json, print_table
+from daemon.cli.common import (
+    add_wide,
+    display_width,
+    load_config,
+    open_store,
+    pad,
+    print_json,
+    print_table,
+    quiet_logging,
+)
 from daemon.cli.status import cmd_status, progress_text
 from daemon.errors import DatabaseUnavailableError, ExitCode, JobRefusedError, SpkdError
 
-__all__ = ["build_parser", "main", "progress_text"]
+__all__ = ["build_parser", "command_name", "main", "progress_text"]
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -205,7 +214,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for check in report.checks:
         mark = ("WARN" if check.get("warning") else "ok ") if check["ok"] else "BAD"
         print(f"{mark:4} {check['check']:12} {check['detail']}")
-    print("ready to run" if report.ok else "the daemon could not start: fix the BAD lines above")
+    print("ready to run" if report.ok else "the daemon would not start: fix the BAD lines above")
     return ExitCode.OK if report.ok else ExitCode.FAILED
 
 
@@ -317,14 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", "-n", type=int, default=20)
     p.add_argument("--state", choices=JOB_STATES)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
+    add_wide(p)
 
     from daemon.store.sqlconsole import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_SECONDS
 
     p = add("sql", cmd_sql, "run a read-only SQL query against the job database")
     p.add_argument("statement")
     p.add_argument("--json", action="store_true", help="a JSON list of rows")
-    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
+    add_wide(p)
     p.add_argument("--timeout", type=_non_negative_seconds, default=DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
                    help=f"stop the statement after this long (default {DEFAULT_TIMEOUT_SECONDS:g}; 0: no limit)")
     p.add_argument("--max-rows", type=_positive_int, default=DEFAULT_MAX_ROWS, metavar="N",
@@ -345,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", cmd_status, "is the daemon running; its slots, queue and recent failures, and the files "
             "lying in the inbox that are not jobs yet (settling, empty, ignored and why)")
     p.add_argument("--json", action="store_true")
+    add_wide(p)
 
     p = add("web", cmd_web, "serve the dashboard (jobs, transcripts, metrics) from the config's database and "
             "folders; the daemon need not run")
@@ -379,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "models, and the pinned ids and revisions `spkd models fetch` downloads")
     p.add_argument("--config", "-c", default=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
+    add_wide(p)
     p.set_defaults(func=cmd_models_list)
 
     from daemon.cli.jobs_admin import register as register_jobs_admin
@@ -394,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """The `spkd` command; returns its exit status (daemon.errors.ExitCode)."""
     args = build_parser().parse_args(argv)
+    prog = command_name(args)
+    quiet_logging(prog)  # a command prints what it did; the log says only what goes wrong
     try:
         code = int(args.func(args) or ExitCode.OK)
         # What is still buffered goes out here, where a reader that left is caught below,
@@ -413,14 +426,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.FAILED
     except JobRefusedError as exc:
         # A job that is not there, or not in a state the command applies to: a
-        # negative answer with its reason, not bad usage.
-        print(f"spkd: {exc}", file=sys.stderr)
+        # negative answer with its reason, not bad usage; named after the command, as
+        # `spkd retry` and `spkd cancel` name the jobs they refuse.
+        print(f"{prog}: {exc}", file=sys.stderr)
         return ExitCode.FAILED
     except SpkdError as exc:
         print(f"spkd: {exc}", file=sys.stderr)
         return ExitCode.ERROR
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """`spkd retry`, `spkd voices rematch`, `spkd db upgrade`: how messages name the command."""
+    words = [args.command] + [getattr(args, f"{args.command}_command", None) or ""]
+    return " ".join(["spkd", *filter(None, words)])
 
 
 def _silence_stdout() -> None:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TextIO
 
-from daemon.cli.common import load_config, print_json, print_table
+from daemon.cli.common import load_config, megabytes, print_json, print_table
 from daemon.errors import ExitCode
 from daemon.progress import duration_text
 
@@ -142,7 +142,8 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     print_table(("role", "name", "present", "kind", "revision", "size_mb", "path"),
                 [[r["role"], r["name"], "yes" if r["present"] else "MISSING",
                   ("tiny test" if r["tiny"] else "real") if r["present"] else "",
-                  r.get("revision") or "", round((r.get("size_bytes") or 0) / 2**20, 1), r["path"]] for r in rows])
+                  r.get("revision") or "", megabytes(r["size_bytes"] / 2**20) if r.get("size_bytes") else "", r["path"]] for r in rows],
+                wide=args.wide)
     tiny = [r["role"] for r in rows if r["tiny"]]
     if tiny:
         print(f"{', '.join(tiny)}: {TINY_NOTE}")

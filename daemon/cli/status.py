@@ -12,7 +12,7 @@ import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any
 
-from daemon.cli.common import load_config, open_store, print_json, print_table
+from daemon.cli.common import load_config, megabytes, open_store, print_json, print_table
 from daemon.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -93,8 +93,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if workers:
         print_table(("host", "slot", "pid", "device", "state", "current_job_id", "jobs_done", "rss_mb",
                       "fallback_from", "last_error"),
-                     [[getattr(w, k) for k in ("host", "slot", "pid", "device", "state", "current_job_id",
-                                               "jobs_done", "rss_mb", "fallback_from", "last_error")] for w in workers])
+                     [[w.host, w.slot, w.pid, w.device, w.state, w.current_job_id, w.jobs_done, megabytes(w.rss_mb),
+                       w.fallback_from, w.last_error] for w in workers], wide=args.wide)
     for job in running_jobs:
         print(f"running job {job.id}: {job.source_name} on {job.device or '?'}"
               + (f": {progress_text(job)}" if progress_text(job) else ""))

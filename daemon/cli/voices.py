@@ -11,18 +11,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon.cli.common import WIDE_HELP, load_config, open_store, print_json, print_table
+from daemon.cli.common import add_wide, load_config, open_store, print_json, print_table
 from daemon.errors import ExitCode, JobRefusedError, NoSuchJobError, VoiceError
 
 __all__ = ["register"]
 
 
 def _config(args: argparse.Namespace) -> Any:
-    """The config, and the log quiet below warnings: these commands print what they did."""
-    from loguru import logger
-
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+    """The config (the log is quiet below warnings, as for every one-shot command:
+    daemon.cli.common.quiet_logging; these commands print what they did)."""
     return load_config(args)
 
 
@@ -197,7 +194,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true")
     p = add("list", cmd_voices_list, "the enrolled voices")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
+    add_wide(p)
     p = add("remove", cmd_voices_remove, "remove a voice with all its samples (its folder under paths.voices "
             "moves to state/removed-voices/)")
     p.add_argument("name", metavar="NAME")
@@ -218,5 +215,5 @@ def register(subparsers: Any) -> None:
                    help="a speaker as the outputs show it (Speaker2, or a wrong name) = its name")
     p.add_argument("--enrol", action="store_true", help="also add each renamed speaker's voice to the library")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
+    add_wide(p)
     p.set_defaults(func=cmd_speakers)

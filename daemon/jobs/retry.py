@@ -52,8 +52,8 @@ if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.store import Job, Store
 
-__all__ = ["RETRYABLE_STATES", "Look", "Probe", "Retry", "look", "offered", "refusal", "retry_failed", "retry_job",
-           "why_not"]
+__all__ = ["RETRYABLE_STATES", "Look", "Probe", "Retry", "look", "offered", "origin_text", "refusal", "retry_failed",
+           "retry_job", "why_not"]
 
 # The states a retry takes a job from without --force (a done job needs it).
 RETRYABLE_STATES = ("failed", "cancelled")
@@ -84,7 +84,22 @@ class Retry:
 
     job: Job
     options: dict[str, Any]
-    options_from: str  # "--options", "from <the sidecar's path>", "no sidecar", "its enrolment"
+    options_from: str  # "--options", the sidecar's path, "no sidecar", "its enrolment"
+
+    @property
+    def options_text(self) -> str:
+        """Where the options came from, for a person: `from <sidecar>`, `--options` …"""
+        return origin_text(self.options_from)
+
+
+# Where a retry's options came from when not from a sidecar (whose path is given plain).
+NOT_A_SIDECAR = ("--options", "no sidecar", "its enrolment")
+
+
+def origin_text(options_from: str) -> str:
+    """`options_from` (Retry's, or a `retry_requested` event's detail) as a person reads
+    it: a sidecar's path becomes `from <path>`; the others are words already."""
+    return options_from if options_from in NOT_A_SIDECAR else f"from {options_from}"
 
 
 def _digest(path: Path, identity: tuple[int, int] | None) -> str | None:
@@ -185,7 +200,7 @@ def _options_for(job: Job, source: Path, given: Mapping[str, Any] | None) -> tup
     if not files.exists(sidecar):
         return {}, "no sidecar"
     try:
-        return options.read_sidecar(sidecar), f"from {sidecar}"
+        return options.read_sidecar(sidecar), str(sidecar)
     except OptionsError as exc:
         raise JobRefusedError(f"job {job.id}: its sidecar {sidecar} is not valid: {exc.message}; correct it, or "
                               "give the options with --options") from None
@@ -241,7 +256,7 @@ def retry_job(config: Config, store: Store, job_id: int, *, given: Mapping[str, 
             spool.retire_failed(config, now)  # back where its state says
         raise JobRefusedError(f"job {job_id} changed meanwhile (it is {state} now); not retried")
     logger.info("job {} requeued ({}): {} with options {} ({})", job_id, "forced" if force else "retry",
-                job.source_name, chosen, origin)
+                job.source_name, chosen, origin_text(origin))
     return Retry(job=row, options=chosen, options_from=origin)
 
 

@@ -104,8 +104,9 @@ def diagnose(config: Config, *, inventory: devices.Inventory | None = None) -> R
                    + (f" ({fallback.reason})" if fallback else ""))
     except SpkdError as exc:
         report.add("devices", False, str(exc))
-    # The same questions `spkd run` asks before it makes the folders (daemon.folders).
-    folder_trouble = folder_problems(config)
+    # The same questions `spkd run` asks before it makes the folders (daemon.folders),
+    # each missing one really made and removed again: what only an attempt shows too.
+    folder_trouble = folder_problems(config, try_create=True)
     for problem in folder_trouble:
         report.add("folders", False, str(problem))
     if not folder_trouble:

@@ -354,7 +354,7 @@ class QueueStore(StoreBase):
         """A finished job back to the queue with fresh attempts and the `options` it will
         run with (its priority theirs), the file's `sha256`/`size_bytes` as they are now;
         only while it is still in `from_state` (None otherwise: someone else acted first).
-        A `retry_requested` event with `detail` says so. What a done job had recorded
+        A `retry_requested` event with `detail` and the `options` says so. What a done job had recorded
         (its segments, outputs list) is withdrawn first by daemon.jobs.results.withdraw."""
         now = utcnow()
         with self._write() as conn:
@@ -372,7 +372,7 @@ class QueueStore(StoreBase):
             if from_state == "done":
                 values.update(outputs=None, processing_seconds=None, rtf=None, speakers=None, reused_from=None)
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
-            self._event(conn, job_id, "retry_requested", now, was=from_state, **detail)
+            self._event(conn, job_id, "retry_requested", now, was=from_state, options=dict(options), **detail)
         return Job.from_row({**row, **values})
 
     def withdraw_result(self, job_id: int) -> None:

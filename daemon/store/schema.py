@@ -88,6 +88,9 @@ jobs = Table(
     CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in JOB_STATES) + ")", name="ck_jobs_state"),
     CheckConstraint("task IN (" + ", ".join(f"'{k}'" for k in JOB_TASKS) + ")", name="ck_jobs_task"),
     Index("ix_jobs_created_at", "created_at"),
+    # SQLite: AUTOINCREMENT (migration 0009), so that an id is never given to a second job after
+    # the newest was removed (error files, logs and voice samples name jobs by id).
+    sqlite_autoincrement=True,
 )
 
 job_events = Table(
@@ -99,6 +102,9 @@ job_events = Table(
     Column("kind", String(32), nullable=False),
     Column("detail", JSON),
     Index("ix_job_events_job", "job_id", "id"),
+    # SQLite: AUTOINCREMENT (migration 0009): the id is a notifier's cursor (events_after), and an
+    # id given again after the newest events went with their job would be skipped.
+    sqlite_autoincrement=True,
 )
 
 workers = Table(

@@ -56,6 +56,7 @@ def test_a_sidecar_corrected_in_failed_is_what_the_retry_runs_with(tmp_path: Pat
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == (f'requeued job {job["id"]}: dialog30.wav with options {{"speakers": 2}} '
                                          f"(from {sidecar})")
+        assert result.stderr == "", "no log line besides the command's own"
         done = wait_job(d, "dialog30.wav", "done")
         assert json.loads(done["options"]) == {"speakers": 2}
         assert "speakers=2" in (d.outbox / "dialog30.txt").read_text()
@@ -66,7 +67,7 @@ def test_a_sidecar_corrected_in_failed_is_what_the_retry_runs_with(tmp_path: Pat
         result = spkd(d, "retry", "999")
         assert (result.returncode, result.stdout, result.stderr.strip()) == (1, "", "spkd retry: no job 999")
         result = spkd(d, "speakers", "99")
-        assert result.returncode == 1 and result.stderr.strip() == "spkd: no job 99"
+        assert result.returncode == 1 and result.stderr.strip() == "spkd speakers: no job 99"
 
         # remove: says what goes; without a terminal it needs --yes; the audio stays in failed/
         published = outbox_files(d, "dialog30")

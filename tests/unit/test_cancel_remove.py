@@ -1,10 +1,14 @@
 """`spkd cancel` and `spkd remove` (daemon.jobs.cancel, daemon.jobs.remove) on each
 database backend, the worker's heartbeat seeing a cancel, and the commands' reasons
-and exit codes (`spkd retry 999`, `spkd speakers 99`, `spkd remove` without a terminal)."""
+and exit codes (`spkd retry 999`, `spkd speakers 99`, `spkd remove` without a terminal),
+and that they print only their own messages, never the daemon's log lines."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -151,7 +155,7 @@ def test_retry_cancel_and_speakers_say_why_nothing_happened(cli, config, store, 
     err = capsys.readouterr().err
     assert f"job {done} is done: only a queued or running job can be cancelled" in err and "no job 998" in err
     assert cli("speakers", "99") == ExitCode.FAILED
-    assert capsys.readouterr().err.strip() == "spkd: no job 99"
+    assert capsys.readouterr().err.strip() == "spkd speakers: no job 99"  # named like retry's and cancel's
     assert cli("retry", "--options", '{"speakerz": 1}', str(done)) == ExitCode.ERROR
     assert "--options: speakerz: unknown key" in capsys.readouterr().err
     assert cli("retry") == ExitCode.ERROR
@@ -183,3 +187,50 @@ def test_remove_shows_what_goes_and_without_a_terminal_needs_yes(cli, config, st
     assert store.job(job_id) is not None
     assert cli("remove", "--yes", str(job_id)) == ExitCode.OK
     assert f"removed job {job_id}" in capsys.readouterr().out and store.job(job_id) is None
+
+
+# --- the commands' own messages, and nothing of the log (a process of its own) ----------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.backends("sqlite")
+def test_commands_print_their_own_messages_and_not_the_daemon_s_log_lines(tmp_path, url, config, store) -> None:
+    """`spkd retry` printed, besides its line, loguru's `2026-12-07 10:54:08.879 | INFO |
+    daemon.jobs.retry:retry_job:243 - job 3 requeued …`: in a process of its own, where
+    loguru's default sink is on."""
+    path = write_config(tmp_path, url=url, host="h1")
+
+    def spkd(*argv: str) -> subprocess.CompletedProcess[str]:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("SPKD_")}, "PYTHONPATH": str(REPO)}
+        done = subprocess.run([sys.executable, "-m", "daemon", "--config", str(path), *argv], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+        assert " | " not in done.stderr and "INFO" not in done.stderr, done.stderr
+        return done
+
+    lost, _ = failed_job(config, store, "lost.wav", WorkerLostError("lost"))
+    assert spkd("retry", str(lost)).stderr == ""
+    assert spkd("cancel", str(lost)).stderr == ""
+    done = done_job(config, store, "talk.wav")
+    renamed = spkd("speakers", str(done), "Speaker1=Alice")
+    assert renamed.stderr.splitlines() == [f"job {done}: Speaker1 -> Alice; re-rendered job(s) {done}"]
+    assert spkd("voices", "rematch").stderr == ""
+    assert spkd("remove", "--yes", str(done)).stderr == ""
+    assert spkd("db", "upgrade").stderr == ""
+
+
+def test_a_warning_in_a_command_is_one_line_in_the_cli_s_style(tmp_path, capsys, monkeypatch) -> None:
+    from loguru import logger
+
+    from daemon.cli import main as cli_main
+
+    def upgrade_that_logs(args):  # type: ignore[no-untyped-def]
+        logger.info("job 3 requeued: the daemon's log")
+        logger.warning("something to know")
+        return ExitCode.OK
+
+    monkeypatch.setattr(cli_main, "cmd_db_upgrade", upgrade_that_logs)
+    assert cli_main.main(["db", "upgrade"]) == ExitCode.OK
+    assert capsys.readouterr().err == "spkd db upgrade: warning: something to know\n"
+    assert cli_main.command_name(cli_main.build_parser().parse_args(["voices", "rematch"])) == "spkd voices rematch"

@@ -202,3 +202,11 @@ def test_web_keys_are_checked_and_a_bad_token_is_not_repeated(tmp_path) -> None:
     with pytest.raises(ConfigError, match="web.token") as refused:
         from_dict({"web": {"token": "hunter2"}}, base_dir=tmp_path, env={})
     assert "hunter2" not in str(refused.value)
+
+
+def test_a_bad_value_in_chinese_is_shown_as_written(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"workers": {"count": "两个"}}, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        cfg.load(path, env={})
+    assert '"两个"' in str(caught.value) and "\\u" not in str(caught.value)

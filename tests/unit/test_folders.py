@@ -3,7 +3,9 @@ for `spkd run`, which makes the folders, and `spkd doctor`, which only looks."""
 
 from __future__ import annotations
 
+import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -92,6 +94,56 @@ def test_doctor_reports_an_impossible_folder_as_not_ready(tmp_path):
     report = diagnose(config, inventory=devices.Inventory(cpu_cores=2))
     [check] = [c for c in report.checks if c["check"] == "folders"]
     assert not check["ok"] and check["detail"].startswith("paths.inbox: ") and not report.ok
-    assert not (tmp_path / "outbox").exists()  # doctor only looks
+    assert not (tmp_path / "outbox").exists()  # doctor leaves nothing behind
     good = diagnose(make_config(tmp_path / "fine"), inventory=devices.Inventory(cpu_cores=2))
     assert [c["ok"] for c in good.checks if c["check"] == "folders"] == [True]
+
+
+def refuse_mkdir(monkeypatch, refused: Path) -> None:
+    """os.mkdir of `refused` fails as on /sys, even for root: what only an attempt shows."""
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if Path(path) == refused:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+def test_run_takes_back_the_folders_it_made_when_a_later_one_cannot_be_made(tmp_path, monkeypatch):
+    (tmp_path / "outbox").mkdir()  # there before: stays
+    config = make_config(tmp_path, paths={"spool": "deep/er/spool"})
+    refuse_mkdir(monkeypatch, tmp_path / "deep" / "er" / "spool")
+    with pytest.raises(ConfigError, match=r"^paths\.spool: .*spool cannot be created: operation not permitted$"):
+        prepare_folders(config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outbox"], "inbox, archive, failed, deep/er taken back"
+    monkeypatch.undo()
+    prepare_folders(config)
+    assert all(path.is_dir() for path in vars(config.paths).values())
+
+
+def test_doctor_tries_to_make_each_missing_folder_and_leaves_no_trace(tmp_path, monkeypatch):
+    config = make_config(tmp_path, paths={"inbox": "sys/inbox"})
+    refuse_mkdir(monkeypatch, tmp_path / "sys" / "inbox")
+    (tmp_path / "sys").mkdir()
+    report = diagnose(config, inventory=devices.Inventory(cpu_cores=2))
+    [check] = [c for c in report.checks if c["check"] == "folders"]
+    assert not check["ok"] and not report.ok
+    assert check["detail"] == f"paths.inbox: {tmp_path / 'sys' / 'inbox'} cannot be created: operation not permitted"
+    # what run says, and neither made anything
+    with pytest.raises(ConfigError, match="operation not permitted"):
+        prepare_folders(config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sys"] and not any((tmp_path / "sys").iterdir())
+    monkeypatch.undo()
+    good = diagnose(config, inventory=devices.Inventory(cpu_cores=2))
+    assert [c["ok"] for c in good.checks if c["check"] == "folders"] == [True]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sys"], "made to see, and removed again"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.isdir("/sys/kernel"), reason="needs root and a sysfs at /sys")
+def test_a_folder_under_sys_for_real(tmp_path):
+    config = make_config(tmp_path, paths={"inbox": "/sys/spkd-test-inbox"})
+    [problem] = folder_problems(config, try_create=True)
+    assert (problem.key, problem.reason) == ("paths.inbox", "cannot be created: operation not permitted")
+    assert not any(tmp_path.iterdir())

@@ -49,7 +49,7 @@ def test_a_sidecar_corrected_in_failed_is_read_stored_and_named(config, store) -
     sidecar.write_text('{"speakers": 2, "priority": 7}', encoding="utf-8")
     assert retry.offered(config, store.job(job_id))
     done = retry.retry_job(config, store, job_id)
-    assert done.options == {"speakers": 2, "priority": 7} and done.options_from == f"from {sidecar}"
+    assert done.options == {"speakers": 2, "priority": 7} and done.options_from == str(sidecar)
     row = store.job(job_id)
     assert (row.state, row.options, row.priority, row.attempts) == ("queued", {"speakers": 2, "priority": 7}, 7, 0)
     assert row.max_attempts == config.jobs.max_attempts and row.error_kind is None
@@ -57,7 +57,10 @@ def test_a_sidecar_corrected_in_failed_is_read_stored_and_named(config, store) -
     assert spooled.is_file() and spool.sidecar_of(spooled).is_file(), "source and sidecar back in the spool"
     assert not source.exists() and not spool.error_file_of(source).exists()
     [event] = [e for e in store.events(job_id) if e.kind == "retry_requested"]
-    assert event.detail["options_from"] == f"from {sidecar}" and event.detail["was"] == "failed"
+    # the plain path (printed as `from <path>`), and the options it set
+    assert event.detail["options_from"] == str(sidecar) and event.detail["was"] == "failed"
+    assert event.detail["options"] == {"speakers": 2, "priority": 7}
+    assert done.options_text == f"from {sidecar}"
 
 
 def test_options_given_replace_the_sidecar_and_make_a_bad_options_failure_retryable(config, store) -> None:

@@ -178,6 +178,24 @@ def test_retry_requeues_failed_jobs(store):
     assert store.job(early).max_attempts == 3 and store.job(early).state == "queued"
 
 
+def test_a_removed_jobs_id_and_its_events_ids_are_never_given_again(store):
+    """The newest job removed (`spkd remove`) or swept (retention): the next job gets a new
+    id, not the gone one's, so that failed/<name>.error.json, logs and `spkd retry ID` never
+    mean another job; nor does the next event reuse an id a notifier's cursor has passed."""
+    first, second, third = (enqueue(store, f"{n}.wav") for n in "abc")
+    assert (first, second, third) == (1, 2, 3)
+    store.cancel(third, message="not wanted")
+    cursor = store.last_event_id()
+    assert store.remove_jobs([third]) == [third]
+    assert store.last_event_id() < cursor  # its events went with it
+    assert enqueue(store, "d.wav") == 4
+    assert [e.id for e in store.events(4)] == [cursor + 1]
+    assert [n.job_id for n in store.events_after(cursor, ["queued"])] == [4]  # a notifier at the cursor sees it
+    store.cancel(4, message="not wanted either")
+    assert store.delete_finished_jobs_before(st.utcnow() + dt.timedelta(days=1)) == 1
+    assert enqueue(store, "e.wav") == 5
+
+
 def test_readonly_sql_refuses_writes_and_changes_nothing(url, store):
     enqueue(store)
     columns, rows = query_readonly(url, "select id, state from jobs")

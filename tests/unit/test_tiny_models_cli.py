@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,39 @@ def test_status_says_tiny_test_models(status_config, capsys):
     assert f"models: {TINY_NOTE} (asr, punc, spk in " in out
     main(["--config", str(status_config), "status", "--json"])
     assert json.loads(capsys.readouterr().out)["tiny_models"] == ["asr", "punc", "spk"]
+
+
+def test_models_list_sizes_are_readable_and_wide_works_as_on_every_table(tmp_path, capsys):
+    root = fake_models(tmp_path / ("a-long-folder-name-for-models-" * 3), tiny=True)
+    (root / "paraformer-zh" / "model.pt").write_bytes(b"\0" * (3 * 2**20 // 2))  # 1.5 MB
+    path = write_config(tmp_path, models={"dir": str(root)})
+    assert main(["--config", str(path), "models", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    size = lines[0].split().index("size_mb")  # cells are apart by two spaces or more ("tiny test" is one)
+    sizes = {cells[0]: cells[size] for cells in (re.split(r"\s{2,}", line) for line in lines[1:5])}
+    assert sizes == {"asr": "1.5", "vad": "<0.01", "punc": "<0.01", "spk": "<0.01"}  # never 0.000
+    assert "…" in lines[1] and str(root) not in lines[1]
+    assert main(["--config", str(path), "models", "list", "--wide"]) == 0
+    assert str(root / "paraformer-zh") in capsys.readouterr().out.splitlines()[1]
+
+
+def test_status_shows_whole_megabytes_and_takes_wide(status_config, store, capsys):
+    trouble = "CUDA error: an illegal memory access was encountered, and then some more words"
+    store.worker_update(0, pid=5, device="cpu", state="ready", rss_mb=540.8, last_error=trouble)
+    main(["--config", str(status_config), "status"])
+    out = capsys.readouterr().out
+    [header, row] = [line for line in out.splitlines() if line.startswith(("host ", store.host))]
+    assert row[header.index("rss_mb"):].split()[0] == "541" and trouble not in row  # not 540.800
+    main(["--config", str(status_config), "status", "--wide"])
+    assert trouble in capsys.readouterr().out
+
+
+def test_doctor_says_the_daemon_would_not_start(tmp_path, capsys, monkeypatch):
+    from daemon.service import doctor
+
+    real = doctor.diagnose
+    monkeypatch.setattr(doctor, "diagnose", lambda config: real(config, inventory=devices.Inventory(cpu_cores=2)))
+    (tmp_path / "hostname").write_text("")
+    path = write_config(tmp_path, paths={"inbox": "hostname/inbox"})
+    assert main(["--config", str(path), "doctor"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "the daemon would not start: fix the BAD lines above"
