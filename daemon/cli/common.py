@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.store import Store
 
-__all__ = ["CUT_MARK", "MAX_CELL_WIDTH", "WIDE_HELP", "add_wide", "cell_text", "char_width", "cut", "display_width",
-           "json_default", "load_config", "megabytes", "open_store", "pad", "print_json", "print_table", "quiet_logging",
-           "table_lines"]
+__all__ = ["CUT_MARK", "MAX_CELL_WIDTH", "WIDE_HELP", "add_command", "add_wide", "cell_text", "char_width", "cut",
+           "display_width", "json_default", "load_config", "megabytes", "open_store", "pad", "print_json",
+           "print_table", "quiet_logging", "table_lines"]
 
 
 def load_config(args: argparse.Namespace) -> "Config":
@@ -80,6 +80,15 @@ def print_json(value: Any) -> None:
 MAX_CELL_WIDTH = 60
 CUT_MARK = "…"
 WIDE_HELP = f"show every cell whole (default: cut at {MAX_CELL_WIDTH} columns, marked {CUT_MARK})"
+
+
+def add_command(subparsers: Any, name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand that runs `func(args)`; `--config` is taken after the command name
+    too (`spkd jobs -c x.json`), without overriding one given before it."""
+    p = subparsers.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--config", "-c", default=argparse.SUPPRESS, help="config file")
+    p.set_defaults(func=func)
+    return p
 
 
 def add_wide(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from daemon.cli.common import load_config, open_store
+from daemon.cli.common import add_command, load_config, open_store
 from daemon.errors import ExitCode, JobRefusedError
 
 __all__ = ["register"]
@@ -140,14 +140,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add `retry`, `cancel` and `remove` to spkd's subcommands (`subparsers` from build_parser)."""
 
-    def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
-        p = subparsers.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", "-c", default=argparse.SUPPRESS, help="config file")
-        p.set_defaults(func=func)
-        return p
-
-    p = add("retry", cmd_retry, "run failed or cancelled jobs again, with the options of their sidecar as it is now "
-            "(says which); refuses, saying why, a job that a retry cannot change; exit 1 when a job was refused")
+    p = add_command(subparsers, "retry", cmd_retry,
+                    "run failed or cancelled jobs again, with the options of their sidecar as it is now (says "
+                    "which); refuses, saying why, a job that a retry cannot change; exit 1 when a job was refused")
     p.add_argument("ids", nargs="*", type=int, metavar="JOB_ID")
     p.add_argument("--failed", action="store_true", help="every failed job that a retry can change")
     p.add_argument("--options", metavar="JSON", help="the options to run with instead of the sidecar's, as a "
@@ -155,12 +150,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--force", action="store_true", help="also a job whose failure a retry cannot change (its file "
                    "unchanged), and a done job (its outputs are replaced)")
 
-    p = add("cancel", cmd_cancel, "cancel queued or running jobs: a queued one never starts, a running one stops "
-            "within seconds; the file goes to failed/ with the reason `cancelled`, nothing is published")
+    p = add_command(subparsers, "cancel", cmd_cancel,
+                    "cancel queued or running jobs: a queued one never starts, a running one stops "
+                    "within seconds; the file goes to failed/ with the reason `cancelled`, nothing is published")
     p.add_argument("ids", nargs="+", type=int, metavar="JOB_ID")
 
-    p = add("remove", cmd_remove, "delete finished jobs' outputs, stored transcripts, segments and rows, after "
-            "showing what will go and asking; the audio is kept in failed/")
+    p = add_command(subparsers, "remove", cmd_remove,
+                    "delete finished jobs' outputs, stored transcripts, segments and rows, after "
+                    "showing what will go and asking; the audio is kept in failed/")
     p.add_argument("ids", nargs="+", type=int, metavar="JOB_ID")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask (for scripts); without a terminal to ask "
                    "on, nothing is removed unless given")

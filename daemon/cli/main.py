@@ -11,10 +11,11 @@ import dataclasses
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from daemon import __version__
 from daemon.cli.common import (
+    add_command,
     add_wide,
     display_width,
     load_config,
@@ -287,13 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", "-c", default=argparse.SUPPRESS, help="config file")
-        p.set_defaults(func=func)
-        return p
-
-    add("run", cmd_run, "run the daemon in the foreground")
+    add_command(sub, "run", cmd_run, "run the daemon in the foreground")
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND")
@@ -302,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--config", "-c", default=argparse.SUPPRESS)
     up.set_defaults(func=cmd_db_upgrade)
 
-    p = add("transcribe", cmd_transcribe,
+    p = add_command(sub, "transcribe", cmd_transcribe,
             "transcribe files now, without the daemon (and without the database unless --voices); exit 1 if any "
             "file failed")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio or video files (anything ffmpeg decodes)")
@@ -322,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expected-speakers", action="append", metavar="LIST",
                    help="comma-separated voice names, the only candidates (implies --voices); repeatable")
 
-    p = add("jobs", cmd_jobs, "recent jobs")
+    p = add_command(sub, "jobs", cmd_jobs, "recent jobs")
     p.add_argument("--limit", "-n", type=int, default=20)
     p.add_argument("--state", choices=JOB_STATES)
     p.add_argument("--json", action="store_true")
@@ -330,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from daemon.store.sqlconsole import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_SECONDS
 
-    p = add("sql", cmd_sql, "run a read-only SQL query against the job database")
+    p = add_command(sub, "sql", cmd_sql, "run a read-only SQL query against the job database")
     p.add_argument("statement")
     p.add_argument("--json", action="store_true", help="a JSON list of rows")
     add_wide(p)
@@ -339,8 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=_positive_int, default=DEFAULT_MAX_ROWS, metavar="N",
                    help=f"show at most this many rows (default {DEFAULT_MAX_ROWS})")
 
-    p = add("search", cmd_search, "find what was said: segments containing QUERY (literal text, any case and "
-            "width), newest recordings first; exit 1 when nothing matches")
+    p = add_command(sub, "search", cmd_search,
+                    "find what was said: segments containing QUERY (literal text, any case and "
+                    "width), newest recordings first; exit 1 when nothing matches")
     p.add_argument("query", metavar="QUERY")
     p.add_argument("--speaker", metavar="NAME", help="only this speaker, exactly as shown (Speaker2, or the name)")
     p.add_argument("--since", metavar="DATE", help="recordings received on or after DATE (2026-11-01, local time; "
@@ -351,18 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", "-n", type=int, default=20, metavar="N", help="at most N hits (default 20)")
     p.add_argument("--json", action="store_true", help="a JSON list of hits")
 
-    p = add("status", cmd_status, "is the daemon running; its slots, queue and recent failures, and the files "
-            "lying in the inbox that are not jobs yet (settling, empty, ignored and why)")
+    p = add_command(sub, "status", cmd_status,
+                    "is the daemon running; its slots, queue and recent failures, and the files "
+                    "lying in the inbox that are not jobs yet (settling, empty, ignored and why)")
     p.add_argument("--json", action="store_true")
     add_wide(p)
 
-    p = add("web", cmd_web, "serve the dashboard (jobs, transcripts, metrics) from the config's database and "
-            "folders; the daemon need not run")
+    p = add_command(sub, "web", cmd_web,
+                    "serve the dashboard (jobs, transcripts, metrics) from the config's database and "
+                    "folders; the daemon need not run")
     p.add_argument("--listen", metavar="HOST:PORT",
                    help="address to serve on (default: web.listen of the config, else 127.0.0.1:8765); any "
                         "address other than loopback needs web.token")
 
-    p = add("doctor", cmd_doctor, "versions, devices, slot plan, models, ffmpeg, disk and database checks")
+    p = add_command(sub, "doctor", cmd_doctor, "versions, devices, slot plan, models, ffmpeg, disk and database checks")
     p.add_argument("--json", action="store_true")
 
     models = sub.add_parser("models", help="model directories")

@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from daemon.cli.common import load_config
+from daemon.cli.common import add_command, load_config
 from daemon.errors import ExitCode
 from daemon.service import manager as service
 
@@ -60,8 +60,7 @@ def register(subparsers: Any) -> None:
         ("print", cmd_service_print, "print the unit/plist that install would write, for review"),
     )
     for name, func, help_text in commands:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", "-c", default=argparse.SUPPRESS, help="config file")
+        p = add_command(sub, name, func, help_text)
         scope = p.add_mutually_exclusive_group()
         scope.add_argument("--user", dest="scope", action="store_const", const="user",
                            help="a user service: ~/.config/systemd/user, or a LaunchAgent (the default)")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon.cli.common import add_wide, load_config, open_store, print_json, print_table
+from daemon.cli.common import add_command, add_wide, load_config, open_store, print_json, print_table
 from daemon.errors import ExitCode, JobRefusedError, NoSuchJobError, VoiceError
 
 __all__ = ["register"]
@@ -180,31 +180,29 @@ def register(subparsers: Any) -> None:
     sub = parent.add_subparsers(dest="voices_command", metavar="COMMAND")
     sub.required = True
 
-    def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", "-c", default=argparse.SUPPRESS, help="config file")
-        p.set_defaults(func=func)
-        return p
-
-    p = add("add", cmd_voices_add, "enrol NAME from recordings of that person alone (>= 10 s of speech each); "
-            "adding to a known name adds a sample")
+    p = add_command(sub, "add", cmd_voices_add,
+                    "enrol NAME from recordings of that person alone (>= 10 s of speech each); "
+                    "adding to a known name adds a sample")
     p.add_argument("name", metavar="NAME")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--device", "-d", metavar="DEVICE", help="where to run the models (default: workers.device)")
     p.add_argument("--json", action="store_true")
-    p = add("list", cmd_voices_list, "the enrolled voices")
+    p = add_command(sub, "list", cmd_voices_list, "the enrolled voices")
     p.add_argument("--json", action="store_true")
     add_wide(p)
-    p = add("remove", cmd_voices_remove, "remove a voice with all its samples (its folder under paths.voices "
-            "moves to state/removed-voices/)")
+    p = add_command(sub, "remove", cmd_voices_remove,
+                    "remove a voice with all its samples (its folder under paths.voices "
+                    "moves to state/removed-voices/)")
     p.add_argument("name", metavar="NAME")
-    p = add("match", cmd_voices_match, "which voice each speaker of FILE would get, with the scores (for tuning "
-            "speakers.match_threshold and speakers.match_margin)")
+    p = add_command(sub, "match", cmd_voices_match,
+                    "which voice each speaker of FILE would get, with the scores (for tuning "
+                    "speakers.match_threshold and speakers.match_margin)")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--device", "-d", metavar="DEVICE", help="where to run the models (default: workers.device)")
     p.add_argument("--json", action="store_true")
-    p = add("rematch", cmd_voices_rematch, "name the speakers of finished jobs after the library as it is now "
-            "and re-render those whose names change (names people gave stay)")
+    p = add_command(sub, "rematch", cmd_voices_rematch,
+                    "name the speakers of finished jobs after the library as it is now "
+                    "and re-render those whose names change (names people gave stay)")
     p.add_argument("--since", metavar="DATE", help="only jobs finished on or after DATE")
 
     text = "a finished job's speakers: list them, or rename them (LABEL=NAME) and re-render every output"

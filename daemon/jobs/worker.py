@@ -350,10 +350,7 @@ class Worker:
                 written = results.write_outputs(self.config, job.id, transcript, output_stem=job.output_stem,
                                                 formats=outputs.formats_for(self.config, job.options))
             except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
-                if isinstance(exc, JobCancelledError) or beat.cancelled.is_set():
-                    self._let_go(job, beat, started)
-                else:
-                    self._failed(job, exc, time.monotonic() - started)
+                self._stopped_by(job, beat, started, exc)
                 return
             finally:
                 self.engine.release()
@@ -394,6 +391,14 @@ class Worker:
     def _ready(self) -> None:
         self._stored("reporting ready",
                      lambda: self.store.worker_update(self.spec.slot, state="ready", current_job_id=None))
+
+    def _stopped_by(self, job: Job, beat: Heartbeat, started: float, exc: Exception) -> None:
+        """A job's work raised: a cancel (the engine stopped at a progress report, or gave
+        up because its job was cancelled meanwhile) lets the job go; anything else fails it."""
+        if isinstance(exc, JobCancelledError) or beat.cancelled.is_set():
+            self._let_go(job, beat, started)
+        else:
+            self._failed(job, exc, time.monotonic() - started)
 
     def _let_go(self, job: Job, beat: Heartbeat, started: float) -> None:
         """The job is no longer this worker's (cancelled, or its lease taken back): leave
@@ -439,10 +444,7 @@ class Worker:
                 voice = self.engine.embed_voice(Path(job.spool_path), source_name=job.source_name)
                 enrol_print(voice, source=job.source_name)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
-                if beat.cancelled.is_set():
-                    self._let_go(job, beat, started)
-                else:
-                    self._failed(job, exc, time.monotonic() - started)
+                self._stopped_by(job, beat, started, exc)
                 return
             finally:
                 self.engine.release()
