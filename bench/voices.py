@@ -229,9 +229,13 @@ class Naming:
 
 
 def name_all(clusters: Sequence[Cluster], samples: Sequence[Sequence[Any]], *, threshold: float,
-             margin: float) -> list[Naming]:
+             margin: float, merge: bool = True) -> list[Naming]:
     """daemon.voices.matching.library + match, one dialog at a time (one to one
-    within a recording, as the worker names them), against the dialog's own library."""
+    within a recording, as the worker names them), against the dialog's own library.
+    `merge` (speakers.refine, the default): a cluster that passes threshold and margin
+    for a voice that names another cluster of its dialog is merged into it
+    (matching.merge_known_voices), so it carries that name too: a false name when that
+    is not its voice."""
     from daemon.voices import matching
 
     by_dialog: dict[str, list[Cluster]] = {}
@@ -246,6 +250,8 @@ def name_all(clusters: Sequence[Cluster], samples: Sequence[Sequence[Any]], *, t
         given = {s.chosen.name for s in scored.values() if s.chosen is not None}
         for c in group:
             chosen = scored[c.speaker].chosen
+            if merge and chosen is None:
+                chosen = scored[c.speaker].qualified
             result = outcome(c, chosen.name if chosen else None)
             out.append(Naming(cluster=c, named=chosen.name if chosen else None,
                               score=chosen.score if chosen else None, outcome=result,
@@ -412,6 +418,12 @@ def main(quick: bool = False, results_file: Path | None = None) -> Result:
               f"{len(dialogs)} dialogs, {c['missed']} missed ({c['missed_split']} of them split), "
               f"{c['unnamed_right']}/{unknown_clusters} unknown left unnamed\n"
               f"  false names (true voice as name): {describe_false(namings)}", flush=True)
+    if configured in counts:
+        merged, kept = (tally(name_all(clusters, samples, threshold=configured[0], margin=configured[1], merge=m))
+                        for m in (True, False))
+        print(f"known voices merging split clusters (speakers.refine) at the configured defaults: {merged['false']} "
+              f"false names with it, {kept['false']} without; {merged['missed_split']} split clusters missed with "
+              f"it, {kept['missed_split']} without", flush=True)
     result = Result("voices")
     result.ratio("enrolled voices named at the recommended default",
                  counts[chosen]["correct"] / appearances if appearances else 0.0,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from daemon.errors import ConfigError
+from daemon.limits import LIMIT_RULES, check_config
 
 __all__ = ["DEVICE_KINDS", "Config", "DaemonConfig", "DatabaseConfig", "JobsConfig", "ModelsConfig", "NotifyConfig",
            "OutputConfig", "PathsConfig", "RetentionConfig", "WatchConfig", "WebConfig", "WorkersConfig",
@@ -127,11 +128,30 @@ class SpeakersConfig:
     # CAM++ on held-out voices, `python -m bench voices`, BENCHMARKS.md).
     match_threshold: float = 0.9
     match_margin: float = 0.05
+    # spkd's refinement of FunASR's speaker clusters (daemon.engine.speaker_refine), and
+    # the merging of speakers that the voice library says are one person. false: FunASR's
+    # clusters and sentences exactly.
+    refine: bool = True
+    # Its thresholds; null: the speaker model's own default (measured for the tiny test
+    # model, 3D-Speaker's published configuration for the real CAM++). README says what
+    # each trades.
+    min_speaker_seconds: float | None = None
+    transition_share: float | None = None
+    distinct_margin: float | None = None
+    merge_cosine: float | None = None
+
+    def refine_overrides(self) -> dict[str, float | None]:
+        """The configured refinement thresholds (None: the speaker model's default)."""
+        return {"min_speaker_seconds": self.min_speaker_seconds, "transition_share": self.transition_share,
+                "distinct_margin": self.distinct_margin, "merge_cosine": self.merge_cosine}
 
 
 @dataclass(frozen=True)
 class OutputConfig:
     formats: tuple[str, ...] = ("json", "txt", "srt", "vtt", "sentences")
+    # A sentence is cut where its words pause longer than this, so that no segment (and
+    # no subtitle cue) spans silence (daemon.engine.speaker_turns). Off with speakers.refine: false.
+    max_pause_seconds: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,8 @@ class WatchConfig:
     # container looks unfinished (a WAV header without sizes, an MP4 without its index)
     # is taken only after it stayed unchanged this long.
     incomplete_wait_seconds: float = 300.0
+    # A WAV whose header is not final is taken after this long unchanged, open or not.
+    unfinished_wav_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -204,6 +226,9 @@ class WebConfig:
     # Required for any address other than loopback; a bearer token or the login form's password.
     token: str | None = None
     max_upload_mb: int = 2048
+    # Host names (besides web.listen's host, and localhost for loopback) that requests may
+    # name in their Host header; any other gets 421 (DNS rebinding). Port not included.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -278,9 +303,17 @@ _VALUE_RULES: dict[str, Any] = {
     "audio.channels": lambda v: _check_channels(v),
     "speakers.match_threshold": lambda v: None if -1.0 <= v <= 1.0 else "must be from -1 to 1 (a cosine similarity)",
     "speakers.match_margin": lambda v: None if 0.0 <= v <= 2.0 else "must be from 0 to 2",
+    "speakers.min_speaker_seconds": lambda v: None if v is None or 0.0 <= v <= 600.0
+    else "must be null or from 0 to 600",
+    "speakers.transition_share": lambda v: None if v is None or 0.0 < v <= 1.01 else "must be null or from 0 to 1.01",
+    "speakers.distinct_margin": lambda v: None if v is None or -2.0 <= v <= 2.0 else "must be null or from -2 to 2",
+    "speakers.merge_cosine": lambda v: None if v is None or -1.0 <= v <= 1.01
+    else "must be null or from -1 to 1.01 (a cosine similarity; above 1 never merges)",
+    "output.max_pause_seconds": lambda v: None if 0.05 <= v <= 3600 else "must be from 0.05 to 3600",
     "watch.settle_seconds": lambda v: None if v >= 0 else "must be >= 0",
     "watch.rescan_seconds": lambda v: None if v > 0 else "must be > 0",
     "watch.incomplete_wait_seconds": lambda v: None if v >= 0 else "must be >= 0",
+    "watch.unfinished_wav_seconds": lambda v: None if 0 <= v <= 86400 * 7 else "must be from 0 to 604800",
     "watch.extensions": lambda v: None if v else "must not be empty",
     "jobs.max_attempts": lambda v: None if v >= 1 else "must be >= 1",
     "jobs.lease_seconds": lambda v: None if v > 0 else "must be > 0",
@@ -297,7 +330,8 @@ _VALUE_RULES: dict[str, Any] = {
     else "must be null or a name of letters, digits, '.', '_' and '-' (at most 63)",
     "database.url": lambda v: _check_database_url(v),
     "web.listen": lambda v: None if v is None else listen_problem(v),
-    "web.token": lambda v: None if v is None or len(v) >= 16 else "must be null or at least 16 characters",
+    "web.token": lambda v: None if v is None or (len("".join(v.split())) >= 16 and v.isprintable())
+    else "must be null or at least 16 characters other than spaces (and no control characters)",
     "web.max_upload_mb": lambda v: None if v >= 1 else "must be >= 1",
     "daemon.log_level": lambda v: None
     if v.upper() in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
@@ -465,9 +499,8 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
     for key, value in raw.items():
         full = f"{name}.{key}"
         values[key] = _coerce(full, hints[key], value)
-        rule = _VALUE_RULES.get(full)
-        if rule is not None:
-            problem = rule(values[key])
+        for rule in (_VALUE_RULES.get(full), LIMIT_RULES.get(full)):  # its rule, then its upper bound
+            problem = rule(values[key]) if rule is not None else None
             if problem:
                 shown = "a hidden value" if full in SECRET_KEYS else _shown(_plain(values[key]))
                 raise ConfigError(f"{full}: {problem} (got {shown})")
@@ -524,6 +557,7 @@ def from_dict(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None = N
             target.update(values)
     built = {name: _build_section(name, cls, merged.get(name, {})) for name, cls in section_types.items()}
     config = Config(**built, source=source)
+    check_config(config)  # bounds between keys (daemon.limits)
     return _resolved(config, base_dir)
 
 
@@ -551,16 +585,15 @@ def _resolved(config: Config, base_dir: Path) -> Config:
 
 
 def _check_folders(config: Config) -> None:
-    """The inbox is a drop zone only: a folder we write into must never lie inside it,
-    or our own outputs would loop back in as new jobs."""
-    inbox = config.paths.inbox
-    for name in ("outbox", "archive", "failed", "spool", "state", "voices"):
-        path: Path = getattr(config.paths, name)
-        if path == inbox or inbox in path.parents:
-            raise ConfigError(f"paths.{name}: {path} lies inside paths.inbox ({inbox}); "
-                              "spkd writes there, so it must be outside the inbox")
-        if name not in ("state", "voices") and path in inbox.parents:
-            raise ConfigError(f"paths.inbox: {inbox} lies inside paths.{name} ({path})")
+    """No folder lies inside another (the state folder may hold the others): the inbox is
+    a drop zone (a folder spkd writes into there loops its outputs back in as jobs), the
+    voices folder enrols every folder in it as a voice, retention empties archive/."""
+    kept = ("inbox", "outbox", "archive", "failed", "spool", "voices")
+    for name, other in ((n, o) for n in (*kept, "state") for o in kept if o != n):
+        path, there = getattr(config.paths, name), getattr(config.paths, other)
+        if path == there or there in path.parents:
+            raise ConfigError(f"paths.{name}: {path} {'is also' if path == there else 'lies inside'} paths.{other} "
+                              f"({there}); spkd folders must not lie inside each other")
 
 
 def load(path: Path | str | None = None, *, env: Mapping[str, str] | None = None) -> Config:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import unicodedata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from daemon import files
+from daemon import files, names
 from daemon.errors import OptionsError, SpkdError
 
 __all__ = ["CHANNEL_MODES", "KEYS", "MAX_CHANNEL_NAME", "MAX_HOTWORDS", "MAX_SIDECAR_BYTES", "MAX_SPEAKERS",
@@ -25,7 +24,7 @@ __all__ = ["CHANNEL_MODES", "KEYS", "MAX_CHANNEL_NAME", "MAX_HOTWORDS", "MAX_SID
 
 KEYS = ("speakers", "hotwords", "formats", "priority", "channels", "expected_speakers")
 # A voice's name is also its folder under paths.voices (daemon.voices).
-MAX_VOICE_NAME = 64
+MAX_VOICE_NAME = names.MAX_NAME
 # FunASR 1.4's ClusterBackend clusters a recording's speaker windows (1.5 s, one every
 # 0.75 s of speech) only when there are at least 20 of them (fewer are all one speaker),
 # and spectral clustering's k-means cannot make more clusters than it has windows. So 20
@@ -54,7 +53,7 @@ def hotword_words(items: Sequence[str]) -> list[str]:
 # speaker per channel), "auto" (split only when the channels really differ), or a list
 # of names (split, channel i named by the i-th name).
 CHANNEL_MODES = ("mix", "split", "auto")
-MAX_CHANNEL_NAME = 64
+MAX_CHANNEL_NAME = names.MAX_NAME
 
 
 def parse(text: str, *, source: str = "sidecar") -> dict[str, Any]:
@@ -115,28 +114,18 @@ def validate(raw: Any, *, source: str = "sidecar") -> dict[str, Any]:
 
 
 def normal_voice_name(name: str) -> str:
-    """A voice's name as the library keeps it: NFC, runs of blanks as one space."""
-    return " ".join(unicodedata.normalize("NFC", name).split())
+    """A voice's name as the library keeps it: NFC, runs of blanks as one space
+    (daemon.names.normal_name)."""
+    return names.normal_name(name)
 
 
 def voice_name_problem(name: Any) -> str | None:
-    """Why `name` cannot be a voice's name, or None. It is also a folder under
-    paths.voices, so: no `/` or `\\`, no control characters, not starting with `.`, at
-    most MAX_VOICE_NAME characters; and not `SpeakerN`, which reads as an unnamed speaker."""
-    if not isinstance(name, str):
-        return f"a voice's name must be text, got {name!r}"
-    cleaned = normal_voice_name(name)
-    if not cleaned:
-        return "a voice's name must not be empty"
-    if len(cleaned) > MAX_VOICE_NAME:
-        return f"{cleaned[:20]}…: a voice's name has at most {MAX_VOICE_NAME} characters"
-    if any(ch in "/\\" or unicodedata.category(ch)[0] == "C" for ch in cleaned):
-        return f"{cleaned!r}: a voice's name may not contain '/', '\\' or control characters"
-    if cleaned.startswith("."):
-        return f"{cleaned!r}: a voice's name may not start with '.'"
-    if cleaned.lower().startswith("speaker") and cleaned[7:].isdigit():
-        return f"{cleaned!r}: SpeakerN is how unnamed speakers are shown; choose a person's name"
-    return None
+    """Why `name` cannot be a voice's name, or None: the one name rule (daemon.names),
+    for voices, renames and channel names alike. It is also a folder under
+    paths.voices, so: no `/` or `\\`, no control characters or bidirectional controls,
+    not starting with `.`, at most MAX_VOICE_NAME characters and names.MAX_NAME_BYTES
+    bytes; and not `SpeakerN`, which reads as an unnamed speaker."""
+    return names.name_problem(name)
 
 
 def check_speakers(value: Any, *, source: str) -> int:
@@ -152,14 +141,16 @@ def validate_channels(value: Any, *, source: str = "sidecar") -> str | list[str]
     if isinstance(value, str) and value in CHANNEL_MODES:
         return value
     if isinstance(value, (list, tuple)) and value and all(isinstance(n, str) for n in value):
-        names = [" ".join(n.split()) for n in value]
-        if not all(names):
-            raise OptionsError(f"{source}: channels: a channel name must not be empty")
-        if any(len(n) > MAX_CHANNEL_NAME for n in names):
-            raise OptionsError(f"{source}: channels: a channel name has at most {MAX_CHANNEL_NAME} characters")
-        if len(set(names)) != len(names):
+        # The one name rule (daemon.names): a channel's name is its speaker's, shown in every
+        # output and at terminals, so it refuses what a voice's name refuses.
+        for name in value:
+            problem = names.name_problem(name, what="a channel name")
+            if problem:
+                raise OptionsError(f"{source}: channels: {problem}")
+        cleaned = [names.normal_name(n) for n in value]
+        if len(set(cleaned)) != len(cleaned):
             raise OptionsError(f"{source}: channels: two channels have the same name")
-        return names
+        return cleaned
     raise OptionsError(
         f"{source}: channels: expected one of {', '.join(map(repr, CHANNEL_MODES))} or a list of channel names, "
         f"got {json.dumps(value, ensure_ascii=False)}"

@@ -216,6 +216,29 @@ class Transcript:
     def replace(self, **changes: Any) -> "Transcript":
         return dataclasses.replace(self, **changes)  # a new value: its cached labels start afresh
 
+    def merged(self, into: int, others: Iterable[int]) -> "Transcript":
+        """The speakers `others` become speaker `into`: their segments are its, its
+        centroid is the talk-weighted mean of theirs (each at unit length), and their
+        names and matches go (`into` keeps its own). Other speakers keep their numbers."""
+        gone = set(others) - {into}
+        if not gone:
+            return self
+        talk = {s.speaker: s.talk_seconds for s in self.speakers}
+        segments = tuple(dataclasses.replace(seg, speaker=into) if seg.speaker in gone else seg
+                         for seg in self.segments)
+        centroids = {k: v for k, v in self.speaker_centroids.items() if k not in gone}
+        parts = [(talk.get(k, 0.0) or 1e-3, self.speaker_centroids[k]) for k in (into, *sorted(gone))
+                 if k in self.speaker_centroids]
+        if parts:
+            total = [0.0] * len(parts[0][1])
+            for weight, vector in parts:
+                norm = sum(x * x for x in vector) ** 0.5 or 1.0
+                total = [t + weight * x / norm for t, x in zip(total, vector)]
+            centroids[into] = tuple(round(x / sum(w for w, _ in parts), 6) for x in total)
+        return self.replace(segments=segments, speaker_centroids=centroids,
+                            speaker_names={k: v for k, v in self.speaker_names.items() if k not in gone},
+                            speaker_matches={k: v for k, v in self.speaker_matches.items() if k not in gone})
+
     def for_source(self, path: Path, *, name: str, sha256: str | None) -> "Transcript":
         """This transcript as the one of the audio file at `path`, which the user called
         `name` (describe_source); a reused transcript keeps the duration of the audio it

@@ -96,6 +96,22 @@ def add_wide(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wide", action="store_true", help=WIDE_HELP)
 
 
+# The largest id the database's 64-bit integers hold.
+MAX_ID = 2**63 - 1
+
+
+def job_id(text: str) -> int:
+    """An argparse type: a job id (a whole number from 1 to MAX_ID); anything else is a
+    usage error (exit 2), never an overflow inside the database."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a job id (a whole number), got {text!r}") from None
+    if not 1 <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"expected a job id from 1 to {MAX_ID}, got {text!r}")
+    return value
+
+
 @functools.lru_cache(maxsize=8192)
 def char_width(char: str) -> int:
     """Terminal columns of one character: 2 for wide and full-width ones (CJK,

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from daemon.cli.common import add_command, load_config, open_store
+from daemon.cli.common import add_command, job_id, load_config, open_store
 from daemon.errors import ExitCode, JobRefusedError
 
 __all__ = ["register"]
@@ -143,7 +143,7 @@ def register(subparsers: Any) -> None:
     p = add_command(subparsers, "retry", cmd_retry,
                     "run failed or cancelled jobs again, with the options of their sidecar as it is now (says "
                     "which); refuses, saying why, a job that a retry cannot change; exit 1 when a job was refused")
-    p.add_argument("ids", nargs="*", type=int, metavar="JOB_ID")
+    p.add_argument("ids", nargs="*", type=job_id, metavar="JOB_ID")
     p.add_argument("--failed", action="store_true", help="every failed job that a retry can change")
     p.add_argument("--options", metavar="JSON", help="the options to run with instead of the sidecar's, as a "
                    "sidecar holds them: '{\"speakers\": 2}'")
@@ -153,11 +153,11 @@ def register(subparsers: Any) -> None:
     p = add_command(subparsers, "cancel", cmd_cancel,
                     "cancel queued or running jobs: a queued one never starts, a running one stops "
                     "within seconds; the file goes to failed/ with the reason `cancelled`, nothing is published")
-    p.add_argument("ids", nargs="+", type=int, metavar="JOB_ID")
+    p.add_argument("ids", nargs="+", type=job_id, metavar="JOB_ID")
 
     p = add_command(subparsers, "remove", cmd_remove,
                     "delete finished jobs' outputs, stored transcripts, segments and rows, after "
                     "showing what will go and asking; the audio is kept in failed/")
-    p.add_argument("ids", nargs="+", type=int, metavar="JOB_ID")
+    p.add_argument("ids", nargs="+", type=job_id, metavar="JOB_ID")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask (for scripts); without a terminal to ask "
                    "on, nothing is removed unless given")

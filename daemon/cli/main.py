@@ -18,6 +18,7 @@ from daemon.cli.common import (
     add_command,
     add_wide,
     display_width,
+    job_id,
     load_config,
     open_store,
     pad,
@@ -73,8 +74,11 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         store = Store(config.database_url, host=config.host)
         try:
             filled = backfill_segments(config, store)
+            indexed = _fill_search_index(store)
         finally:
             store.close()
+    if not indexed:
+        return ExitCode.INTERRUPTED
     print(f"database {display_url(config.database_url)} at revision {current_revision(config.database_url)}")
     if filled.jobs:
         print(f"segments: filled {filled.jobs} earlier job(s) with {filled.segments} row(s) from stored transcripts")
@@ -82,6 +86,43 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         print(f"segments: {len(filled.missing)} done job(s) have no stored transcript, so their text is not "
               "searchable", file=sys.stderr)
     return ExitCode.OK
+
+
+def _fill_search_index(store: Any) -> bool:
+    """Migration 0010's backfill of the index of grams, saying first how long it will
+    take and then how far it is; False when Ctrl-C stopped it (it goes on next time)."""
+    import time
+
+    from daemon.progress import duration_text
+
+    pending = store.search_backfill()
+    if pending is None:
+        return True
+    print(f"search index for 1- and 2-character queries: {pending.total - pending.done:,} segments to index, about "
+          f"{duration_text(store.search_backfill_seconds(pending))} (the daemon may run meanwhile; Ctrl-C stops, "
+          "and `spkd db upgrade` or the daemon's start goes on where it stopped)", flush=True)
+    started = shown = time.monotonic()
+
+    def progress(state: Any) -> None:
+        nonlocal shown
+        now = time.monotonic()
+        if now - shown >= 5 and state.done > pending.done:
+            shown = now
+            left = (state.total - state.done) * (now - started) / (state.done - pending.done)
+            print(f"  {state.describe()}, about {duration_text(left)} left", flush=True)
+
+    try:
+        store.backfill_search_index(progress)
+    except KeyboardInterrupt:
+        now = store.search_backfill()
+        print(f"search index: stopped at {now.describe() if now else 'the end'}; `spkd db upgrade` or the daemon's "
+              "start goes on from there", file=sys.stderr)
+        return False
+    if store.search_backfill() is not None:
+        print("search index: another spkd is building it (PostgreSQL); short queries use it when it is done")
+    else:
+        print(f"search index: done in {duration_text(time.monotonic() - started)}")
+    return True
 
 
 JOB_COLUMNS = ("id", "state", "source_name", "device", "attempts", "audio_seconds", "processing_seconds", "rtf",
@@ -273,8 +314,8 @@ def _positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    if not 1 <= value <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {2**31 - 1}, got {text!r}")
     return value
 
 
@@ -318,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated voice names, the only candidates (implies --voices); repeatable")
 
     p = add_command(sub, "jobs", cmd_jobs, "recent jobs")
-    p.add_argument("--limit", "-n", type=int, default=20)
+    p.add_argument("--limit", "-n", type=_positive_int, default=20)
     p.add_argument("--state", choices=JOB_STATES)
     p.add_argument("--json", action="store_true")
     add_wide(p)
@@ -343,8 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "or a date and time)")
     p.add_argument("--until", metavar="DATE", help="recordings received up to DATE (that whole day; or before a "
                                                    "date and time)")
-    p.add_argument("--job", type=int, metavar="ID", help="only this job")
-    p.add_argument("--limit", "-n", type=int, default=20, metavar="N", help="at most N hits (default 20)")
+    p.add_argument("--job", type=job_id, metavar="ID", help="only this job")
+    p.add_argument("--limit", "-n", type=_positive_int, default=20, metavar="N", help="at most N hits (default 20)")
     p.add_argument("--json", action="store_true", help="a JSON list of hits")
 
     p = add_command(sub, "status", cmd_status,
@@ -430,6 +471,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.FAILED
     except SpkdError as exc:
         print(f"spkd: {exc}", file=sys.stderr)
+        return ExitCode.ERROR
+    except OverflowError as exc:
+        # A number or date past what the database or the calendar holds (9999-12-31's
+        # end): the input's problem, said in one line.
+        print(f"{prog}: a number or date is out of range ({exc})", file=sys.stderr)
         return ExitCode.ERROR
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED

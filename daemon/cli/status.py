@@ -59,7 +59,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             running_jobs = store.jobs(limit=100, state="running")
         finally:
             store.close()
-    paused = diskguard.paused_reason(config)
+    # The pause file, else the free space measured now: with the state disk full the
+    # supervisor cannot write the pause file, and claiming is paused all the same.
+    paused = diskguard.claim_blocker(config)
     inbox = list_inbox(config, now=time.time())
     tiny = _tiny_models(config)
     info: dict[str, Any] = {

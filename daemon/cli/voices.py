@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon.cli.common import add_command, add_wide, load_config, open_store, print_json, print_table
+from daemon.cli.common import add_command, add_wide, job_id, load_config, open_store, print_json, print_table
 from daemon.errors import ExitCode, JobRefusedError, NoSuchJobError, VoiceError
 
 __all__ = ["register"]
@@ -208,7 +208,7 @@ def register(subparsers: Any) -> None:
     text = "a finished job's speakers: list them, or rename them (LABEL=NAME) and re-render every output"
     p = subparsers.add_parser("speakers", help=text, description=text)
     p.add_argument("--config", "-c", default=argparse.SUPPRESS, help="config file")
-    p.add_argument("job", type=int, metavar="JOB_ID")
+    p.add_argument("job", type=job_id, metavar="JOB_ID")
     p.add_argument("names", nargs="*", metavar="LABEL=NAME",
                    help="a speaker as the outputs show it (Speaker2, or a wrong name) = its name")
     p.add_argument("--enrol", action="store_true", help="also add each renamed speaker's voice to the library")

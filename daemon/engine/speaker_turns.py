@@ -1,20 +1,26 @@
-"""Split FunASR's sentences where FunASR's own speaker timeline changes speaker.
+"""Where FunASR's speaker stack meets its sentences: spkd's refinements, installed on
+FunASR's own module functions and active only inside `SpeakerHooks.job()`.
 
-FunASR 1.4.16 (`AutoModel.inference_with_vad`) builds sentences from the punctuation
-model, over the text of all VAD segments joined together, and only then gives each
-sentence one speaker: the one whose stretch of the diarization timeline
-(`campplus.utils.postprocess`: clustered 1.5-s windows, merged and smoothed) overlaps
-it most (`distribute_spk`). A sentence that runs across a change of speaker (a reply
-the punctuation did not end, a short "嗯" between two clauses) goes wholly to one of
-them, and so does the other speaker's share of it.
+FunASR 1.4.16 (`AutoModel.inference_with_vad`) clusters the speaker windows
+(`cb_model`), turns the labels into a timeline (`campplus.utils.postprocess`: windows
+merged and smoothed), builds sentences from the punctuation model over the text of all
+VAD segments joined together, and only then gives each sentence one speaker: the one
+whose stretch of the timeline overlaps it most (`distribute_spk`). Three things follow:
 
-This module keeps FunASR's clustering, timeline and sentences and only refines that
-last step: it records the timeline FunASR hands to `distribute_spk` (by wrapping that
-name in `funasr.auto.auto_model`, as the engine's other hooks wrap instance
-attributes; checked against the tested versions) and cuts a sentence between two
-tokens where the timeline's speaker changes, each piece keeping its own tokens' text
-and times. A sentence whose tokens all fall to one speaker is left exactly as FunASR
-made it, speaker included.
+* the speaker count is FunASR's clusterer's, often wrong (daemon.engine.speaker_refine);
+* a sentence that runs across a change of speaker (a reply the punctuation did not end,
+  a short "嗯" between two clauses) goes wholly to one of them;
+* a sentence runs from token to token across pauses, so its time (and its subtitle
+  cue) covers silence, or another channel's turn in a call split by channel.
+
+`SpeakerHooks` wraps two names of `funasr.auto.auto_model` (as the engine's other hooks
+wrap instance attributes; checked against the tested versions): `postprocess`, whose
+labels it refines first when the job asks for it, and `distribute_spk`, whose timeline it
+records. `cut_sentence` then cuts a sentence between two tokens where the timeline's
+speaker changes, and where the tokens pause longer than `output.max_pause_seconds`; each
+piece keeps its own tokens' text and times. A sentence with neither stays exactly as
+FunASR made it, speaker included. Outside `job()` (a bare AutoModel in the same
+process, the identity checks) FunASR's functions run unchanged.
 
 Used only by the engine.
 """
@@ -30,6 +36,8 @@ from typing import Any
 
 from loguru import logger
 
+from daemon.engine.speaker_refine import RefineSettings, refine_labels
+
 TESTED_FUNASR_VERSIONS = ("1.4.16",)
 # A run of fewer tokens than this joins its neighbour: token times are spread evenly
 # over a VAD segment, so the one or two tokens nearest a change of speaker may fall on
@@ -39,50 +47,68 @@ MIN_RUN_TOKENS = 2
 Timeline = list[tuple[float, float, int]]  # (start s, end s, speaker) in time order
 
 
-class TimelineRecorder:
-    """Installed once on funasr.auto.auto_model; records only inside `job()`."""
+class SpeakerHooks:
+    """Installed once on funasr.auto.auto_model; acts only inside `job()`."""
 
     def __init__(self, module: Any) -> None:
         self._module = module
-        self._original = module.distribute_spk
+        self._distribute_spk = module.distribute_spk
+        self._postprocess = module.postprocess
         self._local = threading.local()
-        module.distribute_spk = self._distribute_spk
+        module.distribute_spk = self.distribute_spk
+        module.postprocess = self.postprocess
 
-    def _distribute_spk(self, sentence_list: Any, sd_time_list: Any) -> Any:
+    def distribute_spk(self, sentence_list: Any, sd_time_list: Any) -> Any:
         timelines = getattr(self._local, "timelines", None)
         if timelines is not None:
             timelines.append([(float(s), float(e), int(k)) for s, e, k in sd_time_list])
-        return self._original(sentence_list, sd_time_list)
+        return self._distribute_spk(sentence_list, sd_time_list)
+
+    def postprocess(self, segments: Any, vad_segments: Any, labels: Any, embeddings: Any, *args: Any,
+                    **kwargs: Any) -> Any:
+        settings = getattr(self._local, "refine", None)
+        if settings is not None and len(segments) == len(labels) and len(labels) > 1:
+            times = [(float(s[0]), float(s[1])) for s in segments]
+            before = len(set(int(k) for k in labels))
+            labels = refine_labels(labels, embeddings, times, settings)
+            logger.debug("speaker clusters refined: {} -> {} over {} windows", before, len(set(labels.tolist())),
+                         len(labels))
+        return self._postprocess(segments, vad_segments, labels, embeddings, *args, **kwargs)
 
     @contextlib.contextmanager
-    def job(self) -> Iterator[list[Timeline]]:
-        """The timelines of the `generate` calls inside this block, one per input."""
+    def job(self, refine: RefineSettings | None = None) -> Iterator[list[Timeline]]:
+        """The timelines of the `generate` calls inside this block, one per input;
+        with `refine`, FunASR's cluster labels are refined first (speaker_refine)."""
         self._local.timelines = []
+        self._local.refine = refine
         try:
             yield self._local.timelines
         finally:
             self._local.timelines = None
+            self._local.refine = None
 
     def uninstall(self) -> None:
-        self._module.distribute_spk = self._original
+        self._module.distribute_spk = self._distribute_spk
+        self._module.postprocess = self._postprocess
 
 
-def install(version: str) -> TimelineRecorder | None:
-    """A recorder on FunASR's auto_model module, or None (with a warning) where this
+def install(version: str) -> SpeakerHooks | None:
+    """The hooks on FunASR's auto_model module, or None (with a warning) where this
     FunASR is not a tested version."""
     if version not in TESTED_FUNASR_VERSIONS:
-        logger.warning("FunASR {} is not a tested version ({}): sentences keep FunASR's one speaker each",
-                       version, ", ".join(TESTED_FUNASR_VERSIONS))
+        logger.warning("FunASR {} is not a tested version ({}): FunASR's speaker clusters and sentences are kept "
+                       "as they are", version, ", ".join(TESTED_FUNASR_VERSIONS))
         return None
     from funasr.auto import auto_model
 
-    if not callable(getattr(auto_model, "distribute_spk", None)):
-        logger.warning("funasr.auto.auto_model has no distribute_spk: sentences keep FunASR's one speaker each")
+    if not all(callable(getattr(auto_model, name, None)) for name in ("distribute_spk", "postprocess")):
+        logger.warning("funasr.auto.auto_model has no distribute_spk/postprocess: FunASR's speaker clusters and "
+                       "sentences are kept as they are")
         return None
     existing = getattr(auto_model.distribute_spk, "__self__", None)
-    if isinstance(existing, TimelineRecorder):  # a second engine in this process
+    if isinstance(existing, SpeakerHooks):  # a second engine in this process
         return existing
-    return TimelineRecorder(auto_model)
+    return SpeakerHooks(auto_model)
 
 
 def _speaker_at(timeline: Timeline, starts: list[float], t: float) -> int:
@@ -156,36 +182,52 @@ def _runs(speakers: Sequence[int]) -> list[tuple[int, int, int]]:
     return [(a, b, s) for a, b, s in runs]
 
 
-def split_sentence(text: str, start: float, end: float, tokens: Sequence[Sequence[float]],
-                   timeline: Timeline) -> list[tuple[float, float, int, str]] | None:
-    """(start s, end s, speaker, text) pieces of one sentence whose tokens (`[start ms,
-    end ms]` each) fall to more than one speaker of `timeline`; None when the sentence
-    stays whole (one speaker, no timeline, too few tokens).
+def cut_sentence(text: str, start: float, end: float, tokens: Sequence[Sequence[float]],
+                 timeline: Timeline | None, max_pause_seconds: float | None
+                 ) -> list[tuple[float, float, int | None, str]] | None:
+    """(start s, end s, speaker, text) pieces of one sentence, cut between two tokens
+    (`[start ms, end ms]` each) where `timeline`'s speaker changes or where the tokens
+    pause longer than `max_pause_seconds`; None when the sentence stays whole. A piece's
+    speaker is None where the timeline did not cut it (the sentence's own speaker holds).
 
-    Each piece's text is its tokens' characters (or words) where text and tokens line up
+    A piece's times are its first and last token's (the sentence's own at its outer
+    edges). Its text is its tokens' characters (or words) where text and tokens line up
     one to one; where they do not (FunASR's sentence text and token list can differ by a
     few), the text is cut at the same share of its characters as the tokens."""
-    if not timeline or len(tokens) < 2 * MIN_RUN_TOKENS:
+    if len(tokens) < 2:
         return None
     units = _units(text)
     if not units:
         return None
-    starts = [s for s, _, _ in timeline]
-    speakers = [_speaker_at(timeline, starts, (float(a) + float(b)) / 2000.0) for a, b in tokens]
-    runs = _runs(speakers)
-    if len(runs) < 2:
+    owner: list[int | None] = [None] * len(tokens)
+    breaks: set[int] = set()
+    if timeline and len(tokens) >= 2 * MIN_RUN_TOKENS:
+        starts = [s for s, _, _ in timeline]
+        speakers = [_speaker_at(timeline, starts, (float(a) + float(b)) / 2000.0) for a, b in tokens]
+        runs = _runs(speakers)
+        if len(runs) > 1:
+            for first, last, spk in runs:
+                breaks.add(first)
+                owner[first : last + 1] = [spk] * (last - first + 1)
+    if max_pause_seconds is not None:
+        limit = max_pause_seconds * 1000.0
+        breaks.update(i for i in range(1, len(tokens)) if float(tokens[i][0]) - float(tokens[i - 1][1]) > limit)
+    breaks.discard(0)
+    if not breaks:
         return None
+
     def unit_index(token_index: int) -> int:
         return token_index if len(units) == len(tokens) else round(token_index * len(units) / len(tokens))
 
-    pieces = []
-    for k, (first, last, spk) in enumerate(runs):
+    bounds = [0, *sorted(breaks), len(tokens)]
+    pieces: list[tuple[float, float, int | None, str]] = []
+    for k, (first, stop) in enumerate(zip(bounds, bounds[1:])):
         piece_start = start if k == 0 else float(tokens[first][0]) / 1000.0
-        piece_end = end if k == len(runs) - 1 else float(tokens[last][1]) / 1000.0
-        piece_text = "".join(units[unit_index(first) : unit_index(last + 1)]).strip()
+        piece_end = end if stop == len(tokens) else float(tokens[stop - 1][1]) / 1000.0
+        piece_text = "".join(units[unit_index(first) : unit_index(stop)]).strip()
         if piece_text:
-            pieces.append((piece_start, max(piece_start, piece_end), spk, piece_text))
+            pieces.append((piece_start, max(piece_start, piece_end), owner[first], piece_text))
     return pieces if len(pieces) > 1 else None
 
 
-__all__ = ["MIN_RUN_TOKENS", "TESTED_FUNASR_VERSIONS", "Timeline", "TimelineRecorder", "install", "split_sentence"]
+__all__ = ["MIN_RUN_TOKENS", "TESTED_FUNASR_VERSIONS", "SpeakerHooks", "Timeline", "cut_sentence", "install"]

@@ -68,11 +68,16 @@ if TYPE_CHECKING:
 
     from daemon.config import Config
 
-__all__ = ["OOM_RETRIES", "Engine", "Transcriber", "guard_empty_batches", "load_configured", "rows_from_result",
+__all__ = ["DEFAULT_MAX_PAUSE_SECONDS", "OOM_RETRIES", "Engine", "Transcriber", "guard_empty_batches", "load_configured", "rows_from_result",
            "transcribe_with_retries"]
 
 
 # --------------------------------------------------------------------------- results
+
+# `output.max_pause_seconds`: a sentence is cut where its tokens pause longer than this
+# (FSMN-VAD ends a segment after ~0.8 s of silence; a pause longer than a second is a
+# boundary a subtitle should show).
+DEFAULT_MAX_PAUSE_SECONDS = 1.0
 
 
 def _sentence_text(value: Any) -> str:
@@ -83,11 +88,13 @@ def _sentence_text(value: Any) -> str:
 
 
 def rows_from_result(
-    result: dict[str, Any], duration: float, with_speakers: bool, timeline: Any = None
+    result: dict[str, Any], duration: float, with_speakers: bool, timeline: Any = None,
+    max_pause_seconds: float | None = None,
 ) -> list[tuple[float, float, int | None, str]]:
     """(start s, end s, raw speaker, text) rows from one FunASR result dict; with the
     speaker `timeline` FunASR assigned sentences from, a sentence that spans a change of
-    speaker becomes one row per speaker (daemon.engine.speaker_turns)."""
+    speaker becomes one row per speaker, and with `max_pause_seconds` one that spans a
+    longer pause between two tokens is cut there (daemon.engine.speaker_turns)."""
     rows: list[tuple[float, float, int | None, str]] = []
     sentences = result.get("sentence_info")
     if sentences:
@@ -99,12 +106,14 @@ def rows_from_result(
             end = float(sentence.get("end", start * 1000.0)) / 1000.0
             spk = sentence.get("spk") if with_speakers else None
             pieces = None
-            if with_speakers and timeline and sentence.get("timestamp"):
-                from daemon.engine.speaker_turns import split_sentence
+            speaker_timeline = timeline if with_speakers else None
+            if sentence.get("timestamp") and (speaker_timeline or max_pause_seconds is not None):
+                from daemon.engine.speaker_turns import cut_sentence
 
-                pieces = split_sentence(text, start, end, sentence["timestamp"], timeline)
+                pieces = cut_sentence(text, start, end, sentence["timestamp"], speaker_timeline, max_pause_seconds)
             if pieces:
-                rows.extend(pieces)
+                rows.extend((a, b, (None if spk is None else int(spk)) if k is None else k, t)
+                            for a, b, k, t in pieces)
             else:
                 rows.append((start, end, None if spk is None else int(spk), text))
     else:
@@ -129,11 +138,12 @@ def rows_from_result(
     return clamped
 
 
-def _channel_rows(results: Sequence[dict[str, Any]], duration: float, speaker: int
-                  ) -> list[tuple[float, float, int | None, str]]:
+def _channel_rows(results: Sequence[dict[str, Any]], duration: float, speaker: int,
+                  max_pause_seconds: float | None) -> list[tuple[float, float, int | None, str]]:
     rows: list[tuple[float, float, int | None, str]] = []
     for result in results or []:
-        rows.extend((s, e, speaker, text) for s, e, _, text in rows_from_result(result, duration, False))
+        rows.extend((s, e, speaker, text) for s, e, _, text
+                    in rows_from_result(result, duration, False, max_pause_seconds=max_pause_seconds))
     return rows
 
 
@@ -211,7 +221,13 @@ class Engine:
     speaker_batcher: Any = None  # daemon.engine.speaker_batching.SpeakerBatcher, None when off
     pipeline_hooks: Any = None  # daemon.engine.pipeline_hooks.PipelineHooks, None when off
     stage_reporter: StageReporter | None = None
-    timeline_recorder: Any = None  # daemon.engine.speaker_turns.TimelineRecorder, None without one
+    speaker_hooks: Any = None  # daemon.engine.speaker_turns.SpeakerHooks, None without one
+    # spkd's speaker refinements (daemon.engine.speaker_refine), None when off
+    # (`speakers.refine: false`, or no speaker model): FunASR's clusters as they are
+    refine_settings: Any = None
+    # a sentence is cut where its tokens pause longer (`output.max_pause_seconds`);
+    # None: FunASR's sentences as they are
+    max_pause_seconds: float | None = None
 
     @property
     def speaker_batching(self) -> bool:
@@ -235,6 +251,9 @@ class Engine:
         ncpu: int | None = None,
         speaker_batching: bool = True,
         pipeline_hooks: bool = True,
+        refine: bool = True,
+        refine_overrides: Mapping[str, float | None] | None = None,
+        max_pause_seconds: float | None = DEFAULT_MAX_PAUSE_SECONDS,
     ) -> "Engine":
         """Load VAD + ASR + punctuation (+ speaker model unless dirs.spk is None) once.
 
@@ -244,6 +263,11 @@ class Engine:
         `pipeline_hooks` moves FunASR's frame-by-frame reads of device tensors to the
         host and runs its clusterer on one thread (daemon.engine.pipeline_hooks; identical
         results; same fallback).
+        `refine` (default) refines FunASR's speaker clusters with the speaker model's
+        thresholds (daemon.engine.speaker_refine; `refine_overrides`: configured
+        `speakers.*` values, None for the model's default) and cuts sentences at pauses
+        longer than `max_pause_seconds`; `refine=False` gives FunASR's clusters and
+        sentences exactly (sentences still cut where FunASR's own timeline changes speaker).
 
         Raises ModelsMissingError before touching funasr when a directory is missing
         (FunASR would otherwise try the hub), DeviceError when the device is unusable."""
@@ -295,11 +319,15 @@ class Engine:
 
         hooks = ph.install(model, str(funasr.__version__), actual) if pipeline_hooks else None
         ph.release_load_memory()  # the loader's freed copies of the weights
-        recorder = None
+        speaker_hooks = refine_settings = None
         if dirs.spk is not None:
-            from daemon.engine import speaker_turns
+            from daemon.engine import speaker_refine, speaker_turns
 
-            recorder = speaker_turns.install(str(funasr.__version__))
+            speaker_hooks = speaker_turns.install(str(funasr.__version__))
+            if refine and speaker_hooks is not None:
+                refine_settings = speaker_refine.settings_for(read_model_meta(dirs.spk), refine_overrides or {})
+                logger.info("speaker refinement: {}", ", ".join(f"{k} {v:g}"
+                                                               for k, v in refine_settings.as_dict().items()))
         reporter = StageReporter(model)  # last: it wraps whatever the hooks above put there
 
         infos = []
@@ -317,7 +345,9 @@ class Engine:
             speaker_batcher=batcher,
             pipeline_hooks=hooks,
             stage_reporter=reporter,
-            timeline_recorder=recorder,
+            speaker_hooks=speaker_hooks,
+            refine_settings=refine_settings,
+            max_pause_seconds=max_pause_seconds if refine else None,
         )
         logger.info("models loaded in {:.1f} s{}", engine.load_seconds,
                     f" (speaker batches of {batcher.batch_size})" if batcher else "")
@@ -374,7 +404,9 @@ class Engine:
                 return self._transcribe_channels(samples, cfg, names, audio_path, source_name, started)
             samples = samples.mean(axis=0)  # what ffmpeg's own down-mix gives, within rounding
         duration = samples.size / SAMPLE_RATE
-        recording = self.timeline_recorder.job() if self.timeline_recorder else contextlib.nullcontext([])
+        # a hint means exactly N: FunASR's k-means gives N, and nothing is refined after it
+        refine = self.refine_settings if speakers is None else None
+        recording = self.speaker_hooks.job(refine) if self.speaker_hooks else contextlib.nullcontext([])
         reporting = (self.stage_reporter.job(progress) if progress is not None and self.stage_reporter is not None
                      else contextlib.nullcontext())
         with recording as timelines, reporting:
@@ -384,7 +416,7 @@ class Engine:
 
         rows: list[tuple[float, float, int | None, str]] = []
         for result in results or []:
-            rows.extend(rows_from_result(result, duration, self.has_speakers, timeline))
+            rows.extend(rows_from_result(result, duration, self.has_speakers, timeline, self.max_pause_seconds))
         segments = number_speakers(rows)
         centroids = _speaker_centroids(results, raw_speaker_numbers(rows)) if self.has_speakers else {}
         elapsed = time.monotonic() - started
@@ -458,7 +490,7 @@ class Engine:
         with self._speaker_model_detached():
             for index, channel in enumerate(samples):
                 results = self.generate(channel.copy(), dict(cfg))
-                rows.extend(_channel_rows(results, duration, index + 1))
+                rows.extend(_channel_rows(results, duration, index + 1, self.max_pause_seconds))
         rows.sort(key=lambda r: (r[0], r[1], r[2]))
         segments = tuple(Segment(start=round(s, 3), end=round(e, 3), speaker=int(k or 1), text=t.strip())
                          for s, e, k, t in rows)
@@ -548,7 +580,9 @@ def load_configured(config: "Config", device: str, *, threads: int | None = None
     dirs = require_model_dirs(configured_model_dirs(m))
     return Engine.load(dirs, device=torch_device(device), batch_size_s=m.batch_size_s,
                        ncpu=int(os.environ.get("OMP_NUM_THREADS", "0")) or threads,
-                       speaker_batching=m.speaker_batching)
+                       speaker_batching=m.speaker_batching, refine=config.speakers.refine,
+                       refine_overrides=config.speakers.refine_overrides(),
+                       max_pause_seconds=config.output.max_pause_seconds)
 
 
 def transcribe_with_retries(engine: Transcriber, audio_path: Path, options: Mapping[str, Any], *,

@@ -3,7 +3,10 @@
 `ignored_because` is the one rule for what is left alone (the watcher, the dashboard's
 upload, and the voices folder follow it). A file is *settled* once its size and mtime
 have not changed for `settle_seconds` (`StabilityTracker`); any change restarts its
-clock. Filesystem events (watchdog, `EventHandler`) only tell the watcher where to
+clock. A WAV whose header is not final yet (`unfinished_wav`: placeholder sizes, or
+sizes that disagree with the file) is still being written, whoever has it open or
+not (a recorder may reopen the file for each burst): it settles only after
+`watch.unfinished_wav_seconds` without a change (the watcher, daemon.intake.watcher). Filesystem events (watchdog, `EventHandler`) only tell the watcher where to
 look: the periodic rescan and the start-up scan catch what events miss, so
 correctness never depends on an event arriving.
 """
@@ -22,12 +25,13 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from daemon import files
 from daemon.config import Config
+from daemon.intake.probe import incomplete_reason
 from daemon.jobs import spool
 
 if TYPE_CHECKING:
     from daemon.intake.watcher import Watcher
 
-__all__ = ["EventHandler", "StabilityTracker", "folder_ignored_because", "ignored_because"]
+__all__ = ["EventHandler", "StabilityTracker", "folder_ignored_because", "ignored_because", "unfinished_wav"]
 
 
 @dataclass
@@ -66,6 +70,31 @@ def ignored_because(config: Config, rel: PurePosixPath) -> str | None:
     suffix = PurePosixPath(name).suffix.lower()
     if suffix.lstrip(".") not in extensions:
         return f"extension not in watch.extensions ({suffix or 'none'})"
+    return None
+
+
+def unfinished_wav(path: Path) -> str | None:
+    """Why a WAV file's header says it is not finished yet, or None (final, or not a
+    RIFF/WAVE file): sizes a writer puts there until it knows the real ones (0,
+    0xFFFFFFFF), sizes that promise more than the file holds, or a RIFF size that
+    leaves more of the file outside it than a pad byte (audio appended since the header
+    was written)."""
+    import struct
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    reason = incomplete_reason(path)
+    if reason is not None:
+        return reason
+    riff_end = struct.unpack("<I", head[4:8])[0] + 8
+    if riff_end < size - 1:
+        return f"the WAV header gives {riff_end} bytes, the file has {size} (still being written)"
     return None
 
 

@@ -3,8 +3,9 @@ the spool and records a job, in that order.
 
 A file is *stable* once its size and mtime have not changed for `settle_seconds`,
 it can be opened, and no process has it open for writing (on Linux the kernel says
-so; elsewhere, and where it cannot tell, the container must look whole: a WAV's
-header sizes, an MP4's moov index); any change restarts its clock. Filesystem
+so; elsewhere, and where it cannot tell, the container must look whole: an MP4's moov
+index); any change restarts its clock. A WAV whose header is not final waits in any
+case, until `watch.unfinished_wav_seconds` without growth (stability.unfinished_wav). Filesystem
 events (watchdog) only tell us where to look; the periodic rescan and the start-up
 scan catch what events miss (network shares, overflowed inotify queues), so
 correctness never depends on an event arriving.
@@ -53,7 +54,8 @@ from daemon.errors import (
 from daemon.logs import Throttle
 from daemon.intake.probe import ffprobe_available, incomplete_reason, probe
 from daemon.intake.recovery import SpoolRecovery
-from daemon.intake.stability import EventHandler, StabilityTracker, folder_ignored_because, ignored_because
+from daemon.intake.stability import (EventHandler, StabilityTracker, folder_ignored_because, ignored_because,
+                                     unfinished_wav)
 from daemon.store import Store
 
 __all__ = ["MIN_AUDIO_SECONDS", "UNREADABLE_FAIL_SECONDS", "Watcher"]
@@ -311,8 +313,18 @@ class Watcher(SpoolRecovery):
             if writing:
                 self._waiting(path, "it is still open for writing by another process")
                 return None
-            unfinished = incomplete_reason(path)
-            if unfinished and writing is None and \
+            wav = unfinished_wav(path)
+            unfinished = wav or incomplete_reason(path)
+            if wav is not None:
+                # Whoever has it open or not (a recorder reopens it for each burst): taken only
+                # once its header is final, or after unfinished_wav_seconds without growth.
+                quiet = time.time() - st.st_mtime
+                quiet = quiet if quiet >= 0 else age_seconds  # an mtime in the future: the time watched
+                if quiet < self.config.watch.unfinished_wav_seconds:
+                    self._waiting(path, wav)
+                    return None
+                unfinished = f"{wav}; taken after {quiet:.0f} s without growth, with the audio it has"
+            elif unfinished and writing is None and \
                     0 <= time.time() - st.st_mtime < self.config.watch.incomplete_wait_seconds:
                 self._waiting(path, unfinished)
                 return None  # where the kernel cannot tell, a container still missing its end is waited for

@@ -1,6 +1,6 @@
 """Naming the speakers of finished jobs: `spkd speakers` / the dashboard's rename, and
 `spkd voices rematch`. Both decide here (daemon.voices.matching does the matching)
-and re-render through daemon.jobs.results.rerender, from each job's stored transcript.
+and re-render through daemon.jobs.results.rerender_jobs, from each job's stored transcript.
 
 A rename reaches the job's duplicates (jobs that reused its transcript) too; with
 `--enrol`, a renamed speaker's centroid becomes a sample of that voice
@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Rename", "rematch", "rename_speakers"]
 
+# A rematch records this many jobs' re-renders as intended at a time (each is finished
+# alone if interrupted; the jobs of one batch are written after one transaction).
+REMATCH_BATCH = 100
+
 
 @dataclass(frozen=True)
 class Rename:
@@ -45,6 +49,10 @@ def rename_speakers(config: "Config", store: "Store", job_id: int, names: Mappin
     row = store.job(job_id)
     if row is None or row.state != "done" or row.task != "transcribe":
         raise VoiceError(f"job {job_id} is not a done transcription")
+    targets = [job_id, *store.duplicates_of(job_id)]
+    # An earlier rename of these jobs that was interrupted is finished first: this one
+    # starts from the names it gave.
+    results.finish_rerenders(config, store, job_ids=targets)
     transcript = outputs.load_transcript(config, job_id)
     if transcript is None:
         raise VoiceError(f"job {job_id}: its stored transcript is gone (state/transcripts/{job_id}.json)")
@@ -80,19 +88,20 @@ def rename_speakers(config: "Config", store: "Store", job_id: int, names: Mappin
                                     sha256=row.sha256, job_id=job_id))
             enrolled.append(new_name)
     labels = {speaker_label(s): n for s, n in chosen.items()}
-    touched = []
-    for target in [job_id, *store.duplicates_of(job_id)]:
+    changes = []
+    for target in targets:
         current = transcript if target == job_id else outputs.load_transcript(config, target)
         if current is None:
             continue
         new_names = {**current.speaker_names, **chosen}
         new_matches = {**current.speaker_matches,
                        **{s: SpeakerMatch(voice=voice_ids.get(s), renamed=True) for s in chosen}}
-        results.rerender(config, store, target,
-                         current.replace(speaker_names=new_names, speaker_matches=new_matches),
-                         event="renamed", names=labels, enrolled=enrolled or None,
-                         via=job_id if target != job_id else None)
-        touched.append(target)
+        changes.append(results.Change(target, current.replace(speaker_names=new_names, speaker_matches=new_matches),
+                                      "renamed", {"names": labels, "enrolled": enrolled or None,
+                                                  "via": job_id if target != job_id else None}))
+    # The job and its duplicates together: all recorded as intended before any changes,
+    # so that a rename stopped half-way is finished for all of them (results.rerender_jobs).
+    touched = results.rerender_jobs(config, store, changes)
     logger.info("job {}: speakers renamed ({}){}", job_id, ", ".join(f"{k}={v}" for k, v in labels.items()),
                 f"; enrolled {', '.join(enrolled)}" if enrolled else "")
     return Rename(job_id=job_id, renamed=labels, jobs=tuple(touched), enrolled=tuple(enrolled))
@@ -101,9 +110,12 @@ def rename_speakers(config: "Config", store: "Store", job_id: int, names: Mappin
 def rematch(config: "Config", store: "Store", *, since: dt.datetime | None = None) -> list[int]:
     """`spkd voices rematch`: name the speakers of finished jobs after the library as it
     is now (from their stored centroids); jobs whose names change are re-rendered with a
-    `rematched` event. Names people gave stay. Returns the jobs that changed."""
+    `rematched` event. Names people gave stay. Re-renders an earlier rename or rematch
+    left unfinished are finished first. Returns the jobs that changed."""
+    results.finish_rerenders(config, store)  # what an interrupted rename or rematch left, first
     samples = store.voice_samples_of()
-    changed = []
+    changed: list[int] = []
+    changes: list[results.Change] = []
     for job_id in store.done_transcriptions(since=since):
         transcript = outputs.load_transcript(config, job_id)
         if transcript is None or not transcript.speaker_centroids:
@@ -114,8 +126,11 @@ def rematch(config: "Config", store: "Store", *, since: dt.datetime | None = Non
             continue
         before = {speaker_label(s): transcript.speaker_display(s) for s in sorted(transcript.speaker_centroids)}
         after = {speaker_label(s): renamed.speaker_display(s) for s in sorted(renamed.speaker_centroids)}
-        results.rerender(config, store, job_id, renamed, event="rematched", before=before, after=after)
-        changed.append(job_id)
+        changes.append(results.Change(job_id, renamed, "rematched", {"before": before, "after": after}))
+        if len(changes) >= REMATCH_BATCH:
+            changed += results.rerender_jobs(config, store, changes)
+            changes = []
+    changed += results.rerender_jobs(config, store, changes)
     if changed:
         logger.info("voices: {} job(s) re-rendered with the library's names: {}", len(changed),
                     ", ".join(map(str, changed)))

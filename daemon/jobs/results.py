@@ -27,8 +27,21 @@ point between two steps:
   new job's id), then the source archived. A crash before the insert leaves a spool
   file without a row, which the watcher's recovery makes a job again (and reuses
   again, over the same file names).
-- a re-render of a done job (`rerender`: rename, rematch, and any later edit): the
-  stored transcript, then the outbox files, then the segments with the event.
+- a re-render of done jobs (`rerender_jobs`: rename, rematch, a repair, and any later
+  edit): each job's new transcript written beside its stored one (`<id>.next.json`),
+  then every job's intent recorded in one transaction (a `rerender` event, see
+  daemon.store.rerenders), then job by job: the new transcript put in the stored one's
+  place (a rename), the outbox files, the segments with the event that says it is done.
+  A crash before the intents changes nothing; after them, `finish_rerenders` (at start,
+  before the next re-render of the job, in the next rematch, in `spkd doctor`) brings
+  each job whose intent is pending to its new transcript, from the step it reached.
+  Doing a step twice does what doing it once does. `check_results` finds any done job
+  whose outputs or segments disagree with its stored transcript; `repair_results`
+  re-renders those (the doctor).
+
+The outbox files and the segments are made from the transcript as stored (rounded to
+milliseconds): what a re-render makes from the stored transcript is then what the
+worker made, byte for byte, and a check can compare them.
 
 And a result is taken back here too: `withdraw` (a done job run again with `spkd
 retry --force`, or removed with `spkd remove`) deletes its outbox files and stored
@@ -42,8 +55,10 @@ a job has) is daemon.jobs.outputs; search and the dashboard only read.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -51,22 +66,29 @@ from loguru import logger
 
 from daemon import files, writers
 from daemon.jobs import outputs, spool
+from daemon.store.rerenders import RERENDER_EVENTS
 from daemon.store.search import PG_LOCALE_NOTE
+from daemon.store.segments import segment_rows
 from daemon.transcript import Transcript
 
 if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.store import Job, Store
 
-__all__ = ["BackfillResult", "Reuse", "Write", "backfill_segments", "discard", "publish", "record_enrolled",
-           "record_reused", "record_transcribed", "rerender", "result_files", "retire_done", "reusable",
-           "save_transcript", "withdraw", "write_outputs"]
+__all__ = ["BackfillResult", "Change", "RERENDER_EVENTS", "Repair", "Reuse", "Write", "as_stored", "backfill_segments",
+           "check_results", "disagreements", "discard", "finish_rerenders", "next_transcript_path", "publish",
+           "record_enrolled", "record_reused", "record_transcribed", "repair_results", "rerender", "rerender_jobs",
+           "result_files", "retire_done", "reusable", "save_transcript", "withdraw", "write_outputs"]
 
 # How a store write is run: `write(what, call)` returns call()'s result, or None when the
 # caller gave up waiting for the database (the worker passes its wait-out-the-database
 # retry, which gives up only when the worker is asked to stop); `what` names the write
 # in the log line that says it is waiting.
 Write = Callable[[str, Callable[[], Any]], Any]
+
+# A re-render's new transcript with no intent recorded for it (its process was killed
+# before it recorded them) is removed at start once it is this old.
+STALE_NEXT_SECONDS = 600.0
 
 
 def _now(what: str, call: Callable[[], Any]) -> Any:
@@ -107,12 +129,27 @@ def reusable(config: "Config", store: "Store", dedup_key: str | None, *, audio_p
 # --------------------------------------------------------------------------- the files
 
 
+def _stored_form(transcript: Transcript) -> str:
+    from daemon.writers.json_format import render_json
+
+    return render_json(transcript, centroids=True)
+
+
+def as_stored(transcript: Transcript) -> Transcript:
+    """`transcript` as its stored copy reads back (times to the millisecond, centroids
+    to 6 decimals): what outputs and segments are made from."""
+    return writers.parse_json(_stored_form(transcript))
+
+
 def save_transcript(config: "Config", job_id: int, transcript: Transcript) -> None:
     """The job's own copy of its transcript, with the speakers' centroids (for naming
     later), replaced atomically."""
-    from daemon.writers.json_format import render_json
+    files.atomic_write(outputs.transcript_path(config, job_id), _stored_form(transcript))
 
-    files.atomic_write(outputs.transcript_path(config, job_id), render_json(transcript, centroids=True))
+
+def next_transcript_path(config: "Config", job_id: int) -> Path:
+    """Where a re-render puts a job's new transcript before it replaces the stored one."""
+    return outputs.transcript_path(config, job_id).with_suffix(".next.json")
 
 
 def publish(config: "Config", *, output_stem: str, transcript: Transcript, formats: Sequence[str]) -> list[str]:
@@ -131,7 +168,7 @@ def write_outputs(config: "Config", job_id: int, transcript: Transcript, *, outp
     transcript, then its outbox files. Returns the outbox paths, for
     `record_transcribed`. Raises whatever writing raised (the worker fails the job)."""
     save_transcript(config, job_id, transcript)
-    return publish(config, output_stem=output_stem, transcript=transcript, formats=formats)
+    return publish(config, output_stem=output_stem, transcript=as_stored(transcript), formats=formats)
 
 
 # --------------------------------------------------------------------------- recording
@@ -162,10 +199,11 @@ def record_transcribed(config: "Config", store: "Store", job: "Job", transcript:
     then its source goes to archive/. True when recorded; False when the lease was
     taken back (nothing recorded: the job is someone else's now); None when `write`
     gave up (the job stays claimed and goes back to the queue when its lease runs out)."""
+    stored = as_stored(transcript)  # the segments as the stored transcript has them
     done = write(f"recording job {job.id} done", lambda: store.complete(
         job.id, pid=pid, audio_seconds=transcript.audio_seconds, processing_seconds=processing_seconds,
         speakers=len(transcript.speakers), outputs=list(written), device=device,
-        reused_from=reuse.twin.id if reuse is not None else None, transcript=transcript))
+        reused_from=reuse.twin.id if reuse is not None else None, transcript=stored))
     if not done:
         return done
     retire_done(config, store, job.id, spool_path=Path(job.spool_path), source_name=job.source_name, write=write)
@@ -195,7 +233,7 @@ def record_reused(config: "Config", store: "Store", reuse: Reuse, *, spool_path:
     The stored transcript comes after the insert because its name is the job's id; a
     crash between the two leaves a done duplicate without one (its outputs and
     segments are whole; a rename of the twin passes it by)."""
-    transcript = reuse.transcript
+    transcript = as_stored(reuse.transcript)
     written = publish(config, output_stem=output_stem, transcript=transcript,
                       formats=outputs.formats_for(config, options))
     job_id = store.add_reused(source_name=source_name, spool_path=str(spool_path), output_stem=output_stem,
@@ -207,30 +245,180 @@ def record_reused(config: "Config", store: "Store", reuse: Reuse, *, spool_path:
     return job_id
 
 
+@dataclass(frozen=True)
+class Change:
+    """One job's re-render: `transcript` becomes its result, and an `event` (one of
+    RERENDER_EVENTS) with `detail` (its fields; None values left out) says so."""
+
+    job_id: int
+    transcript: Transcript
+    event: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
 def rerender(config: "Config", store: "Store", job_id: int, transcript: Transcript, *, event: str,
              **detail: Any) -> bool:
-    """Change a done job's result after the fact: the one way to do it, for renaming
-    speakers, re-matching them against the library, and any later change to what was
-    said (edits, summaries). `transcript` becomes the job's:
+    """Change one done job's result after the fact (`rerender_jobs` with one change).
+    False when there is no done job `job_id`."""
+    return bool(rerender_jobs(config, store, [Change(job_id, transcript, event, detail)]))
 
-    1. its stored transcript (the source of truth the next re-render starts from);
-    2. its outbox files, in the formats it has now (`jobs.outputs`), under the same
-       names, each replaced atomically (a job recorded with no outputs gets none);
-    3. its segment rows, replaced in one transaction with an `event` row (`detail` its
-       fields) saying what changed.
 
-    A crash between the steps leaves the stored transcript ahead of the rest; doing the
-    same re-render again brings them level. The job's state, times and outputs list do
-    not change. False when there is no job `job_id`."""
+def rerender_jobs(config: "Config", store: "Store", changes: Sequence[Change]) -> list[int]:
+    """Change done jobs' results after the fact: the one way to do it, for renaming
+    speakers (a job and its duplicates together), re-matching them against the
+    library, repairing, and any later change to what was said. Each change's
+    `transcript` becomes its job's:
+
+    1. written beside the stored transcript (`<id>.next.json`), for every job first;
+    2. every job's re-render recorded as intended, in one transaction (from here on it
+       is finished, whatever happens: `finish_rerenders`);
+    3. then job by job: the new transcript replaces the stored one (the source of truth
+       the next re-render starts from), the outbox files are made again in the formats
+       the job has (`jobs.outputs`, same names, each replaced atomically), and its
+       segment rows are replaced in one transaction with the `event` row that says the
+       re-render is done.
+
+    An interrupted earlier re-render of these jobs is finished first. The job's state,
+    times and outputs list do not change. Returns the jobs re-rendered (those done)."""
+    if not changes:
+        return []
+    finish_rerenders(config, store, job_ids=[c.job_id for c in changes])
+    for change in changes:
+        files.atomic_write(next_transcript_path(config, change.job_id), _stored_form(change.transcript))
+    intents = store.begin_rerenders([(c.job_id, c.event, {k: v for k, v in c.detail.items() if v is not None})
+                                     for c in changes])
+    for change in changes:
+        if change.job_id not in intents:
+            next_transcript_path(config, change.job_id).unlink(missing_ok=True)
+    done = []
+    for change in changes:
+        intent = intents.get(change.job_id)
+        if intent is not None and _bring_level(config, store, change.job_id, intent=intent, event=change.event,
+                                               detail=change.detail):
+            done.append(change.job_id)
+    return done
+
+
+def _bring_level(config: "Config", store: "Store", job_id: int, *, intent: int, event: str,
+                 detail: Mapping[str, Any]) -> bool:
+    """Step 3 of a re-render whose intent is recorded, from wherever an interrupted one
+    stopped: the new transcript into place (if not there yet), the outputs and the
+    segments with the closing event. False when there is nothing to bring level (the
+    job is no longer done, or its stored transcript is gone)."""
     row = store.job(job_id)
-    if row is None:
+    ahead = next_transcript_path(config, job_id)
+    if row is None or row.state != "done":
+        ahead.unlink(missing_ok=True)
         return False
-    save_transcript(config, job_id, transcript)
+    if ahead.exists():
+        os.replace(ahead, outputs.transcript_path(config, job_id))
+        files.fsync_dir(ahead.parent)
+    transcript = outputs.load_transcript(config, job_id)
+    if transcript is None:
+        logger.warning("job {}: its stored transcript is gone; its {} cannot be finished", job_id, event)
+        return False
     formats = outputs.formats_written(row)
     if formats:
         publish(config, output_stem=row.output_stem, transcript=transcript, formats=formats)
-    store.replace_segments(job_id, transcript, event=event, **detail)
+    store.replace_segments(job_id, transcript, event=event, intent=intent,
+                           **{k: v for k, v in detail.items() if v is not None})
     return True
+
+
+def finish_rerenders(config: "Config", store: "Store", *, job_ids: Sequence[int] | None = None) -> list[int]:
+    """Finish re-renders that were recorded as intended but not recorded done (a
+    process killed in the middle): of `job_ids`, or of every job of this host (at
+    start, in `spkd doctor`), which also removes new transcripts a re-render wrote
+    before it was interrupted ahead of its intent (it changed nothing). Returns the jobs
+    finished."""
+    pending = store.pending_rerenders(job_ids, this_host=job_ids is None)
+    finished = []
+    for intent in pending:
+        detail = intent.detail or {}
+        if _bring_level(config, store, intent.job_id, intent=intent.id, event=str(detail.get("event") or "repaired"),
+                        detail=dict(detail.get("detail") or {})):
+            finished.append(intent.job_id)
+    if job_ids is None:
+        waiting = {i.job_id for i in pending}
+        names = {f"{i}.next.json" for i in waiting}
+        for ahead in sorted(outputs.transcript_path(config, 0).parent.glob("*.next.json")):
+            try:  # a young one may be a re-render's that is recording its intents right now
+                stale = ahead.name not in names and time.time() - ahead.stat().st_mtime > STALE_NEXT_SECONDS
+            except OSError:
+                continue
+            if stale:
+                ahead.unlink(missing_ok=True)
+    if finished:
+        logger.warning("finished {} interrupted re-render(s) of job(s) {}", len(finished), ", ".join(map(str, finished)))
+    return finished
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def disagreements(config: "Config", store: "Store", job_id: int) -> list[str]:
+    """How a done job's outputs and segment rows disagree with its stored transcript
+    (empty: they agree, or there is no stored transcript to compare with)."""
+    row = store.job(job_id)
+    transcript = outputs.load_transcript(config, job_id)
+    if row is None or row.state != "done" or transcript is None:
+        return []
+    found = []
+    want = [(r["idx"], r["start_seconds"], r["end_seconds"], r["speaker"], r["text"])
+            for r in segment_rows(job_id, transcript)]
+    have = store.segment_texts(job_id)
+    if len(want) != len(have) or any(
+            w[0] != h[0] or w[3:] != h[3:] or abs(w[1] - h[1]) > 0.002 or abs(w[2] - h[2]) > 0.002
+            for w, h in zip(want, have)):
+        found.append("segments")
+    for fmt in outputs.formats_written(row):
+        path = files.regular_file_inside(config.paths.outbox, row.output_stem + writers.extension(fmt))
+        try:
+            same = path is not None and path.read_bytes() == writers.render_bytes(fmt, transcript)
+        except OSError:
+            same = False
+        if not same:
+            found.append(fmt)
+    return found
+
+
+@dataclass(frozen=True)
+class Repair:
+    checked: int = 0
+    finished: tuple[int, ...] = ()  # interrupted re-renders finished
+    repaired: dict[int, tuple[str, ...]] = field(default_factory=dict)  # job -> what disagreed
+
+
+def check_results(config: "Config", store: "Store") -> dict[int, list[str]]:
+    """Every done transcription of this host whose outputs or segments disagree with
+    its stored transcript (an interrupted re-render among them), with what disagrees."""
+    found = {i.job_id: ["a re-render was interrupted"] for i in store.pending_rerenders(this_host=True)}
+    for job_id in store.done_transcriptions_here():
+        if job_id not in found:
+            problems = disagreements(config, store, job_id)
+            if problems:
+                found[job_id] = problems
+    return found
+
+
+def repair_results(config: "Config", store: "Store") -> Repair:
+    """`spkd doctor`: interrupted re-renders finished, then every done job whose
+    outputs or segments still disagree with its stored transcript re-rendered from it
+    (a `repaired` event saying what disagreed)."""
+    finished = finish_rerenders(config, store)
+    jobs = store.done_transcriptions_here()
+    wrong = {job_id: problems for job_id in jobs if (problems := disagreements(config, store, job_id))}
+    changes = []
+    for job_id, problems in wrong.items():
+        transcript = outputs.load_transcript(config, job_id)
+        if transcript is not None:
+            changes.append(Change(job_id, transcript, "repaired", {"disagreed": problems}))
+    done = rerender_jobs(config, store, changes)
+    if done:
+        logger.warning("repaired {} job(s) whose outputs or segments disagreed with their stored transcript: {}",
+                       len(done), ", ".join(map(str, done)))
+    return Repair(checked=len(jobs), finished=tuple(finished),
+                  repaired={j: tuple(wrong[j]) for j in done})
 
 
 # --------------------------------------------------------------------------- taking back
@@ -292,7 +480,13 @@ def backfill_segments(config: "Config", store: "Store") -> BackfillResult:
     their rows from the stored transcripts under `paths.state/transcripts/`. Each job
     is filled in one transaction, and only while it has none, so running this again,
     or on two hosts at once, adds nothing twice. Run after every migration that has a
-    config at hand (`spkd db upgrade`, daemon start)."""
+    config at hand (`spkd db upgrade`, daemon start). Re-renders a crash interrupted
+    are finished first (`finish_rerenders`): this is where a start brings done jobs
+    level with their stored transcripts."""
+    try:
+        finish_rerenders(config, store)
+    except OSError as exc:  # a file that cannot be written now: the next start (or spkd doctor) tries again
+        logger.error("cannot finish the re-renders a crash interrupted: {}", exc)
     filled = rows = 0
     missing: list[int] = []
     candidates = store.done_jobs_without_segments()

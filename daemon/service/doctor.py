@@ -22,7 +22,7 @@ from daemon.errors import SpkdError
 from daemon.files import nearest_existing
 from daemon.folders import folder_problems
 
-__all__ = ["Report", "diagnose"]
+__all__ = ["Report", "check_results", "diagnose"]
 
 
 @dataclass
@@ -130,4 +130,44 @@ def diagnose(config: Config, *, inventory: devices.Inventory | None = None) -> R
                    f"{free_mb} MB free under {existing} (minimum {config.daemon.min_free_mb} MB)")
     writable, detail = _database_writable(config.database_url)
     report.add("database", writable, detail)
+    if writable:
+        check_results(config, report)
     return report
+
+
+def check_results(config: Config, report: Report) -> None:
+    """Done jobs whose outputs or segments disagree with their stored transcript (a
+    re-render interrupted, a file changed by hand) are re-rendered from it
+    (daemon.jobs.results.repair_results), and the report says which. Only on a database
+    at spkd's revision: the doctor never migrates."""
+    from daemon.jobs import results
+    from daemon.store import Store
+    from daemon.store.db import current_revision, head_revision, sqlite_path
+
+    try:
+        path = sqlite_path(config.database_url)
+        if path is not None and not path.exists():
+            return  # no database yet: no jobs to check
+        revision = current_revision(config.database_url, read_only=path is not None)
+        if revision is None:
+            return
+        if revision != head_revision():
+            report.add("results", True, "not checked: the database is not at spkd's revision yet (spkd db upgrade)",
+                       fatal=False, warning=True)
+            return
+        store = Store(config.database_url, host=config.host)
+        try:
+            repair = results.repair_results(config, store)
+        finally:
+            store.close()
+    except Exception as exc:  # noqa: BLE001 - any reason is the check's answer; the daemon may still start
+        report.add("results", False, f"could not check the done jobs' outputs: {exc}", fatal=False)
+        return
+    fixed = sorted({*repair.finished, *repair.repaired})
+    if fixed:
+        shown = ", ".join(map(str, fixed[:20])) + (" …" if len(fixed) > 20 else "")
+        report.add("results", True, f"repaired {len(fixed)} job(s) whose outputs or segments disagreed with their "
+                   f"stored transcript (jobs {shown}); {repair.checked} checked", warning=True)
+    else:
+        report.add("results", True, f"{repair.checked} done job(s): outputs and segments agree with their stored "
+                   "transcripts")

@@ -44,7 +44,7 @@ from daemon.service import manager as service
 from daemon.jobs import results, spool
 from daemon.config import Config, load
 from daemon.folders import prepare_folders
-from daemon.store.db import check_usable, display_url, migrate, translate_unusable
+from daemon.store.db import check_usable, check_writable, display_url, migrate, translate_unusable
 from daemon.errors import ConfigError, DatabaseUnavailableError, ExitCode, SpkdError
 from daemon.logs import DATABASE_TROUBLE_SECONDS, Throttle
 from daemon.service.slot_policy import Action, Cause, RestartPolicy, SlotHistory, WorkerExit, decide
@@ -107,6 +107,7 @@ class Supervisor:
         # A corrupt database (or a folder in its place) stops the start with one clear
         # message and exit code 2, before any worker is spawned to crash on it.
         check_usable(config.database_url)
+        check_writable(config.database_url)  # read-only: exit 2, not "try again"
         with translate_unusable(config.database_url):
             migrate(config.database_url)
         self.store = Store(config.database_url, host=config.host)
@@ -209,6 +210,11 @@ class Supervisor:
             results.backfill_segments(self.config, self.store)
         except Exception as exc:  # noqa: BLE001 - a busy or unreachable database: the next start tries again
             logger.warning("search: filling earlier jobs' segments failed (tried again at the next start): {}", exc)
+        try:  # migration 0010's index for 1-2 character queries, in short batches beside the work
+            if self.store.backfill_search_index():
+                logger.info("search: the index for 1- and 2-character queries is whole")
+        except Exception as exc:  # noqa: BLE001 - as above: the next start goes on where it stopped
+            logger.warning("search: building the index for short queries failed (the next start goes on): {}", exc)
 
     def _rescan(self) -> None:
         if self.watcher is not None:
@@ -403,12 +409,18 @@ class Supervisor:
         now = time.monotonic()
         by_pid = {slot.pid: slot for slot in self.slots if slot.alive()}
         jobs_cfg = self.config.jobs
+        # A full state disk refuses the heartbeat's write, not the worker: a live worker is
+        # not hung for a lease it could not renew (its time limit still holds).
+        disk_full = diskguard.claim_blocker(self.config)
         for job in self.store.running_jobs(host=self.store.host):
             slot = by_pid.get(job.pid)
             if slot is None or slot.kill_reason:
                 continue
             lease, started = job.lease_expires_at, job.started_at
-            if lease is not None and lease < now_wall:
+            if lease is not None and lease < now_wall and disk_full:
+                self._trouble.log(("lease", job.id), "job {}: no heartbeat recorded, but claiming is paused ({}); "
+                                  "its worker keeps it", job.id, disk_full)
+            elif lease is not None and lease < now_wall:
                 self.terminate(slot, f"hung: no heartbeat for {jobs_cfg.lease_seconds:.0f} s on job {job.id}")
                 continue
             limit = jobs_cfg.timeout_base_seconds + jobs_cfg.timeout_factor * (job.audio_seconds or 0.0)

@@ -10,6 +10,8 @@ SQLAlchemy imported.
 * daemon/store/segments.py: a done job's segments and the full-text search over them
   (daemon/store/search.py holds the rules that are not SQL);
 * daemon/store/voices.py: the voice library's samples;
+* daemon/store/rerenders.py: re-renders of done jobs recorded as intended, and found
+  unfinished;
 * daemon/store/retention.py: deleting finished jobs, the events notifiers read.
 
 daemon/store/base.py holds what they share: the engine, and the read and write
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from daemon.store.queue import QueueStore
 from daemon.store.reads import ReadStore
+from daemon.store.rerenders import RerenderStore
 from daemon.store.retention import RetentionStore
 from daemon.store.rows import (
     DeviceFigures,
@@ -48,7 +51,7 @@ __all__ = ["DeviceFigures", "EventRow", "Job", "JobFilter", "MetricFigures", "No
            "SegmentMatch", "Store", "VoiceSummary", "WorkerRow", "hostname", "utcnow"]
 
 
-class Store(QueueStore, ReadStore, WorkerStore, SegmentStore, VoiceStore, RetentionStore):
+class Store(QueueStore, ReadStore, WorkerStore, SegmentStore, VoiceStore, RetentionStore, RerenderStore):
     """The job database, as spkd's processes use it (one per process: it holds a
     connection pool). `Store(url, host=…)`: `host` names this machine in the rows it
     writes (workers, claims), the machine's name by default. `read_only=True`: a

@@ -32,6 +32,7 @@ class StoreBase:
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self._claim: Any = None
         self._trigram_cjk: bool | None = None
+        self._grams_whole = False  # the index of grams (short searches) is whole: daemon/store/segments.py
 
     def close(self) -> None:
         self.engine.dispose()

@@ -61,6 +61,7 @@ def backend_name(url: str) -> str | None:
 
 # SQLite's result codes (their low byte) that say the file itself is unusable: corrupt,
 # not a database at all, or impossible to open (a folder where the file should be).
+_SQLITE_READONLY = 8
 _SQLITE_UNUSABLE = {11: "it is corrupt", 26: "it is not an SQLite database", 14: "it cannot be opened"}
 
 
@@ -94,6 +95,10 @@ def unusable_database(url: str, exc: BaseException) -> UnusableDatabaseError | N
     if not isinstance(orig, sqlite3.Error):
         return None
     code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == _SQLITE_READONLY:
+        return UnusableDatabaseError(
+            f"the job database {path} is read-only ({orig}): spkd writes to it and to the files beside it; make "
+            f"the file and its folder {path.parent} writable by the user spkd runs as")
     why = _SQLITE_UNUSABLE.get(code & 0xFF) if isinstance(code, int) else None
     if why is None and "malformed" in str(orig):
         why = "it is corrupt"
@@ -114,7 +119,8 @@ def translate_errors() -> Iterator[None]:
     every migration, runs inside it."""
     try:
         yield
-    except (OperationalError, InterfaceError) as exc:
+    except (OperationalError, InterfaceError, sqlite3.OperationalError) as exc:
+        # sqlite3's own: check_usable and the console read the file without SQLAlchemy.
         raise DatabaseUnavailableError.from_driver(exc) from exc
 
 
@@ -159,6 +165,26 @@ def check_usable(url: str, *, thorough: bool = True) -> None:
                     raise _unusable(path, f"it is corrupt (quick_check: {found[:500]})")
     finally:
         conn.close()
+
+
+def check_writable(url: str) -> None:
+    """Raise UnusableDatabaseError when the SQLite file cannot be written (a read-only
+    file, folder or file system): a permanent problem, which `spkd run` reports at start
+    instead of waiting on it. Takes the write lock for a moment and keeps nothing (one
+    write, rolled back)."""
+    path = sqlite_path(url)
+    if path is None or not path.exists():
+        return
+    with translate_unusable(url):
+        conn = sqlite3.connect(str(path), timeout=SQLITE_BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:  # the same value, rolled back: a write that SQLite refuses on a read-only file
+                conn.execute(f"PRAGMA user_version = {int(conn.execute('PRAGMA user_version').fetchone()[0])}")
+            finally:
+                conn.execute("ROLLBACK")
+        finally:
+            conn.close()
 
 
 def _sqlite_setup(engine: Engine, *, foreign_keys: bool, read_only: bool = False) -> None:

@@ -26,13 +26,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from sqlalchemy import Connection, DateTime, and_, bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy import Connection, DateTime, and_, bindparam, exists, insert, or_, select, update
 
 from daemon.errors import JobCancelledError, LeaseExpiredError, WorkerLostError
 from daemon.store.base import NO_PROGRESS, StoreBase
 from daemon.store.rows import Job, Outcome, utcnow
-from daemon.store.schema import jobs, segments
-from daemon.store.segments import write_segments
+from daemon.store.schema import jobs
+from daemon.store.segments import delete_segments, write_segments
 
 if TYPE_CHECKING:
     from daemon.progress import Progress
@@ -379,7 +379,7 @@ class QueueStore(StoreBase):
         """A done job's recorded result is taken back (its segments, its outputs list),
         before it runs again or is removed: daemon.jobs.results.withdraw, only."""
         with self._write() as conn:
-            conn.execute(delete(segments).where(segments.c.job_id == job_id))
+            delete_segments(conn, [job_id])
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(outputs=None))
 
     def cancel(self, job_id: int, *, message: str, **detail: Any) -> Job | None:

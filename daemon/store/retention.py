@@ -12,7 +12,7 @@ from sqlalchemy import Connection, and_, delete, exists, func, or_, select
 from daemon.store.base import StoreBase
 from daemon.store.rows import NoticeRow
 from daemon.store.schema import FINISHED_STATES, job_events, jobs, segments
-from daemon.store.segments import within_segment_budget
+from daemon.store.segments import delete_segments, within_segment_budget
 
 __all__ = ["RetentionStore"]
 
@@ -21,7 +21,7 @@ def _delete_jobs(conn: Connection, ids: Sequence[int]) -> None:
     """Job rows with their segments and events (a job's rows all go, or none)."""
     if not ids:
         return
-    conn.execute(delete(segments).where(segments.c.job_id.in_(ids)))
+    delete_segments(conn, ids)
     conn.execute(delete(job_events).where(job_events.c.job_id.in_(ids)))
     conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
 

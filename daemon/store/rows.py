@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, TypeVar
 
 __all__ = ["DeviceFigures", "EventRow", "Job", "JobFilter", "MetricFigures", "NoticeRow", "Outcome", "SampleRow",
-           "SegmentMatch", "VoiceSummary", "WorkerRow", "hostname", "utcnow"]
+           "SearchBackfill", "SegmentMatch", "VoiceSummary", "WorkerRow", "hostname", "utcnow"]
 
 
 def utcnow() -> dt.datetime:
@@ -173,6 +173,20 @@ class SegmentMatch:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "SegmentMatch":
         return _from_mapping(cls, row)
+
+
+@dataclass(frozen=True)
+class SearchBackfill:
+    """The index of unigrams and bigrams (short searches) while migration 0010's
+    backfill has not finished: `done` of `total` segments indexed (PostgreSQL: the
+    index build's own count, 0 before it starts)."""
+
+    done: int
+    total: int
+
+    def describe(self) -> str:
+        share = self.done / self.total if self.total else 0.0
+        return f"{self.done:,} of {self.total:,} segments, {share:.0%}"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 
 __all__ = ["FINISHED_STATES", "JOB_TASKS", "JOB_STATES", "SAMPLE_ORIGINS", "job_events", "jobs", "metadata",
-           "segments", "voice_samples", "voices", "workers"]
+           "search_backfill", "segments", "voice_samples", "voices", "workers"]
 
 metadata = MetaData()
 
@@ -157,6 +157,23 @@ segments = Table(
     Index("ix_segments_job_id", "job_id", "idx"),
 )
 
+# The index of every segment's character unigrams and bigrams, which serves queries of 1-2
+# characters (migration 0010; daemon.store.search.grams): SQLite's contentless FTS5 table
+# `segments_grams` (detail=none, written by the store beside `segments`), PostgreSQL's GIN
+# index `ix_segments_grams` over the function `spkd_grams(folded_text)`. While migration
+# 0010's backfill of a large database has not finished, this table holds its one row: on
+# SQLite the segments with `done_id < id <= last_id` are not indexed yet (every other row
+# is); on PostgreSQL the index is still to be built. No row: the index is whole.
+search_backfill = Table(
+    "search_backfill",
+    metadata,
+    Column("name", String(16), primary_key=True),
+    Column("done_id", BigInteger, nullable=False),
+    Column("last_id", BigInteger, nullable=False),
+    Column("done_rows", BigInteger, nullable=False),
+    Column("total_rows", BigInteger, nullable=False),
+)
+
 # The voice library (migration 0008): one row per person, one sample per enrolment.
 SAMPLE_ORIGINS = ("cli", "folder", "rename")
 
@@ -167,6 +184,9 @@ voices = Table(
     Column("name", Text, nullable=False),
     Column("created_at", DateTime, nullable=False),
     UniqueConstraint("name", name="uq_voices_name"),
+    # SQLite: AUTOINCREMENT (migration 0011): stored transcripts name voices by id, and an id
+    # given again after the newest voice was removed would credit its jobs to another voice.
+    sqlite_autoincrement=True,
 )
 
 voice_samples = Table(
@@ -191,4 +211,5 @@ voice_samples = Table(
     CheckConstraint("dimension > 0", name="ck_voice_samples_dimension"),
     Index("ix_voice_samples_voice", "voice_id"),
     Index("ix_voice_samples_source", "origin", "source"),
+    sqlite_autoincrement=True,  # migration 0011: enrolment events name their sample by id
 )

@@ -11,8 +11,12 @@ done) and runs the queries; this module holds the rules that are not SQL:
   punctuation equals its ASCII form (`，` is `,`, `？` is `?`); Chinese characters,
   `。` and `、` are unchanged by it. The original text is what is shown.
 * **How.** Queries of 3 or more (folded) characters go through the trigram index
-  (SQLite FTS5, PostgreSQL pg_trgm); 1–2 characters cannot, and are compared with
-  every segment by `LIKE` (correct, slower; the result says so).
+  (SQLite FTS5, PostgreSQL pg_trgm). Queries of 1–2 characters, which no trigram can
+  look up, go through a second index of every segment's character unigrams and
+  bigrams (`grams`): SQLite's FTS5 table `segments_grams` (one trigram stands for each
+  gram, `gram_document`), PostgreSQL's GIN index over `spkd_grams(folded_text)` (migration
+  0010). Only while that index is still being filled in (after the migration, on a
+  large database) are they compared with every segment by `LIKE` (the result says so).
 * **Order.** Newest recordings first (by job, i.e. by when spkd received them),
   then by time in the recording.
 """
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
+import hashlib
 import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
@@ -39,6 +45,9 @@ __all__ = [
     "SearchQuery",
     "SearchResult",
     "fold",
+    "gram_document",
+    "gram_token",
+    "grams",
     "hms",
     "mark",
     "match_spans",
@@ -46,11 +55,14 @@ __all__ = [
     "parse_query",
     "search",
     "speaker_key",
+    "speaker_token",
     "fts5_string",
 ]
 
-# The trigram index finds substrings of at least this many characters.
+# The trigram index finds substrings of at least this many characters; shorter ones
+# are looked up in the index of unigrams and bigrams (at most MAX_GRAM characters).
 MIN_INDEXED_CHARACTERS = 3
+MAX_GRAM = MIN_INDEXED_CHARACTERS - 1
 DEFAULT_LIMIT = 20
 LIKE_ESCAPE = "\\"
 
@@ -121,6 +133,44 @@ def speaker_key(speaker: str) -> str:
     return SPEAKER_KEY_MARK + fold(speaker.strip()).replace(SPEAKER_KEY_MARK, "") + SPEAKER_KEY_MARK
 
 
+# --- the index of unigrams and bigrams ------------------------------------------------
+
+def grams(folded: str) -> list[str]:
+    """The distinct character unigrams and bigrams of a folded text, in order of first
+    occurrence: what the short-query index holds for a segment. A text contains a
+    string of 1 or 2 characters exactly when that string is one of its grams (the
+    PostgreSQL function `spkd_grams` of migration 0010 is the same rule in SQL)."""
+    return list(dict.fromkeys([*folded, *map(str.__add__, folded, folded[1:])]))
+
+
+# SQLite holds the grams in an FTS5 table with the trigram tokenizer (which cuts any text
+# into every run of 3 characters, in C): a segment's document is its folded text with a
+# private character PAD around every character, so that each of its trigrams is a gram
+# in disguise: "PAD x PAD" is the character x, "x PAD y" the pair xy. PAD stands for no
+# character of the text (text holding it could only make an extra candidate, and every
+# hit's text is checked). The speaker key is one more trigram of three characters of
+# plane 16's private use area, a hash of the key (checked as well).
+PAD = "\U000F0000"
+
+
+def gram_token(gram: str) -> str:
+    """A gram of 1 or 2 characters as the one trigram of `segments_grams` that stands for it."""
+    return PAD + gram + PAD if len(gram) == 1 else gram[0] + PAD + gram[1]
+
+
+@functools.lru_cache(maxsize=4096)
+def speaker_token(key: str) -> str:
+    """A speaker key (daemon.store.search.speaker_key) as one trigram of `segments_grams`."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=6).digest()
+    return "".join(chr(0x100000 + int.from_bytes(digest[i:i + 2], "big") % 0xFFFE) for i in (0, 2, 4))
+
+
+def gram_document(folded: str, key: str) -> str:
+    """What `segments_grams` indexes for one segment: its folded text with PAD around
+    every character, then its speaker's trigram."""
+    return PAD + PAD.join(folded) + PAD + " " + speaker_token(key)
+
+
 def fts5_string(value: str) -> str:
     """An FTS5 string: inside double quotes every character is literal (`NEAR`, `*`,
     `AND`, `:` are text), and a double quote is written twice."""
@@ -139,6 +189,11 @@ class SearchQuery:
     def indexed(self) -> bool:
         """Long enough for the trigram index (else every segment is compared)."""
         return len(self.folded) >= MIN_INDEXED_CHARACTERS
+
+    @property
+    def short(self) -> bool:
+        """1 or 2 characters: looked up in the index of unigrams and bigrams."""
+        return not self.indexed
 
     @property
     def fts5_phrase(self) -> str:
@@ -221,9 +276,11 @@ def search(store: "Store", raw_query: str, *, speaker: str | None = None, since:
     rows, more = store.search_segments(query, speaker_key=speaker_key(speaker) if speaker else None, since=since,
                                        until=until, job_id=job_id, limit=limit)
     notes: list[str] = []
-    if not query.indexed:
-        notes.append(f"{query.text!r} is shorter than {MIN_INDEXED_CHARACTERS} characters, which the full-text "
-                     "index cannot look up: every segment was compared instead (slower on a large database)")
+    if query.short:
+        pending = store.search_backfill()
+        if pending is not None:
+            notes.append(f"the index for 1- and 2-character searches is still being built ({pending.describe()}; "
+                         "`spkd db upgrade` or the daemon finishes it): every segment was compared instead")
     elif store.is_postgres and not query.folded.isascii() and not store.trigram_index_covers_cjk():
         notes.append(PG_LOCALE_NOTE)
     hits = tuple(Hit(job_id=r.job_id, idx=r.idx, source_name=r.source_name, received_at=r.received_at,

@@ -5,8 +5,10 @@ attached (so `ATTACH` and `VACUUM INTO` cannot create files anywhere), and an
 authorizer that allows reading and functions only: SELECT, reading tables and
 views (virtual tables such as FTS5 and their shadow tables included), functions
 (`highlight`, `snippet`, `bm25`, MATCH), recursive CTEs and the informational
-PRAGMAs (`table_info`, `index_list`, …). A progress handler stops a statement
-after `timeout_seconds` or at Ctrl-C. PostgreSQL: a session whose every transaction
+PRAGMAs (`table_info`, `index_list`, …). The statement runs on a thread of its own:
+at `timeout_seconds` or Ctrl-C the connection is interrupted (a progress handler and
+Connection.interrupt), and should one step of SQLite's never look (a single `instr`
+over megabytes), the command answers anyway and leaves that thread to the exit. PostgreSQL: a session whose every transaction
 is read-only, with `statement_timeout`; psycopg cancels the statement at Ctrl-C.
 Either way a statement that would write is refused with ReadOnlyError and changes
 nothing. Not part of the store (which does all of spkd's own writing): this runs
@@ -40,6 +42,8 @@ DEFAULT_MAX_ROWS = 10_000
 MAX_VALUE_BYTES = 16 * 2**20
 # How many SQLite virtual-machine steps between two looks at the clock and at Ctrl-C.
 _PROGRESS_STEPS = 10_000
+# How long an interrupted statement may take to notice before it is left behind.
+_INTERRUPT_GRACE_SECONDS = 1.0
 
 # Informational PRAGMAs: they read the schema or the file's properties, whatever their argument.
 _READ_PRAGMAS = {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
@@ -157,10 +161,11 @@ def _query_readonly_sqlite(url: str, path: Path, sql: str, timeout_seconds: floa
     check_usable(url)
     stop = _Stop(timeout_seconds)
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, check_same_thread=False)
     except sqlite3.Error as exc:
         raise unusable_database(url, exc) or ReadOnlyError(str(exc)) from None
     restore = _on_sigint(stop)
+    abandoned = False
     try:
         conn.execute("PRAGMA query_only=ON")
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
@@ -168,8 +173,13 @@ def _query_readonly_sqlite(url: str, path: Path, sql: str, timeout_seconds: floa
         conn.set_authorizer(_authorizer)
         conn.set_progress_handler(stop, _PROGRESS_STEPS)
         try:
-            cursor = conn.execute(sql)
-            rows = cursor.fetchmany(max_rows + 1)
+            try:
+                cursor, rows = _run_bounded(conn, sql, max_rows, stop)
+            except _Abandoned:
+                abandoned = True  # the thread holds the connection; closing it would wait for the step
+                if stop.interrupted:
+                    raise KeyboardInterrupt from None
+                raise ReadOnlyError(f"stopped after {timeout_seconds:g} s (--timeout)") from None
         except sqlite3.Error as exc:
             if stop.interrupted:
                 raise KeyboardInterrupt from None
@@ -188,7 +198,40 @@ def _query_readonly_sqlite(url: str, path: Path, sql: str, timeout_seconds: floa
         return columns, [tuple(r) for r in rows]
     finally:
         restore()
-        conn.close()
+        if not abandoned:
+            conn.close()
+
+
+class _Abandoned(Exception):
+    """The statement did not stop when interrupted: its thread is left running."""
+
+
+def _run_bounded(conn: sqlite3.Connection, sql: str, max_rows: int, stop: _Stop) -> tuple[Any, list[Any]]:
+    """Execute `sql` and fetch up to `max_rows` + 1 rows on a thread, while this thread
+    watches the clock and Ctrl-C (its signal handler runs here, between two short
+    waits): when either says stop, the connection is interrupted; a statement that does
+    not end within _INTERRUPT_GRACE_SECONDS after that raises _Abandoned."""
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            cursor = conn.execute(sql)
+            outcome["value"] = (cursor, cursor.fetchmany(max_rows + 1))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, name="spkd-sql", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.05)
+        if thread.is_alive() and stop() == 1:
+            conn.interrupt()
+            thread.join(_INTERRUPT_GRACE_SECONDS)
+            if thread.is_alive():
+                raise _Abandoned
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _query_readonly_postgres(url: str, sql: str, timeout_seconds: float | None,

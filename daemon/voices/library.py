@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from daemon.engine.transcriber import Transcriber
     from daemon.store import Store, VoiceSummary
 
-__all__ = ["Enrolled", "REMOVED_FOLDER", "enrol", "folder_source", "list_voices", "remove", "voice_source_name"]
+__all__ = ["Enrolled", "REMOVED_FOLDER", "enrol", "folder_source", "list_voices", "remove", "voice_folders",
+           "voice_source_name"]
 
 # Where `spkd voices remove` puts a removed voice's folder (never deleted: it is the user's audio).
 REMOVED_FOLDER = "removed-voices"
@@ -78,25 +79,47 @@ def list_voices(config: "Config", store: "Store") -> list["VoiceSummary"]:
 
 
 def remove(config: "Config", store: "Store", name: str) -> int:
-    """`spkd voices remove NAME`: the voice and all its samples go; its folder under
-    paths.voices (else it would be enrolled again) moves to `state/removed-voices/`.
-    Returns how many samples went; VoiceError for an unknown name."""
+    """`spkd voices remove NAME`: the voice and all its samples go; its folders under
+    paths.voices (else they would be enrolled again) move to `state/removed-voices/`.
+    Returns how many samples went; VoiceError for an unknown name.
+
+    A folder is the voice's when its name, normalised as the library normalises names
+    (NFC, blanks as one space), is the voice's: `José` written in NFD, `Li  Lei` or
+    `Li<TAB>Lei` all name the voice `Li Lei`, and all of them go. The voice's enrolment
+    jobs still queued or running are cancelled first, so that none of them brings the
+    voice back when it finishes (a running one's worker loses its hold and records
+    nothing)."""
     cleaned = normal_voice_name(str(name))
+    for job in store.enrol_jobs(states=("queued", "running")):
+        if normal_voice_name(str(job.options.get("voice") or "")) == cleaned:
+            if store.cancel(job.id, message=f"voice {cleaned!r} was removed", by="voices remove") is not None:
+                logger.info("job {}: enrolment cancelled, voice {} removed", job.id, cleaned)
     count = store.remove_voice(cleaned)
-    # only a name that can be a voice's is a folder of the library (never `..`, never a path)
-    folder = config.paths.voices / cleaned if voice_name_problem(cleaned) is None else None
     moved = False
-    if folder is not None and folder.is_dir() and not folder.is_symlink():
+    for folder in voice_folders(config, cleaned):
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         target = files.free_name(config.paths.state / REMOVED_FOLDER / f"{cleaned} {stamp}")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(folder), str(target))
-        logger.info("voice {}: its folder moved to {}", cleaned, target)
+        logger.info("voice {}: its folder {!r} moved to {}", cleaned, folder.name, target)
         moved = True
     if count == 0 and not moved:
         raise VoiceError(f"no voice named {cleaned!r} (spkd voices list shows the library)")
     logger.info("voice {} removed ({} sample(s))", cleaned, count)
     return count
+
+
+def voice_folders(config: "Config", name: str) -> list[Path]:
+    """The folders under paths.voices that enrol as voice `name` (a normalised name): a
+    real folder (never a link) whose name normalises to it. Only a name that can be a
+    voice's has folders (never `..`, never a path)."""
+    if voice_name_problem(name) is not None:
+        return []
+    try:
+        entries = sorted(config.paths.voices.iterdir())
+    except OSError:
+        return []
+    return [p for p in entries if normal_voice_name(p.name) == name and p.is_dir() and not p.is_symlink()]
 
 
 # --------------------------------------------------------------------------- the folder's files as sources

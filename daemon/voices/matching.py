@@ -11,7 +11,11 @@ its nearest neighbour are why): a speaker is named only when the cosine similari
 its centroid with a voice (the mean of that voice's unit-length samples) is at least
 `speakers.match_threshold` *and* beats the next best voice by `speakers.match_margin`;
 a voice names at most one speaker of a recording (the one it scores highest with); the
-others stay `SpeakerN` (daemon.transcript.Transcript.speaker_display). Samples of
+others stay `SpeakerN` (daemon.transcript.Transcript.speaker_display). Known voices also
+decide the count (`speakers.refine`, on by default): speakers of one recording that
+*each* pass threshold and margin for the same voice are one person split by the
+clusterer and become one speaker (`merge_known_voices`); nothing is merged on a guess.
+Samples of
 another model (name, revision or dimension) are never compared: they are skipped with
 a warning. A name a person gave (`spkd speakers`, the dashboard) is never overridden
 by matching again.
@@ -84,6 +88,9 @@ class SpeakerScores:
     candidates: tuple[Candidate, ...]
     chosen: Candidate | None
     reason: str  # why it was, or was not, named
+    # its best voice when that passes threshold and margin (chosen, or lost to a speaker
+    # that scores higher for the same voice)
+    qualified: Candidate | None = None
 
 
 def _unit(vector: Sequence[float]) -> tuple[float, ...]:
@@ -164,7 +171,8 @@ def match(centroids: Mapping[int, Sequence[float]], voices: Sequence[LibraryVoic
                 chosen = None
             else:
                 reason = f"{chosen.name} {chosen.score:.3f}"
-        result[speaker] = SpeakerScores(speaker=speaker, candidates=tuple(found), chosen=chosen, reason=reason)
+        result[speaker] = SpeakerScores(speaker=speaker, candidates=tuple(found), chosen=chosen, reason=reason,
+                                        qualified=qualified.get(speaker))
     return result
 
 
@@ -191,15 +199,41 @@ def scores_for(transcript: Transcript, samples: Sequence["SampleRow"], *, thresh
     return match(centroids, voices, threshold=threshold, margin=margin)
 
 
+def merge_known_voices(transcript: Transcript, scored: Mapping[int, SpeakerScores]) -> Transcript:
+    """Speakers of one recording that each pass threshold and margin for the same voice
+    are one person: they become the speaker that scores highest for it
+    (Transcript.merged). A speaker without a confident match stays as it is."""
+    by_voice: dict[int, list[SpeakerScores]] = {}
+    for result in scored.values():
+        if result.qualified is not None:
+            by_voice.setdefault(result.qualified.voice, []).append(result)
+    for group in by_voice.values():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda r: (-r.qualified.score, r.speaker))  # type: ignore[union-attr]
+        into, others = group[0].speaker, [r.speaker for r in group[1:]]
+        logger.info("speakers {} all match voice {}: one speaker", ", ".join(speaker_label(s) for s in [into, *others]),
+                    group[0].qualified.name)  # type: ignore[union-attr]
+        transcript = transcript.merged(into, others)
+    return transcript
+
+
 def name_speakers(transcript: Transcript, samples: Sequence["SampleRow"], *, threshold: float, margin: float,
-                  expected: Sequence[str] | None = None) -> Transcript:
+                  expected: Sequence[str] | None = None, merge: bool = False) -> Transcript:
     """The transcript with its speakers named after the library (`match`):
-    names matching gave before and no longer holds go, names a person gave stay. A
-    transcript without centroids (no speaker model; stereo channels, which are named by
-    their channel) comes back as it is."""
+    names matching gave before and no longer holds go, names a person gave stay. With
+    `merge`, speakers that match the same voice become one first (merge_known_voices).
+    A transcript without centroids (no speaker model; stereo channels, which are named
+    by their channel) comes back as it is."""
     if not transcript.speaker_centroids:
         return transcript
     scored = scores_for(transcript, samples, threshold=threshold, margin=margin, expected=expected)
+    if merge:
+        merged = merge_known_voices(transcript, scored)
+        if merged is not transcript:
+            transcript = merged
+            scored = scores_for(transcript, samples, threshold=threshold, margin=margin, expected=expected,
+                                warn=False)
     # kept: the names a person gave, and those of speakers without a centroid (nothing to match)
     names = {**{s: n for s, n in transcript.speaker_names.items() if s not in transcript.speaker_centroids},
              **_given_names(transcript)}
@@ -216,7 +250,8 @@ def name_for_job(config: "Config", transcript: Transcript, samples: Sequence["Sa
     """`name_speakers` as a job is named, in the worker and by `spkd voices rematch`:
     the config's threshold and margin, the job's `expected_speakers` the only candidates."""
     return name_speakers(transcript, samples, threshold=config.speakers.match_threshold,
-                         margin=config.speakers.match_margin, expected=options.get("expected_speakers"))
+                         margin=config.speakers.match_margin, expected=options.get("expected_speakers"),
+                         merge=config.speakers.refine)
 
 
 # --------------------------------------------------------------------------- samples

@@ -26,6 +26,7 @@ that read the database are plain functions, which Starlette runs in its thread p
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import tempfile
@@ -40,6 +41,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.routing import Mount, Route
 from starlette.types import Message
 from starlette.staticfiles import StaticFiles
@@ -51,7 +53,14 @@ from daemon.store import search
 from daemon.intake.probe import probe
 from daemon.jobs import retry
 from daemon.config import Config
-from daemon.errors import JobRefusedError, NoSuchJobError, SpkdError, VoiceError
+from daemon.errors import (
+    DatabaseUnavailableError,
+    JobRefusedError,
+    NoSuchJobError,
+    SpkdError,
+    UnusableDatabaseError,
+    VoiceError,
+)
 from daemon.options import normal_voice_name
 from daemon.progress import STAGES
 from daemon.store.schema import JOB_STATES
@@ -64,7 +73,10 @@ from daemon.web.security import (
     CSRF_FIELD,
     CSRF_HEADER,
     SESSION_COOKIE,
+    HostRule,
+    LoginThrottle,
     SecurityMiddleware,
+    client_of,
     cookie_header,
     csrf_ok,
     session_value,
@@ -78,6 +90,24 @@ PAGE_SIZE = 50
 # How often the live parts of a page refresh themselves.
 LIVE_SECONDS = 2.0
 SESSION_DAYS = 30
+# The most pages a listing may be asked for (an offset past SQLite's 64-bit integers is a 400, not a 500).
+MAX_PAGE = 10**9
+
+
+class _JobId(Convertor[int]):
+    """`{job_id:job}`: a job id that fits the database's 64-bit integers (at most 18
+    digits); a longer number is no route, so 404, never an overflow deeper down."""
+
+    regex = "[0-9]{1,18}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("job", _JobId())
 
 
 def _templates() -> Environment:
@@ -123,7 +153,7 @@ def _parse_day(value: str, field_name: str) -> dt.datetime | None:
         return None
     try:
         return dt.datetime.combine(dt.date.fromisoformat(value), dt.time())
-    except ValueError:
+    except (ValueError, OverflowError):
         raise HTTPException(400, f"{field_name}: not a date (YYYY-MM-DD): {value!r}") from None
 
 
@@ -157,8 +187,15 @@ def limited(request: Request, config: Config) -> Request:
     return Request(request.scope, receive)
 
 
-def create_app(config: Config) -> Starlette:
+def create_app(config: Config, listen: str | None = None) -> Starlette:
+    """The dashboard over `config`, served on `listen` (default web.listen, else
+    127.0.0.1:8765): its host decides which Host headers are this dashboard's own."""
+    from daemon.config import parse_listen
+    from daemon.web.server import DEFAULT_LISTEN
+
     store = Store(config.database_url, host=config.host)
+    hosts = HostRule(parse_listen(listen or config.web.listen or DEFAULT_LISTEN)[0], config.web.allowed_hosts)
+    throttle = LoginThrottle()
     env = _templates()
     # Retry is offered only where it can change how the job ends (the rule of `spkd retry`).
     env.globals.update(can_retry=lambda job: retry.offered(config, job),
@@ -210,7 +247,11 @@ def create_app(config: Config) -> Starlette:
             page = max(1, int(q.get("page") or 1))
         except ValueError:
             raise HTTPException(400, "page: a number") from None
-        where = JobFilter(state=state, since=since, until=until + dt.timedelta(days=1) if until else None,
+        if page > MAX_PAGE:
+            raise HTTPException(400, f"page: a number from 1 to {MAX_PAGE}")
+        # The last day there is has no day after it: it bounds nothing.
+        where = JobFilter(state=state, since=since,
+                          until=until + dt.timedelta(days=1) if until and until.date() < dt.date.max else None,
                           name_contains=name)
         rows, total = store.job_page(where, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
         filters = {k: v for k, v in (("state", state), ("since", q.get("since")), ("until", q.get("until")),
@@ -312,13 +353,19 @@ def create_app(config: Config) -> Starlette:
 
     def search_page(request: Request) -> HTMLResponse:
         query = (request.query_params.get("q") or "").strip()
+        # The filters of `spkd search`: --speaker, --since, --until (dates as it reads them).
+        filters = {k: (request.query_params.get(k) or "").strip() for k in ("speaker", "since", "until")}
         result, problem = None, None
         if query:
             try:
-                result = search.search(store, query, limit=100)
+                result = search.search(
+                    store, query, limit=100, speaker=filters["speaker"] or None,
+                    since=search.parse_date_bound(filters["since"], end=False) if filters["since"] else None,
+                    until=search.parse_date_bound(filters["until"], end=True) if filters["until"] else None)
             except SpkdError as exc:
                 problem = str(exc)
-        return render(request, "search.html", query=query, result=result, problem=problem, page="search")
+        return render(request, "search.html", query=query, filters=filters, result=result, problem=problem,
+                      page="search")
 
     def voices_page(request: Request) -> HTMLResponse:
         return render(request, "voices.html", v=pages.voices_view(config, store), page="voices",
@@ -343,6 +390,7 @@ def create_app(config: Config) -> Starlette:
             folder.mkdir(parents=True, exist_ok=True)
             suffix = Path(files.safe_file_name(recording.filename or "")).suffix
             fd, temp_name = tempfile.mkstemp(prefix="voice-", suffix=suffix, dir=folder)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # the sweep at start (upload.sweep_abandoned) leaves it be
             try:
                 with os.fdopen(fd, "wb") as handle:
                     while chunk := await recording.read(1 << 20):
@@ -381,9 +429,16 @@ def create_app(config: Config) -> Starlette:
             return RedirectResponse(nxt, status_code=303)
         import hmac
 
+        client = client_of(request.scope)
+        wait = throttle.wait_seconds(client)
+        if wait > 0:
+            return render(request, "login.html", status=429, next=nxt, page="login",
+                          problem=f"too many wrong tokens: try again in {wait:.0f} s")
         given = (fields.get("token") or [""])[0]
         if not hmac.compare_digest(given.encode(), token.encode()):
+            throttle.failed(client)
             return render(request, "login.html", status=401, next=nxt, problem="wrong token", page="login")
+        throttle.succeeded(client)
         response = RedirectResponse(nxt, status_code=303)
         response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, session_value(token),
                                                             max_age=SESSION_DAYS * 86400))
@@ -398,6 +453,9 @@ def create_app(config: Config) -> Starlette:
     def error_page(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        if isinstance(exc, (DatabaseUnavailableError, UnusableDatabaseError)):
+            # One clear page, not a 500: what the database said, and that a reload tries again.
+            status, detail = 503, f"the job database cannot be used right now ({exc}); reload to try again"
         if "text/html" in request.headers.get("accept", ""):
             return render(request, "error.html", status=status, status_code=status, detail=detail)
         return Response(f"{detail}\n", status_code=status, media_type="text/plain")
@@ -406,12 +464,12 @@ def create_app(config: Config) -> Starlette:
         Route("/", overview_page),
         Route("/fragments/overview", overview_fragment),
         Route("/jobs", jobs_page),
-        Route("/jobs/{job_id:int}", job_page),
-        Route("/jobs/{job_id:int}/live", job_fragment),
-        Route("/jobs/{job_id:int}/audio", job_audio),
-        Route("/jobs/{job_id:int}/outputs/{fmt:str}", job_output),
-        Route("/jobs/{job_id:int}/retry", job_retry, methods=["POST"]),
-        Route("/jobs/{job_id:int}/speakers", job_speakers, methods=["POST"]),
+        Route("/jobs/{job_id:job}", job_page),
+        Route("/jobs/{job_id:job}/live", job_fragment),
+        Route("/jobs/{job_id:job}/audio", job_audio),
+        Route("/jobs/{job_id:job}/outputs/{fmt:str}", job_output),
+        Route("/jobs/{job_id:job}/retry", job_retry, methods=["POST"]),
+        Route("/jobs/{job_id:job}/speakers", job_speakers, methods=["POST"]),
         Route("/upload", upload, methods=["POST"]),
         Route("/search", search_page),
         Route("/voices", voices_page),
@@ -423,8 +481,10 @@ def create_app(config: Config) -> Starlette:
         Route("/logout", logout, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    handlers: dict[Any, Callable[..., Any]] = {HTTPException: error_page, 404: error_page, 405: error_page}
+    handlers: dict[Any, Callable[..., Any]] = {HTTPException: error_page, 404: error_page, 405: error_page,
+                                               DatabaseUnavailableError: error_page,
+                                               UnusableDatabaseError: error_page}
     app = Starlette(routes=routes, exception_handlers=handlers)
-    app.add_middleware(SecurityMiddleware, token=config.web.token)
+    app.add_middleware(SecurityMiddleware, token=config.web.token, hosts=hosts, throttle=throttle)
     app.state.store = store
     return app

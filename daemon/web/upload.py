@@ -19,6 +19,7 @@ anything gets its real name.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import re
@@ -30,13 +31,13 @@ from typing import Any, AsyncIterator, BinaryIO
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from daemon import files, options
+from daemon import files, names, options
 from daemon.jobs import spool
 from daemon.config import Config
 from daemon.errors import OptionsError
 from daemon.intake.stability import ignored_because
 
-__all__ = ["UploadError", "Uploaded", "receive_upload"]
+__all__ = ["UploadError", "Uploaded", "receive_upload", "sweep_abandoned"]
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FILES = 100
@@ -110,6 +111,7 @@ class _Receiver:
             self.part.filename = params[b"filename"].decode("utf-8", "replace")
             self.part.temp = self.inbox / f"{TEMP_PREFIX}{secrets.token_hex(8)}.part"
             fd = os.open(self.part.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # while held, sweep_abandoned leaves the file alone
             self.part.handle = os.fdopen(fd, "wb")
         self.parts.append(self.part)
 
@@ -163,6 +165,10 @@ SIDECAR_RESERVE_BYTES = files.name_bytes(spool.SIDECAR_SUFFIX)
 
 
 def _target_name(config: Config, filename: str) -> str:
+    problem = names.text_problem(filename, what="a file's name")
+    if problem is not None and "bidirectional" in problem:
+        # Shown as it is, a right-to-left override makes `evil\u202Evaw.exe` read as `evilexe.wav`.
+        raise UploadError(f"{ascii(filename)}: {problem}")
     name = files.safe_file_name(filename, reserve_bytes=SIDECAR_RESERVE_BYTES)
     reason = ignored_because(config, PurePosixPath(name))
     if reason is not None:
@@ -258,6 +264,32 @@ async def receive_upload(config: Config, headers: Any, stream: AsyncIterator[byt
         raise UploadError(f"malformed upload: {exc}") from None
     finally:
         receiver.cleanup()
+
+
+def sweep_abandoned(config: Config) -> list[Path]:
+    """Remove what an upload killed midway left behind: `.spkd-upload-*.part` in the inbox
+    and `voice-*` under paths.state/uploads whose writer is gone (no process holds the
+    lock every writer takes on its file). Called as a dashboard starts; returns what went."""
+    removed = []
+    candidates = list(config.paths.inbox.glob(f"{TEMP_PREFIX}*.part")) if config.paths.inbox.is_dir() else []
+    uploads = config.paths.state / "uploads"
+    if uploads.is_dir():
+        candidates += list(uploads.glob("voice-*"))
+    for path in candidates:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # still being written
+        else:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _finish(handle: BinaryIO) -> None:

@@ -77,6 +77,12 @@ def test_dropped_recordings_are_found_by_what_was_said(tmp_path, make_daemon):
         hits = search_json(d, target["text"][:8], "--job", str(weekly["id"]))
         assert [(h["job_id"], h["start_seconds"], h["end_seconds"], h["speaker"], h["text"]) for h in hits] == [
             (weekly["id"], target["start"], target["end"], target["speaker_label"], target["text"])]
+        # One and two characters: found at that job through the index of grams, with no warning.
+        for piece in (target["text"].strip()[:1], target["text"].strip()[1:3]):
+            out = spkd(d, "search", piece, "--json", "-n", "100000")
+            assert out.returncode == 0 and out.stderr == "", (piece, out.stderr)
+            assert (weekly["id"], target["start"], target["text"]) in {
+                (h["job_id"], h["start_seconds"], h["text"]) for h in json.loads(out.stdout)}, piece
         # Mixed Chinese and full-width English, any case and width; newest recording first.
         hits = search_json(d, "kpi要重新定", "-n", "100")
         assert [h["job_id"] for h in hits][:1] == [by_name["copy-zh.wav"]["id"]]

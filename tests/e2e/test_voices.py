@@ -64,6 +64,7 @@ def recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Dialog]:
     return {
         "solo A": make_dialog(folder / "solo-a.wav", [A], seed=21, min_speech_seconds=15),
         "solo C": make_dialog(folder / "solo-c.wav", [C], seed=22, min_speech_seconds=15),
+        "A again": make_dialog(folder / "a-again.wav", [A], seed=27, min_speech_seconds=30),
         "A B": make_dialog(folder / "a-b.wav", [A, B], seed=23),
         "B C": make_dialog(folder / "b-c.wav", [B, C], seed=24),
         "B D": make_dialog(folder / "b-d.wav", [B, D], seed=25),
@@ -85,10 +86,11 @@ def test_names_from_the_library_renaming_and_the_next_recording(tmp_path, tiny_m
         assert all(j["state"] == "done" for j in jobs), jobs
         ids = {Path(j["source_name"]).stem: j["id"] for j in jobs}
 
-        # A is named in every format; B, unknown, is an unnamed speaker (the clusterer may
-        # split a voice into two: the extra one is unnamed too, a voice names one speaker)
+        # A is named in every format; B, unknown, is an unnamed speaker, and there is no
+        # third (a voice split by the clusterer is one speaker again)
         a_b = names_by_voice(d.outbox / "A-B.json", recordings["A B"])
         assert a_b[A] == "王总" and a_b[B].startswith("Speaker"), a_b
+        assert len(json.loads((d.outbox / "A-B.json").read_text())["speakers"]) == 2
         shown = shown_speakers(d, "A-B")
         assert "王总" in shown["json"] and all(found == shown["json"] for found in shown.values()), shown
         assert all(n == "王总" or n.startswith("Speaker") for n in shown["json"])
@@ -113,9 +115,13 @@ def test_names_from_the_library_renaming_and_the_next_recording(tmp_path, tiny_m
         assert d.query("SELECT count(*) AS n FROM segments WHERE job_id = ? AND speaker = '李雷'",
                        ids["A-B"])[0]["n"] > 0
 
-        # the next recording of B names B
+        # the next recording of B names B; a new recording of A alone is 王总 and nobody else
         (d.inbox / "B-D.wav").write_bytes(recordings["B D"].path.read_bytes())
-        jobs = d.wait_finished(3, timeout=300)
+        (d.inbox / "A-again.wav").write_bytes(recordings["A again"].path.read_bytes())
+        jobs = d.wait_finished(4, timeout=300)
+        assert all(j["state"] == "done" for j in jobs), jobs
+        again = json.loads((d.outbox / "A-again.json").read_text(encoding="utf-8"))
+        assert [s["display"] for s in again["speakers"]] == ["王总"], again["speakers"]
         b_d = names_by_voice(d.outbox / "B-D.json", recordings["B D"])
         assert b_d[B] == "李雷" and b_d[D].startswith("Speaker"), b_d
 

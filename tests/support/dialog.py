@@ -163,6 +163,64 @@ def make_dialog(
     return Dialog(Path(path), tuple(turns), tuple(voices), 1)
 
 
+def make_scripted_dialog(
+    path: Path,
+    script: Sequence[tuple[str, float]],
+    *,
+    seed: int = 0,
+    pause_seconds: float = 2.0,
+    language: str = "cmn",
+) -> Dialog:
+    """A mono dialog that follows `script`: (voice, seconds) turns in that order,
+    `pause_seconds` apart (a short interjection, a meeting plan)."""
+    voices = tuple(dict.fromkeys(v for v, _ in script))
+    check_held_out(voices)
+    rng = random.Random(seed)
+    pieces: list[np.ndarray] = [np.zeros(int(SAMPLE_RATE * pause_seconds / 2), dtype=np.float32)]
+    clock = pause_seconds / 2
+    turns: list[DialogTurn] = []
+    for voice, seconds in script:
+        audio = _turn_audio(voice, seconds, rng, language)
+        if turns:
+            pieces.append(np.zeros(int(SAMPLE_RATE * pause_seconds), dtype=np.float32))
+            clock += pause_seconds
+        pieces.append(audio)
+        turns.append(DialogTurn(voice, round(clock, 3), round(clock + audio.size / SAMPLE_RATE, 3)))
+        clock += audio.size / SAMPLE_RATE
+    pieces.append(np.zeros(int(SAMPLE_RATE * pause_seconds / 2), dtype=np.float32))
+    write_wav(path, [np.concatenate(pieces)])
+    return Dialog(Path(path), tuple(turns), voices, 1)
+
+
+def interjection_script(main: str, other: str, *, seed: int = 0) -> list[tuple[str, float]]:
+    """`main` speaks eight turns of 4-7 s; `other` says two short sentences (1.4-1.7 s
+    each, about 3 s in all) after the second and the fifth."""
+    rng = random.Random(seed)
+    script: list[tuple[str, float]] = []
+    for turn in range(8):
+        script.append((main, rng.uniform(4.0, 7.0)))
+        if turn in (1, 4):
+            script.append((other, rng.uniform(1.4, 1.7)))
+    return script
+
+
+def meeting_script(voices: Sequence[str], minutes: float, *, seed: int = 0,
+                   turn_seconds: tuple[float, float] = (4.0, 14.0)) -> list[tuple[str, float]]:
+    """Turns of `turn_seconds` by voices drawn at random (never the same twice in a
+    row; the first voice talks most, the last least) until `minutes` of speech."""
+    rng = random.Random(seed)
+    weights = [1.0 + (len(voices) - i) / len(voices) for i in range(len(voices))]
+    script: list[tuple[str, float]] = []
+    total, last = 0.0, None
+    while total < minutes * 60:
+        voice = rng.choices([v for v in voices if v != last], [w for v, w in zip(voices, weights) if v != last])[0]
+        seconds = rng.uniform(*turn_seconds)
+        script.append((voice, seconds))
+        total += seconds
+        last = voice
+    return script
+
+
 def make_stereo_call(
     path: Path,
     voices: Sequence[str],
@@ -256,8 +314,11 @@ __all__ = [
     "check_held_out",
     "dual_mono",
     "held_out_voices",
+    "interjection_script",
     "make_dialog",
+    "make_scripted_dialog",
     "make_stereo_call",
+    "meeting_script",
     "overlap_seconds",
     "write_wav",
 ]

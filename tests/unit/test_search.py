@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.engine import make_url
 
 from daemon.jobs import outputs, results
@@ -23,7 +23,7 @@ from daemon.store import search
 from daemon.store import db
 from daemon.store import sqlconsole
 from daemon import store as st
-from daemon.store.schema import SEGMENT_ID_STRIDE, jobs
+from daemon.store.schema import SEGMENT_ID_STRIDE, jobs, segments
 from daemon.errors import DatabaseExtensionError, ReadOnlyError, SearchQueryError
 from daemon.transcript import Segment, Transcript
 from tests.support import postgres
@@ -172,13 +172,93 @@ def test_case_and_width_do_not_matter_on_either_backend(store):
     assert found(store, "CAFÉ") == [(job_id, 1), (job_id, 2)]
 
 
-def test_short_queries_are_compared_with_every_segment_and_say_so(store):
-    job_id = finish(store, "short.wav", segs("预算", "我", "ＡＢ", "x%y"))
-    result = search.search(store, "预")
-    assert [(h.job_id, h.idx) for h in result.hits] == [(job_id, 0)]
-    assert result.notes and "shorter than 3 characters" in result.notes[0]
-    assert found(store, "ab") == [(job_id, 2)] and found(store, "%") == [(job_id, 3)]
+def test_grams_are_every_character_and_pair_once():
+    assert search.grams("预算预算") == ["预", "算", "预算", "算预"]
+    assert search.grams("ai") == ["a", "i", "ai"] and search.grams("x") == ["x"] and search.grams("") == []
+    # SQLite's document: every trigram of it stands for one gram (or the speaker), and
+    # every gram of the text is one of its trigrams.
+    folded, key = "a, b预算", search.speaker_key("Alice")
+    document = search.gram_document(folded, key)
+    trigrams = {document[i:i + 3] for i in range(len(document) - 2)}
+    assert {search.gram_token(g) for g in search.grams(folded)} <= trigrams
+    assert search.speaker_token(key) in trigrams and search.speaker_token(key) != search.speaker_token("\x1fbob\x1f")
+    assert search.gram_token("算预") not in trigrams and search.gram_token("x") not in trigrams
+
+
+def test_short_queries_are_answered_from_the_index_without_a_note(store):
+    job_id = finish(store, "short.wav", segs("预算", "我", "ＡＢ", "x%y", "讨论 AI 的钱。", 'say "hi", ok'))
+    for query, expected in (("预", [0]), ("预算", [0]), ("我", [1]), ("ab", [2]), ("ＡＢ", [2]), ("%", [3]),
+                            ("x%", [3]), ("ai", [4]), ("AI", [4]), ("钱", [4]), ("钱。", [4]), ("a,", []),
+                            ('"', [5]), ('",', [5]), (",", [5]), ("算预", []), ("ba", []), ("_", []), ("%%", [])):
+        result = search.search(store, query)
+        assert [(h.job_id, h.idx) for h in result.hits] == [(job_id, i) for i in expected], query
+        assert not result.notes, (query, result.notes)
     assert not search.search(store, "x%y").notes
+    # Mixed scripts: the trigram path, as every longer query.
+    mixed = finish(store, "mixed.wav", segs("下周的 KPI 预算表", "kpi预算"))
+    assert found(store, "KPI 预算") == [(mixed, 0)] and found(store, "KPI") == [(mixed, 0), (mixed, 1), (job_id, 4)][:2]
+
+
+def test_the_index_of_grams_answers_short_queries(store):
+    """Taken out of the index, a segment is no longer found by a 1-2 character query:
+    the index, not a comparison with every row, answered it."""
+    job_id = finish(store, "a.wav", segs("预算要定", "钱不够"))
+    assert found(store, "钱") == [(job_id, 1)] and found(store, "预算") == [(job_id, 0)]
+    if store.is_postgres:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(r[0] for r in conn.execute(text(
+                "EXPLAIN SELECT id FROM segments WHERE spkd_grams(folded_text) @> ARRAY['钱'] ORDER BY id DESC")))
+        assert "ix_segments_grams" in plan, plan
+        return
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO segments_grams(segments_grams) VALUES ('integrity-check')")
+        conn.exec_driver_sql("INSERT INTO segments_grams(segments_grams, rowid, grams) VALUES ('delete', ?, ?)",
+                             (job_id * SEGMENT_ID_STRIDE + 1, search.gram_document("钱不够", search.speaker_key(
+                                 "Speaker2"))))
+    assert found(store, "钱") == [] and found(store, "预算") == [(job_id, 0)]
+    assert found(store, "钱不够") == [(job_id, 1)]  # the trigram index still has it
+
+
+def scan(store: st.Store, query: str, *, speaker: str | None = None, since: dt.datetime | None = None,
+         until: dt.datetime | None = None, limit: int = 20) -> tuple[list[tuple[int, int]], bool]:
+    """What the search must return, by reading every row in Python: the oracle."""
+    folded = search.fold(query.strip())
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(segments.c.job_id, segments.c.idx, segments.c.folded_text, segments.c.speaker_key,
+                                   jobs.c.created_at).join(jobs, jobs.c.id == segments.c.job_id)).all()
+    hits = sorted(((r.job_id, r.idx) for r in rows if folded in r.folded_text
+                   and (speaker is None or r.speaker_key == search.speaker_key(speaker))
+                   and (since is None or r.created_at >= since) and (until is None or r.created_at < until)),
+                  key=lambda h: (-h[0], h[1]))
+    return hits[:limit], len(hits) > limit
+
+
+SAMPLE_TEXTS = ("我们讨论一下预算。", "预算不够，钱也不够。", "下周开会", "AI 和 KPI", "ai是什么？", "会议，会议。",
+                "我", "钱", "a, b", "OK 好的", "一二三四五六七八九十", "Ａi 全角")
+
+
+def test_short_queries_return_what_a_scan_of_every_row_returns(store):
+    import random
+
+    rng = random.Random(28)
+    people = {1: "张伟", 2: "Bob"}
+    for n in range(12):
+        texts = [rng.choice(SAMPLE_TEXTS) for _ in range(rng.randint(1, 9))]
+        finish(store, f"r{n}.wav", segs(*texts, speakers=(1, 2, 3)), names=people if n % 3 else None,
+               received=dt.datetime(2026, 1 + n % 12, 3, 9))
+    queries = {"预", "预算", "钱", "会", "会议", "ai", "AI", "a", "，", ",", "。", "k", "不", "够", "不够", "ｏｋ",
+               "好", "九十", "x", "全角", "猫", "狗狗", "i "}
+    filters = ({}, {"speaker": "张伟"}, {"speaker": "bob"}, {"speaker": "Speaker3"},
+               {"since": dt.datetime(2026, 6, 1)}, {"until": dt.datetime(2026, 4, 1)},
+               {"since": dt.datetime(2026, 3, 1), "until": dt.datetime(2026, 9, 1), "speaker": "Speaker3"})
+    for query in sorted(queries):
+        for options in filters:
+            for limit in (3, 100):
+                result = search.search(store, query, limit=limit, **options)
+                assert ([(h.job_id, h.idx) for h in result.hits], result.more) == scan(
+                    store, query, limit=limit, **options), (query, options, limit)
+                assert not result.notes
 
 
 def test_speaker_job_and_date_filters(store):
@@ -307,6 +387,113 @@ def test_the_backfill_fills_a_database_made_before_the_migration(tmp_path, empty
         store.close()
 
 
+def database_at_0009_with_segments(url: str, jobs_count: int, per_job: int) -> list[int]:
+    """A database at revision 0009 (before the index of grams) with `jobs_count` done jobs
+    of `per_job` segments each, written as spkd 0009 wrote them; returns the job ids."""
+    from daemon.store.segments import segment_rows
+
+    _alembic_upgrade(url, "0009")
+    engine = db.make_engine(url)
+    ids = []
+    try:
+        with engine.begin() as conn:
+            for n in range(jobs_count):
+                job_id = conn.execute(text(
+                    "INSERT INTO jobs (source_name, spool_path, output_stem, state, attempts, max_attempts, priority, "
+                    "created_at, finished_at, host, task) VALUES (:n, :n, :n, 'done', 1, 3, 0, :t, :t, 'h1', "
+                    "'transcribe') RETURNING id"), {"n": f"old{n}.wav", "t": st.utcnow()}).scalar_one()
+                texts = [SAMPLE_TEXTS[(n + i) % len(SAMPLE_TEXTS)] for i in range(per_job)]
+                conn.execute(segments.insert(), segment_rows(job_id, Transcript(segments=segs(*texts),
+                                                                                  audio_seconds=60)))
+                ids.append(job_id)
+    finally:
+        engine.dispose()
+    return ids
+
+
+def test_migration_0010_backfills_a_large_database_in_batches_and_resumes(empty_url):
+    per_job = 500
+    ids = database_at_0009_with_segments(empty_url, 41, per_job)  # 20,500 rows: more than the migration does itself
+    db.migrate(empty_url)
+    s = st.Store(empty_url, host="h1")
+    try:
+        pending = s.search_backfill()
+        assert pending is not None and (pending.done, pending.total) == (0, 41 * per_job)
+        # Until it is whole: found all the same, by comparing every row, and said so.
+        result = search.search(s, "钱", limit=5)
+        assert [(h.job_id, h.idx) for h in result.hits] == scan(s, "钱", limit=5)[0]
+        assert result.notes and "still being built" in result.notes[0]
+        # Written while it runs: a new job, and a job of the part not yet indexed replaced.
+        new = finish(s, "new.wav", segs("新的钱", "预算"))
+        assert s.replace_segments(ids[-1], Transcript(segments=segs("改过的钱"), audio_seconds=5)) == 1
+        seen = []
+
+        class Stop(Exception):
+            pass
+
+        def interrupt(state) -> None:
+            seen.append(state)
+            if s.is_postgres or len(seen) == 3:
+                raise Stop
+
+        if s.is_postgres:
+            # An interrupted CREATE INDEX CONCURRENTLY leaves an invalid index behind.
+            with s.engine.begin() as conn:
+                conn.exec_driver_sql("CREATE INDEX ix_segments_grams ON segments (id)")
+                conn.exec_driver_sql("UPDATE pg_index SET indisvalid = false "
+                                     "WHERE indexrelid = 'ix_segments_grams'::regclass")
+            assert s.replace_segments(ids[0], Transcript(segments=segs("已经索引的钱"), audio_seconds=5)) == 1
+        else:
+            with pytest.raises(Stop):
+                s.backfill_search_index(interrupt, batch_seconds=0.01)
+            assert 0 < seen[-1].done < seen[-1].total and s.search_backfill() == seen[-1]
+            assert s.replace_segments(ids[0], Transcript(segments=segs("已经索引的钱"), audio_seconds=5)) == 1
+            assert "still being built" in search.search(s, "钱").notes[0]
+        assert s.backfill_search_index(seen.append)  # goes on where it stopped
+        assert s.search_backfill() is None and not s.backfill_search_index()
+        for query in ("钱", "预算", "ai", "，", "改过", "已经", "新的"):
+            for options in ({}, {"speaker": "Speaker2"}, {"limit": 100}):
+                result = search.search(s, query, **options)
+                assert ([(h.job_id, h.idx) for h in result.hits], result.more) == scan(s, query, **options), query
+                assert not result.notes
+        assert found(s, "新的") == [(new, 0)]
+        assert found(s, "已经") == [(ids[0], 0)]  # in the oldest rows: PostgreSQL looks it up in the GIN index
+        if not s.is_postgres:
+            with s.engine.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO segments_grams(segments_grams) VALUES ('integrity-check')")
+    finally:
+        s.close()
+
+
+def test_migration_0010_indexes_a_small_database_itself_and_goes_again_on_downgrade(empty_url, backend):
+    from alembic import command
+
+    ids = database_at_0009_with_segments(empty_url, 3, 4)
+    db.migrate(empty_url)
+    s = st.Store(empty_url, host="h1")
+    try:
+        assert s.search_backfill() is None
+        result = search.search(s, "钱")
+        assert [(h.job_id, h.idx) for h in result.hits] == scan(s, "钱")[0] and not result.notes
+        assert {h.job_id for h in result.hits} <= set(ids) and result.hits
+    finally:
+        s.close()
+    cfg = db._alembic_config(empty_url)
+    command.downgrade(cfg, "0009")
+    engine = db.make_engine(empty_url)
+    try:
+        with engine.connect() as conn:
+            if backend == "sqlite":
+                names = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master")}
+                assert "segments_grams" not in names and "search_backfill" not in names
+            else:
+                assert conn.exec_driver_sql("SELECT to_regclass('search_backfill'), to_regclass('ix_segments_grams'), "
+                                            "to_regproc('spkd_grams')").one() == (None, None, None)
+    finally:
+        engine.dispose()
+    db.migrate(empty_url)
+
+
 def spkd(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "daemon", "--config", str(config_path), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120,
@@ -327,6 +514,20 @@ def test_db_upgrade_backfills(tmp_path):
     conn.close()
 
 
+def test_db_upgrade_says_how_long_the_index_of_grams_takes_and_builds_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'spkd.db'}"
+    database_at_0009_with_segments(url, 41, 500)
+    out = spkd(write_config(tmp_path, url=url, host="h1"), "db", "upgrade")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"search index for 1- and 2-character queries: 20,500 segments to index, about \d+ s", out.stdout)
+    assert "search index: done in" in out.stdout and f"at revision {db.head_revision()}" in out.stdout
+    s = st.Store(url, host="h1")
+    try:
+        assert s.search_backfill() is None and not search.search(s, "钱").notes
+    finally:
+        s.close()
+
+
 # --- reading it: spkd search and spkd sql ----------------------------------------------------
 
 def test_spkd_search_prints_marked_hits_and_json(tmp_path, url, store):
@@ -339,7 +540,10 @@ def test_spkd_search_prints_marked_hits_and_json(tmp_path, url, store):
     assert lines[1:] == [
         "  00:00:10-00:00:14  Speaker2  我们讨论一下[预算]。",
         "  00:00:20-00:00:24  Speaker1  [预算]要在周三之前定。"]
-    assert "shorter than 3 characters" in out.stderr
+    assert out.stderr == ""  # found through the index of grams: nothing to warn about
+    out = spkd(config, "search", "算", "--json")
+    assert [(h["job_id"], h["idx"]) for h in json.loads(out.stdout)] == [(job_id, 1), (job_id, 2)]
+    assert out.returncode == 0 and out.stderr == ""
     out = spkd(config, "search", "讨论一下预算", "--json", "--speaker", "speaker2")
     [hit] = json.loads(out.stdout)
     assert {k: hit[k] for k in ("job_id", "source_name", "start_seconds", "end_seconds", "speaker", "text")} == {

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -144,8 +145,7 @@ def test_a_file_that_cannot_even_be_moved_stays_logged_once_until_it_changes(w, 
     assert path.exists() and w.store.jobs() == []
     assert sum("stays in the inbox until it changes" in line for line in logged) == 1
     assert len(w.tracker) == 0  # not looked at again and again
-    with open(path, "ab") as handle:
-        handle.write(b"\0\0")  # it changed: looked at again
+    write_wav(path, seconds=0.6)  # it changed: looked at again
     monkeypatch.undo()
     jobs = take_all(w)
     assert jobs["stuck.wav"].state == "queued"
@@ -253,7 +253,8 @@ def test_where_the_kernel_cannot_tell_an_unfinished_container_waits(root, monkey
         assert w.take(path) is None and path.exists()  # still being written, as far as anyone can tell
     finally:
         w.store.close()
-    w = make_watcher(root, incomplete_wait_seconds=0)  # ... and once it stayed unchanged long enough
+    # ... and once it stayed unchanged long enough
+    w = make_watcher(root, incomplete_wait_seconds=0, unfinished_wav_seconds=0)
     try:
         job_id = w.take(path)
         assert job_id is not None and not path.exists()
@@ -347,3 +348,80 @@ def test_an_empty_file_still_open_for_writing_is_not_failed_as_empty(w):
         writer.communicate("done\n", timeout=10)
     job_id = w.take(path, age_seconds=w.config.watch.empty_fail_seconds + 1)
     assert w.store.job(job_id).error_kind == "empty"
+
+
+def burst(path: Path, seconds: float, *, final: bool = False) -> None:
+    """A recorder that reopens the file for each burst: appends PCM and closes it again,
+    leaving the placeholder sizes in the header until the last burst (`final`)."""
+    import struct
+
+    with open(path, "r+b" if path.exists() else "w+b") as out:
+        if out.seek(0, os.SEEK_END) == 0:
+            out.write(b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " +
+                      struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16) + b"data" + struct.pack("<I", 0xFFFFFFFF))
+        out.write(b"\0\1" * int(16000 * seconds))
+        if final:
+            size = out.tell()
+            out.seek(4)
+            out.write(struct.pack("<I", size - 8))
+            out.seek(40)
+            out.write(struct.pack("<I", size - 44))
+
+
+def test_a_wav_reopened_for_each_burst_waits_for_its_final_header(root):
+    """Nobody holds it open between bursts (the kernel says so), but the header says the
+    recording goes on: the file is left alone until its header is final, then taken
+    once, whole (issue 26, R2)."""
+    w = make_watcher(root, unfinished_wav_seconds=60)
+    try:
+        path = w.inbox / "meeting.wav"
+        for _ in range(3):
+            burst(path, 1.0)
+            assert files.open_for_writing(path) in (False, None)
+            assert take_all(w) == {} and path.exists()
+        burst(path, 1.0, final=True)
+        jobs = take_all(w)
+        assert list(jobs) == ["meeting.wav"] and not path.exists()
+        assert jobs["meeting.wav"].size_bytes == 44 + 4 * 32000
+        assert not [e for e in w.store.events(jobs["meeting.wav"].id) if e.kind == "warning"]
+    finally:
+        w.store.close()
+
+
+@pytest.mark.parametrize("damage", ["placeholder", "zero", "short_riff"])
+def test_an_unfinished_wav_is_taken_after_it_stopped_growing_with_a_warning(root, damage):
+    import struct
+
+    path = root / "inbox" / "rec.wav"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    burst(path, 1.0, final=True)
+    data = bytearray(path.read_bytes())
+    if damage == "placeholder":
+        data[4:8] = struct.pack("<I", 0xFFFFFFFF)
+    elif damage == "zero":
+        data[40:44] = struct.pack("<I", 0)
+    else:  # the header written after the first burst, audio appended since
+        data[4:8] = struct.pack("<I", 36 + 3200)
+        data[40:44] = struct.pack("<I", 3200)
+    path.write_bytes(bytes(data))
+    w = make_watcher(root, unfinished_wav_seconds=60)
+    try:
+        assert take_all(w) == {} and path.exists()  # still being written, as far as its header says
+        old = time.time() - 61
+        os.utime(path, (old, old))
+        jobs = take_all(w)
+        assert list(jobs) == ["rec.wav"]
+        [warning] = [e for e in w.store.events(jobs["rec.wav"].id) if e.kind == "warning"]
+        assert "WAV" in warning.detail["message"] and "without growth" in warning.detail["message"]
+        assert jobs["rec.wav"].size_bytes == 44 + 32000  # the audio it has
+    finally:
+        w.store.close()
+
+
+def test_unfinished_wav_seconds_is_a_checked_config_key(root):
+    from daemon.config import ConfigError
+
+    assert make_config(root, watch={"unfinished_wav_seconds": 5}).watch.unfinished_wav_seconds == 5
+    assert make_config(root).watch.unfinished_wav_seconds == 60
+    with pytest.raises(ConfigError, match="watch.unfinished_wav_seconds"):
+        make_config(root, watch={"unfinished_wav_seconds": -1})

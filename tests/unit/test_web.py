@@ -368,6 +368,20 @@ def test_search_finds_what_was_said_and_links_to_that_moment(client, setup) -> N
     assert 'name="q"' in client.get("/search", headers=HTML).text
 
 
+def test_search_takes_the_filters_of_spkd_search_and_short_queries_without_a_note(client, setup) -> None:
+    _config, jobs = setup
+    hits = lambda page: re.findall(r'<a href="/jobs/(\d+)#t=([0-9.]+)">', page)  # noqa: E731
+    page = client.get("/search?q=we&speaker=speaker2", headers=HTML).text  # 2 characters: the index of grams
+    assert hits(page) == [(str(jobs.done), f"{SEGMENTS[1].start:.3f}")] and 'class="note"' not in page
+    assert 'name="speaker" value="speaker2"' in page
+    assert len(hits(client.get("/search?q=e", headers=HTML).text)) == 3
+    assert hits(client.get("/search?q=e&speaker=Nobody", headers=HTML).text) == []
+    assert len(hits(client.get("/search?q=e&since=2000-01-01&until=2999-12-31", headers=HTML).text)) == 3
+    assert hits(client.get("/search?q=e&since=2999-01-01", headers=HTML).text) == []
+    assert hits(client.get("/search?q=e&until=2000-01-01", headers=HTML).text) == []
+    assert "not a date" in client.get("/search?q=e&since=soon", headers=HTML).text
+
+
 # --- renaming speakers ----------------------------------------------------------------------
 
 XSS_VOICE = "<img src=x onerror=alert(2)>"  # a valid voice name (no '/'), and markup
