@@ -166,8 +166,10 @@ SIDECAR_RESERVE_BYTES = files.name_bytes(spool.SIDECAR_SUFFIX)
 
 def _target_name(config: Config, filename: str) -> str:
     problem = names.text_problem(filename, what="a file's name")
-    if problem is not None and "bidirectional" in problem:
-        # Shown as it is, a right-to-left override makes `evil\u202Evaw.exe` read as `evilexe.wav`.
+    if problem is not None:
+        # The one name rule (daemon.names): no control characters (they would reach
+        # terminals through spkd jobs), no bidirectional controls (shown as it is, a
+        # right-to-left override makes `evil\u202Evaw.exe` read as `evilexe.wav`).
         raise UploadError(f"{ascii(filename)}: {problem}")
     name = files.safe_file_name(filename, reserve_bytes=SIDECAR_RESERVE_BYTES)
     reason = ignored_because(config, PurePosixPath(name))
