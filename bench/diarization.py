@@ -173,16 +173,6 @@ def annotation(segments: list[tuple[float, float, str]]) -> Any:
     return out
 
 
-def outside_seconds(segments: list[tuple[float, float, str]], turns: list[tuple[float, float, str]]) -> float:
-    """Transcript time that no true turn covers (a segment's time over silence)."""
-    spans = sorted((a, b) for a, b, _ in turns)
-    total = 0.0
-    for start, end, _ in segments:
-        covered = sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans)
-        total += max(0.0, (end - start) - covered)
-    return total
-
-
 def groups_of(results: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(r["group"] for r in results))
 
@@ -196,7 +186,7 @@ def score(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]
     from pyannote.core import Segment, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
 
-    from tests.support.dialog import DialogTurn, attribution
+    from tests.support.dialog import DialogTurn, attribution, outside_seconds
 
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for system in SYSTEMS:
@@ -219,7 +209,7 @@ def score(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]
                 right += speakers == len(r["voices"])
                 turns = [DialogTurn(s, a, b) for a, b, s in r["turns"]]
                 shares.append(attribution(segments, turns).share)
-                outside += outside_seconds(segments, [tuple(t) for t in r["turns"]])
+                outside += outside_seconds(segments, turns)
                 speech += r["speech_seconds"]
             count = len(shares)
             out[system][group] = {"der": abs(der), "jer": abs(jer), "count_right": right / count if count else 0.0,

@@ -150,7 +150,8 @@ class SpeakersConfig:
 class OutputConfig:
     formats: tuple[str, ...] = ("json", "txt", "srt", "vtt", "sentences")
     # A sentence is cut where its words pause longer than this, so that no segment (and
-    # no subtitle cue) spans silence (daemon.engine.speaker_turns). Off with speakers.refine: false.
+    # no subtitle cue) spans silence (daemon.engine.speaker_turns); FSMN-VAD ends a segment
+    # after ~0.8 s of silence. Off with speakers.refine: false. Also Engine.load's default.
     max_pause_seconds: float = 1.0
 
 

@@ -47,6 +47,7 @@ from daemon.engine.decode import (
 from daemon.engine.device_probe import torch_device
 from daemon.engine.models import ModelDirs, configured_model_dirs, import_funasr, read_model_meta, require_model_dirs
 from daemon.engine.stages import StageReporter
+from daemon.config import Config, OutputConfig
 from daemon.errors import DeviceError, EnrolmentError, OutOfMemoryError, is_out_of_memory
 from daemon.logs import printed_to_log
 from daemon.options import check_speakers, hotword_words
@@ -66,18 +67,11 @@ from daemon.transcript import (
 if TYPE_CHECKING:
     import numpy as np
 
-    from daemon.config import Config
-
-__all__ = ["DEFAULT_MAX_PAUSE_SECONDS", "OOM_RETRIES", "Engine", "Transcriber", "guard_empty_batches", "load_configured", "rows_from_result",
+__all__ = ["OOM_RETRIES", "Engine", "Transcriber", "guard_empty_batches", "load_configured", "rows_from_result",
            "transcribe_with_retries"]
 
 
 # --------------------------------------------------------------------------- results
-
-# `output.max_pause_seconds`: a sentence is cut where its tokens pause longer than this
-# (FSMN-VAD ends a segment after ~0.8 s of silence; a pause longer than a second is a
-# boundary a subtitle should show).
-DEFAULT_MAX_PAUSE_SECONDS = 1.0
 
 
 def _sentence_text(value: Any) -> str:
@@ -253,7 +247,7 @@ class Engine:
         pipeline_hooks: bool = True,
         refine: bool = True,
         refine_overrides: Mapping[str, float | None] | None = None,
-        max_pause_seconds: float | None = DEFAULT_MAX_PAUSE_SECONDS,
+        max_pause_seconds: float | None = OutputConfig.max_pause_seconds,
     ) -> "Engine":
         """Load VAD + ASR + punctuation (+ speaker model unless dirs.spk is None) once.
 

@@ -32,6 +32,7 @@ from tests.support.dialog import (
     interjection_script,
     make_dialog,
     make_scripted_dialog,
+    outside_seconds,
 )
 
 pytestmark = pytest.mark.e2e
@@ -65,11 +66,7 @@ def score(json_path: Path, dialog: Dialog) -> Attribution:
 
 def outside_share(json_path: Path, dialog: Dialog) -> float:
     """The transcript's time over no turn, as a share of the speech time."""
-    outside = 0.0
-    for start, end, _ in segments_of(json_path):
-        covered = sum(max(0.0, min(end, t.end) - max(start, t.start)) for t in dialog.turns)
-        outside += max(0.0, end - start - covered)
-    return outside / dialog.speech_seconds
+    return outside_seconds(segments_of(json_path), dialog.turns) / dialog.speech_seconds
 
 
 def check(name: str, json_path: Path, dialog: Dialog) -> None:

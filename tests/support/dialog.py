@@ -273,6 +273,15 @@ def overlap_seconds(a: tuple[float, float], b: tuple[float, float]) -> float:
     return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
 
 
+def outside_seconds(segments: Sequence[tuple[float, float, str]], turns: Sequence[DialogTurn]) -> float:
+    """Transcript time that no true turn covers (a segment's time over silence)."""
+    total = 0.0
+    for start, end, _ in segments:
+        covered = sum(overlap_seconds((start, end), (t.start, t.end)) for t in turns)
+        total += max(0.0, (end - start) - covered)
+    return total
+
+
 @dataclass(frozen=True)
 class Attribution:
     share: float  # of the true speech time, carried by a segment of the mapped speaker
@@ -319,6 +328,7 @@ __all__ = [
     "make_scripted_dialog",
     "make_stereo_call",
     "meeting_script",
+    "outside_seconds",
     "overlap_seconds",
     "write_wav",
 ]
