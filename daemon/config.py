@@ -74,7 +74,8 @@ class DatabaseConfig:
 @dataclass(frozen=True)
 class WorkersConfig:
     count: int = 1
-    device: str = "auto"
+    # "auto", one device ("cuda", "cuda:1", "cpu", …) or a list of GPUs (["cuda:0", "cuda:2"]).
+    device: str | tuple[str, ...] = "auto"
     device_priority: tuple[str, ...] = DEVICE_KINDS
     fallback: bool = True
     # Measured (BENCHMARKS.md): with batched speaker embeddings one worker leaves a GPU
@@ -297,7 +298,7 @@ _VALUE_RULES: dict[str, Any] = {
     "workers.max_jobs": lambda v: None if v is None or v >= 1 else "must be >= 1 or null",
     "workers.max_rss_mb": lambda v: None if v is None or v >= 64 else "must be >= 64 or null",
     "workers.max_boot_failures": lambda v: None if v >= 1 else "must be >= 1",
-    "workers.device": lambda v: device_problem(v),
+    "workers.device": lambda v: _check_workers_device(v),
     "workers.device_priority": lambda v: _check_priority(v),
     "models.batch_size_s": lambda v: None if v >= 1 else "must be >= 1",
     "output.formats": lambda v: _check_formats(v),
@@ -348,6 +349,21 @@ def device_problem(value: str) -> str | None:
     if kind in ("cuda", "rocm", "xpu") and index.isdigit():
         return None
     return "must be auto, cuda, cuda:N, rocm, rocm:N, xpu, xpu:N, mps or cpu"
+
+
+def _check_workers_device(value: str | tuple[str, ...]) -> str | None:
+    """`workers.device`: one device setting, or a list of GPUs of one kind, each once."""
+    if isinstance(value, str):
+        return device_problem(value)
+    if not value:
+        return "must not be an empty list (use \"auto\")"
+    if any(device_problem(v) is not None or ":" not in v for v in value):
+        return "a list must name GPUs by index, e.g. [\"cuda:0\", \"cuda:2\"]"
+    if len({v.partition(":")[0] for v in value}) != 1:
+        return "a list must name GPUs of one kind"
+    if len(set(value)) != len(value):
+        return "names a GPU twice"
+    return None
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -160,8 +160,8 @@ def choose_device(config: Config, wanted: str | None) -> Any:
 
     from daemon.service import devices
 
-    device = wanted or config.workers.device
-    problem = device_problem(device)
+    device = wanted or config.workers.device  # the config's may be a list of GPUs: its first one is used
+    problem = device_problem(wanted) if wanted else None
     if problem:
         raise OptionsError(f"--device: {problem}")
     workers = dataclasses.replace(config.workers, device=device, count=1, per_device=1)

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from daemon.cli.common import load_config, megabytes, open_store, print_json, print_table
@@ -73,6 +74,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "config": str(config.source),
         "queue": counts,
         "workers": [dataclasses.asdict(w) for w in workers],
+        "devices": devices_summary(workers),
         "running_jobs": [{k: getattr(j, k) for k in ("id", "source_name", "host", "slot", "device", "stage",
                                                      "progress", "eta_seconds", "started_at")} for j in running_jobs],
         "last_failures": [{k: getattr(f, k) for k in ("id", "source_name", "error_kind", "error_message",
@@ -97,6 +99,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                       "fallback_from", "last_error"),
                      [[w.host, w.slot, w.pid, w.device, w.state, w.current_job_id, w.jobs_done, megabytes(w.rss_mb),
                        w.fallback_from, w.last_error] for w in workers], wide=args.wide)
+    if len(info["devices"]) > 1:
+        print_table(("host", "device", "slots", "states", "rss_mb", "jobs_done", "running_jobs"),
+                    [[d["host"], d["device"], " ".join(map(str, d["slots"])), d["states"], megabytes(d["rss_mb"]),
+                      d["jobs_done"], " ".join(map(str, d["running_jobs"])) or "-"] for d in info["devices"]],
+                    wide=args.wide)
     for job in running_jobs:
         print(f"running job {job.id}: {job.source_name} on {job.device or '?'}"
               + (f": {progress_text(job)}" if progress_text(job) else ""))
@@ -104,6 +111,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"failed job {f['id']}: {f['source_name']}: {f['error_kind']}: {f['error_message']}")
     _print_inbox(config, inbox, running=running)
     return ExitCode.OK if running else ExitCode.FAILED
+
+
+def devices_summary(workers: list[Any]) -> list[dict[str, Any]]:
+    """One entry per device of each host (a card, or the CPU): its slots, their states,
+    their memory, the jobs they finished and the ones they run now."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for w in workers:
+        groups.setdefault((w.host, w.device or "?"), []).append(w)
+    return [{"host": host, "device": device, "slots": [w.slot for w in rows],
+             "states": ", ".join(f"{n} {state}" for state, n in sorted(Counter(w.state for w in rows).items())),
+             "rss_mb": sum(w.rss_mb for w in rows if w.rss_mb) or None,
+             "jobs_done": sum(w.jobs_done for w in rows),
+             "running_jobs": [w.current_job_id for w in rows if w.current_job_id is not None]}
+            for (host, device), rows in sorted(groups.items())]
 
 
 def _print_inbox(config: Config, inbox: InboxListing, *, running: bool) -> None:

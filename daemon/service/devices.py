@@ -18,14 +18,14 @@ import platform
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from daemon.config import DEVICE_KINDS, WorkersConfig
 from daemon.engine.device_probe import cpu_cores, torch_device
 from daemon.errors import DeviceMissingError
 
 __all__ = ["GPU_KINDS", "GPU_SLOT_THREADS", "Gpu", "Inventory", "SlotPlan", "cpu_cores", "detect", "device_kind",
-           "fallback_chain", "plan_slots", "torch_device", "worker_env"]
+           "fallback_chain", "physical_index", "plan_slots", "torch_device", "worker_env"]
 
 PROBE_TIMEOUT_SECONDS = 120.0
 GPU_KINDS = ("cuda", "rocm", "xpu")
@@ -154,20 +154,31 @@ def plan_slots(workers: WorkersConfig, inventory: Inventory) -> list[SlotPlan]:
         if not chosen:
             chosen, reason = ["cpu"], "auto: nothing in device_priority is available; using cpu"
     else:
-        kind, _, index_text = wanted.partition(":")
-        chosen = _expand(kind, inventory, index=int(index_text) if index_text else None)
-        reason = f"configured: {wanted}"
-        if not chosen:
-            why = f"{wanted} is not available on this machine" + (
+        listed = (wanted,) if isinstance(wanted, str) else tuple(wanted)
+        shown = wanted if isinstance(wanted, str) else ", ".join(listed)
+        kind = listed[0].partition(":")[0]
+        missing: list[str] = []
+        for device in listed:
+            _, _, index_text = device.partition(":")
+            found = _expand(kind, inventory, index=int(index_text) if index_text else None)
+            chosen += found
+            missing += [] if found else [device]
+        reason = f"configured: {shown}"
+        if missing:
+            why = f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not available on this machine" + (
                 f" ({inventory.probe_error})" if inventory.probe_error else "")
             if not workers.fallback:
                 raise DeviceMissingError(f"workers.device: {why}, and workers.fallback is false")
-            start = priority.index(kind) + 1 if kind in priority else 0
-            for next_kind in [*priority[start:], "cpu"]:
-                chosen = _expand(next_kind, inventory)
-                if chosen:
-                    break
-            reason, fallback_from = f"fallback: {why}; using {chosen[0]}", wanted
+            if chosen:
+                # Some of the listed cards are there: serve on those rather than leave them for the CPU.
+                reason = f"configured: {shown}; {why}, so only {', '.join(chosen)}"
+            else:
+                start = priority.index(kind) + 1 if kind in priority else 0
+                for next_kind in [*priority[start:], "cpu"]:
+                    chosen = _expand(next_kind, inventory)
+                    if chosen:
+                        break
+                reason, fallback_from = f"fallback: {why}; using {chosen[0]}", shown
     kind = device_kind(chosen[0])
     if kind in GPU_KINDS:
         devices = [d for d in chosen for _ in range(workers.per_device)]
@@ -209,9 +220,27 @@ def fallback_chain(device: str, priority: Sequence[str], inventory: Inventory) -
     return tuple(chain)
 
 
-def worker_env(device: str, threads: int) -> dict[str, str]:
-    """Environment a worker sets before importing torch."""
+def physical_index(kind: str, index: str, environ: Mapping[str, str] | None = None) -> str:
+    """The index a child process must be shown for torch's `kind:index` as this process
+    sees it. Torch numbers only the GPUs that `CUDA_VISIBLE_DEVICES` (ROCm: also
+    `HIP_VISIBLE_DEVICES`) lets it see, from 0; a worker's own variable is read against the
+    whole machine, so `cuda:1` under `CUDA_VISIBLE_DEVICES=2,3` is GPU `3`."""
+    environ = os.environ if environ is None else environ
+    names = ("HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES") if kind == "rocm" else ("CUDA_VISIBLE_DEVICES",)
+    for name in names:
+        visible = [v.strip() for v in environ.get(name, "").split(",") if v.strip()]
+        if visible:
+            position = int(index or "0")
+            return visible[position] if position < len(visible) else index or "0"
+    return index or "0"
+
+
+def worker_env(device: str, threads: int, *, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment a worker sets before importing torch (`environ`: this process's, whose
+    visible-device variables the slot's device index is relative to)."""
     kind, _, index = device.partition(":")
+    if kind in ("cuda", "rocm"):
+        index = physical_index(kind, index, environ)
     env = {
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
@@ -223,9 +252,9 @@ def worker_env(device: str, threads: int) -> dict[str, str]:
         "OMP_WAIT_POLICY": "PASSIVE",
     }
     if kind in ("cuda", "rocm"):
-        env["CUDA_VISIBLE_DEVICES"] = index or "0"
+        env["CUDA_VISIBLE_DEVICES"] = index
         if kind == "rocm":
-            env["HIP_VISIBLE_DEVICES"] = index or "0"
+            env["HIP_VISIBLE_DEVICES"] = index
     elif kind == "xpu":
         env["ZE_AFFINITY_MASK"] = index or "0"
     elif kind == "mps":

@@ -102,6 +102,11 @@ def diagnose(config: Config, *, inventory: devices.Inventory | None = None) -> R
         fallback = next((p for p in plans if p.fallback_from), None)
         report.add("devices", True, f"{len(plans)} slot(s) on {', '.join(sorted({p.device for p in plans}))}"
                    + (f" ({fallback.reason})" if fallback else ""))
+        report.info["cards"] = cards = _cards(plans, inventory)
+        for card in cards:
+            memory = f", {card['memory_mb']:,} MB" if card["memory_mb"] else ""
+            slots = ", ".join(map(str, card["slots"])) or "none (not in workers.device)"
+            report.add("devices", True, f"{card['device']} {card['name']}{memory}: slot(s) {slots}")
     except SpkdError as exc:
         report.add("devices", False, str(exc))
     # The same questions `spkd run` asks before it makes the folders (daemon.folders),
@@ -133,6 +138,15 @@ def diagnose(config: Config, *, inventory: devices.Inventory | None = None) -> R
     if writable:
         check_results(config, report)
     return report
+
+
+def _cards(plans: list[devices.SlotPlan], inventory: devices.Inventory) -> list[dict[str, Any]]:
+    """Every GPU of the kinds the plan uses, with the slots bound to it (none for a card
+    that an explicit `workers.device` list leaves out)."""
+    kinds = {devices.device_kind(p.device) for p in plans} & set(devices.GPU_KINDS)
+    return [{"device": f"{kind}:{gpu.index}", "name": gpu.name, "memory_mb": gpu.memory_mb,
+             "slots": [p.slot for p in plans if p.device == f"{kind}:{gpu.index}"]}
+            for kind in sorted(kinds) for gpu in inventory.gpus(kind)]
 
 
 def check_results(config: Config, report: Report) -> None:

@@ -81,3 +81,32 @@ def test_out_of_memory_halves_the_batch_then_runs_on_the_fallback_device(tmp_pat
         assert sizes == [150, 75]
         assert "still out of memory on cuda:0; running it on cpu" in d.log()
         assert d.stop() == 0
+
+
+def test_a_list_of_cards_under_cuda_visible_devices_each_shown_and_serving(tmp_path):
+    # three cards visible to the daemon (physical 5, 6, 7); the config takes the first and the third
+    three = json.dumps({"cuda": [{"index": i, "name": f"Fake GPU {i}", "memory_mb": 1000} for i in range(3)]})
+    config = {"workers": {"device": ["cuda:0", "cuda:2"], "per_device": 1}}
+    env = {"SPKD_FAKE_DEVICES": three, "CUDA_VISIBLE_DEVICES": "5,6,7"}
+    with Daemon(tmp_path, config=config, env=env) as d:
+        d.start(ready_slots=2)
+        rows = {w["slot"]: w for w in d.workers()}
+        assert [rows[0]["device"], rows[1]["device"]] == ["cuda:0", "cuda:2"]
+        shown = {slot: (d.root / "fake-state" / f"visible-slot-{slot}").read_text() for slot in rows}
+        assert shown == {0: "5", 1: "7"}  # each worker's torch would see only its own physical card
+        for i in range(6):
+            write_wav(d.inbox / f"a{i}.wav", seed=i)
+        jobs = d.wait_finished(6)
+        assert sorted(j["source_name"] for j in jobs) == [f"a{i}.wav" for i in range(6)]
+        assert all(j["state"] == "done" for j in jobs) and {j["device"] for j in jobs} <= {"cuda:0", "cuda:2"}
+        status = json.loads(subprocess.run([sys.executable, "-m", "daemon", "--config", str(d.config_path), "status",
+                                            "--json"], capture_output=True, text=True, env=d.env, cwd=REPO).stdout)
+        cards = {c["device"]: c for c in status["devices"]}
+        assert set(cards) == {"cuda:0", "cuda:2"} and cards["cuda:0"]["slots"] == [0]
+        assert sum(c["jobs_done"] for c in cards.values()) == 6
+        doctor = json.loads(subprocess.run([sys.executable, "-m", "daemon", "--config", str(d.config_path), "doctor",
+                                            "--json"], capture_output=True, text=True, env=d.env, cwd=REPO).stdout)
+        assert [(c["device"], c["slots"]) for c in doctor["cards"]] == [("cuda:0", [0]), ("cuda:1", []),
+                                                                        ("cuda:2", [1])]
+        assert any("cuda:1 Fake GPU 1, 1,000 MB: slot(s) none" in c["detail"] for c in doctor["checks"])
+        assert d.stop() == 0

@@ -132,6 +132,11 @@ def _sentence(i: int, name: str, speakers: int | None, hotwords: Any, channels: 
 
 
 def make(config: Config, device: str) -> FakeEngine:
+    # What a real engine's torch would be shown: tests read it to check the slot's card.
+    state = Path(os.environ.get("SPKD_FAKE_STATE_DIR", "/tmp"))
+    state.mkdir(parents=True, exist_ok=True)
+    (state / f"visible-slot-{os.environ.get('SPKD_WORKER_SLOT', '?')}").write_text(
+        os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
     fail = os.environ.get("SPKD_FAKE_BOOT_FAIL", "")
     kinds = {k.strip() for k in fail.split(",") if k.strip()}
     if "all" in kinds or device.partition(":")[0] in kinds:

@@ -112,3 +112,45 @@ def test_more_cpu_slots_than_cores_are_clamped_to_the_cores_saying_so(wanted):
     assert len(plans) == 4 and all(p.threads == 1 for p in plans)
     assert "workers.count 1000 is more than this machine's 4 cores, so 4" in plans[0].reason
     assert len(devices.plan_slots(WorkersConfig(count=3), inv(cores=4))) == 3
+
+
+def test_an_explicit_list_of_gpus_uses_only_those():
+    plans = devices.plan_slots(WorkersConfig(device=("cuda:0", "cuda:2"), per_device=2), inv(cuda=4, cores=16))
+    assert [p.device for p in plans] == ["cuda:0", "cuda:0", "cuda:2", "cuda:2"]
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in plans] == ["0", "0", "2", "2"]
+    assert plans[0].reason == "configured: cuda:0, cuda:2" and plans[0].fallback_from is None
+
+
+def test_a_listed_gpu_that_is_missing_leaves_the_others_serving_or_stops_start_up():
+    plans = devices.plan_slots(WorkersConfig(device=("cuda:1", "cuda:5"), per_device=1), inv(cuda=2))
+    assert [p.device for p in plans] == ["cuda:1"]
+    assert "cuda:5 is not available" in plans[0].reason and "only cuda:1" in plans[0].reason
+    [cpu] = devices.plan_slots(WorkersConfig(device=("cuda:4", "cuda:5"), count=1), inv(cuda=2, cores=1))
+    assert cpu.device == "cpu"  # the next kind, as for one missing index
+    assert cpu.fallback_from == "cuda:4, cuda:5" and "cuda:4, cuda:5 are not available" in cpu.reason
+    with pytest.raises(DeviceError, match="cuda:5 is not available"):
+        devices.plan_slots(WorkersConfig(device=("cuda:0", "cuda:5"), fallback=False), inv(cuda=2))
+
+
+def test_cuda_visible_devices_of_the_daemon_is_honoured():
+    # torch in the probe sees only the visible cards, numbered from 0; each worker is shown
+    # the physical card its slot's index stands for
+    environ = {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert devices.worker_env("cuda:0", 2, environ=environ)["CUDA_VISIBLE_DEVICES"] == "2"
+    assert devices.worker_env("cuda:1", 2, environ=environ)["CUDA_VISIBLE_DEVICES"] == "3"
+    assert devices.worker_env("cuda:1", 2, environ={})["CUDA_VISIBLE_DEVICES"] == "1"
+    rocm = devices.worker_env("rocm:1", 2, environ={"HIP_VISIBLE_DEVICES": "GPU-a,GPU-b"})
+    assert rocm["HIP_VISIBLE_DEVICES"] == rocm["CUDA_VISIBLE_DEVICES"] == "GPU-b"
+    assert devices.worker_env("cpu", 2, environ=environ)["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_workers_device_list_is_validated_in_the_config(tmp_path):
+    from daemon.config import from_dict
+    from daemon.errors import ConfigError
+
+    config = from_dict({"workers": {"device": ["cuda:0", "cuda:2"]}}, base_dir=tmp_path)
+    assert config.workers.device == ("cuda:0", "cuda:2")
+    for bad, says in ((["cuda:0", "cuda:0"], "twice"), (["cuda"], "by index"), ([], "empty"),
+                      (["cuda:0", "rocm:1"], "one kind")):
+        with pytest.raises(ConfigError, match=says):
+            from_dict({"workers": {"device": bad}}, base_dir=tmp_path)
