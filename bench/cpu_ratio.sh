@@ -11,7 +11,7 @@ PY=${PYTHON:-.venv/bin/python}
 seconds=${1:-128}; repeat=${2:-3}
 models=bench/.cache/models-real
 audio=bench/.cache/audio/two${seconds}.wav
-[ -f "$models/paraformer-zh/model.pt" ] || $PY -c "import sys; from daemon.tiny_models import build_tiny_models; build_tiny_models(sys.argv[1], real_sizes=True)" "$models"
+[ -f "$models/paraformer-zh/model.pt" ] || $PY -c "import sys; from daemon.engine.tiny_models import build_tiny_models; build_tiny_models(sys.argv[1], real_sizes=True)" "$models"
 if [ ! -f "$audio" ]; then
   $PY - "$audio" "$seconds" <<'PYEOF'
 import subprocess, sys

@@ -23,7 +23,10 @@ The same audio goes through
   with FunASR's clusters and sentences, cut only where FunASR's own timeline changes
   speaker;
 * spkd by default: FunASR's clusters refined (daemon.engine.speaker_refine, the tiny
-  model's thresholds) and sentences cut at pauses over `output.max_pause_seconds`.
+  model's thresholds), sentences cut at pauses over `output.max_pause_seconds` and their
+  ends moved to the speech (daemon.engine.speaker_turns.trim_to_speech). The same run also
+  scores spkd's sentences as they were before their ends moved ("spkd, ends not moved":
+  the rows the engine hands to that last step), for the transcript time outside turns.
 
 Scored against the true turns: DER and JER by pyannote.metrics with a 0.25-s collar
 (overlap not skipped; there is none), the share of recordings with the right speaker
@@ -126,6 +129,14 @@ def child(models: Path, cases_file: Path, out_file: Path) -> None:
     bare = AutoModel(model=str(dirs.asr), vad_model=str(dirs.vad), punc_model=str(dirs.punc),
                      spk_model=str(dirs.spk), device="cpu", disable_update=True, disable_pbar=True,
                      log_level="ERROR", ncpu=engine_threads())
+    untrimmed: list[list[tuple[float, float, Any, str]]] = []
+    trim = engines["spkd"]._at_speech
+
+    def at_speech(rows: list[tuple[float, float, Any, str]], samples: Any) -> Any:
+        untrimmed.append(list(rows))  # the sentences before their ends move to the speech
+        return trim(rows, samples)
+
+    engines["spkd"]._at_speech = at_speech  # type: ignore[method-assign]
     results = []
     with tempfile.TemporaryDirectory(prefix="spkd-bench-dia-") as tmp:
         for case in json.loads(cases_file.read_text()):
@@ -140,12 +151,14 @@ def child(models: Path, cases_file: Path, out_file: Path) -> None:
             row["bare"] = {"segments": [(s["start"] / 1000, s["end"] / 1000, f"spk{s.get('spk', 0)}")
                                         for r in raw for s in r.get("sentence_info") or []],
                            "seconds": time.monotonic() - started}
+            untrimmed.clear()
             for system, engine in engines.items():
                 np.random.seed(0)
                 started = time.monotonic()
                 transcript = engine.transcribe(dialog.path)
                 row[system] = {"segments": [(s.start, s.end, s.speaker_label) for s in transcript.segments],
                                "seconds": time.monotonic() - started}
+            row["untrimmed"] = [(a, b, f"spk{k}") for rows in untrimmed for a, b, k, _ in rows]
             results.append(row)
             found = {s: len({seg[2] for seg in row[s]["segments"]}) for s in SYSTEMS}
             print(f"  {case['name']}: {len(case['voices'])} voices, {dialog.speech_seconds:.0f} s speech; speakers "
@@ -194,7 +207,7 @@ def score(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]
         for group in groups_of(results):
             der = DiarizationErrorRate(collar=COLLAR, skip_overlap=False)
             jer = JaccardErrorRate(collar=COLLAR, skip_overlap=False)
-            right, shares, found, outside, speech = 0, [], [], 0.0, 0.0
+            right, shares, found, outside, untrimmed, speech = 0, [], [], 0.0, 0.0, 0.0
             for r in (r for r in results if r["group"] == group):
                 segments = [tuple(s) for s in r[system]["segments"]]
                 reference = annotation([tuple(t) for t in r["turns"]])
@@ -210,11 +223,14 @@ def score(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]
                 turns = [DialogTurn(s, a, b) for a, b, s in r["turns"]]
                 shares.append(attribution(segments, turns).share)
                 outside += outside_seconds(segments, turns)
+                if system == "spkd" and "untrimmed" in r:
+                    untrimmed += outside_seconds([tuple(s) for s in r["untrimmed"]], turns)
                 speech += r["speech_seconds"]
             count = len(shares)
             out[system][group] = {"der": abs(der), "jer": abs(jer), "count_right": right / count if count else 0.0,
                                   "share": sum(shares) / count if count else 0.0, "recordings": count,
-                                  "outside": outside / speech if speech else 0.0, "found": found}
+                                  "outside": outside / speech if speech else 0.0, "found": found,
+                                  "outside_untrimmed": untrimmed / speech if speech else 0.0}
     return out
 
 
@@ -240,16 +256,19 @@ def main(quick: bool = False) -> Result:
         b, r, s = (scores[system][group] for system in SYSTEMS)
         rows.append([group, s["recordings"], b["count_right"], r["count_right"], s["count_right"], b["der"], r["der"],
                      s["der"], b["jer"], r["jer"], s["jer"], b["share"], r["share"], s["share"], b["outside"],
-                     r["outside"], s["outside"], "/".join(map(str, r["found"])), "/".join(map(str, s["found"]))])
+                     r["outside"], s["outside_untrimmed"], s["outside"], "/".join(map(str, r["found"])),
+                     "/".join(map(str, s["found"]))])
     table(f"Who spoke when, held-out voices (bare FunASR | spkd refine false | spkd; DER and JER with a {COLLAR:g}-s "
           "collar)",
           ["recordings", "n", "count right bare", "count right raw", "count right spkd", "DER bare", "DER raw",
            "DER spkd", "JER bare", "JER raw", "JER spkd", "time right bare", "time right raw", "time right spkd",
-           "outside turns bare", "outside turns raw", "outside turns spkd", "speakers found raw",
+           "outside turns bare", "outside turns raw", "outside turns spkd, ends not moved", "outside turns spkd",
+           "speakers found raw",
            "speakers found spkd"], rows)
     print("count right: share of recordings with exactly the true number of speakers. time right: share of the "
           "speech time on the right speaker (best one-to-one mapping). outside turns: transcript time over no true "
-          "turn, as a share of the speech time. raw = spkd with speakers.refine false.")
+          "turn, as a share of the speech time (spkd, ends not moved: its sentences before trim_to_speech). raw = spkd "
+          "with speakers.refine false.")
     speech = sum(r["speech_seconds"] for r in results)
     seconds = {system: sum(r[system]["seconds"] for r in results) for system in SYSTEMS}
     print(f"{len(results)} recordings, {speech:.0f} s of speech; voices drawn from {len(voice_pool())} held-out "

@@ -19,6 +19,8 @@
 #   bench/gpu_setup.sh stages AUDIO OUT   # bench.stages bare vs spkd on cuda at 300 s and 1,800 s
 #   bench/gpu_setup.sh workers TREES AUDIO OUT   # bench.workers, main vs this tree, same run
 #   bench/gpu_setup.sh cpu AUDIO OUT      # bench.stages bare vs spkd on the CPU, 16 threads
+#   bench/gpu_setup.sh long AUDIO OUT [HOURS...]  # varied1800 tiled to 3 and 6 hours (default), spkd only:
+#                                     # one Engine.transcribe each, stage times, peak RSS and GPU memory
 # Each step prints what it runs; results go to OUT as .txt and .json.
 #
 # Or the whole sequence in two device calls of under 10 minutes each (on a device tool
@@ -28,6 +30,8 @@
 #       install, models, bench.hooks_check, bench.stages at 300 s (+ profile) and 1,800 s
 #   bash .gpu/trees/speed/bench/gpu_setup.sh part2 .whl .gpu/audio .gpu/trees "$OUT"
 #       install, models, bench.workers main vs this tree, bench.stages on the CPU
+#   bash .gpu/trees/speed/bench/gpu_setup.sh part3 .whl .gpu/audio .gpu/trees "$OUT" [HOURS]
+#       install, models, the long step at HOURS (default 3; 6 hours wants a call of its own)
 # (a fresh machine each call: each part installs and builds the models again, ~1 min).
 set -euo pipefail
 
@@ -99,7 +103,7 @@ env)
   ;;
 models)
   [ -f "$MODELS/paraformer-zh/model.pt" ] && { echo "models already in $MODELS"; exit 0; }
-  run $PY -c "import sys; from daemon.tiny_models import build_tiny_models; build_tiny_models(sys.argv[1], real_sizes=True)" "$MODELS"
+  run $PY -c "import sys; from daemon.engine.tiny_models import build_tiny_models; build_tiny_models(sys.argv[1], real_sizes=True)" "$MODELS"
   ;;
 stages)
   audio=${2:?AUDIO}; out=${3:?OUT}
@@ -111,7 +115,7 @@ stages)
 workers)
   trees=${2:?TREES}; audio=$(realpath "${3:?AUDIO}"); out=$(realpath "${4:?OUT}")
   # per_device 2 is the default of workers.per_device; each tree's threads are its own slot plan's
-  # (daemon.devices.plan_slots), as its daemon would run them
+  # (daemon.service.devices.plan_slots), as its daemon would run them
   for tree in main speed; do
     (cd "$trees/$tree" && run $PY -m bench.workers --models "$MODELS" --devices cuda:0 --per-device 2 \
       --copies 4 --threads plan --json "$out/workers-$tree.json" "$audio"/rec?.flac)
@@ -122,7 +126,26 @@ cpu)
   CUDA_VISIBLE_DEVICES= run $PY -m bench.stages --models "$MODELS" --audio "$audio/two300.flac" --device cpu \
     --threads 16 --repeat 1 --json "$out/stages-cpu16.json"
   ;;
-part1|part2)
+long)
+  audio=$(realpath "${2:?AUDIO}"); out=$(realpath "${3:?OUT}"); shift 3
+  # 3 h: ~80 s of transcription on one H100 (2026-12-07); 6 h more than twice that
+  for h in ${@:-3 6}; do
+    tiled=/tmp/long${h}h.flac
+    [ -f "$tiled" ] || run $PY - "$audio/varied1800.ogg" "$tiled" "$h" <<'EOF'
+import sys
+import numpy as np
+import soundfile as sf
+source, target, hours = sys.argv[1], sys.argv[2], float(sys.argv[3])
+samples, rate = sf.read(source, dtype="int16")
+sf.write(target, np.resize(samples, int(hours * 3600 * rate)), rate, format="FLAC")  # repeated end to start
+print(f"{target}: {hours:g} h of {source} tiled", flush=True)
+EOF
+    # warmed up on varied1800 first (> 2048 windows: numba compiles UMAP's path there, not in the timed run)
+    run $PY -m bench.stages --models "$MODELS" --audio "$tiled" --device cuda --skip-bare \
+      --warm-up-with "$audio/varied1800.ogg" --repeat 1 --whole --json "$out/long${h}h.json"
+  done
+  ;;
+part1|part2|part3)
   wheels=$(realpath "${2:?WHEELS}"); audio=$(realpath "${3:?AUDIO}"); trees=$(realpath "${4:?TREES}")
   out=$(realpath "${5:?OUT}"); self=$trees/speed/bench/gpu_setup.sh
   exec > >(tee -a "$out/log.txt") 2>&1
@@ -138,12 +161,16 @@ part1|part2)
   if [ "$1" = part1 ]; then
     $PY -m bench.hooks_check --models "$MODELS" --audio "$audio/two300.flac" --device cuda \
       --json "$out/checks.json" 2>&1 | quiet || echo "FAILED: bench.hooks_check"
+    $PY -m bench.vad --models "$MODELS" --audio "$audio/two300.flac" --device cuda --repeat 3 \
+      --json "$out/vad300.json" 2>&1 | quiet || echo "FAILED: bench.vad"
     echo "checks done at $(( $(date +%s) - began )) s"
     $PY -m bench.stages --models "$MODELS" --audio "$audio/two300.flac" --device cuda --repeat 2 \
       --profile "$out/gpu300.prof" --json "$out/stages300.json" 2>&1 | quiet || echo "FAILED: stages 300 s"
     echo "300 s done at $(( $(date +%s) - began )) s"
     $PY -m bench.stages --models "$MODELS" --audio "$audio/varied1800.ogg" --device cuda --repeat 1 \
       --json "$out/stages1800.json" 2>&1 | quiet || echo "FAILED: stages 1,800 s"
+  elif [ "$1" = part3 ]; then
+    bash "$self" long "$audio" "$out" "${6:-3}" 2>&1 | quiet || echo "FAILED: long"
   else
     bash "$self" workers "$trees" "$audio" "$out" 2>&1 | quiet || echo "FAILED: workers"
     echo "workers done at $(( $(date +%s) - began )) s"

@@ -21,10 +21,11 @@ from typing import Any, Mapping
 
 from daemon.errors import ConfigError
 from daemon.limits import LIMIT_RULES, check_config
+from daemon.summary_config import SUMMARY_RULES, SummaryConfig, resolved as summary_resolved
 
 __all__ = ["DEVICE_KINDS", "Config", "DaemonConfig", "DatabaseConfig", "JobsConfig", "ModelsConfig", "NotifyConfig",
-           "OutputConfig", "PathsConfig", "RetentionConfig", "WatchConfig", "WebConfig", "WorkersConfig",
-           "device_problem", "from_dict", "is_model_path", "is_override", "listen_problem", "load", "parse_listen"]
+           "OutputConfig", "PathsConfig", "RetentionConfig", "SummaryConfig", "WatchConfig", "WebConfig",
+           "WorkersConfig", "device_problem", "from_dict", "is_model_path", "is_override", "listen_problem", "load", "parse_listen"]
 
 DEVICE_KINDS = ("cuda", "rocm", "xpu", "mps", "cpu")
 DEFAULT_EXTENSIONS = (
@@ -248,6 +249,7 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    summary: SummaryConfig = field(default_factory=SummaryConfig)  # daemon/summary_config.py
     # Where the config came from; not a key of the file.
     source: Path | None = None
 
@@ -338,6 +340,7 @@ _VALUE_RULES: dict[str, Any] = {
     "daemon.log_level": lambda v: None
     if v.upper() in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
     else "must be one of TRACE, DEBUG, INFO, SUCCESS, WARNING, ERROR, CRITICAL",
+    **SUMMARY_RULES,
 }
 
 
@@ -394,7 +397,7 @@ def listen_problem(value: str) -> str | None:
 
 ROLES = ("watcher", "workers")
 # Keys whose values an error message never repeats.
-SECRET_KEYS = ("web.token",)
+SECRET_KEYS = ("web.token", "summary.api_key_env")  # the latter: in case the key itself was written there
 
 
 def _check_roles(value: tuple[str, ...]) -> str | None:
@@ -596,7 +599,7 @@ def _resolved(config: Config, base_dir: Path) -> Config:
                              **{role: model_setting(getattr(config.models, role))
                                 for role in ("asr", "vad", "punc", "spk")}})
     resolved = Config(**{**{f.name: getattr(config, f.name) for f in fields(Config)},
-                         "paths": paths, "models": models})
+                         "paths": paths, "models": models, "summary": summary_resolved(config.summary, base_dir)})
     _check_folders(resolved)
     return resolved
 

@@ -17,7 +17,13 @@ database's vocabulary and never change.
     ├── SearchQueryError           bad_query       permanent  `spkd search`: nothing left to search for
     ├── DatabaseExtensionError     database_extension permanent  PostgreSQL lacks pg_trgm and may not create it
     ├── JobRefusedError            job_refused     permanent  `spkd retry`, `cancel`, `remove` will not act on a job
-    │   └── NoSuchJobError         no_such_job                no job has that id
+    │   ├── NoSuchJobError         no_such_job                no job has that id
+    │   └── CorrectionError        correction                 `spkd edit`, `revert`: the job is not a done transcription
+    │       ├── NoSuchSegmentError no_such_segment            the transcript has no segment (srt cue) of that number
+    │       ├── NoSuchVersionError no_such_version            the job's transcript has no version of that number
+    │       ├── VersionConflictError version_conflict         another correction of the job landed first
+    │       └── BadTextError       bad_text                   a corrected text or speaker name breaks the rule for names
+    │           └── EmptyTextError empty_text                 a corrected text left empty
     ├── VoiceError                 voice           permanent  a voice-library or rename request refused (unknown name, bad name)
     │   └── EnrolmentError         enrolment                  a recording cannot be enrolled (too little speech, no speaker model)
     ├── AudioError                 bad_audio       permanent  the file cannot be decoded into audio
@@ -35,6 +41,9 @@ database's vocabulary and never change.
     ├── DiskFullError              disk_full       transient  no space left for outputs or the database
     ├── DatabaseUnavailableError   database_unavailable transient  the job database cannot be used now (locked, out of reach)
     ├── JobCancelledError          cancelled       transient  `spkd cancel`: the job was stopped; a retry runs it again
+    ├── SummaryError               summary         transient  a summary could not be made (summaries.error_kind)
+    │   ├── SummaryServerError     summary_server             the LLM server is down, slow, or answered no chat completion
+    │   └── SummaryRefusedError    summary_refused permanent  cannot succeed as asked (4xx: key, model, size; no prompt file)
     └── WorkerLostError            worker_lost     transient  the job's worker died (recorded by the store)
         └── LeaseExpiredError      lease_expired              its holder stopped heartbeating
 
@@ -52,11 +61,14 @@ from enum import IntEnum
 
 __all__ = [
     "AudioError",
+    "BadTextError",
     "ConfigError",
+    "CorrectionError",
     "DeviceError",
     "DeviceMissingError",
     "DiskFullError",
     "EmptyFileError",
+    "EmptyTextError",
     "ExitCode",
     "DatabaseExtensionError",
     "DatabaseUnavailableError",
@@ -67,6 +79,8 @@ __all__ = [
     "LeaseExpiredError",
     "ModelsMissingError",
     "NoSuchJobError",
+    "NoSuchSegmentError",
+    "NoSuchVersionError",
     "NotAudioError",
     "NotRegularFileError",
     "OptionsError",
@@ -75,11 +89,15 @@ __all__ = [
     "SearchQueryError",
     "ServiceError",
     "SpkdError",
+    "SummaryError",
+    "SummaryRefusedError",
+    "SummaryServerError",
     "SymlinkError",
     "TooShortError",
     "UnexpectedError",
     "UnreadableError",
     "UnusableDatabaseError",
+    "VersionConflictError",
     "VoiceError",
     "EnrolmentError",
     "WorkerLostError",
@@ -185,6 +203,48 @@ class NoSuchJobError(JobRefusedError):
     """No job has the id asked for (never queued, or removed since)."""
 
     kind = "no_such_job"
+
+
+class CorrectionError(JobRefusedError):
+    """A correction of a transcript (`spkd edit`, `spkd revert`, the dashboard's edit and
+    history) is refused: the job is not a done transcription, or (the subclasses) the
+    segment, the version or the text asked for is not one. Nothing is changed."""
+
+    kind = "correction"
+
+
+class NoSuchSegmentError(CorrectionError):
+    """No segment has the number asked for (numbered as the srt numbers its cues), or the
+    number is a later cue of a sentence that the srt cut into several."""
+
+    kind = "no_such_segment"
+
+
+class NoSuchVersionError(CorrectionError):
+    """The job's transcript has no version of that number (`spkd history` lists them)."""
+
+    kind = "no_such_version"
+
+
+class VersionConflictError(CorrectionError):
+    """Two corrections of one job were made at once from the same version: the one that
+    lands second is refused (and made again from the first's result: daemon.jobs.corrections)."""
+
+    kind = "version_conflict"
+
+
+class BadTextError(CorrectionError):
+    """A corrected text holds what no text may (a control character, a bidirectional
+    override: daemon.names.text_problem) or is too long, or a speaker's name breaks the
+    one rule for names (daemon.names)."""
+
+    kind = "bad_text"
+
+
+class EmptyTextError(BadTextError):
+    """A corrected text that is empty (or only blanks): a segment keeps words."""
+
+    kind = "empty_text"
 
 
 class VoiceError(SpkdError):
@@ -317,6 +377,31 @@ class JobCancelledError(SpkdError):
 
     kind = "cancelled"
     permanent = False
+
+
+class SummaryError(SpkdError):
+    """A job's summary could not be made; the transcript and the job are untouched
+    (daemon.jobs.summarize). Stored in `summaries.error_kind`, never in `jobs`."""
+
+    kind = "summary"
+    permanent = False
+
+
+class SummaryServerError(SummaryError):
+    """The summary server cannot be reached, timed out, answered 5xx/408/429, or sent
+    something that is no chat completion: tried again after a backoff."""
+
+    kind = "summary_server"
+
+
+class SummaryRefusedError(SummaryError):
+    """The request cannot succeed as it stands: the server refused it (401, 404 for an
+    unknown model, 400 for a request too large), its key is not in the environment, the
+    prompt file or the stored transcript cannot be read. Asking again the same way
+    cannot help; `spkd summarize` asks again once it is fixed."""
+
+    kind = "summary_refused"
+    permanent = True
 
 
 class WorkerLostError(SpkdError):

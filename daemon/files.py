@@ -7,7 +7,9 @@ supervisor (spool -> failed, for jobs whose worker died once too often).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import re
@@ -15,11 +17,11 @@ import secrets
 import shutil
 import stat
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 from daemon.errors import NotRegularFileError, SymlinkError
 
-__all__ = ["HASH_CHUNK_BYTES", "NAME_MAX_BYTES", "atomic_write", "describe_mode", "exists", "file_identity", "fit_stem", "free_name",
+__all__ = ["HASH_CHUNK_BYTES", "NAME_MAX_BYTES", "atomic_write", "describe_mode", "exclusive_lock", "exists", "file_identity", "fit_stem", "free_name",
            "fsync_dir", "ignore_lease_breaks", "inside", "lease_checks_enabled", "move", "name_bytes", "nearest_existing", "numbered", "open_for_writing", "open_regular",
            "readable_relative", "regular_file_inside", "safe_file_name", "safe_relative", "sha256_file", "shorten"]
 
@@ -369,3 +371,17 @@ def exists(path: Path) -> bool:
             return False
         raise
     return True
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (made, with its folder, when missing) for the
+    block: one process at a time, on this machine. The kernel drops it when the holder
+    dies, so a crash never leaves it held."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

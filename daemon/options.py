@@ -1,7 +1,7 @@
 """Per-file options from a sidecar `<file>.spkd.json` dropped beside the audio.
 
     {"speakers": 2, "hotwords": ["魔搭", "FunASR"], "formats": ["srt", "json"], "priority": 5,
-     "channels": ["客服", "客户"], "expected_speakers": ["王总", "李雷"]}
+     "channels": ["客服", "客户"], "expected_speakers": ["王总", "李雷"], "summary": false}
 
 Validated strictly (a typo must not silently transcribe with the wrong settings):
 an unknown key or a bad value fails the job with a message naming the key.
@@ -22,7 +22,8 @@ __all__ = ["CHANNEL_MODES", "KEYS", "MAX_CHANNEL_NAME", "MAX_HOTWORDS", "MAX_SID
            "MAX_VOICE_NAME", "check_channels", "check_speakers", "dedup_key", "hotword_words", "normal_voice_name",
            "parse", "read_sidecar", "splits_channels", "validate", "validate_channels", "voice_name_problem"]
 
-KEYS = ("speakers", "hotwords", "formats", "priority", "channels", "expected_speakers")
+# `summary`: true or false, whether this file gets a summary (daemon/summary_config.py's summary.automatic).
+KEYS = ("speakers", "hotwords", "formats", "priority", "channels", "expected_speakers", "summary")
 # A voice's name is also its folder under paths.voices (daemon.voices).
 MAX_VOICE_NAME = names.MAX_NAME
 # FunASR 1.4's ClusterBackend clusters a recording's speaker windows (1.5 s, one every
@@ -105,6 +106,10 @@ def validate(raw: Any, *, source: str = "sidecar") -> dict[str, Any]:
             if problem:
                 raise OptionsError(f"{source}: expected_speakers: {problem}")
         out["expected_speakers"] = list(dict.fromkeys(normal_voice_name(n) for n in expected))
+    if raw.get("summary") is not None:
+        if not isinstance(raw["summary"], bool):
+            raise OptionsError(f"{source}: summary: expected true or false, got {json.dumps(raw['summary'])}")
+        out["summary"] = raw["summary"]
     if raw.get("priority") is not None:
         p = raw["priority"]
         if not isinstance(p, int) or isinstance(p, bool) or not -1000 <= p <= 1000:

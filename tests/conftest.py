@@ -97,6 +97,12 @@ def postgres_url(postgres_server):
     postgres_server.drop_database(url)
 
 
+# --- a real OpenAI-compatible LLM server (llama.cpp's, SmolLM2-135M) for the summary tests ---
+# Defined in tests/support/llm_server.py: one server per session, skipping only where
+# llama-cpp-python or the model is not installed (`make test` installs both).
+from tests.support.llm_server import llm_server  # noqa: E402,F401
+
+
 # --- the store, on every backend --------------------------------------------------------
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -61,7 +61,9 @@ def open_store(config: "Config") -> "Store":
     problem = schema_problem(config.database_url)
     if problem:
         raise ConfigError(problem)
-    return Store(config.database_url)
+    # As this host (daemon.host): commands that act on this host's jobs (rematch, a voice's
+    # rename) find them by it.
+    return Store(config.database_url, host=config.host)
 
 
 def json_default(value: Any) -> Any:

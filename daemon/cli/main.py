@@ -431,12 +431,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_wide(p)
     p.set_defaults(func=cmd_models_list)
 
+    from daemon.cli.corrections import register as register_corrections
     from daemon.cli.jobs_admin import register as register_jobs_admin
     from daemon.cli.service import register as register_service
+    from daemon.cli.summaries import register as register_summaries
     from daemon.cli.voices import register as register_voices
 
     register_jobs_admin(sub)
+    register_corrections(sub)
     register_service(sub)
+    register_summaries(sub)
     register_voices(sub)
     return parser
 

@@ -58,6 +58,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             workers = store.worker_rows()
             failures = store.jobs(limit=5, state="failed")
             running_jobs = store.jobs(limit=100, state="running")
+            summary_counts = store.summary_counts()
         finally:
             store.close()
     # The pause file, else the free space measured now: with the state disk full the
@@ -80,6 +81,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "last_failures": [{k: getattr(f, k) for k in ("id", "source_name", "error_kind", "error_message",
                                                       "finished_at")} for f in failures],
         "tiny_models": tiny,
+        "summaries": summary_counts,
         "inbox": inbox.as_json(),
     }
     if args.json:
@@ -92,6 +94,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         print(f"models: {TINY_NOTE} ({', '.join(tiny)} in {config.models.dir})")
     print("queue: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))
+    if summary_counts:  # `spkd summaries` lists them, stale ones marked
+        print("summaries: " + ", ".join(f"{n} {s}" for s, n in sorted(summary_counts.items())))
     if paused:
         print(f"claiming paused: {paused}")
     if workers:

@@ -1,6 +1,6 @@
 """`spkd voices …` and `spkd speakers …`: parsing and printing for the voice library
 (daemon.voices does the work; daemon.jobs.rename for `rematch` and `speakers`).
-`list`, `remove`, `rematch` and `speakers` never load a model; `add` and `match` load
+`list`, `remove`, `rename`, `rematch` and `speakers` never load a model; `add` and `match` load
 the configured models in this process (like `spkd transcribe`), so they work whether
 or not the daemon runs."""
 
@@ -77,6 +77,22 @@ def cmd_voices_remove(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"removed voice {args.name} ({count} sample(s))")
+    return ExitCode.OK
+
+
+def cmd_voices_rename(args: argparse.Namespace) -> int:
+    from daemon.jobs import voice_rename
+
+    config = _config(args)
+    store = open_store(config)
+    try:
+        done = voice_rename.rename_voice(config, store, args.name, args.new_name)
+    finally:
+        store.close()
+    for reason in done.skipped:
+        print(f"spkd voices rename: not renamed in {reason}", file=sys.stderr)
+    print(f"voice {done.name} is now {done.new_name}; re-rendered {len(done.jobs)} job(s)"
+          + (f": {', '.join(map(str, done.jobs))}" if done.jobs else ""))
     return ExitCode.OK
 
 
@@ -194,6 +210,11 @@ def register(subparsers: Any) -> None:
                     "remove a voice with all its samples (its folder under paths.voices "
                     "moves to state/removed-voices/)")
     p.add_argument("name", metavar="NAME")
+    p = add_command(sub, "rename", cmd_voices_rename,
+                    "rename a voice (its folder under paths.voices with it) and re-render every job whose "
+                    "speakers it named")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("new_name", metavar="NEW_NAME")
     p = add_command(sub, "match", cmd_voices_match,
                     "which voice each speaker of FILE would get, with the scores (for tuning "
                     "speakers.match_threshold and speakers.match_margin)")

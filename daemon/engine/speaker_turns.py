@@ -19,7 +19,9 @@ labels it refines first when the job asks for it, and `distribute_spk`, whose ti
 records. `cut_sentence` then cuts a sentence between two tokens where the timeline's
 speaker changes, and where the tokens pause longer than `output.max_pause_seconds`; each
 piece keeps its own tokens' text and times. A sentence with neither stays exactly as
-FunASR made it, speaker included. Outside `job()` (a bare AutoModel in the same
+FunASR made it, speaker included. `trim_to_speech` then moves each sentence's start and
+end inwards to its first and last 10-ms frame of speech (the tokens at its edges may be
+timed into the VAD's margin of silence). Outside `job()` (a bare AutoModel in the same
 process, the identity checks) FunASR's functions run unchanged.
 
 Used only by the engine.
@@ -34,6 +36,7 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 from loguru import logger
 
 from daemon.engine.speaker_refine import RefineSettings, refine_labels
@@ -191,7 +194,8 @@ def cut_sentence(text: str, start: float, end: float, tokens: Sequence[Sequence[
     speaker is None where the timeline did not cut it (the sentence's own speaker holds).
 
     A piece's times are its first and last token's (the sentence's own at its outer
-    edges). Its text is its tokens' characters (or words) where text and tokens line up
+    edges); a piece that gets no text is dropped, so a sentence whose text all falls
+    into one piece becomes that piece alone. Its text is its tokens' characters (or words) where text and tokens line up
     one to one; where they do not (FunASR's sentence text and token list can differ by a
     few), the text is cut at the same share of its characters as the tokens."""
     if len(tokens) < 2:
@@ -225,9 +229,71 @@ def cut_sentence(text: str, start: float, end: float, tokens: Sequence[Sequence[
         piece_start = start if k == 0 else float(tokens[first][0]) / 1000.0
         piece_end = end if stop == len(tokens) else float(tokens[stop - 1][1]) / 1000.0
         piece_text = "".join(units[unit_index(first) : unit_index(stop)]).strip()
+        # a piece whose share of the text is empty (FunASR's text can hold fewer
+        # characters than the sentence has tokens) is dropped: it has no words to show,
+        # and keeping it would stretch a neighbour over the silence it spans
         if piece_text:
             pieces.append((piece_start, max(piece_start, piece_end), owner[first], piece_text))
-    return pieces if len(pieces) > 1 else None
+    return pieces or None
 
 
-__all__ = ["MIN_RUN_TOKENS", "TESTED_FUNASR_VERSIONS", "SpeakerHooks", "Timeline", "cut_sentence", "install"]
+# --------------------------------------------------------------------------- ends at speech
+
+FRAME_SECONDS = 0.01  # the level of the audio is judged per 10-ms frame
+# A frame is speech when it stands this far above the recording's quiet level (its
+# QUIET_PERCENTILE-th frame) ...
+NOISE_MARGIN_DB = 6.0
+QUIET_PERCENTILE = 10.0
+# ... and is no further than this below the sentence's own loud level (its
+# LOUD_PERCENTILE-th frame): a soft onset of real speech stays, a hiss does not.
+SPEECH_RANGE_DB = 40.0
+LOUD_PERCENTILE = 90.0
+SILENT_DB = -100.0  # digital silence, and the floor of every level
+
+
+def frame_levels(samples: Any, sample_rate: int = 16000) -> np.ndarray:
+    """The level (dB of the RMS, floored at SILENT_DB) of each 10-ms frame of mono `samples`."""
+    audio = np.asarray(samples, dtype=np.float32).reshape(-1)
+    frame = max(1, int(round(FRAME_SECONDS * sample_rate)))
+    n = audio.size // frame
+    if n == 0:
+        return np.zeros(0)
+    power = np.square(audio[: n * frame].astype(np.float64)).reshape(n, frame).mean(axis=1)
+    return np.maximum(10.0 * np.log10(np.maximum(power, 1e-30)), SILENT_DB)
+
+
+def trim_to_speech(rows: Sequence[tuple[float, float, Any, str]], levels: np.ndarray
+                   ) -> list[tuple[float, float, Any, str]]:
+    """Each (start s, end s, speaker, text) row with its start and end moved inwards to its
+    first and last frame of speech (`levels`: `frame_levels` of the audio it came from).
+
+    Why: FSMN-VAD keeps ~0.2 s before and ~0.1 s after each stretch of speech, and a
+    sentence's outer tokens may be timed into that margin (the tiny test ASR spreads its
+    tokens evenly over the segment), so its segment and subtitle cue would cover silence.
+    Only the ends move, and only inwards; a row whose audio has no frame of speech by
+    this rule (too quiet against the recording's quiet level) stays as it is."""
+    if levels.size == 0:
+        return list(rows)
+    quiet = float(np.percentile(levels, QUIET_PERCENTILE))
+    out: list[tuple[float, float, Any, str]] = []
+    for start, end, speaker, text in rows:
+        first = max(0, int(np.floor(start / FRAME_SECONDS)))
+        stop = min(levels.size, int(np.ceil(end / FRAME_SECONDS)))
+        span = levels[first:stop]
+        if span.size == 0:
+            out.append((start, end, speaker, text))
+            continue
+        loud = float(np.percentile(span, LOUD_PERCENTILE))
+        threshold = max(quiet + NOISE_MARGIN_DB, loud - SPEECH_RANGE_DB)
+        speech = np.flatnonzero(span >= threshold)
+        if loud < quiet + NOISE_MARGIN_DB or speech.size == 0:
+            out.append((start, end, speaker, text))
+            continue
+        new_start = max(start, (first + int(speech[0])) * FRAME_SECONDS)
+        new_end = min(end, (first + int(speech[-1]) + 1) * FRAME_SECONDS)
+        out.append((round(new_start, 3), round(max(new_start, new_end), 3), speaker, text))
+    return out
+
+
+__all__ = ["FRAME_SECONDS", "MIN_RUN_TOKENS", "TESTED_FUNASR_VERSIONS", "SpeakerHooks", "Timeline", "cut_sentence",
+           "frame_levels", "install", "trim_to_speech"]

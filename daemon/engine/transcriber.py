@@ -222,6 +222,9 @@ class Engine:
     # a sentence is cut where its tokens pause longer (`output.max_pause_seconds`);
     # None: FunASR's sentences as they are
     max_pause_seconds: float | None = None
+    # a sentence's start and end are moved inwards to its first and last 10 ms of speech
+    # (daemon.engine.speaker_turns.trim_to_speech); False: FunASR's times as they are
+    trim_to_speech: bool = False
 
     @property
     def speaker_batching(self) -> bool:
@@ -259,8 +262,8 @@ class Engine:
         results; same fallback).
         `refine` (default) refines FunASR's speaker clusters with the speaker model's
         thresholds (daemon.engine.speaker_refine; `refine_overrides`: configured
-        `speakers.*` values, None for the model's default) and cuts sentences at pauses
-        longer than `max_pause_seconds`; `refine=False` gives FunASR's clusters and
+        `speakers.*` values, None for the model's default), cuts sentences at pauses
+        longer than `max_pause_seconds` and moves their ends to the speech; `refine=False` gives FunASR's clusters and
         sentences exactly (sentences still cut where FunASR's own timeline changes speaker).
 
         Raises ModelsMissingError before touching funasr when a directory is missing
@@ -342,6 +345,7 @@ class Engine:
             speaker_hooks=speaker_hooks,
             refine_settings=refine_settings,
             max_pause_seconds=max_pause_seconds if refine else None,
+            trim_to_speech=refine,
         )
         logger.info("models loaded in {:.1f} s{}", engine.load_seconds,
                     f" (speaker batches of {batcher.batch_size})" if batcher else "")
@@ -411,6 +415,7 @@ class Engine:
         rows: list[tuple[float, float, int | None, str]] = []
         for result in results or []:
             rows.extend(rows_from_result(result, duration, self.has_speakers, timeline, self.max_pause_seconds))
+        rows = self._at_speech(rows, samples)
         segments = number_speakers(rows)
         centroids = _speaker_centroids(results, raw_speaker_numbers(rows)) if self.has_speakers else {}
         elapsed = time.monotonic() - started
@@ -484,7 +489,8 @@ class Engine:
         with self._speaker_model_detached():
             for index, channel in enumerate(samples):
                 results = self.generate(channel.copy(), dict(cfg))
-                rows.extend(_channel_rows(results, duration, index + 1, self.max_pause_seconds))
+                rows.extend(self._at_speech(_channel_rows(results, duration, index + 1, self.max_pause_seconds),
+                                            channel))
         rows.sort(key=lambda r: (r[0], r[1], r[2]))
         segments = tuple(Segment(start=round(s, 3), end=round(e, 3), speaker=int(k or 1), text=t.strip())
                          for s, e, k, t in rows)
@@ -492,6 +498,15 @@ class Engine:
         logger.debug("{}: {:.1f} s audio, {} channels split, {} segments, {:.2f} s", audio_path.name, duration,
                      samples.shape[0], len(segments), elapsed)
         return self._transcript(segments, duration, audio_path, source_name, elapsed, names)
+
+    def _at_speech(self, rows: list[tuple[float, float, int | None, str]],
+                   samples: "np.ndarray") -> list[tuple[float, float, int | None, str]]:
+        """`rows` with their ends moved to the speech of `samples` (mono), when that is on."""
+        if not self.trim_to_speech:
+            return rows
+        from daemon.engine.speaker_turns import frame_levels, trim_to_speech
+
+        return trim_to_speech(rows, frame_levels(samples, SAMPLE_RATE))
 
     @contextlib.contextmanager
     def _speaker_model_detached(self) -> Any:

@@ -23,6 +23,7 @@ from daemon import files
 from daemon.errors import EnrolmentError, VoiceError
 from daemon.intake.stability import ignored_because
 from daemon.jobs import results, spool
+from daemon.voices import library
 from daemon.voices.library import folder_source, voice_source_name
 from daemon.voices.matching import check_name
 
@@ -88,6 +89,16 @@ def waiting_files(config: "Config", store: "Store") -> list[tuple[str, str]]:
 
 def sync_folder(config: "Config", store: "Store", *, now: float | None = None,
                 digests: dict[str, tuple[tuple[int, int], str]] | None = None) -> FolderSync:
+    """`_sync_folder` under the library's folder lock (daemon.voices.library.folder_lock),
+    so that a voice renamed meanwhile (its name, its samples' paths and its folder) is
+    seen before or after, never half-way; a rename a crash interrupted is finished first."""
+    with library.folder_lock(config):
+        library.finish_folder_renames(config, store)
+        return _sync_folder(config, store, now=now, digests=digests)
+
+
+def _sync_folder(config: "Config", store: "Store", *, now: float | None = None,
+                 digests: dict[str, tuple[tuple[int, int], str]] | None = None) -> FolderSync:
     """Make the library follow paths.voices: a new or changed file that has been still
     for `watch.settle_seconds` becomes an enrolment job (its copy in the spool, so that
     the job's source lives where every job's does and a failure lands in failed/ with

@@ -15,7 +15,11 @@ from daemon.transcript import Transcript
 if TYPE_CHECKING:
     from daemon.store import Job
 
-__all__ = ["EXTENSION_MAX_BYTES", "formats_for", "formats_written", "load_transcript", "transcript_path"]
+__all__ = ["EXTENSION_MAX_BYTES", "SUMMARY_SUFFIX", "formats_for", "formats_written", "load_transcript", "summary_path",
+           "transcript_path"]
+
+# A job's summary beside its transcript's formats: NAME.summary.md (daemon/jobs/summarize.py).
+SUMMARY_SUFFIX = ".summary.md"
 
 # The longest extension a format adds to an output stem (`.sentences.txt`): a stem
 # leaves this much of the file system's name limit free (daemon.files.numbered).
@@ -42,3 +46,10 @@ def formats_written(job: "Job") -> list[str]:
     """The formats among a job's recorded outputs (`jobs.outputs`), in writers.FORMATS order."""
     recorded = set(job.outputs or ())
     return [fmt for fmt in writers.FORMATS if job.output_stem + writers.extension(fmt) in recorded]
+
+
+def summary_path(config: Config, output_stem: str) -> Path:
+    """Where a job's summary goes: `outbox/NAME.summary.md`."""
+    from daemon import files
+
+    return files.inside(config.paths.outbox, output_stem + SUMMARY_SUFFIX)

@@ -20,6 +20,10 @@ point between two steps:
   files are replaced. A lease taken back meanwhile means nothing is recorded: the job
   belongs to whoever has it now. A crash after `done` leaves the source in the spool;
   the supervisor's start-up (`retire_done` from settle_spool) archives it.
+- a summary of a done job (`record_summary`, daemon/jobs/summarize.py): NAME.summary.md
+  and the json's `summary` object, then the summary's `done`, only while its worker
+  holds the summary's lease. Re-renders and the doctor's check carry the recorded
+  summary along (`_published_summary`).
 - an enrolment (`record_enrolled`): `done` with the voice's sample in one transaction,
   then the source archived (the same recovery).
 - a duplicate taken at intake (`record_reused`): the outbox files, then the `done` row
@@ -65,20 +69,23 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from daemon import files, writers
+from daemon.errors import VersionConflictError
 from daemon.jobs import outputs, spool
 from daemon.store.rerenders import RERENDER_EVENTS
 from daemon.store.search import PG_LOCALE_NOTE
 from daemon.store.segments import segment_rows
 from daemon.transcript import Transcript
+from daemon.writers.summary_doc import render_summary_markdown
 
 if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.store import Job, Store
+    from daemon.store.corrections import NewVersion
 
 __all__ = ["BackfillResult", "Change", "RERENDER_EVENTS", "Repair", "Reuse", "Write", "as_stored", "backfill_segments",
            "check_results", "disagreements", "discard", "finish_rerenders", "next_transcript_path", "publish",
-           "record_enrolled", "record_reused", "record_transcribed", "repair_results", "rerender", "rerender_jobs",
-           "result_files", "retire_done", "reusable", "save_transcript", "withdraw", "write_outputs"]
+           "record_enrolled", "record_reused", "record_summary", "record_transcribed", "repair_results", "rerender",
+           "rerender_jobs", "result_files", "retire_done", "reusable", "save_transcript", "withdraw", "write_outputs"]
 
 # How a store write is run: `write(what, call)` returns call()'s result, or None when the
 # caller gave up waiting for the database (the worker passes its wait-out-the-database
@@ -152,13 +159,15 @@ def next_transcript_path(config: "Config", job_id: int) -> Path:
     return outputs.transcript_path(config, job_id).with_suffix(".next.json")
 
 
-def publish(config: "Config", *, output_stem: str, transcript: Transcript, formats: Sequence[str]) -> list[str]:
+def publish(config: "Config", *, output_stem: str, transcript: Transcript, formats: Sequence[str],
+            summary: Mapping[str, Any] | None = None) -> list[str]:
     """Write the outbox files of one job (each atomically); returns their paths relative
-    to the outbox. Daemon code publishes through the recording functions below."""
+    to the outbox. `summary`: the job's summary, which its json carries. Daemon code
+    publishes through the recording functions below."""
     stem = PurePosixPath(output_stem)
     outbox = config.paths.outbox
     directory = files.inside(outbox, stem.parent.as_posix()) if stem.parent.parts else outbox
-    written = writers.publish(transcript, directory=directory, stem=stem.name, formats=formats)
+    written = writers.publish(transcript, directory=directory, stem=stem.name, formats=formats, summary=summary)
     return [p.relative_to(outbox).as_posix() for p in written]
 
 
@@ -203,7 +212,8 @@ def record_transcribed(config: "Config", store: "Store", job: "Job", transcript:
     done = write(f"recording job {job.id} done", lambda: store.complete(
         job.id, pid=pid, audio_seconds=transcript.audio_seconds, processing_seconds=processing_seconds,
         speakers=len(transcript.speakers), outputs=list(written), device=device,
-        reused_from=reuse.twin.id if reuse is not None else None, transcript=stored))
+        reused_from=reuse.twin.id if reuse is not None else None, transcript=stored,
+        summary_attempts=_summary_attempts(config, job.options)))
     if not done:
         return done
     retire_done(config, store, job.id, spool_path=Path(job.spool_path), source_name=job.source_name, write=write)
@@ -239,7 +249,8 @@ def record_reused(config: "Config", store: "Store", reuse: Reuse, *, spool_path:
     job_id = store.add_reused(source_name=source_name, spool_path=str(spool_path), output_stem=output_stem,
                               sha256=sha256, size_bytes=size_bytes, options=options, dedup_key=dedup_key,
                               twin=reuse.twin, outputs=written, audio_seconds=transcript.audio_seconds,
-                              speakers=len(transcript.speakers), transcript=transcript)
+                              speakers=len(transcript.speakers), transcript=transcript,
+                              summary_attempts=_summary_attempts(config, options))
     save_transcript(config, job_id, transcript)
     retire_done(config, store, job_id, spool_path=spool_path, source_name=source_name)
     return job_id
@@ -248,12 +259,15 @@ def record_reused(config: "Config", store: "Store", reuse: Reuse, *, spool_path:
 @dataclass(frozen=True)
 class Change:
     """One job's re-render: `transcript` becomes its result, and an `event` (one of
-    RERENDER_EVENTS) with `detail` (its fields; None values left out) says so."""
+    RERENDER_EVENTS) with `detail` (its fields; None values left out) says so. `version`:
+    a correction (daemon.jobs.corrections), whose transcript version is added in the
+    transaction that records the re-render as intended."""
 
     job_id: int
     transcript: Transcript
     event: str
     detail: Mapping[str, Any] = field(default_factory=dict)
+    version: "NewVersion | None" = None
 
 
 def rerender(config: "Config", store: "Store", job_id: int, transcript: Transcript, *, event: str,
@@ -279,14 +293,22 @@ def rerender_jobs(config: "Config", store: "Store", changes: Sequence[Change]) -
        re-render is done.
 
     An interrupted earlier re-render of these jobs is finished first. The job's state,
-    times and outputs list do not change. Returns the jobs re-rendered (those done)."""
+    times and outputs list do not change. Returns the jobs re-rendered (those done).
+    A correction's version that can no longer be added (VersionConflictError) records
+    nothing and removes what step 1 wrote."""
     if not changes:
         return []
     finish_rerenders(config, store, job_ids=[c.job_id for c in changes])
     for change in changes:
         files.atomic_write(next_transcript_path(config, change.job_id), _stored_form(change.transcript))
-    intents = store.begin_rerenders([(c.job_id, c.event, {k: v for k, v in c.detail.items() if v is not None})
-                                     for c in changes])
+    versions = {c.job_id: c.version for c in changes if c.version is not None}
+    try:
+        intents = store.begin_rerenders([(c.job_id, c.event, {k: v for k, v in c.detail.items() if v is not None})
+                                         for c in changes], **({"versions": versions} if versions else {}))
+    except VersionConflictError:  # a correction that landed second: nothing of it may stay
+        for change in changes:
+            next_transcript_path(config, change.job_id).unlink(missing_ok=True)
+        raise
     for change in changes:
         if change.job_id not in intents:
             next_transcript_path(config, change.job_id).unlink(missing_ok=True)
@@ -318,8 +340,11 @@ def _bring_level(config: "Config", store: "Store", job_id: int, *, intent: int, 
         logger.warning("job {}: its stored transcript is gone; its {} cannot be finished", job_id, event)
         return False
     formats = outputs.formats_written(row)
+    summary = _published_summary(store, job_id)
     if formats:
-        publish(config, output_stem=row.output_stem, transcript=transcript, formats=formats)
+        publish(config, output_stem=row.output_stem, transcript=transcript, formats=formats, summary=summary)
+    if summary is not None:
+        _publish_summary_file(config, row, summary)
     store.replace_segments(job_id, transcript, event=event, intent=intent,
                            **{k: v for k, v in detail.items() if v is not None})
     return True
@@ -353,6 +378,55 @@ def finish_rerenders(config: "Config", store: "Store", *, job_ids: Sequence[int]
     return finished
 
 
+# --------------------------------------------------------------------------- summaries
+
+
+def _summary_attempts(config: "Config", options: Mapping[str, Any]) -> int | None:
+    """The attempts a done job's summary is queued with, or None: it gets none
+    (summaries off, or its sidecar says `"summary": false`)."""
+    return config.summary.max_attempts if config.summary.wanted(options) else None
+
+
+def _published_summary(store: "Store", job_id: int) -> dict[str, Any] | None:
+    """The summary the job's outputs carry: its last good result (kept while a renewal runs)."""
+    row = store.summary(job_id)
+    return row.result if row is not None else None
+
+
+def _summary_markdown(job: "Job", summary: Mapping[str, Any]) -> str:
+    stem = PurePosixPath(job.output_stem)
+    return render_summary_markdown(summary, title=PurePosixPath(job.source_name).name, page=f"{stem.name}.html")
+
+
+def _publish_summary_file(config: "Config", job: "Job", summary: Mapping[str, Any]) -> None:
+    files.atomic_write(outputs.summary_path(config, job.output_stem), _summary_markdown(job, summary))
+
+
+def record_summary(config: "Config", store: "Store", job: "Job", summary: Mapping[str, Any], *, pid: int,
+                   transcript_version: int, model: str, write: Write = _now) -> bool | None:
+    """A summary made by worker `pid`: NAME.summary.md and the `summary` object of
+    NAME.json (from the stored transcript as it is now), then the summary `done` with
+    its result, only while the worker holds its lease. True when recorded; False when
+    the lease was taken back; None when `write` gave up. The files come first, as for a
+    transcript: a worker that loses its lease meanwhile leaves them to the next attempt,
+    which writes them again, and `spkd doctor` brings them level with the recorded
+    result (`disagreements`)."""
+    if not write(f"checking job {job.id}'s summary is still ours", lambda: store.holds_summary(job.id, pid=pid)):
+        return False
+    result = {**summary, "model": model, "transcript_version": transcript_version}
+    transcript = outputs.load_transcript(config, job.id)
+    written = [outputs.summary_path(config, job.output_stem)]
+    if transcript is not None and "json" in outputs.formats_written(job):
+        written += [config.paths.outbox / name for name in publish(
+            config, output_stem=job.output_stem, transcript=transcript, formats=["json"], summary=result)]
+    _publish_summary_file(config, job, result)
+    done = write(f"recording job {job.id}'s summary", lambda: store.complete_summary(
+        job.id, pid=pid, result=result, transcript_version=transcript_version, model=model))
+    if done is False and store.job(job.id) is None:  # removed while its summary was made: nothing of it stays
+        _delete(config, written)
+    return done
+
+
 # --------------------------------------------------------------------------- checking
 
 
@@ -371,14 +445,19 @@ def disagreements(config: "Config", store: "Store", job_id: int) -> list[str]:
             w[0] != h[0] or w[3:] != h[3:] or abs(w[1] - h[1]) > 0.002 or abs(w[2] - h[2]) > 0.002
             for w, h in zip(want, have)):
         found.append("segments")
-    for fmt in outputs.formats_written(row):
-        path = files.regular_file_inside(config.paths.outbox, row.output_stem + writers.extension(fmt))
+    summary = _published_summary(store, job_id)
+    wanted = {fmt: (row.output_stem + writers.extension(fmt), writers.render_bytes(fmt, transcript, summary=summary))
+              for fmt in outputs.formats_written(row)}
+    if summary is not None:
+        wanted["summary"] = (row.output_stem + outputs.SUMMARY_SUFFIX, _summary_markdown(row, summary).encode())
+    for what, (name, content) in wanted.items():
+        path = files.regular_file_inside(config.paths.outbox, name)
         try:
-            same = path is not None and path.read_bytes() == writers.render_bytes(fmt, transcript)
+            same = path is not None and path.read_bytes() == content
         except OSError:
             same = False
         if not same:
-            found.append(fmt)
+            found.append(what)
     return found
 
 
@@ -426,9 +505,9 @@ def repair_results(config: "Config", store: "Store") -> Repair:
 
 def result_files(config: "Config", job: "Job") -> list[Path]:
     """The files a job's result left that exist now: its outbox files (its row's
-    outputs list) and its stored transcript."""
+    outputs list, and its summary), and its stored transcript."""
     found = []
-    for name in job.outputs or ():
+    for name in [*(job.outputs or ()), job.output_stem + outputs.SUMMARY_SUFFIX]:
         path = files.regular_file_inside(config.paths.outbox, name)
         if path is not None:
             found.append(path)

@@ -9,6 +9,9 @@ The exit code tells the supervisor what happened (daemon.errors.ExitCode: OK,
 BOOT_FAILED, LOST_PARENT, FAILED for a crash); a SIGKILL shows up as a negative
 code and is handled there.
 
+With no transcription job waiting, a worker runs a summary task of a done job
+(daemon.jobs.summarize) when summaries are on; the job itself is done already.
+
 A database that is locked by another process for longer than its busy timeout, out
 of reach, or on a full disk is waited for, never a crash: the worker keeps its
 models loaded, says so in the log (at most once a minute) and carries on when the
@@ -36,7 +39,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 
 from loguru import logger
 
-from daemon.jobs import diskguard, outputs, results, spool
+from daemon.jobs import diskguard, outputs, results, spool, summarize
 from daemon.config import Config
 from daemon.errors import (
     DatabaseUnavailableError,
@@ -280,11 +283,15 @@ class Worker:
                 return ExitCode.LOST_PARENT
             # The disk guard pauses claiming while the outbox or state disk is nearly full.
             paused = diskguard.claim_blocker(self.config)
+            summary = None
             try:
                 job = None if paused else self.store.claim(slot=self.spec.slot, pid=self.pid,
                                                            device=self.spec.device,
                                                            lease_seconds=self.config.jobs.lease_seconds)
-                if job is None:
+                # No transcription waiting: a summary task, when summaries are on (daemon.jobs.summarize).
+                if job is None and not paused and self.config.summary.enabled:
+                    summary = self.store.claim_summary(pid=self.pid, lease_seconds=self.config.jobs.lease_seconds)
+                if job is None and summary is None:
                     now = time.monotonic()
                     if now - last_beat >= self.config.jobs.heartbeat_seconds:
                         self.store.worker_update(self.spec.slot, state="ready", pid=self.pid)
@@ -294,6 +301,9 @@ class Worker:
                 # disk: nothing was claimed; the models stay loaded and we ask again.
                 self._db_trouble.log("claiming", "slot {}: cannot claim a job now ({}); waiting", self.spec.slot, exc)
                 self.stop_requested.wait(max(poll, DB_RETRY_SECONDS))
+                continue
+            if summary is not None:
+                summarize.run(self.config, self.store, summary, pid=self.pid, write=self._stored)
                 continue
             if job is None:
                 self.stop_requested.wait(poll)

@@ -14,7 +14,7 @@ import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from daemon.service import devices
 from daemon.config import Config
@@ -22,7 +22,7 @@ from daemon.errors import SpkdError
 from daemon.files import nearest_existing
 from daemon.folders import folder_problems
 
-__all__ = ["Report", "check_results", "diagnose"]
+__all__ = ["Report", "check_results", "check_summary", "diagnose"]
 
 
 @dataclass
@@ -133,6 +133,7 @@ def diagnose(config: Config, *, inventory: devices.Inventory | None = None) -> R
         free_mb = shutil.disk_usage(existing).free // 2**20
         report.add(f"disk:{name}", free_mb >= config.daemon.min_free_mb,
                    f"{free_mb} MB free under {existing} (minimum {config.daemon.min_free_mb} MB)")
+    check_summary(config, report, os.environ)
     writable, detail = _database_writable(config.database_url)
     report.add("database", writable, detail)
     if writable:
@@ -147,6 +148,25 @@ def _cards(plans: list[devices.SlotPlan], inventory: devices.Inventory) -> list[
     return [{"device": f"{kind}:{gpu.index}", "name": gpu.name, "memory_mb": gpu.memory_mb,
              "slots": [p.slot for p in plans if p.device == f"{kind}:{gpu.index}"]}
             for kind in sorted(kinds) for gpu in inventory.gpus(kind)]
+
+
+def check_summary(config: Config, report: Report, env: Mapping[str, str]) -> None:
+    """Where summaries go (daemon/summary_config.py): off, this machine, or another one
+    (allowed by summary.allow_remote, and said as a WARN line: transcripts leave the
+    machine); a prompt file that cannot be read, an API key variable that is not set."""
+    settings = config.summary
+    report.info["summary"] = {"endpoint": settings.endpoint, "model": settings.model, "remote": settings.remote}
+    if not settings.enabled:
+        report.add("summary", True, "off (no summary.endpoint)")
+        return
+    where = (f"{settings.endpoint} is ANOTHER machine: every summarised transcript is sent there "
+             "(summary.allow_remote)" if settings.remote else f"{settings.endpoint}, on this machine (loopback)")
+    report.add("summary", True, f"model {settings.model} at {where}", warning=settings.remote)
+    if settings.prompt is not None and not os.access(settings.prompt, os.R_OK):
+        report.add("summary", False, f"summary.prompt: {settings.prompt} cannot be read", fatal=False)
+    if settings.api_key_env and not env.get(settings.api_key_env):
+        report.add("summary", True, f"summary.api_key_env: {settings.api_key_env} is not set here; the daemon needs "
+                   "it in its environment", warning=True)
 
 
 def check_results(config: Config, report: Report) -> None:

@@ -12,6 +12,8 @@ SQLAlchemy imported.
 * daemon/store/voices.py: the voice library's samples;
 * daemon/store/rerenders.py: re-renders of done jobs recorded as intended, and found
   unfinished;
+* daemon/store/corrections.py: the versions of a done job's corrected transcript;
+* daemon/store/summaries.py: summary tasks of done jobs, claimed, leased, retried;
 * daemon/store/retention.py: deleting finished jobs, the events notifiers read.
 
 daemon/store/base.py holds what they share: the engine, and the read and write
@@ -24,6 +26,7 @@ console for the user's own SQL in daemon/store/sqlconsole.py.
 
 from __future__ import annotations
 
+from daemon.store.corrections import CorrectionStore
 from daemon.store.queue import QueueStore
 from daemon.store.reads import ReadStore
 from daemon.store.rerenders import RerenderStore
@@ -38,20 +41,25 @@ from daemon.store.rows import (
     Outcome,
     SampleRow,
     SegmentMatch,
+    SummaryRow,
+    TranscriptVersion,
     VoiceSummary,
     WorkerRow,
     hostname,
     utcnow,
 )
 from daemon.store.segments import SegmentStore
+from daemon.store.summaries import SummaryStore
 from daemon.store.voices import VoiceStore
 from daemon.store.workers import WorkerStore
 
 __all__ = ["DeviceFigures", "EventRow", "Job", "JobFilter", "MetricFigures", "NoticeRow", "Outcome", "SampleRow",
-           "SegmentMatch", "Store", "VoiceSummary", "WorkerRow", "hostname", "utcnow"]
+           "SegmentMatch", "Store", "SummaryRow", "TranscriptVersion", "VoiceSummary", "WorkerRow", "hostname",
+           "utcnow"]
 
 
-class Store(QueueStore, ReadStore, WorkerStore, SegmentStore, VoiceStore, RetentionStore, RerenderStore):
+class Store(QueueStore, ReadStore, WorkerStore, SegmentStore, VoiceStore, RetentionStore, RerenderStore,
+            CorrectionStore, SummaryStore):
     """The job database, as spkd's processes use it (one per process: it holds a
     connection pool). `Store(url, host=…)`: `host` names this machine in the rows it
     writes (workers, claims), the machine's name by default. `read_only=True`: a

@@ -30,9 +30,11 @@ from sqlalchemy import Connection, DateTime, and_, bindparam, exists, insert, or
 
 from daemon.errors import JobCancelledError, LeaseExpiredError, WorkerLostError
 from daemon.store.base import NO_PROGRESS, StoreBase
+from daemon.store.corrections import copy_latest_version, delete_versions
 from daemon.store.rows import Job, Outcome, utcnow
 from daemon.store.schema import jobs
 from daemon.store.segments import delete_segments, write_segments
+from daemon.store.summaries import delete_summaries, queue_summary
 
 if TYPE_CHECKING:
     from daemon.progress import Progress
@@ -79,9 +81,10 @@ class QueueStore(StoreBase):
     def add_reused(self, *, source_name: str, spool_path: str, output_stem: str, sha256: str | None,
                    size_bytes: int | None, options: Mapping[str, Any], dedup_key: str | None, twin: Job,
                    outputs: Sequence[str], audio_seconds: float | None, speakers: int | None,
-                   transcript: Transcript | None = None) -> int:
+                   transcript: Transcript | None = None, summary_attempts: int | None = None) -> int:
         """Record a duplicate of a finished job: `done` at once, its outputs rendered from
-        the earlier job's transcript, whose `segments` it gets as its own rows."""
+        the earlier job's transcript, whose `segments` it gets as its own rows (and
+        its corrections, as its version 2: daemon.store.corrections.copy_latest_version)."""
         now = utcnow()
         with self._write() as conn:
             job_id = self._insert_job(conn, now, source_name=source_name, spool_path=spool_path,
@@ -94,6 +97,9 @@ class QueueStore(StoreBase):
                         host=self.host)
             self._event(conn, job_id, "done", now, reused_from=twin.id)
             write_segments(conn, job_id, transcript)
+            copy_latest_version(conn, twin.id, job_id, now)
+            if summary_attempts is not None:  # its summary queued with its done (daemon/store/summaries.py)
+                queue_summary(conn, job_id, now, max_attempts=summary_attempts, event=self._event)
         return job_id
 
     def done_twin(self, dedup_key: str | None) -> Job | None:
@@ -209,9 +215,10 @@ class QueueStore(StoreBase):
 
     def complete(self, job_id: int, *, pid: int, audio_seconds: float, processing_seconds: float,
                  speakers: int, outputs: Sequence[str], device: str, reused_from: int | None = None,
-                 transcript: Transcript | None = None) -> bool:
+                 transcript: Transcript | None = None, summary_attempts: int | None = None) -> bool:
         """Mark a held job done; its `transcript`'s segments become its rows in the same
-        transaction, so a done job always has them."""
+        transaction, so a done job always has them. `summary_attempts`: its summary is
+        queued in the same transaction too, with that many attempts."""
         now = utcnow()
         rtf = processing_seconds / audio_seconds if audio_seconds > 0 else None
         with self._write() as conn:
@@ -224,6 +231,8 @@ class QueueStore(StoreBase):
             self._event(conn, job_id, "done", now, device=device, audio_seconds=round(audio_seconds, 3),
                         processing_seconds=round(processing_seconds, 3), speakers=speakers, reused_from=reused_from)
             write_segments(conn, job_id, transcript)
+            if summary_attempts is not None:
+                queue_summary(conn, job_id, now, max_attempts=summary_attempts, event=self._event)
         return True
 
     def fail(self, job_id: int, *, pid: int | None, kind: str, message: str, permanent: bool,
@@ -377,9 +386,12 @@ class QueueStore(StoreBase):
 
     def withdraw_result(self, job_id: int) -> None:
         """A done job's recorded result is taken back (its segments, its outputs list),
-        before it runs again or is removed: daemon.jobs.results.withdraw, only."""
+        before it runs again or is removed: daemon.jobs.results.withdraw, only. Its
+        corrections and its summary go too: they were of the transcript that goes."""
         with self._write() as conn:
             delete_segments(conn, [job_id])
+            delete_versions(conn, [job_id])
+            delete_summaries(conn, [job_id])
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(outputs=None))
 
     def cancel(self, job_id: int, *, message: str, **detail: Any) -> Job | None:

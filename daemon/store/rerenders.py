@@ -13,11 +13,12 @@ by `spkd doctor`). No column is added for this: the history says it all.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from sqlalchemy import and_, exists, func, or_, select
 
 from daemon.store.base import StoreBase
+from daemon.store.corrections import NewVersion, add_version
 from daemon.store.rows import EventRow, utcnow
 from daemon.store.schema import job_events, jobs, segments
 
@@ -25,24 +26,33 @@ __all__ = ["RERENDER_EVENTS", "RERENDER_INTENT", "RerenderStore"]
 
 # The event that records a re-render as intended, and the kinds that say one is done.
 RERENDER_INTENT = "rerender"
-RERENDER_EVENTS = ("renamed", "rematched", "repaired")
+# (corrected, reverted: daemon.jobs.corrections, whose versions are added with the intents.)
+RERENDER_EVENTS = ("renamed", "rematched", "repaired", "corrected", "reverted")
 
 
 class RerenderStore(StoreBase):
-    def begin_rerenders(self, intents: Sequence[tuple[int, str, dict[str, Any]]]) -> dict[int, int]:
+    def begin_rerenders(self, intents: Sequence[tuple[int, str, dict[str, Any]]],
+                        versions: Mapping[int, NewVersion] | None = None) -> dict[int, int]:
         """Record re-renders as intended, in one transaction: for each (job id, event
-        kind, detail) of a done job a `rerender` event. Returns job id -> the intent's
-        event id (jobs that are not done are left out)."""
+        kind, detail) of a done job a `rerender` event, and the job's new transcript
+        version where `versions` has one (daemon.store.corrections.add_version; a
+        VersionConflictError records nothing). Returns job id -> the intent's event id
+        (jobs that are not done are left out)."""
         now = utcnow()
         made: dict[int, int] = {}
+        versions = versions or {}
         with self._write() as conn:
-            done = {int(i) for i in conn.execute(select(jobs.c.id).where(
-                jobs.c.id.in_([i for i, _e, _d in intents]), jobs.c.state == "done")).scalars()}
+            query = select(jobs.c.id).where(jobs.c.id.in_([i for i, _e, _d in intents]), jobs.c.state == "done")
+            if versions and self.is_postgres:  # the rows held, so that versions are added one after the other
+                query = query.order_by(jobs.c.id).with_for_update()
+            done = {int(i) for i in conn.execute(query).scalars()}
             for job_id, event, detail in intents:
                 if job_id not in done or job_id in made:
                     continue
                 if event not in RERENDER_EVENTS:
                     raise ValueError(f"a re-render ends with one of {RERENDER_EVENTS}, not {event!r}")
+                if job_id in versions:
+                    add_version(conn, job_id, versions[job_id], now)
                 self._event(conn, job_id, RERENDER_INTENT, now, event=event, detail=dict(detail))
                 made[job_id] = int(conn.execute(select(func.max(job_events.c.id)).where(
                     job_events.c.job_id == job_id, job_events.c.kind.in_((RERENDER_INTENT,)))).scalar_one())

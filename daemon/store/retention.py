@@ -10,18 +10,22 @@ from typing import Sequence
 from sqlalchemy import Connection, and_, delete, exists, func, or_, select
 
 from daemon.store.base import StoreBase
+from daemon.store.corrections import delete_versions
 from daemon.store.rows import NoticeRow
 from daemon.store.schema import FINISHED_STATES, job_events, jobs, segments
 from daemon.store.segments import delete_segments, within_segment_budget
+from daemon.store.summaries import delete_summaries
 
 __all__ = ["RetentionStore"]
 
 
 def _delete_jobs(conn: Connection, ids: Sequence[int]) -> None:
-    """Job rows with their segments and events (a job's rows all go, or none)."""
+    """Job rows with their segments, versions, summaries and events (a job's rows all go, or none)."""
     if not ids:
         return
     delete_segments(conn, ids)
+    delete_versions(conn, ids)
+    delete_summaries(conn, ids)
     conn.execute(delete(job_events).where(job_events.c.job_id.in_(ids)))
     conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, TypeVar
 
 __all__ = ["DeviceFigures", "EventRow", "Job", "JobFilter", "MetricFigures", "NoticeRow", "Outcome", "SampleRow",
-           "SearchBackfill", "SegmentMatch", "VoiceSummary", "WorkerRow", "hostname", "utcnow"]
+           "SearchBackfill", "SegmentMatch", "SummaryRow", "TranscriptVersion", "VoiceSummary", "WorkerRow", "hostname",
+           "utcnow"]
 
 
 def utcnow() -> dt.datetime:
@@ -104,6 +105,26 @@ class EventRow:
 
 
 @dataclass(frozen=True)
+class TranscriptVersion:
+    """One version of a done job's transcript (`transcript_versions`; daemon.jobs.corrections).
+    Version 1, the transcript as the engine made it, has no row: its `origin` is "engine",
+    its `created_at` the job's finishing time and its `overlay` empty."""
+
+    job_id: int
+    version: int
+    created_at: dt.datetime | None
+    origin: str  # cli, web; "engine" for version 1
+    change: str  # what changed, in words
+    # segment index (as text) -> the correction in effect: {"text"?, "speaker"?, "was": {…}}
+    overlay: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "TranscriptVersion":
+        return cls(job_id=int(row["job_id"]), version=int(row["version"]), created_at=row["created_at"],
+                   origin=row["origin"], change=row["change"], overlay=dict(row["overlay"] or {}))
+
+
+@dataclass(frozen=True)
 class NoticeRow:
     """An event with what a notification says about its job (Store.events_after)."""
 
@@ -129,6 +150,35 @@ class NoticeRow:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "NoticeRow":
+        return _from_mapping(cls, row)
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One row of `summaries`: a done transcription's summary task and its last result."""
+
+    job_id: int
+    state: str  # daemon.store.schema.SUMMARY_STATES
+    attempts: int
+    max_attempts: int
+    next_attempt_at: dt.datetime | None
+    host: str | None
+    pid: int | None
+    lease_expires_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
+    error_kind: str | None
+    error_message: str | None
+    # The transcript version `result` was made from (None: no result yet).
+    transcript_version: int | None
+    model: str | None
+    # The summary object of the last success (daemon.summaries.answer), kept while a renewal runs.
+    result: dict[str, Any] | None
+    requested_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "SummaryRow":
         return _from_mapping(cls, row)
 
 

@@ -24,8 +24,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["FINISHED_STATES", "JOB_TASKS", "JOB_STATES", "SAMPLE_ORIGINS", "job_events", "jobs", "metadata",
-           "search_backfill", "segments", "voice_samples", "voices", "workers"]
+__all__ = ["CORRECTION_ORIGINS", "FINISHED_STATES", "JOB_TASKS", "JOB_STATES", "SAMPLE_ORIGINS", "SUMMARY_STATES",
+           "job_events", "jobs", "metadata", "search_backfill", "segments", "summaries", "transcript_versions",
+           "voice_samples", "voices", "workers"]
 
 metadata = MetaData()
 
@@ -212,4 +213,74 @@ voice_samples = Table(
     Index("ix_voice_samples_voice", "voice_id"),
     Index("ix_voice_samples_source", "origin", "source"),
     sqlite_autoincrement=True,  # migration 0011: enrolment events name their sample by id
+)
+
+# A done job's transcript as people corrected it (migration 0012; daemon.jobs.corrections):
+# one row per version from 2 on (version 1 is the transcript as the engine made it, and
+# has no row). Rows are only ever added: a revert is a new version whose `overlay`
+# equals the old one's. `overlay` is every correction in effect in that version, by
+# segment index (Transcript.segments): {"<index>": {"text": …, "speaker": <a name>,
+# "was": {"text": <the engine's>, "speaker": <its speaker number>}}}, "text" or "speaker"
+# left out where that one is the engine's. The stored transcript
+# (state/transcripts/<id>.json) is always the latest version's, written by the same
+# re-render whose intent is recorded in the transaction that adds the row.
+CORRECTION_ORIGINS = ("cli", "web")
+
+transcript_versions = Table(
+    "transcript_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("origin", String(16), nullable=False),
+    # What changed, in words (`spkd history`): "segment 2: text", "reverted to version 1".
+    Column("change", Text, nullable=False),
+    Column("overlay", JSON, nullable=False),
+    UniqueConstraint("job_id", "version", name="uq_transcript_versions_job_version"),
+    CheckConstraint("version >= 2", name="ck_transcript_versions_version"),
+    CheckConstraint("origin IN (" + ", ".join(f"'{o}'" for o in CORRECTION_ORIGINS) + ")",
+                    name="ck_transcript_versions_origin"),
+)
+
+
+# A done transcription's summary (migration 0013; daemon/store/summaries.py): one row per
+# job, a task of its own with claim, lease and retry, so that the transcript never waits
+# for the summary server. `result` is the summary object (daemon.summaries.answer) of the
+# last success, kept while a renewal is queued, running or failed; `transcript_version`
+# the version of the transcript it was made from (Store.transcript_version), so a newer
+# transcript shows it stale. `host` + `pid` + `lease_expires_at` name the holder while
+# `running`, and only then.
+SUMMARY_STATES = ("queued", "running", "done", "failed")
+
+summaries = Table(
+    "summaries",
+    metadata,
+    Column("job_id", Integer, ForeignKey("jobs.id"), primary_key=True, autoincrement=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime),
+    Column("host", Text),
+    Column("pid", Integer),
+    Column("lease_expires_at", DateTime),
+    Column("heartbeat_at", DateTime),
+    Column("error_kind", String(32)),
+    Column("error_message", Text),
+    Column("transcript_version", Integer),
+    Column("model", Text),
+    Column("result", JSON(none_as_null=True)),
+    Column("requested_at", DateTime, nullable=False),
+    Column("started_at", DateTime),
+    Column("finished_at", DateTime),
+    CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in SUMMARY_STATES) + ")", name="ck_summaries_state"),
+    CheckConstraint("attempts >= 0 AND max_attempts >= 1 AND attempts <= max_attempts", name="ck_summaries_attempts"),
+    CheckConstraint("(state = 'running' AND host IS NOT NULL AND pid IS NOT NULL AND lease_expires_at IS NOT NULL)"
+                    " OR (state <> 'running' AND pid IS NULL AND lease_expires_at IS NULL)", name="ck_summaries_lease"),
+    CheckConstraint("state <> 'done' OR (result IS NOT NULL AND finished_at IS NOT NULL)", name="ck_summaries_done"),
+    CheckConstraint("state <> 'failed' OR (error_kind IS NOT NULL AND finished_at IS NOT NULL)",
+                    name="ck_summaries_failed"),
+    CheckConstraint("(result IS NULL AND transcript_version IS NULL)"
+                    " OR (result IS NOT NULL AND transcript_version >= 1)", name="ck_summaries_version"),
+    Index("ix_summaries_claim", "state", "next_attempt_at"),
 )

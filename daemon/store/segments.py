@@ -16,7 +16,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from sqlalchemy import Connection, delete, exists, func, insert, inspect, or_, select, text, update
+from sqlalchemy import Connection, delete, exists, func, inspect, or_, select, text, update
 
 from daemon.store.base import StoreBase
 from daemon.store.db import translate_errors
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from daemon.transcript import Transcript
 
 __all__ = ["GRAMS_BACKFILL", "PG_GRAMS_INDEX", "SegmentStore", "backfill_batch", "delete_segments", "index_grams",
-           "segment_rows", "within_segment_budget", "write_segments"]
+           "insert_segments", "segment_rows", "within_segment_budget", "write_segments"]
 
 # The one row of `search_backfill` (migration 0010), and PostgreSQL's index of grams.
 GRAMS_BACKFILL = "grams"
@@ -49,6 +49,9 @@ BACKFILL_BATCH_SECONDS = 0.2
 # busy 2-core VM (BENCHMARKS.md): `spkd db upgrade`'s estimate before it starts (it then says
 # what it measures itself).
 BACKFILL_ROWS_PER_SECOND = {"sqlite": 10_000, "postgresql": 3_500}
+# Rows per INSERT statement on SQLite (insert_segments): 9 columns each, within SQLite's
+# 32,766 variables of a statement.
+SQLITE_INSERT_ROWS = 1000
 
 
 def segment_rows(job_id: int, transcript: Transcript | None) -> list[dict[str, Any]]:
@@ -59,11 +62,15 @@ def segment_rows(job_id: int, transcript: Transcript | None) -> list[dict[str, A
         raise ValueError(f"job {job_id}: {len(transcript.segments)} segments, more than one job can hold "
                          f"({SEGMENT_ID_STRIDE})")
     rows = []
+    keys: dict[str, str] = {}  # a recording has a few speakers and hundreds of segments
     for idx, seg in enumerate(transcript.segments):
         speaker = transcript.speaker_display(seg.speaker)
+        key = keys.get(speaker)
+        if key is None:
+            key = keys[speaker] = key_of_speaker(speaker)
         rows.append({"id": job_id * SEGMENT_ID_STRIDE + idx, "job_id": job_id, "idx": idx,
                      "start_seconds": float(seg.start), "end_seconds": float(seg.end), "speaker": speaker,
-                     "text": seg.text, "folded_text": fold(seg.text), "speaker_key": key_of_speaker(speaker)})
+                     "text": seg.text, "folded_text": fold(seg.text), "speaker_key": key})
     return rows
 
 
@@ -72,9 +79,31 @@ def write_segments(conn: Connection, job_id: int, transcript: Transcript | None)
     rows = segment_rows(job_id, transcript)
     delete_segments(conn, [job_id])
     if rows:
-        conn.execute(insert(segments), rows)
+        insert_segments(conn, rows)
         index_grams(conn, rows)
     return len(rows)
+
+
+def insert_segments(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """`rows` into `segments`, in as few statements as the database allows, since each
+    costs more than its rows (BENCHMARKS.md, issue 28). SQLite: multi-row INSERTs of
+    SQLITE_INSERT_ROWS rows, not one statement per row, which made segments_fts's trigger
+    flush FTS5's pending terms to disk after every row (a new index segment each, then
+    merges: a 1-hour job's Store.complete took 550 ms of CPU more than without segments at
+    1,000 hours, now 55). PostgreSQL: one INSERT … SELECT from one array per column (about
+    half the server's time of a statement per row, GIN indexes aside)."""
+    names = [c.name for c in segments.columns]
+    if conn.dialect.name != "sqlite":
+        compile_type = conn.dialect.type_compiler_instance.process
+        arrays = ", ".join(f"CAST(:{c.name} AS {compile_type(c.type)}[])" for c in segments.columns)
+        conn.execute(text(f"INSERT INTO segments ({', '.join(names)}) SELECT * FROM unnest({arrays})"),
+                     {n: [r[n] for r in rows] for n in names})
+        return
+    one = "(" + ", ".join("?" * len(names)) + ")"
+    head = f"INSERT INTO segments ({', '.join(names)}) VALUES "
+    for at in range(0, len(rows), SQLITE_INSERT_ROWS):
+        part = rows[at:at + SQLITE_INSERT_ROWS]
+        conn.exec_driver_sql(head + ", ".join([one] * len(part)), tuple(r[n] for r in part for n in names))
 
 
 def _pending(conn: Connection) -> tuple[int, int] | None:

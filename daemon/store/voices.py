@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from sqlalchemy import Connection, delete, exists, insert, select, update
 
+from daemon.errors import VoiceError
 from daemon.store.base import NO_PROGRESS, StoreBase
 from daemon.store.rows import Job, SampleRow, VoiceSummary, utcnow
 from daemon.store.schema import jobs, voice_samples, voices
@@ -83,6 +84,26 @@ class VoiceStore(StoreBase):
             count = conn.execute(delete(voice_samples).where(voice_samples.c.voice_id == voice_id)).rowcount
             conn.execute(delete(voices).where(voices.c.id == voice_id))
         return int(count)
+
+    def rename_voice(self, name: str, new_name: str, *, sources: Mapping[str, str]) -> int | None:
+        """Voice `name` is called `new_name` from now on, and its folder samples' recordings
+        lie at `sources` (old path under paths.voices -> new), in one transaction. Returns
+        the voice's id (it keeps it: stored transcripts name voices by id); None when there
+        is no voice `name`. VoiceError when a voice is called `new_name` already."""
+        with self._write() as conn:
+            voice_id = conn.execute(select(voices.c.id).where(voices.c.name == name)).scalar()
+            if voice_id is None:
+                return None
+            taken = conn.execute(select(voices.c.id).where(voices.c.name == new_name)).scalar()
+            if taken is not None and taken != voice_id:
+                raise VoiceError(f"a voice is called {new_name!r} already: remove it first, or choose another name")
+            conn.execute(update(voices).where(voices.c.id == voice_id).values(name=new_name))
+            for old_source, new_source in sources.items():
+                conn.execute(update(voice_samples).where(voice_samples.c.voice_id == voice_id,
+                                                         voice_samples.c.origin == "folder",
+                                                         voice_samples.c.source == old_source)
+                             .values(source=new_source))
+        return int(voice_id)
 
     def remove_voice_samples(self, sample_ids: Sequence[int]) -> list[str]:
         """Remove these samples; voices left without one go too (their names are returned)."""

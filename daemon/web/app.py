@@ -14,6 +14,8 @@ Routes (scripts and monitoring may rely on these paths):
     GET  /voices                        the voice library and the enrolments under way
     POST /voices                        enrol: a recording into paths.voices/<Name>/ (the daemon embeds it)
     POST /voices/remove                 remove a voice (daemon.voices.library.remove, as `spkd voices remove`)
+    cancel, remove (with its confirmation page), a voice's samples and its rename: daemon.web.actions
+    a transcript's corrections, versions, downloads of any format and zips: daemon.web.transcript_routes
     GET  /metrics                       Prometheus text format (daemon.web.metrics)
     GET  /login, POST /login, POST /logout
 
@@ -67,7 +69,7 @@ from daemon.store.schema import JOB_STATES
 from daemon.store import Job, JobFilter, Store
 from daemon.voices import library
 from daemon.voices.matching import check_name
-from daemon.web import pages
+from daemon.web import actions, pages, summary_panel, transcript_routes
 from daemon.web.metrics import registry_for
 from daemon.web.security import (
     CSRF_FIELD,
@@ -199,7 +201,8 @@ def create_app(config: Config, listen: str | None = None) -> Starlette:
     env = _templates()
     # Retry is offered only where it can change how the job ends (the rule of `spkd retry`).
     env.globals.update(can_retry=lambda job: retry.offered(config, job),
-                       retry_refusal=lambda job: retry.why_not(config, job))
+                       retry_refusal=lambda job: retry.why_not(config, job), **actions.template_globals())
+    env.globals.update(summary_panel.template_globals(config, store))  # the job page's summary panel
     metrics_registry = registry_for(config, store)
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -369,7 +372,7 @@ def create_app(config: Config, listen: str | None = None) -> Starlette:
 
     def voices_page(request: Request) -> HTMLResponse:
         return render(request, "voices.html", v=pages.voices_view(config, store), page="voices",
-                      max_upload_mb=config.web.max_upload_mb)
+                      max_upload_mb=config.web.max_upload_mb, samples=actions.samples_by_voice(config, store))
 
     async def voices_enrol(request: Request) -> Response:
         """A recording of one voice (multipart: `name`, `recording`) for the library. This
@@ -450,15 +453,8 @@ def create_app(config: Config, listen: str | None = None) -> Starlette:
         response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, "", max_age=0))
         return response
 
-    def error_page(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
-        if isinstance(exc, (DatabaseUnavailableError, UnusableDatabaseError)):
-            # One clear page, not a 500: what the database said, and that a reload tries again.
-            status, detail = 503, f"the job database cannot be used right now ({exc}); reload to try again"
-        if "text/html" in request.headers.get("accept", ""):
-            return render(request, "error.html", status=status, status_code=status, detail=detail)
-        return Response(f"{detail}\n", status_code=status, media_type="text/plain")
+    # Every error an HTML page in the layout with a way back (JSON and text where asked for).
+    error_page = actions.error_page(render)
 
     routes: list[Any] = [
         Route("/", overview_page),
@@ -479,11 +475,14 @@ def create_app(config: Config, listen: str | None = None) -> Starlette:
         Route("/login", login_page),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
+        *actions.routes(config, store, render, posted_form),
+        *transcript_routes.routes(config, store, render, posted_form, env),
+        *summary_panel.routes(config, store, render, posted_form),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     handlers: dict[Any, Callable[..., Any]] = {HTTPException: error_page, 404: error_page, 405: error_page,
                                                DatabaseUnavailableError: error_page,
-                                               UnusableDatabaseError: error_page}
+                                               UnusableDatabaseError: error_page, Exception: error_page}
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.add_middleware(SecurityMiddleware, token=config.web.token, hosts=hosts, throttle=throttle)
     app.state.store = store

@@ -1,6 +1,6 @@
 """What the dashboard's pages show, as plain values the templates render: a job's
-own files (found from its row, never from a request path), its transcript by turns,
-the speaker timeline and where each name came from, the voice library, the overview.
+own files (found from its row, never from a request path), its speakers and where each
+name came from (the transcript itself: the view daemon.web.transcript_routes places), the voice library, the overview.
 """
 
 from __future__ import annotations
@@ -71,22 +71,6 @@ def output_file(config: "Config", row: "Job", fmt: str) -> Path | None:
 # --- the job page ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Sentence:
-    index: int
-    start: float
-    end: float
-    text: str
-
-
-@dataclass(frozen=True)
-class Turn:
-    speaker: int
-    shown: str  # how every output shows the speaker (Transcript.speaker_display)
-    start: float
-    sentences: tuple[Sentence, ...]
-
-
-@dataclass(frozen=True)
 class SpeakerRow:
     speaker: int
     label: str  # the cluster's own label (Speaker.label): what a rename names
@@ -96,8 +80,6 @@ class SpeakerRow:
     score: float | None  # the library voice's score, when matching named it
     talk_seconds: float
     segments: int
-    # (sentence index, x, width) in per mille of the recording, for the timeline
-    bars: tuple[tuple[int, float, float], ...]
 
 
 @dataclass(frozen=True)
@@ -105,7 +87,6 @@ class JobView:
     row: "Job"
     events: list["EventRow"]
     transcript: Transcript | None
-    turns: tuple[Turn, ...] = ()
     speakers: tuple[SpeakerRow, ...] = ()
     formats: tuple[str, ...] = ()
     has_audio: bool = False
@@ -142,28 +123,17 @@ def job_view(config: "Config", store: "Store", job_id: int) -> JobView | None:
                    has_audio=source is not None, audio_type=AUDIO_TYPES.get(suffix, "application/octet-stream"))
     if transcript is None:
         return view
-    turns: list[Turn] = []
-    for index, seg in enumerate(transcript.segments):
-        sentence = Sentence(index=index, start=seg.start, end=seg.end, text=seg.text)
-        if turns and turns[-1].speaker == seg.speaker:
-            last = turns[-1]
-            turns[-1] = Turn(last.speaker, last.shown, last.start, last.sentences + (sentence,))
-        else:
-            turns.append(Turn(seg.speaker, transcript.speaker_display(seg.speaker), seg.start, (sentence,)))
-    length = max(transcript.audio_seconds, max((s.end for s in transcript.segments), default=0.0), 0.001)
     infos = transcript.speakers
     # The library's names only when a speaker was named by it (a page load reads no voices otherwise).
     voice_names = ({v.id: v.name for v in library.list_voices(config, store)}
                    if any(i.match and i.match.voice is not None for i in infos) else {})
     speakers = []
     for info in infos:
-        bars = tuple((i, round(1000 * s.start / length, 2), round(max(1000 * s.duration / length, 1.0), 2))
-                     for i, s in enumerate(transcript.segments) if s.speaker == info.speaker)
         score = info.match.score if info.match is not None and not info.match.renamed else None
         speakers.append(SpeakerRow(speaker=info.speaker, label=info.label, shown=info.display, name=info.name,
                                    source=name_source(info, voice_names), score=score,
-                                   talk_seconds=info.talk_seconds, segments=info.segments, bars=bars))
-    return JobView(row=row, events=events, transcript=transcript, turns=tuple(turns), speakers=tuple(speakers),
+                                   talk_seconds=info.talk_seconds, segments=info.segments))
+    return JobView(row=row, events=events, transcript=transcript, speakers=tuple(speakers),
                    formats=view.formats, has_audio=view.has_audio, audio_type=view.audio_type)
 
 

@@ -36,6 +36,10 @@ order:
   paragraph per turn, speakers bold, times muted, named styles, an East Asian font
   for CJK text; fixed zip entry times (see `word_doc.py`).
 
+Not a format of `output.formats`: a job's summary, once it has one, is rendered by
+`summary_doc.render_summary_markdown` (`NAME.summary.md`), and `render`/`publish` given
+its `summary` object add it at the end of the json (daemon/jobs/results.py does both).
+
 An empty transcript gives a valid file in every format (srt: empty; vtt: just
 the header; tsv: just the header; json: empty lists; md, docx: title and details).
 In the line formats, md and docx, runs of whitespace and newlines inside a sentence
@@ -46,7 +50,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from daemon import files
 
@@ -87,18 +91,22 @@ def extension(fmt: str) -> str:
     return _writer(fmt)[0]
 
 
-def render(fmt: str, transcript: Transcript) -> str | bytes:
-    """The content of a format's file: `str` for the text formats, `bytes` for docx."""
+def render(fmt: str, transcript: Transcript, *, summary: Mapping[str, Any] | None = None) -> str | bytes:
+    """The content of a format's file: `str` for the text formats, `bytes` for docx.
+    `summary`: the job's summary object, which the json format carries at its end."""
+    if fmt == "json" and summary is not None:
+        return render_json(transcript, summary=summary)
     return _writer(fmt)[1](transcript)
 
 
-def render_bytes(fmt: str, transcript: Transcript) -> bytes:
+def render_bytes(fmt: str, transcript: Transcript, *, summary: Mapping[str, Any] | None = None) -> bytes:
     """A format's file exactly as `publish` writes it (text formats in UTF-8)."""
-    content = render(fmt, transcript)
+    content = render(fmt, transcript, summary=summary)
     return content.encode("utf-8") if isinstance(content, str) else content
 
 
-def publish(transcript: Transcript, *, directory: Path, stem: str, formats: Sequence[str]) -> list[Path]:
+def publish(transcript: Transcript, *, directory: Path, stem: str, formats: Sequence[str],
+            summary: Mapping[str, Any] | None = None) -> list[Path]:
     """Write `<directory>/<stem><extension>` for each format; return the paths, in order.
 
     Everything is rendered before anything is written (an unknown format or a
@@ -110,7 +118,7 @@ def publish(transcript: Transcript, *, directory: Path, stem: str, formats: Sequ
     if not stem or stem in (".", "..") or os.sep in stem or (os.altsep and os.altsep in stem):
         raise ValueError(f"stem must be a plain file name, not {stem!r}")
     directory = Path(directory)
-    rendered = {fmt: render_bytes(fmt, transcript) for fmt in dict.fromkeys(formats)}
+    rendered = {fmt: render_bytes(fmt, transcript, summary=summary) for fmt in dict.fromkeys(formats)}
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt, data in rendered.items():

@@ -16,6 +16,10 @@
                     "speaker_name": "客服", "text": "…"}, …]
     }
 
+Once the job has a summary (daemon/jobs/summarize.py), the outbox copy ends with
+`"summary": {…}`, the summary object documented in daemon/summaries/answer.py; the
+stored copy never holds it, and `parse_json` ignores it.
+
 Seconds are rounded to milliseconds; anything unknown is null. `source.modified_at`
 is the audio file's modification time (ISO 8601 with its UTC offset), the date that
 the md and docx files show. A speaker's `label` is its cluster's, stable (FunASR's
@@ -37,7 +41,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Mapping
 
 from ..transcript import SCHEMA, EngineInfo, ModelInfo, Segment, Source, SpeakerMatch, Timing, Transcript
 from .common import ms, seconds
@@ -57,9 +61,9 @@ def _speaker_entry(t: Transcript, s: Any, centroids: bool) -> dict[str, Any]:
     return entry
 
 
-def to_dict(t: Transcript, *, centroids: bool = False) -> dict[str, Any]:
+def to_dict(t: Transcript, *, centroids: bool = False, summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
     rtf = t.rtf
-    return {
+    doc = {
         "schema": SCHEMA,
         "source": None
         if t.source is None
@@ -96,11 +100,15 @@ def to_dict(t: Transcript, *, centroids: bool = False) -> dict[str, Any]:
             for s in t.segments
         ],
     }
+    if summary is not None:
+        doc["summary"] = dict(summary)
+    return doc
 
 
-def render_json(t: Transcript, *, centroids: bool = False) -> str:
-    """The json format; `centroids`: with each speaker's centroid (the stored copy)."""
-    return json.dumps(to_dict(t, centroids=centroids), ensure_ascii=False, indent=2) + "\n"
+def render_json(t: Transcript, *, centroids: bool = False, summary: Mapping[str, Any] | None = None) -> str:
+    """The json format; `centroids`: with each speaker's centroid (the stored copy);
+    `summary`: the job's summary object, last (the outbox copy, once it has one)."""
+    return json.dumps(to_dict(t, centroids=centroids, summary=summary), ensure_ascii=False, indent=2) + "\n"
 
 
 def parse_json(text: str) -> Transcript:

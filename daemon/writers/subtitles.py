@@ -40,6 +40,9 @@ class Cue:
     speaker: int
     lines: tuple[str, ...]  # the text, without the speaker prefix
     speaker_name: str = ""  # how the cue names its speaker; "" for its label
+    # The sentence it shows: its index in Transcript.segments (a sentence cut into several
+    # cues gives each of them); what `spkd edit --segment N` maps cue N to.
+    segment: int = -1
 
     @property
     def speaker_label(self) -> str:
@@ -48,10 +51,12 @@ class Cue:
 
 def build_cues(segments: Sequence[Segment], display: Callable[[int], str] = speaker_label) -> list[Cue]:
     """`display` names a speaker (Transcript.speaker_display)."""
-    sentences = sorted((s for s in segments if s.text.strip()), key=lambda s: (s.start, s.end))
+    numbered = sorted(((k, s) for k, s in enumerate(segments) if s.text.strip()),
+                      key=lambda p: (p[1].start, p[1].end))
+    sentences = [s for _k, s in numbered]
     cues: list[Cue] = []
     floor = 0  # where the previous cue ended: nothing may start before it
-    for i, seg in enumerate(sentences):
+    for i, (index, seg) in enumerate(numbered):
         name = one_line(display(seg.speaker))
         parts = split_text(one_line(seg.text), prefix_width=width(name + ": "))
         start = max(ms(seg.start), floor)
@@ -62,7 +67,7 @@ def build_cues(segments: Sequence[Segment], display: Callable[[int], str] = spea
             end = min(end, ms(sentences[i + 1].start))  # overlapping sentences: clamp
         end = max(end, start + len(parts))  # >= 1 ms per cue, even if the next starts now
         for (a, b), lines in zip(_spread(start, end, parts), parts):
-            cues.append(Cue(a, b, seg.speaker, lines, name))
+            cues.append(Cue(a, b, seg.speaker, lines, name, index))
         floor = end
     return cues
 

@@ -16,53 +16,30 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 from tests.support.audio import require_tools
+from tests.support.browser import chromium_programs, screenshot_taker, start_chromium, wait_for
 from tests.support.daemon import Daemon, write_wav
 from tests.support.web import XSS_NAME, free_port, wait_listening
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--mute-audio", "--autoplay-policy=no-user-gesture-required",
-                  "--window-size=1280,1000")
 SLOW_SECONDS = 6
-
-
-def _programs() -> tuple[str, str]:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not browser or not driver:
-        pytest.skip("needs Chromium and its driver (Debian packages `chromium` and `chromium-driver`): run "
-                    "`make test-system-deps`")
-    return browser, driver
 
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Any, str], Path]:
-    folder = tmp_path_factory.mktemp("web-screenshots")
-    print(f"\nscreenshots of the dashboard: {folder}")
-
-    def take(driver: Any, name: str) -> Path:
-        path = folder / f"{len(list(folder.iterdir())):02d}-{name}.png"
-        driver.save_screenshot(str(path))
-        print(f"screenshot: {path}")
-        return path
-
-    return take
+    return screenshot_taker(tmp_path_factory, "web-screenshots")
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory):
-    _programs()
+    chromium_programs()
     port = free_port()
     d = Daemon(tmp_path_factory.mktemp("web-daemon"),
                config={"workers": {"count": 1}, "jobs": {"max_attempts": 1},
@@ -79,7 +56,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def voice_daemon(tmp_path_factory: pytest.TempPathFactory, tiny_models):
     """A daemon with real FunASR (the tiny models), for speakers and voices."""
-    _programs()
+    chromium_programs()
     require_tools("espeak-ng")
     port = free_port()
     d = Daemon(tmp_path_factory.mktemp("web-voices-daemon"), fake_engine=False,
@@ -95,35 +72,9 @@ def voice_daemon(tmp_path_factory: pytest.TempPathFactory, tiny_models):
 
 @pytest.fixture(scope="module")
 def browser(daemon, tmp_path_factory: pytest.TempPathFactory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver_path = _programs()
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    driver.set_page_load_timeout(60)
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"))
     yield driver
     driver.quit()
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "condition",
-             every: float = 0.2) -> Any:
-    from selenium.common.exceptions import StaleElementReferenceException
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except StaleElementReferenceException:
-            value = None  # the live part of the page was replaced between finding and reading: look again
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def job_named(d: Daemon, name: str) -> dict[str, Any] | None:

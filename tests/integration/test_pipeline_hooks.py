@@ -2,7 +2,9 @@
 (daemon/engine/speaker_batching.py) give exactly what bare FunASR gives, hook by hook, on the
 same tiny models and audio (numpy's RNG seeded alike, as in test_speaker_batching.py).
 
-The VAD and timestamp hooks move device tensors to the host; here every tensor already
+The VAD's frame loop (daemon/engine/vad_loop.py) runs on every device; its own tests,
+bit for bit on random score sequences, are tests/integration/test_vad_loop.py. The VAD
+score and timestamp hooks move device tensors to the host; here every tensor already
 lives on the CPU, so they are installed as a GPU worker would have them (device "cuda")
 to check their wiring: they are called, FunASR's code takes what they return, and the
 whole result stays equal field by field. That the numbers stay equal across the
@@ -56,10 +58,11 @@ def hooked(tiny_models: ModelDirs) -> tuple[Engine, dict[str, _Counted]]:
     engine = Engine.load(tiny_models, device="cpu", batch_size_s=300, ncpu=1, pipeline_hooks=False)
     hooks = ph.install(engine.model, funasr.__version__, "cuda:0")
     engine.pipeline_hooks = hooks
-    assert hooks.names == ["clustering on 1 thread(s)", "VAD scores on the host", "ASR timestamps on the host",
-                           "CIF on numpy"]
-    counters = {"vad": _Counted(), "timestamps": _Counted(), "cluster": _Counted()}
+    assert hooks.names == ["clustering on 1 thread(s)", "VAD frame loop in locals", "VAD scores on the host",
+                           "ASR timestamps on the host", "CIF on numpy"]
+    counters = {"vad": _Counted(), "timestamps": _Counted(), "cluster": _Counted(), "vad_loop": _Counted()}
     _count(engine.model.vad_model.encoder, "forward", counters["vad"])
+    _count(engine.model.vad_model, "DetectLastFrames", counters["vad_loop"])  # spkd's loop, on every VAD call
     _count(engine.model.model, "calc_predictor_timestamp", counters["timestamps"])
     return engine, counters
 
@@ -116,6 +119,7 @@ def test_every_hook_identical_two_voices(bare, hooked, two_voice_wav: Path) -> N
     before = {k: c.calls for k, c in counters.items()}
     _identical(bare, engine, two_voice_wav)
     assert counters["vad"].calls > before["vad"]  # the hooked encoder produced the VAD's scores
+    assert counters["vad_loop"].calls > before["vad_loop"]  # and spkd's frame loop decided on them
     assert counters["timestamps"].calls > before["timestamps"]
     assert engine.speaker_batcher.last_stats.feature_seconds > 0  # batched fbank ran
 
@@ -185,9 +189,11 @@ def test_uninstall_restores_funasr(tiny_models: ModelDirs) -> None:
     guard = model.model.inference
     hooks = ph.install(model, funasr.__version__, "cuda:0")
     assert model.cb_model is not cluster and "forward" in vars(model.vad_model.encoder)
+    assert "DetectCommonFrames" in vars(model.vad_model)
     hooks.uninstall()
     assert model.cb_model is cluster
     assert "forward" not in vars(model.vad_model.encoder)
+    assert "DetectCommonFrames" not in vars(model.vad_model) and "DetectLastFrames" not in vars(model.vad_model)
     assert "calc_predictor_timestamp" not in vars(model.model)
     assert model.model.inference is guard  # the engine's empty-batch guard stays, unwrapped
     assert model.vad_model.encoder.forward == encoder_forward
@@ -195,7 +201,7 @@ def test_uninstall_restores_funasr(tiny_models: ModelDirs) -> None:
 
 def test_cpu_worker_gets_only_the_thread_limit(tiny_models: ModelDirs) -> None:
     engine = Engine.load(tiny_models, device="cpu", ncpu=1)
-    assert engine.pipeline_hooks.names == ["clustering on 1 thread(s)", "CIF on numpy"]
+    assert engine.pipeline_hooks.names == ["clustering on 1 thread(s)", "VAD frame loop in locals", "CIF on numpy"]
 
 
 def test_cif_fires_host_equals_funasrs_bit_for_bit() -> None:

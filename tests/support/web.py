@@ -48,8 +48,10 @@ class Jobs:
     audio: Path  # the done job's archived source
 
 
-def populate(config: Config, *, name: str = XSS_NAME, seconds: float = 6.0) -> Jobs:
-    """One done and one failed job, on disk and in the database, as the daemon leaves them."""
+def populate(config: Config, *, name: str = XSS_NAME, seconds: float = 6.0,
+             formats: tuple[str, ...] = ("json", "txt", "srt", "vtt", "html", "docx")) -> Jobs:
+    """One done and one failed job, on disk and in the database, as the daemon leaves them
+    (the done job's outputs in `formats`)."""
     db.migrate(config.database_url)
     store = Store(config.database_url, host=config.host)
     try:
@@ -64,7 +66,7 @@ def populate(config: Config, *, name: str = XSS_NAME, seconds: float = 6.0) -> J
         transcript = Transcript(segments=SEGMENTS, audio_seconds=seconds, source=Source(name=name),
                                 speaker_centroids={k: (float(k), 1.0, 0.0) for k in range(1, 4)})
         written = results.write_outputs(config, done, transcript, output_stem=job.output_stem,
-                                        formats=("json", "txt", "srt", "vtt", "html", "docx"))
+                                        formats=formats)
         store.complete(done, pid=os.getpid(), audio_seconds=seconds, processing_seconds=seconds / 10, speakers=2,
                        outputs=written, device="cpu", transcript=transcript)
         archived = results.retire_done(config, store, done, spool_path=spooled, source_name=name)

@@ -48,7 +48,7 @@ WRITERS_PUBLISH = "daemon.writers.publish"
 # writing its segments, recording where its source was archived, archiving the source; and
 # taking a result back (a done job run again or removed).
 RESULT_STORE_METHODS = ("complete", "add_reused", "add_segments", "replace_segments", "set_archive_name",
-                        "withdraw_result")
+                        "withdraw_result", "complete_summary")
 RESULT_FUNCTIONS = ("daemon.jobs.spool.archive",)
 
 

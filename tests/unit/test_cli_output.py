@@ -238,9 +238,10 @@ def test_transcribe_of_a_missing_file_fails_at_once_without_funasr(tmp_path: Pat
     empty.touch()
     proc = subprocess.run([sys.executable, "-c", probe, str(config), str(empty)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=60, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-    code, elapsed, funasr, torch = proc.stdout.split()
+    code, _elapsed, funasr, torch = proc.stdout.split()
+    # neither FunASR nor torch was imported (loading them takes 8 s and more); no wall-clock
+    # bound: on a loaded machine the store's imports alone took 5 s
     assert (code, funasr, torch) == ("1", "False", "False"), proc.stderr
-    assert float(elapsed) < 2.0  # loading the models takes 8 s and more
     assert "FAILED [1/2] nosuch.m4a: bad_audio: no such file" in proc.stderr
     assert "FAILED [2/2] empty.m4a: empty: " in proc.stderr
     assert "model" not in proc.stderr  # the missing models are not the problem here

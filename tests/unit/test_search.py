@@ -316,6 +316,25 @@ def test_a_job_is_never_done_without_its_segments(store):
     assert "done" not in [e.kind for e in store.events(job_id)]
 
 
+def test_a_job_longer_than_one_insert_statement_keeps_every_row_in_both_indexes(store):
+    """Segments go in as few statements as the database allows (SQLite: multi-row INSERTs
+    of SQLITE_INSERT_ROWS rows; PostgreSQL: one INSERT from arrays): a job longer than
+    one statement keeps every row, in order, with its speaker, found by either index."""
+    from daemon.store.segments import SQLITE_INSERT_ROWS
+
+    count = SQLITE_INSERT_ROWS + 7
+    texts = [f"第{i}句话 line{i:05d}" for i in range(count - 1)] + ["最后一句鑫"]
+    job_id = finish(store, "long.wav", segs(*texts), names={1: "Ann"})
+    rows = segment_rows(store, job_id)
+    assert [(r["idx"], r["text"], r["speaker"]) for r in rows] == [
+        (i, t, "Ann" if i % 2 == 0 else "Speaker2") for i, t in enumerate(texts)]
+    assert found(store, f"line{SQLITE_INSERT_ROWS + 2:05d}") == [(job_id, SQLITE_INSERT_ROWS + 2)]  # trigrams
+    assert found(store, "鑫") == found(store, "句鑫") == [(job_id, count - 1)]  # grams
+    assert found(store, "鑫", speaker="ann") == [(job_id, count - 1)] and found(store, "鑫", speaker="Speaker2") == []
+    assert found(store, "line", speaker="Speaker2", limit=2) == [(job_id, 1), (job_id, 3)]
+    assert fts_rows(store) in (None, count)
+
+
 def test_retention_removes_the_rows_and_their_index_entries(store):
     gone = [finish(store, f"old{i}.wav", segs(*(f"旧的会议记录{i}-{k}" for k in range(5)))) for i in range(4)]
     kept = finish(store, "new.wav", segs("新的会议记录"))

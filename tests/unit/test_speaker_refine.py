@@ -1,5 +1,6 @@
 """The speaker refinements on their own (no FunASR): daemon.engine.speaker_refine on
-made-up embeddings and windows, sentence cuts at pauses (daemon.engine.speaker_turns),
+made-up embeddings and windows, sentence cuts at pauses and sentence ends moved to the
+speech (daemon.engine.speaker_turns),
 speakers merged by the voice library (daemon.voices.matching), and their config keys.
 
 Embeddings: each voice is a random unit direction; a window is its voice's direction
@@ -17,7 +18,7 @@ import pytest
 from daemon import config as cfg
 from daemon.engine.speaker_refine import REAL_CAMPP, TINY_CAMPP, RefineSettings, defaults_for, refine_labels, \
     settings_for
-from daemon.engine.speaker_turns import cut_sentence
+from daemon.engine.speaker_turns import cut_sentence, frame_levels, trim_to_speech
 from daemon.errors import ConfigError
 from daemon.store.rows import SampleRow
 from daemon.transcript import ModelInfo, EngineInfo, Segment, Transcript
@@ -202,6 +203,50 @@ def test_pause_and_speaker_cuts_together() -> None:
     timeline = [(0.0, 0.6, 0), (0.6, 1.2, 1), (4.9, 6.0, 1)]
     pieces = cut_sentence("甲乙丙丁戊己", 0.0, 5.6, toks, timeline, 2.0)
     assert pieces == [(0.0, 0.6, 0, "甲乙"), (0.6, 1.2, 1, "丙丁"), (5.0, 5.6, 1, "戊己")]
+
+
+def test_a_piece_with_no_text_is_dropped_not_stretched_over_the_pause() -> None:
+    # FunASR's text can hold fewer characters than the sentence has tokens (the tiny ASR's
+    # "你。" over 6 tokens): the text goes to one piece (cut at the same share of its
+    # characters as the tokens), and the pieces without any are dropped rather than the
+    # whole sentence kept over both pauses
+    toks = tokens((1.0, 1.2), (1.2, 1.4), (4.0, 4.2), (4.2, 4.4), (8.0, 8.2), (8.2, 8.4))
+    assert cut_sentence("你。", 1.0, 8.4, toks, None, 1.0) == [(4.0, 4.4, None, "你。")]
+
+
+# --------------------------------------------------------------------------- ends at speech
+
+RATE = 16000
+
+
+def tone(seconds: float, level_db: float, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (10 ** (level_db / 20) * np.sqrt(2) * np.sin(2 * np.pi * 220 * t + rng.uniform(0, 6))).astype(np.float32)
+
+
+def test_sentence_ends_move_inwards_to_the_speech() -> None:
+    rng = np.random.default_rng(1)
+    # 1 s of digital silence, 1 s of "speech" at -20 dB, 1 s of silence
+    audio = np.concatenate([np.zeros(RATE, np.float32), tone(1.0, -20.0, rng), np.zeros(RATE, np.float32)])
+    levels = frame_levels(audio, RATE)
+    assert levels.size == 300 and levels[:100].max() == -100.0 and abs(levels[150] + 20.0) < 0.5
+    rows = [(0.7, 2.3, 1, "一二三"), (0.1, 0.6, 2, "四"), (1.2, 1.8, 1, "五")]
+    trimmed = trim_to_speech(rows, levels)
+    assert trimmed[0][2:] == (1, "一二三") and abs(trimmed[0][0] - 1.0) <= 0.01 and abs(trimmed[0][1] - 2.0) <= 0.01
+    # no speech under it: kept as it is; all speech: kept as it is
+    assert trimmed[1:] == rows[1:]
+
+
+def test_a_noise_floor_is_not_speech_and_a_soft_onset_is() -> None:
+    rng = np.random.default_rng(2)
+    noise = (10 ** (-60 / 20) * rng.standard_normal(4 * RATE)).astype(np.float32)
+    audio = noise.copy()
+    audio[RATE : RATE + RATE // 5] += tone(0.2, -45.0, rng)  # a soft onset, 25 dB under the loud part
+    audio[RATE + RATE // 5 : 3 * RATE] += tone(1.8, -20.0, rng)
+    trimmed = trim_to_speech([(0.5, 3.5, 1, "一二三"), (3.2, 3.9, 1, "四")], frame_levels(audio, RATE))
+    assert abs(trimmed[0][0] - 1.0) <= 0.02 and abs(trimmed[0][1] - 3.0) <= 0.02
+    assert trimmed[1] == (3.2, 3.9, 1, "四")  # only the noise floor under it
+    assert trim_to_speech([(0.0, 1.0, 1, "x")], np.zeros(0)) == [(0.0, 1.0, 1, "x")]
 
 
 # --------------------------------------------------------------------------- known voices

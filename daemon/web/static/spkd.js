@@ -1,4 +1,4 @@
-// spkd dashboard: live refresh, uploads, and the transcript player. No framework, no
+// spkd dashboard: live refresh and uploads (the transcript: transcript.js). No framework, no
 // build step; everything it inserts comes from the server already escaped, or is set
 // as text (textContent), never as markup.
 "use strict";
@@ -82,57 +82,5 @@
     });
     input.addEventListener("change", () => { send(input.files); input.value = ""; });
   }
-
-  // --- the transcript player ------------------------------------------------------------
-  const player = document.getElementById("player");
-  const sentences = Array.from(document.querySelectorAll(".sent[data-start]"));
-  if (sentences.length) {
-    const starts = sentences.map((s) => parseFloat(s.dataset.start));
-    const blocks = Array.from(document.querySelectorAll("rect.seg[data-index]"));
-    let current = -1;
-    function mark(index) {
-      if (index === current) return;
-      if (current >= 0) {
-        sentences[current].classList.remove("current");
-        blocks.filter((b) => b.dataset.index === String(current)).forEach((b) => b.classList.remove("active"));
-      }
-      current = index;
-      if (index >= 0) {
-        sentences[index].classList.add("current");
-        blocks.filter((b) => b.dataset.index === String(index)).forEach((b) => b.classList.add("active"));
-      }
-    }
-    function at(time) {
-      // the last sentence that started at or before `time`, while it lasts
-      let lo = 0, hi = starts.length - 1, found = -1;
-      while (lo <= hi) {
-        const mid = (lo + hi) >> 1;
-        if (starts[mid] <= time + 1e-3) { found = mid; lo = mid + 1; } else { hi = mid - 1; }
-      }
-      if (found >= 0 && time > parseFloat(sentences[found].dataset.end) + 0.05) return -1;
-      return found;
-    }
-    function playFrom(index) {
-      const start = starts[index];
-      mark(index);
-      if (!player) return;
-      player.currentTime = start;
-      const playing = player.play();
-      if (playing && playing.catch) playing.catch(() => {});
-    }
-    sentences.forEach((s, i) => {
-      s.addEventListener("click", () => playFrom(i));
-      s.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); playFrom(i); } });
-    });
-    blocks.forEach((b) => b.addEventListener("click", () => playFrom(parseInt(b.dataset.index, 10))));
-    if (player) player.addEventListener("timeupdate", () => mark(at(player.currentTime)));
-    const hash = /^#t=([0-9.]+)$/.exec(window.location.hash);
-    if (hash) {
-      const time = parseFloat(hash[1]);
-      const index = at(time) >= 0 ? at(time) : Math.max(0, starts.findIndex((s) => s >= time));
-      mark(index);
-      if (player) player.currentTime = time;
-      sentences[index].scrollIntoView({ block: "center" });
-    }
-  }
+  // The job page's transcript (player, corrections, find): static/transcript.js.
 })();
