@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -96,23 +95,6 @@ def test_names_reach_every_format(named: Transcript, call: Dialog) -> None:
     rows = list(csv.reader(io.StringIO(out["tsv"]), delimiter="\t", quoting=csv.QUOTE_NONE))
     assert [r[2] for r in rows[1:]] == [NAMES[s.speaker - 1] for s in named.segments]
 
-    class Names(HTMLParser):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inside: str | None = None
-            self.found: dict[str, list[str]] = {"name": [], "who": []}
-
-        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-            cls = dict(attrs).get("class")
-            self.inside = cls if cls in self.found else None
-
-        def handle_data(self, data: str) -> None:
-            if self.inside:
-                self.found[self.inside].append(data)
-                self.inside = None
-
-    page = Names()
-    page.feed(out["html"])
     rows = re.findall(r'<div class="speaker-row"[^>]*><span class="who"><svg class="swatch".*?</svg>([^<]*)</span>',
                       out["html"])
     assert rows == NAMES  # the timeline rows (writers/html_page.py: a swatch, then the name)
