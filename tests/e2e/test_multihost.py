@@ -74,9 +74,10 @@ def assert_each_file_once(shared: Path, names: list[str], jobs: list[dict[str, A
 
 def test_two_hosts_share_one_queue_and_one_inbox_and_survive_one_being_killed(tmp_path, postgres_url):
     shared = tmp_path / "shared"
-    env = {"SPKD_FAKE_SLOW_SECONDS": "1.5"}
-    a = HostDaemon(tmp_path / "a", shared, postgres_url, "host-a", env=env)
-    b = HostDaemon(tmp_path / "b", shared, postgres_url, "host-b", env=env)
+    # host-a's jobs are slow, so that the one it is running when it dies is still running
+    # when the kill lands, however loaded the machine that runs this test is.
+    a = HostDaemon(tmp_path / "a", shared, postgres_url, "host-a", env={"SPKD_FAKE_SLOW_SECONDS": "6"})
+    b = HostDaemon(tmp_path / "b", shared, postgres_url, "host-b", env={"SPKD_FAKE_SLOW_SECONDS": "1.5"})
     with a, b:
         a.start(wait_ready=False)
         b.start(wait_ready=False)  # both at once: the migration runs once (advisory lock)
@@ -87,22 +88,28 @@ def test_two_hosts_share_one_queue_and_one_inbox_and_survive_one_being_killed(tm
             write_wav(shared / "inbox" / name, seed=i)
         # Both watchers see every file; each becomes one row.
         a.wait(lambda: len(a.jobs()) >= len(names), what="16 queued jobs")
-        # Killed mid-job, not in the instant between a job's row turning done and its
-        # source reaching archive/ (that file would stay in host-a's spool until it returns).
-        running_on_a = a.wait(lambda: [j for j in a.jobs() if j["host"] == "host-a" and j["state"] == "running"]
-                              and [j for j in a.jobs() if j["host"] == "host-a" and j["state"] == "done"]
-                              and all((shared / "archive" / j["source_name"]).exists()
-                                      for j in a.jobs() if j["host"] == "host-a" and j["state"] == "done"),
-                              what="host-a done with one job (archived) and running another")
-        assert running_on_a
+
+        def a_running_after_one_archived() -> bool:
+            # One snapshot of the rows. Killed mid-job, not in the instant between a job's
+            # row turning done and its source reaching archive/ (that file would stay in
+            # host-a's spool until it returns).
+            mine = [j for j in a.jobs() if j["host"] == "host-a"]
+            done = [j for j in mine if j["state"] == "done"]
+            return (any(j["state"] == "running" for j in mine) and bool(done)
+                    and all((shared / "archive" / j["source_name"]).exists() for j in done))
+
+        a.wait(a_running_after_one_archived, what="host-a done with one job (archived) and running another")
         a.kill_group()  # host-a dies with its workers (power loss): its leases run out
+        held_at_death = {j["id"] for j in a.jobs() if j["host"] == "host-a" and j["state"] == "running"}
+        assert held_at_death, "host-a finished its jobs before the kill landed"
         jobs = done_jobs(b, len(names))
         assert_each_file_once(shared, names, jobs)
         hosts = {j["host"] for j in jobs}
         assert hosts == {"host-a", "host-b"}, hosts
-        reaped = [(j, e) for j in jobs for e in b.events(j["id"])
-                  if e["kind"] == "requeued" and "lease expired (holder host-a/" in json.loads(e["detail"])["reason"]]
-        assert reaped and all(j["host"] == "host-b" for j, _ in reaped)
+        reaped = {j["id"] for j in jobs for e in b.events(j["id"])
+                  if e["kind"] == "requeued" and "lease expired (holder host-a/" in json.loads(e["detail"])["reason"]}
+        assert reaped == held_at_death  # each job host-a held was taken back, by lease expiry
+        assert all(j["host"] == "host-b" for j in jobs if j["id"] in reaped)
         assert len(jobs) == len(names) and len(a.jobs()) == len(names)
         # host-a comes back: it finds nothing of its own to recover and joins in again.
         a.start(wait_ready=False)
