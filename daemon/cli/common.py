@@ -9,20 +9,21 @@ that the fast commands stay fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import functools
 import json
 import unicodedata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.store import Store
 
 __all__ = ["CUT_MARK", "MAX_CELL_WIDTH", "WIDE_HELP", "add_command", "add_wide", "cell_text", "char_width", "cut",
-           "display_width", "json_default", "load_config", "megabytes", "open_store", "pad", "print_json",
-           "print_table", "quiet_logging", "table_lines"]
+           "display_width", "json_default", "load_config", "megabytes", "open_store", "opened_store", "pad",
+           "print_json", "print_table", "quiet_logging", "table_lines"]
 
 
 def load_config(args: argparse.Namespace) -> "Config":
@@ -64,6 +65,23 @@ def open_store(config: "Config") -> "Store":
     # As this host (daemon.host): commands that act on this host's jobs (rematch, a voice's
     # rename) find them by it.
     return Store(config.database_url, host=config.host)
+
+
+@contextlib.contextmanager
+def opened_store(config: "Config") -> Iterator["Store"]:
+    """The job database for one command (`with opened_store(config) as store:`):
+    open_store's checks; the driver's errors, in the opening and in the body alike,
+    turned into spkd's by translate_unusable (an unusable file into one
+    UnusableDatabaseError, a ConfigError; a lock or an outage into
+    DatabaseUnavailableError); the store closed on the way out, however it is left."""
+    from daemon.store.db import translate_unusable
+
+    with translate_unusable(config.database_url):
+        store = open_store(config)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 def json_default(value: Any) -> Any:

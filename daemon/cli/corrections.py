@@ -12,7 +12,7 @@ import dataclasses
 import json
 from typing import Any
 
-from daemon.cli.common import add_command, add_wide, job_id, load_config, open_store, print_table
+from daemon.cli.common import add_command, add_wide, job_id, load_config, opened_store, print_table
 
 __all__ = ["register"]
 
@@ -29,18 +29,13 @@ def _positive(text: str) -> int:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     from daemon.jobs import corrections
-    from daemon.store.db import translate_unusable
 
     config = load_config(args)
-    with translate_unusable(config.database_url):
-        store = open_store(config)
-        try:
-            before = store.transcript_version(args.job) if store.job(args.job) is not None else 1
-            version = corrections.edit_segment(config, store, args.job, args.segment, text=args.text,
-                                               speaker=args.speaker, origin="cli")
-            change = corrections.history(store, args.job)[-1].change if version != before else ""
-        finally:
-            store.close()
+    with opened_store(config) as store:
+        before = store.transcript_version(args.job) if store.job(args.job) is not None else 1
+        version = corrections.edit_segment(config, store, args.job, args.segment, text=args.text,
+                                           speaker=args.speaker, origin="cli")
+        change = corrections.history(store, args.job)[-1].change if version != before else ""
     if version == before:
         print(f"job {args.job}: segment {args.segment} already says so; nothing changed (version {version})")
     else:
@@ -50,16 +45,11 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_revert(args: argparse.Namespace) -> int:
     from daemon.jobs import corrections
-    from daemon.store.db import translate_unusable
 
     config = load_config(args)
-    with translate_unusable(config.database_url):
-        store = open_store(config)
-        try:
-            before = store.transcript_version(args.job) if store.job(args.job) is not None else 1
-            version = corrections.revert(config, store, args.job, args.version, origin="cli")
-        finally:
-            store.close()
+    with opened_store(config) as store:
+        before = store.transcript_version(args.job) if store.job(args.job) is not None else 1
+        version = corrections.revert(config, store, args.job, args.version, origin="cli")
     if version == before:
         print(f"job {args.job}: the transcript already is as in version {args.version}; nothing changed "
               f"(version {version})")
@@ -70,15 +60,10 @@ def cmd_revert(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from daemon.jobs import corrections
-    from daemon.store.db import translate_unusable
 
     config = load_config(args)
-    with translate_unusable(config.database_url):
-        store = open_store(config)
-        try:
-            versions = corrections.history(store, args.job)
-        finally:
-            store.close()
+    with opened_store(config) as store:
+        versions = corrections.history(store, args.job)
     if args.json:
         rows: list[dict[str, Any]] = [dataclasses.asdict(v) for v in versions]
         for row in rows:

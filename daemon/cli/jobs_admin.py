@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from daemon.cli.common import add_command, job_id, load_config, open_store
+from daemon.cli.common import add_command, job_id, load_config, opened_store
 from daemon.errors import ExitCode, JobRefusedError
 
 __all__ = ["register"]
@@ -27,7 +27,6 @@ def cmd_retry(args: argparse.Namespace) -> int:
     from daemon import options
     from daemon.intake.probe import probe
     from daemon.jobs import retry
-    from daemon.store.db import translate_unusable
 
     if bool(args.ids) == bool(args.failed):
         print("spkd retry: give job ids, or --failed for every failed job", file=sys.stderr)
@@ -38,24 +37,20 @@ def cmd_retry(args: argparse.Namespace) -> int:
     given = options.parse(args.options, source="--options") if args.options is not None else None
     config = load_config(args)
     refused = 0
-    with translate_unusable(config.database_url):
-        store = open_store(config)
-        try:
-            if args.failed:
-                done, skipped = retry.retry_failed(config, store, force=args.force, probe=probe)
-                for reason in skipped:
-                    print(f"spkd retry: skipped: {reason}", file=sys.stderr)
-            else:
-                done = []
-                for job_id in dict.fromkeys(args.ids):
-                    try:
-                        done.append(retry.retry_job(config, store, job_id, given=given, force=args.force,
-                                                    probe=probe))
-                    except JobRefusedError as exc:
-                        print(f"spkd retry: {exc.message}", file=sys.stderr)
-                        refused += 1
-        finally:
-            store.close()
+    with opened_store(config) as store:
+        if args.failed:
+            done, skipped = retry.retry_failed(config, store, force=args.force, probe=probe)
+            for reason in skipped:
+                print(f"spkd retry: skipped: {reason}", file=sys.stderr)
+        else:
+            done = []
+            for number in dict.fromkeys(args.ids):
+                try:
+                    done.append(retry.retry_job(config, store, number, given=given, force=args.force,
+                                                probe=probe))
+                except JobRefusedError as exc:
+                    print(f"spkd retry: {exc.message}", file=sys.stderr)
+                    refused += 1
     for item in done:
         print(f"requeued job {item.job.id}: {item.job.source_name} with options {_shown(item.options)} "
               f"({item.options_text})")
@@ -66,69 +61,59 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from daemon.jobs.cancel import cancel_job
-    from daemon.store.db import translate_unusable
 
     config = load_config(args)
     refused = 0
-    with translate_unusable(config.database_url):
-        store = open_store(config)
-        try:
-            for job_id in dict.fromkeys(args.ids):
-                try:
-                    was = cancel_job(config, store, job_id)
-                except JobRefusedError as exc:
-                    print(f"spkd cancel: {exc.message}", file=sys.stderr)
-                    refused += 1
-                    continue
-                how = (f"its worker on {was.host} (slot {was.slot}) stops it within seconds" if was.state == "running"
-                       else "it will not start")
-                print(f"cancelled job {job_id} (was {was.state}): {was.source_name}; {how}; its file goes to "
-                      f"{config.paths.failed}")
-        finally:
-            store.close()
+    with opened_store(config) as store:
+        for number in dict.fromkeys(args.ids):
+            try:
+                was = cancel_job(config, store, number)
+            except JobRefusedError as exc:
+                print(f"spkd cancel: {exc.message}", file=sys.stderr)
+                refused += 1
+                continue
+            how = (f"its worker on {was.host} (slot {was.slot}) stops it within seconds" if was.state == "running"
+                   else "it will not start")
+            print(f"cancelled job {number} (was {was.state}): {was.source_name}; {how}; its file goes to "
+                  f"{config.paths.failed}")
     return ExitCode.FAILED if refused else ExitCode.OK
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
     from daemon.jobs import remove
-    from daemon.store.db import translate_unusable
 
     config = load_config(args)
-    with translate_unusable(config.database_url):
-        store = open_store(config)
-        try:
-            removals, refused = remove.plan(config, store, args.ids)
-            for reason in refused:
-                print(f"spkd remove: {reason}", file=sys.stderr)
-            if refused:
-                print("spkd remove: nothing removed", file=sys.stderr)
+    with opened_store(config) as store:
+        removals, refused = remove.plan(config, store, args.ids)
+        for reason in refused:
+            print(f"spkd remove: {reason}", file=sys.stderr)
+        if refused:
+            print("spkd remove: nothing removed", file=sys.stderr)
+            return ExitCode.FAILED
+        for item in removals:
+            job = item.job
+            print(f"job {job.id} ({job.state}): {job.source_name}")
+            for path in item.files:
+                print(f"  delete  {path}")
+            print(f"  delete  {item.segments} segment row(s), {item.events} event row(s) and the job's row")
+            if item.audio is None:
+                print("  audio   none left (not in archive/, failed/ or the spool)")
+            elif item.audio_moves:
+                print(f"  keep    its audio {item.audio}, moved into {config.paths.failed}")
+            else:
+                print(f"  keep    its audio {item.audio}")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                print("spkd remove: nothing removed: confirm on a terminal, or pass --yes", file=sys.stderr)
+                return ExitCode.ERROR
+            sys.stdout.flush()
+            answer = input(f"remove {len(removals)} job(s)? [y/N] ").strip().lower()
+            if answer not in ("y", "yes"):
+                print("nothing removed")
                 return ExitCode.FAILED
-            for item in removals:
-                job = item.job
-                print(f"job {job.id} ({job.state}): {job.source_name}")
-                for path in item.files:
-                    print(f"  delete  {path}")
-                print(f"  delete  {item.segments} segment row(s), {item.events} event row(s) and the job's row")
-                if item.audio is None:
-                    print("  audio   none left (not in archive/, failed/ or the spool)")
-                elif item.audio_moves:
-                    print(f"  keep    its audio {item.audio}, moved into {config.paths.failed}")
-                else:
-                    print(f"  keep    its audio {item.audio}")
-            if not args.yes:
-                if not sys.stdin.isatty():
-                    print("spkd remove: nothing removed: confirm on a terminal, or pass --yes", file=sys.stderr)
-                    return ExitCode.ERROR
-                sys.stdout.flush()
-                answer = input(f"remove {len(removals)} job(s)? [y/N] ").strip().lower()
-                if answer not in ("y", "yes"):
-                    print("nothing removed")
-                    return ExitCode.FAILED
-            removed = remove.remove(config, store, removals)
-        finally:
-            store.close()
-    for job_id in removed:
-        print(f"removed job {job_id}")
+        removed = remove.remove(config, store, removals)
+    for number in removed:
+        print(f"removed job {number}")
     kept = [r.job.id for r in removals if r.job.id not in removed]
     if kept:
         print(f"spkd remove: job(s) {', '.join(map(str, kept))} changed meanwhile (retried?); not removed",

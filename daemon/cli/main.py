@@ -21,6 +21,7 @@ from daemon.cli.common import (
     job_id,
     load_config,
     open_store,
+    opened_store,
     pad,
     print_json,
     print_table,
@@ -130,15 +131,9 @@ JOB_COLUMNS = ("id", "state", "source_name", "device", "attempts", "audio_second
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from daemon.store.db import translate_unusable
-
     config = load_config(args)
-    with translate_unusable(config.database_url):
-        store = open_store(config)
-        try:
-            rows = store.jobs(limit=args.limit, state=args.state)
-        finally:
-            store.close()
+    with opened_store(config) as store:
+        rows = store.jobs(limit=args.limit, state=args.state)
     if args.json:
         print_json([dataclasses.asdict(r) for r in rows])
     else:
@@ -181,16 +176,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     since = search.parse_date_bound(args.since, end=False) if args.since else None
     until = search.parse_date_bound(args.until, end=True) if args.until else None
-    from daemon.store.db import translate_unusable
 
     config = load_config(args)
-    with translate_unusable(config.database_url):
-        store = open_store(config)
-        try:
-            result = search.search(store, args.query, speaker=args.speaker, since=since, until=until,
-                                   job_id=args.job, limit=args.limit)
-        finally:
-            store.close()
+    with opened_store(config) as store:
+        result = search.search(store, args.query, speaker=args.speaker, since=since, until=until,
+                               job_id=args.job, limit=args.limit)
     for note in result.notes:
         print(f"spkd search: {note}", file=sys.stderr)
     if args.json:

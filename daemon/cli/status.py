@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from daemon.cli.common import load_config, megabytes, open_store, print_json, print_table
+from daemon.cli.common import load_config, megabytes, opened_store, print_json, print_table
 from daemon.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -46,21 +46,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     from daemon.intake.listing import list_inbox
     from daemon.jobs import diskguard
     from daemon.service import manager as service
-    from daemon.store.db import translate_unusable
 
     config = load_config(args)
     runtime = service.running_daemon(config)
     running = runtime is not None
-    with translate_unusable(config.database_url):
-        store = open_store(config)
-        try:
-            counts = store.counts()
-            workers = store.worker_rows()
-            failures = store.jobs(limit=5, state="failed")
-            running_jobs = store.jobs(limit=100, state="running")
-            summary_counts = store.summary_counts()
-        finally:
-            store.close()
+    with opened_store(config) as store:
+        counts = store.counts()
+        workers = store.worker_rows()
+        failures = store.jobs(limit=5, state="failed")
+        running_jobs = store.jobs(limit=100, state="running")
+        summary_counts = store.summary_counts()
     # The pause file, else the free space measured now: with the state disk full the
     # supervisor cannot write the pause file, and claiming is paused all the same.
     paused = diskguard.claim_blocker(config)

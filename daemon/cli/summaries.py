@@ -13,7 +13,15 @@ import dataclasses
 import sys
 from typing import TYPE_CHECKING
 
-from daemon.cli.common import add_command, add_wide, job_id, load_config, open_store, print_json, print_table
+from daemon.cli.common import (
+    add_command,
+    add_wide,
+    job_id,
+    load_config,
+    opened_store,
+    print_json,
+    print_table,
+)
 from daemon.errors import ExitCode, JobRefusedError
 
 if TYPE_CHECKING:
@@ -24,27 +32,22 @@ __all__ = ["register"]
 
 def cmd_summarize(args: argparse.Namespace) -> int:
     from daemon.jobs import summarize
-    from daemon.store.db import translate_unusable
 
     config = load_config(args)
     refused = 0
-    with translate_unusable(config.database_url):
-        store = open_store(config)
-        try:
-            for number in dict.fromkeys(args.ids):
-                try:
-                    row, before = summarize.request(config, store, number)
-                except JobRefusedError as exc:
-                    print(f"spkd summarize: {exc.message}", file=sys.stderr)
-                    refused += 1
-                    continue
-                if before in ("queued", "running"):
-                    print(f"job {number}: its summary is {before} already")
-                else:
-                    again = " again" if before is not None else ""
-                    print(f"job {number}: summary queued{again} (up to {row.max_attempts} attempts)")
-        finally:
-            store.close()
+    with opened_store(config) as store:
+        for number in dict.fromkeys(args.ids):
+            try:
+                row, before = summarize.request(config, store, number)
+            except JobRefusedError as exc:
+                print(f"spkd summarize: {exc.message}", file=sys.stderr)
+                refused += 1
+                continue
+            if before in ("queued", "running"):
+                print(f"job {number}: its summary is {before} already")
+            else:
+                again = " again" if before is not None else ""
+                print(f"job {number}: summary queued{again} (up to {row.max_attempts} attempts)")
     return ExitCode.FAILED if refused else ExitCode.OK
 
 
@@ -60,13 +63,10 @@ def cmd_summaries(args: argparse.Namespace) -> int:
     from daemon.jobs import summarize
 
     config = load_config(args)
-    store = open_store(config)
-    try:
+    with opened_store(config) as store:
         rows = store.summaries(limit=args.limit, state=args.state)
         statuses = [summarize.status(store, row.job_id) for row in rows]
         names = {row.job_id: (job.source_name if (job := store.job(row.job_id)) else "?") for row in rows}
-    finally:
-        store.close()
     shown = [s for s in statuses if s is not None]
     if args.json:
         print_json([{**{k: v for k, v in dataclasses.asdict(s.row).items() if k != "result"},

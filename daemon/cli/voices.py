@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon.cli.common import add_command, add_wide, job_id, load_config, open_store, print_json, print_table
+from daemon.cli.common import add_command, add_wide, job_id, load_config, opened_store, print_json, print_table
 from daemon.errors import ExitCode, JobRefusedError, NoSuchJobError, VoiceError
 
 __all__ = ["register"]
@@ -35,11 +35,8 @@ def cmd_voices_add(args: argparse.Namespace) -> int:
 
     config = _config(args)
     check_name(args.name)  # refuse a bad name before loading any model
-    store = open_store(config)
-    try:
+    with opened_store(config) as store:
         done = library.enrol(store, args.name, [Path(f) for f in args.files], engine=_engine(config, args.device))
-    finally:
-        store.close()
     if args.json:
         print_json([vars(d) for d in done])
     else:
@@ -53,11 +50,8 @@ def cmd_voices_list(args: argparse.Namespace) -> int:
     from daemon.voices import library
 
     config = _config(args)
-    store = open_store(config)
-    try:
+    with opened_store(config) as store:
         rows = library.list_voices(config, store)
-    finally:
-        store.close()
     if args.json:
         print_json([vars(r) for r in rows])
     else:
@@ -71,11 +65,8 @@ def cmd_voices_remove(args: argparse.Namespace) -> int:
     from daemon.voices import library
 
     config = _config(args)
-    store = open_store(config)
-    try:
+    with opened_store(config) as store:
         count = library.remove(config, store, args.name)
-    finally:
-        store.close()
     print(f"removed voice {args.name} ({count} sample(s))")
     return ExitCode.OK
 
@@ -84,11 +75,8 @@ def cmd_voices_rename(args: argparse.Namespace) -> int:
     from daemon.jobs import voice_rename
 
     config = _config(args)
-    store = open_store(config)
-    try:
+    with opened_store(config) as store:
         done = voice_rename.rename_voice(config, store, args.name, args.new_name)
-    finally:
-        store.close()
     for reason in done.skipped:
         print(f"spkd voices rename: not renamed in {reason}", file=sys.stderr)
     print(f"voice {done.name} is now {done.new_name}; re-rendered {len(done.jobs)} job(s)"
@@ -102,11 +90,8 @@ def cmd_voices_match(args: argparse.Namespace) -> int:
     config = _config(args)
     engine = _engine(config, args.device)
     transcript = engine.transcribe(Path(args.file), source_name=Path(args.file).name)
-    store = open_store(config)
-    try:
+    with opened_store(config) as store:
         samples = store.voice_samples_of()
-    finally:
-        store.close()
     scored = matching.scores_for(transcript, samples, threshold=config.speakers.match_threshold,
                                  margin=config.speakers.match_margin)
     talk = {s.speaker: s.talk_seconds for s in transcript.speakers}
@@ -134,11 +119,8 @@ def cmd_voices_rematch(args: argparse.Namespace) -> int:
 
     config = _config(args)
     since = search.parse_date_bound(args.since, end=False) if args.since else None
-    store = open_store(config)
-    try:
+    with opened_store(config) as store:
         changed = rename.rematch(config, store, since=since)
-    finally:
-        store.close()
     print(f"{len(changed)} job(s) re-rendered" + (f": {', '.join(map(str, changed))}" if changed else ""))
     return ExitCode.OK
 
@@ -157,8 +139,7 @@ def cmd_speakers(args: argparse.Namespace) -> int:
     from daemon.jobs import outputs, rename
 
     config = _config(args)
-    store = open_store(config)
-    try:
+    with opened_store(config) as store:
         job = store.job(args.job)
         if job is None:
             raise NoSuchJobError(f"no job {args.job}")
@@ -170,8 +151,6 @@ def cmd_speakers(args: argparse.Namespace) -> int:
         elif args.enrol:
             raise VoiceError("--enrol goes with LABEL=NAME: the name to enrol the speaker's voice under")
         transcript = outputs.load_transcript(config, args.job)
-    finally:
-        store.close()
     if transcript is None:
         if job.state != "done":
             raise JobRefusedError(f"job {args.job} is {job.state}, not done: it has no speakers yet")

@@ -32,6 +32,22 @@ def write_wav(path: Path, seconds: float = 0.5, *, freq: float = 440.0, rate: in
     return path
 
 
+def kill_process_group(proc: subprocess.Popen[bytes] | None, *, wait_seconds: float = 10) -> None:
+    """SIGKILL to the process group that `proc` leads (it was started with
+    start_new_session=True), so its children die with it; then reap `proc`, waiting at
+    most `wait_seconds`. Nothing to do for None, or a group already gone."""
+    if proc is None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=wait_seconds)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 class Daemon:
     def __init__(self, root: Path, *, config: dict[str, Any] | None = None, env: dict[str, str] | None = None,
                  fake_engine: bool = True) -> None:
@@ -95,16 +111,7 @@ class Daemon:
 
     def kill_group(self) -> None:
         """Make sure nothing of ours is left running (workers included)."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_process_group(self.proc)
 
     def worker_pids(self) -> set[int]:
         if self.proc is None:

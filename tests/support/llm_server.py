@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.daemon import kill_process_group
 
 __all__ = ["ALIAS", "LlamaServer", "gguf_path", "llm_server", "unavailable"]
 
@@ -146,16 +147,7 @@ class LlamaServer:
 
     def kill(self) -> None:
         """SIGKILL, as a crash: whatever it was answering is cut off."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_process_group(self.proc)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
