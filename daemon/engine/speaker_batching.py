@@ -26,6 +26,15 @@ So, with no copy of FunASR's code, this module
    later turns into numpy for `postprocess`, because the placeholders live on the
    CPU), then calls FunASR's ClusterBackend unchanged.
 
+4. lets go of each window's samples once they are queued: FunASR keeps every window
+   (`[start, end, samples]`, views of its copy of the VAD segment) in `all_segments`
+   until the job ends, though after the speaker model it reads only their times
+   (`sorted` by start, `postprocess`); so the speech part of the signal stayed in
+   memory a second time for the whole job (0.23 GB an hour of speech). A wrapper
+   around the module's `sv_chunk` (`_ChunkHook`, installed once per process) tells the
+   running job which lists the next `inference` call's windows came from, and
+   `_inference` sets their samples to None; the batch holds them until it is computed.
+
 Clustering, speaker assignment and sentence building are FunASR's own. The result
 equals the unbatched run's: same windows, same features, same model; only the batch
 dimension of the forward and the device of the fbank differ (float differences ~1e-6
@@ -35,8 +44,10 @@ Relied on, checked by `check_support` and pinned by tests/integration/
 test_speaker_batching.py: the call order above, `spk_model.inference(data_in, ...)`
 returning `([{"spk_embedding": Tensor[B, D]}], meta)`, `cb_model(X, oracle_num=...)`
 with `X = result["spk_embedding"].cpu()`, `campplus.utils.extract_feature` being
-`funasr.utils.fbank.fbank(window, num_mel_bins=80)` minus its mean over frames. On
-any other FunASR version the engine warns and runs FunASR's unbatched loop.
+`funasr.utils.fbank.fbank(window, num_mel_bins=80)` minus its mean over frames,
+`inference_with_vad` calling its module's global `sv_chunk` and handing `inference` the
+windows' samples in the order `sv_chunk` listed them. On any other FunASR version the
+engine warns and runs FunASR's unbatched loop.
 """
 
 from __future__ import annotations
@@ -80,6 +91,10 @@ def check_support(version: str, auto_model: Any) -> str | None:
         return "speaker model has no inference/forward"
     if getattr(auto_model, "cb_model", None) is None:
         return "AutoModel has no cb_model (ClusterBackend)"
+    from funasr.auto import auto_model as module
+
+    if not callable(getattr(module, "sv_chunk", None)):
+        return "funasr.auto.auto_model has no sv_chunk"
     try:
         from funasr.models.campplus.utils import extract_feature  # noqa: F401
         from funasr.utils.fbank import fbank  # noqa: F401
@@ -104,6 +119,33 @@ class _Job:
     pending: dict[int, list[tuple[int, Any]]] = field(default_factory=dict)
     embeddings: dict[int, Any] = field(default_factory=dict)  # id -> Tensor[D] (CPU)
     stats: JobStats = field(default_factory=JobStats)
+    chunked: list[Any] | None = None  # what sv_chunk returned last, for the inference calls that follow
+    chunk_cursor: int = 0  # the first of `chunked` whose samples are still held there
+
+
+# The job whose `generate` runs in this thread, for the one `_ChunkHook` of the process.
+_running = threading.local()
+
+
+class _ChunkHook:
+    """Stands in for `funasr.auto.auto_model.sv_chunk`, once per process (engines come and
+    go; a wrapper per engine would chain and keep each one's models alive): calls
+    FunASR's function and, inside a batched job in this thread, hands the job its result."""
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+
+    def __call__(self, vad_segments: Any, *args: Any, **kwargs: Any) -> Any:
+        segments = self.original(vad_segments, *args, **kwargs)
+        job = getattr(_running, "job", None)
+        if job is not None:
+            job.chunked, job.chunk_cursor = segments, 0
+        return segments
+
+    @classmethod
+    def install(cls, module: Any) -> None:
+        if not isinstance(module.sv_chunk, cls):
+            module.sv_chunk = cls(module.sv_chunk)
 
 
 class SpeakerBatcher:
@@ -126,6 +168,9 @@ class SpeakerBatcher:
         self.last_stats = JobStats()
         self.spk_model.inference = self._inference
         auto_model.cb_model = _ClusterHook(self, self._original_cb)
+        from funasr.auto import auto_model as module
+
+        _ChunkHook.install(module)
 
     # ------------------------------------------------------------------ setup
 
@@ -166,12 +211,12 @@ class SpeakerBatcher:
     @contextlib.contextmanager
     def job(self) -> Iterator[None]:
         """Batch the speaker stage of the `generate` calls made inside this block."""
-        self._local.job = _Job()
+        self._local.job = _running.job = _Job()
         try:
             yield
         finally:
             job = self._local.job
-            self._local.job = None
+            self._local.job = _running.job = None
             job.stats.batch_size = self.batch_size
             self.last_stats = job.stats
 
@@ -199,9 +244,28 @@ class SpeakerBatcher:
             group.append((wid, sample))
             if len(group) >= self.batch_size:
                 self._flush_group(job, int(sample.shape[0]))
+        if isinstance(data_in, (list, tuple)):
+            self._let_go(job, data_in)
         placeholder = torch.tensor(ids, dtype=torch.float32).unsqueeze(1).repeat(1, self.embedding_dim)
         meta = {"batch_data_time": sum(int(s.shape[0]) for s in samples) / 16000.0}
         return [{"spk_embedding": placeholder}], meta
+
+    @staticmethod
+    def _let_go(job: _Job, windows: Any) -> None:
+        """Drop FunASR's references to the samples of `windows` (just queued) from the lists
+        sv_chunk made them in: AutoModel.inference hands them on in sv_chunk's order, in
+        batches of one by default. Only a window that is the very object in the next list
+        counts; anything else leaves the lists as FunASR made them."""
+        chunked = job.chunked
+        if chunked is None:
+            return
+        for samples in windows:
+            k = job.chunk_cursor
+            if k >= len(chunked) or not isinstance(chunked[k], list) or len(chunked[k]) != 3 \
+                    or chunked[k][2] is not samples:
+                return
+            chunked[k][2] = None  # FunASR reads only the window's times from here on
+            job.chunk_cursor = k + 1
 
     def fill(self, X: Any) -> None:
         """Replace placeholder rows of X (in place) with the real embeddings."""

@@ -16,7 +16,8 @@ whose stretch of the timeline overlaps it most (`distribute_spk`). Three things 
 `SpeakerHooks` wraps two names of `funasr.auto.auto_model` (as the engine's other hooks
 wrap instance attributes; checked against the tested versions): `postprocess`, whose
 labels it refines first when the job asks for it, and `distribute_spk`, whose timeline it
-records. `cut_sentence` then cuts a sentence between two tokens where the timeline's
+records and whose loop it runs as `distribute_speakers` (the same speakers, in time that
+grows with the length rather than its square: 19 s against 0.09 s for a 3-hour meeting). `cut_sentence` then cuts a sentence between two tokens where the timeline's
 speaker changes, and where the tokens pause longer than `output.max_pause_seconds`; each
 piece keeps its own tokens' text and times. A sentence with neither stays exactly as
 FunASR made it, speaker included. `trim_to_speech` then moves each sentence's start and
@@ -63,9 +64,10 @@ class SpeakerHooks:
 
     def distribute_spk(self, sentence_list: Any, sd_time_list: Any) -> Any:
         timelines = getattr(self._local, "timelines", None)
-        if timelines is not None:
-            timelines.append([(float(s), float(e), int(k)) for s, e, k in sd_time_list])
-        return self._distribute_spk(sentence_list, sd_time_list)
+        if timelines is None:
+            return self._distribute_spk(sentence_list, sd_time_list)
+        timelines.append([(float(s), float(e), int(k)) for s, e, k in sd_time_list])
+        return distribute_speakers(sentence_list, sd_time_list, fallback=self._distribute_spk)
 
     def postprocess(self, segments: Any, vad_segments: Any, labels: Any, embeddings: Any, *args: Any,
                     **kwargs: Any) -> Any:
@@ -93,6 +95,45 @@ class SpeakerHooks:
     def uninstall(self) -> None:
         self._module.distribute_spk = self._distribute_spk
         self._module.postprocess = self._postprocess
+
+
+def distribute_speakers(sentence_list: Any, sd_time_list: Any, *, fallback: Any) -> Any:
+    """FunASR 1.4.16's `distribute_spk`, with the same result, in time that grows with
+    the sentences and the timeline rather than with their product (a 3-hour meeting has
+    ~1,700 sentences and ~2,300 stretches of timeline: 4 M comparisons in FunASR's loop).
+
+    FunASR gives each sentence the speaker of the stretch that overlaps it most, visiting
+    every stretch in order; one whose overlap is not positive changes nothing (neither of
+    its two comparisons can pass). `postprocess` hands the stretches in order of their
+    starts, so the ones that can overlap a sentence [s, e] lie between the first whose
+    running maximum of ends passes s and the last that starts before e: only those are
+    visited, in the same order, with FunASR's own arithmetic. A timeline not in order of
+    its starts goes to `fallback` (FunASR's function)."""
+    stretches = [(spk_st * 1000, spk_ed * 1000, spk) for spk_st, spk_ed, spk in sd_time_list]
+    starts = [st for st, _, _ in stretches]
+    if any(a > b for a, b in zip(starts, starts[1:])):
+        return fallback(sentence_list, sd_time_list)
+    reach: list[float] = []  # reach[i]: the latest end among stretches 0..i
+    for _, ed, _ in stretches:
+        reach.append(ed if not reach or ed > reach[-1] else reach[-1])
+    for d in sentence_list:
+        sentence_start = d["start"]
+        sentence_end = d["end"]
+        sentence_spk = 0
+        max_overlap = 0
+        # stretches before `first` end by sentence_start; from `last` on they start at
+        # or after sentence_end: their overlap is not positive
+        first = bisect.bisect_right(reach, sentence_start)
+        last = bisect.bisect_left(starts, sentence_end)
+        for spk_st, spk_ed, spk in stretches[first:last]:
+            overlap = max(min(sentence_end, spk_ed) - max(sentence_start, spk_st), 0)
+            if overlap > max_overlap:
+                max_overlap = overlap
+                sentence_spk = spk
+            if overlap > 0 and sentence_spk == spk:
+                max_overlap += overlap
+        d["spk"] = int(sentence_spk)
+    return sentence_list
 
 
 def install(version: str) -> SpeakerHooks | None:
@@ -296,4 +337,4 @@ def trim_to_speech(rows: Sequence[tuple[float, float, Any, str]], levels: np.nda
 
 
 __all__ = ["FRAME_SECONDS", "MIN_RUN_TOKENS", "TESTED_FUNASR_VERSIONS", "SpeakerHooks", "Timeline", "cut_sentence",
-           "frame_levels", "install", "trim_to_speech"]
+           "distribute_speakers", "frame_levels", "install", "trim_to_speech"]

@@ -161,6 +161,34 @@ def test_speaker_count_hint_identical(bare, batched, two_voice_wav: Path) -> Non
     assert len(set(labels.tolist())) == 2  # the hint reached FunASR's spectral clusterer
 
 
+def test_a_window_s_samples_are_let_go_once_queued(bare, batched, doubled_wav: Path) -> None:
+    """FunASR keeps every window ([start, end, samples]) until the job ends; inside a
+    batched job the samples are gone from those lists by the time `postprocess` reads
+    the windows' times (the speech is not held twice over the job), the results
+    identical; bare FunASR's lists keep theirs."""
+    from funasr.auto import auto_model as module
+
+    seen: list[list[Any]] = []
+    inner = module.postprocess
+
+    def postprocess(segments: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append([window[2] for window in segments])
+        return inner(segments, *args, **kwargs)
+
+    module.postprocess = postprocess
+    engine = batched[0]
+    saved = engine.speaker_batcher.batch_size
+    engine.speaker_batcher.batch_size = 7  # windows of one VAD segment in several batches
+    try:
+        _compare(bare, batched, doubled_wav)
+    finally:
+        module.postprocess = inner
+        engine.speaker_batcher.batch_size = saved
+    bare_windows, batched_windows = seen
+    assert bare_windows and all(isinstance(w, np.ndarray) and w.size for w in bare_windows)
+    assert len(batched_windows) == len(bare_windows) and all(w is None for w in batched_windows)
+
+
 def test_transcribe_uses_batches(batched, two_voice_wav: Path) -> None:
     engine = batched[0]
     t = engine.transcribe(two_voice_wav, speakers=2)

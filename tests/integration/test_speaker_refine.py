@@ -120,3 +120,44 @@ def test_a_long_meeting_has_its_true_number_of_speakers(tiny_models: ModelDirs, 
     print(f"meeting of {meeting.speech_seconds / 60:.0f} min, {len(voices)} voices: {result}")
     assert result.speakers == len(voices), result
     assert result.share >= 0.85, result
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sentences_get_funasr_s_speakers_in_time_that_does_not_grow_with_their_product(seed: int) -> None:
+    """speaker_turns.distribute_speakers against FunASR's own distribute_spk, on made-up
+    timelines in order of their starts (overlapping stretches, touching ones, gaps, equal
+    overlaps between two speakers) and sentences anywhere over them, inside and out;
+    and a timeline out of order, which goes to FunASR's function."""
+    import copy
+    import random
+
+    from funasr.models.campplus.utils import distribute_spk
+
+    from daemon.engine.speaker_turns import distribute_speakers
+
+    rng = random.Random(seed)
+    timeline, clock = [], 0.0
+    for _ in range(rng.randint(0, 300)):
+        clock += rng.choice([0.0, 0.0, 0.25, 1.0, rng.uniform(0, 3)])
+        length = rng.choice([0.75, 1.5, rng.uniform(0.1, 9)])
+        timeline.append((round(clock, 2), round(clock + length, 2), rng.randint(0, 4)))
+        clock += rng.choice([length, length / 2, length + 0.5])
+    sentences = []
+    for _ in range(rng.randint(0, 200)):
+        start = rng.choice([rng.randint(-2000, int(clock * 1000) + 2000), int(rng.choice(timeline)[0] * 1000)
+                            if timeline else 0])
+        sentences.append({"start": start, "end": start + rng.choice([0, 10, 750, rng.randint(1, 20000)]), "text": "x"})
+    expected = distribute_spk(copy.deepcopy(sentences), timeline)
+    calls: list[int] = []
+
+    def fallback(s: Any, t: Any) -> Any:
+        calls.append(1)
+        return distribute_spk(s, t)
+
+    assert distribute_speakers(copy.deepcopy(sentences), timeline, fallback=fallback) == expected
+    assert not calls
+    shuffled = rng.sample(timeline, len(timeline))
+    if any(a[0] > b[0] for a, b in zip(shuffled, shuffled[1:])):
+        assert distribute_speakers(copy.deepcopy(sentences), shuffled, fallback=fallback) == \
+            distribute_spk(copy.deepcopy(sentences), shuffled)
+        assert calls
