@@ -21,7 +21,7 @@
 
 5. (`spk_batch`, not by default) The batched CAM++ forward on the CPU with torch's
    thread count as set: seconds for the recording's windows at several batch sizes
-   (`--batches`), to choose `speaker_batching.CPU_BATCH`.
+   (`--batches`), to choose `speaker_batching.CPU_WINDOWS_PER_THREAD`.
 
 `--checks` picks some of them (cluster,sums,features,cif; all by default).
 """
