@@ -74,7 +74,9 @@ def _json_object(answer: str) -> dict[str, Any] | None:
         candidates.append(_closed(answer[start:]))  # an answer cut off by max_tokens: its whole points
     for candidate in candidates:
         try:
-            doc = json.loads(candidate)
+            # strict=False: a line break or tab left raw inside a string (llama.cpp's JSON
+            # grammar allows them, small models write them) does not make the answer prose
+            doc = json.loads(candidate, strict=False)
         except (ValueError, RecursionError):
             continue
         if isinstance(doc, dict):

@@ -285,6 +285,18 @@ def test_an_answer_cut_off_by_max_tokens_keeps_its_whole_points() -> None:
     assert summary["action_items"] == [] and summary["open_questions"] == []
 
 
+def test_a_line_break_left_raw_inside_a_string_is_still_json() -> None:
+    # what SmolLM2 under llama.cpp's JSON grammar answered for one meeting: the grammar lets
+    # a raw line break into a string, which strict JSON forbids
+    text = ('{ "overview": [{"text": "...", "segments": [1, 2]}], "decisions": [{"text": "时间。}\n{ ",'
+            '"segments": [2]} ] ,"action_items" : [], "open_questions" : [{"text": "a\tb", "segments": [3]}] }')
+    assert "\n" in text and "\t" in text  # raw characters, not escapes
+    summary = answer.parse_answer(text, meeting(3))
+    assert summary["format"] == "json" and summary["text"] is None
+    assert [p["text"] for p in summary["decisions"]] == ["时间。} {"]  # its white space made one space
+    assert [p["segments"] for p in summary["open_questions"]] == [[3]]
+
+
 def test_invented_segment_numbers_and_empty_points_are_dropped() -> None:
     text = json.dumps({"overview": [{"text": "x", "segments": [0, -1, 3, 3, 12, True, "abc", 2.0]}, {"text": ""},
                                     {"segments": [1]}, 7], "decisions": None})
