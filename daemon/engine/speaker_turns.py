@@ -17,7 +17,8 @@ whose stretch of the timeline overlaps it most (`distribute_spk`). Three things 
 wrap instance attributes; checked against the tested versions): `postprocess`, whose
 labels it refines first when the job asks for it, and `distribute_spk`, whose timeline it
 records and whose loop it runs as `distribute_speakers` (the same speakers, in time that
-grows with the length rather than its square: 19 s against 0.09 s for a 3-hour meeting). `cut_sentence` then cuts a sentence between two tokens where the timeline's
+grows with the length rather than its square: 19 s against 0.09 s for a 3-hour meeting).
+`cut_sentence` then cuts a sentence between two tokens where the timeline's
 speaker changes, and where the tokens pause longer than `output.max_pause_seconds`; each
 piece keeps its own tokens' text and times. A sentence with neither stays exactly as
 FunASR made it, speaker included. `trim_to_speech` then moves each sentence's start and
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import threading
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -113,9 +115,7 @@ def distribute_speakers(sentence_list: Any, sd_time_list: Any, *, fallback: Any)
     starts = [st for st, _, _ in stretches]
     if any(a > b for a, b in zip(starts, starts[1:])):
         return fallback(sentence_list, sd_time_list)
-    reach: list[float] = []  # reach[i]: the latest end among stretches 0..i
-    for _, ed, _ in stretches:
-        reach.append(ed if not reach or ed > reach[-1] else reach[-1])
+    reach = list(itertools.accumulate((ed for _, ed, _ in stretches), max))  # the latest end among 0..i
     for d in sentence_list:
         sentence_start = d["start"]
         sentence_end = d["end"]
