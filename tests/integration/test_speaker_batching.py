@@ -198,6 +198,21 @@ def test_transcribe_uses_batches(batched, two_voice_wav: Path) -> None:
     assert not engine.speaker_batcher.active
 
 
+def test_the_cpu_batch_follows_torch_s_threads(batched) -> None:
+    import torch
+
+    batcher = batched[0].speaker_batcher
+    before = torch.get_num_threads()
+    try:
+        sizes = {}
+        for threads in (1, 2, 16, 64):
+            torch.set_num_threads(threads)
+            sizes[threads] = batcher._default_batch_size()
+    finally:
+        torch.set_num_threads(before)
+    assert sizes == {1: 8, 2: 16, 16: 128, 64: 128}
+
+
 def test_untested_version_falls_back(batched, caplog_loguru: list[str]) -> None:
     engine = batched[0]
     assert sb.check_support("1.4.15", engine.model) is not None
