@@ -124,14 +124,20 @@ def _peaks(device: str) -> dict[str, float]:
 def measure(run: Callable[[], Any], clock: StageClock, repeat: int, *, warm_up: bool | Callable[[], Any] = True,
             device: str = "cpu") -> tuple[dict[str, Any], Any]:
     """Best of `repeat` timed runs, with the peak memory over the timed runs. Before them
-    one untimed warm-up: `run` itself (True), another call (a shorter recording), or none."""
+    one untimed warm-up: `run` itself (True), another call (a shorter recording), or none.
+    The row's `repeatable` says whether every run of `run` (a warm-up by `run` itself
+    included) gave the same result: where a pipeline differs from itself, a difference
+    between two pipelines says nothing about either."""
     import numpy as np
 
     np.random.seed(0)
+    results: list[Any] = []
     if warm_up:
         # CUDA context, cuDNN algorithm choice, allocator; numba's compilation of UMAP's
         # and pynndescent's functions the first time FunASR clusters 2048 windows or more
-        (run if warm_up is True else warm_up)()
+        warmed = (run if warm_up is True else warm_up)()
+        if warm_up is True and isinstance(warmed, list):
+            results.append(_strip(warmed))
     _reset_peaks(device)
     best: dict[str, Any] | None = None
     result: list[dict] = []
@@ -147,8 +153,12 @@ def measure(run: Callable[[], Any], clock: StageClock, repeat: int, *, warm_up: 
                "calls": dict(clock.calls)}
         if best is None or wall < best["wall"]:
             best = row
+        if isinstance(result, list):  # generate's results (a transcript carries its timing)
+            results.append(_strip(result))
     assert best is not None
     best.update(_peaks(device))
+    best["runs_compared"] = len(results)
+    best["repeatable"] = all(r == results[0] for r in results[1:]) if len(results) > 1 else None
     return best, result
 
 
@@ -234,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         r["rtf"] = r["wall"] / seconds
         print(f"{label:<12} {out[0]:8.3f} {out[1]:8.3f} {out[2]:8.3f} {out[3]:9.3f} {r['wall']:9.3f} "
               f"{r['rtf']:7.4f}  {r['calls']}")
+    for label, r in rows.items():
+        if r["repeatable"] is not None:
+            print(f"{label}: its {r['runs_compared']} runs (warm-up included) gave "
+                  f"{'the same result' if r['repeatable'] else 'DIFFERENT results'}")
     for label, r in rows.items():
         gpu = (f", GPU peak reserved {r['gpu_peak_reserved_gb']:.2f} GB (allocated {r['gpu_peak_allocated_gb']:.2f} GB)"
                if "gpu_peak_reserved_gb" in r else "")
