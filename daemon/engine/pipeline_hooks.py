@@ -21,6 +21,14 @@ many threads a step may use, and leaves every computation to FunASR's code:
   for every 10-ms frame (30,000 device syncs for 5 minutes of audio) from the scores its
   encoder returns per 60-s chunk. The encoder's output is copied to the host once per
   chunk; `ComputeScores` concatenates and `GetFrameState` reads host tensors.
+* **Punctuation decisions on the host**: CT-Transformer's `inference` reads its argmax
+  tensor element by element (`self.punc_list[punctuations[i]]`, two or three reads a token
+  in its search for the last sentence end and its rebuilding of the text): on a GPU each
+  read is a device sync, about a thousand of them for 5 minutes of speech. `punc_forward`
+  now takes the same `topk(1)` on the device and hands `inference` a host tensor that is
+  one-hot at those indices, so FunASR's own `topk(1)` of it finds exactly the same ones
+  (a tie among logits is broken by the device's `topk`, as in FunASR) and its loops read
+  host memory. On devices only; the logits are used for nothing else there.
 * **ASR timestamps on the host**: SeACo Paraformer's `inference` hands the upsampled
   CIF alphas and peaks (`calc_predictor_timestamp`) to `ts_prediction_lfr6_standard`,
   which loops over frames (`cif_wo_hidden`: several kernel launches per frame when the
@@ -148,6 +156,9 @@ def install(auto_model: Any, version: str, device: str) -> PipelineHooks:
         _vad_frame_loop(auto_model.vad_model, hooks)
     if on_device and getattr(auto_model, "vad_model", None) is not None:
         _vad_scores_to_host(auto_model.vad_model, hooks)
+    punc = getattr(auto_model, "punc_model", None)
+    if on_device and type(punc).__name__ == "CTTransformer" and callable(getattr(punc, "punc_forward", None)):
+        _punctuation_to_host(punc, hooks)
     asr = getattr(auto_model, "model", None)
     if on_device and asr is not None and type(asr).__name__ == "SeacoParaformer" \
             and getattr(asr, "predictor_name", None) == "CifPredictorV3":
@@ -213,6 +224,23 @@ def _vad_scores_to_host(vad_model: Any, hooks: PipelineHooks) -> None:
     encoder.forward = forward
     hooks.names.append("VAD scores on the host")
     hooks._undo.append(lambda: _restore(encoder, "forward"))
+
+
+def _punctuation_to_host(punc_model: Any, hooks: PipelineHooks) -> None:
+    import torch
+
+    original = punc_model.punc_forward
+
+    def punc_forward(*args: Any, **kwargs: Any) -> Any:
+        logits, rest = original(*args, **kwargs)
+        classes = logits.shape[-1]
+        _, chosen = logits.view(-1, classes).topk(1, dim=1)  # FunASR's own call, on the device
+        one_hot = torch.zeros(chosen.shape[0], classes).scatter_(1, chosen.cpu(), 1.0)
+        return one_hot.view(logits.shape), rest
+
+    punc_model.punc_forward = punc_forward
+    hooks.names.append("punctuation decisions on the host")
+    hooks._undo.append(lambda: _restore(punc_model, "punc_forward"))
 
 
 def _timestamps_to_host(asr_model: Any, hooks: PipelineHooks) -> None:

@@ -4,7 +4,7 @@ same tiny models and audio (numpy's RNG seeded alike, as in test_speaker_batchin
 
 The VAD's frame loop (daemon/engine/vad_loop.py) runs on every device; its own tests,
 bit for bit on random score sequences, are tests/integration/test_vad_loop.py. The VAD
-score and timestamp hooks move device tensors to the host; here every tensor already
+score, punctuation and timestamp hooks move device tensors to the host; here every tensor already
 lives on the CPU, so they are installed as a GPU worker would have them (device "cuda")
 to check their wiring: they are called, FunASR's code takes what they return, and the
 whole result stays equal field by field. That the numbers stay equal across the
@@ -59,11 +59,13 @@ def hooked(tiny_models: ModelDirs) -> tuple[Engine, dict[str, _Counted]]:
     hooks = ph.install(engine.model, funasr.__version__, "cuda:0")
     engine.pipeline_hooks = hooks
     assert hooks.names == ["clustering on 1 thread(s)", "VAD frame loop in locals", "VAD scores on the host",
-                           "ASR timestamps on the host", "CIF on numpy"]
-    counters = {"vad": _Counted(), "timestamps": _Counted(), "cluster": _Counted(), "vad_loop": _Counted()}
+                           "punctuation decisions on the host", "ASR timestamps on the host", "CIF on numpy"]
+    counters = {"vad": _Counted(), "timestamps": _Counted(), "cluster": _Counted(), "vad_loop": _Counted(),
+                "punc": _Counted()}
     _count(engine.model.vad_model.encoder, "forward", counters["vad"])
     _count(engine.model.vad_model, "DetectLastFrames", counters["vad_loop"])  # spkd's loop, on every VAD call
     _count(engine.model.model, "calc_predictor_timestamp", counters["timestamps"])
+    _count(engine.model.punc_model, "punc_forward", counters["punc"])
     return engine, counters
 
 
@@ -121,6 +123,7 @@ def test_every_hook_identical_two_voices(bare, hooked, two_voice_wav: Path) -> N
     assert counters["vad"].calls > before["vad"]  # the hooked encoder produced the VAD's scores
     assert counters["vad_loop"].calls > before["vad_loop"]  # and spkd's frame loop decided on them
     assert counters["timestamps"].calls > before["timestamps"]
+    assert counters["punc"].calls > before["punc"]  # FunASR's punctuation read the one-hot host tensor
     assert engine.speaker_batcher.last_stats.feature_seconds > 0  # batched fbank ran
 
 
