@@ -96,7 +96,8 @@ def output_stems(paths: Sequence[Path], out_dir: Path | None) -> list[tuple[Path
     for path in paths:
         directory = Path(out_dir) if out_dir is not None else path.parent
         where = directory.resolve()
-        stem = files.numbered(path.stem if path.suffix else path.name, lambda name: (where, name) in used,
+        stem = files.numbered(path.stem if path.suffix else path.name,
+                              lambda name: any((where, s) in used for s in outputs.clashing_stems(name)),
                               max_bytes=files.NAME_MAX_BYTES - outputs.EXTENSION_MAX_BYTES)
         used.add((where, stem))
         result.append((directory, stem))

@@ -487,13 +487,16 @@ class Watcher(SpoolRecovery):
 
     def _output_stem(self, source_name: str) -> str:
         """`team/a.m4a` -> `team/a`; a stem another job already uses gets ` (2)`, ` (3)`, …
-        so two inputs never write over each other's outputs."""
+        so two inputs never write over each other's outputs (`a.summary.m4a` too, whose
+        `a.summary.md` would be `a.m4a`'s summary: outputs.clashing_stems)."""
         rel = PurePosixPath(source_name)
         stem = rel.with_suffix("").as_posix() if rel.suffix else rel.as_posix()
         # Each output is the stem + its format's extension (the longest: `.sentences.txt`).
         room = files.NAME_MAX_BYTES - outputs.EXTENSION_MAX_BYTES
-        used = self.store.output_stems_in_use(files.fit_stem(stem, max_bytes=room))
-        return files.numbered(stem, used.__contains__, max_bytes=room)
+        # Every stem that can clash with a candidate starts with the shortest of them.
+        shortest = min(outputs.clashing_stems(stem), key=len)
+        used = self.store.output_stems_in_use(os.path.commonprefix([files.fit_stem(stem, max_bytes=room), shortest]))
+        return files.numbered(stem, lambda name: not used.isdisjoint(outputs.clashing_stems(name)), max_bytes=room)
 
 
 def _folder_identity(path: Path) -> tuple[int, int] | None:

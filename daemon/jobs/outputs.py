@@ -15,8 +15,8 @@ from daemon.transcript import Transcript
 if TYPE_CHECKING:
     from daemon.store import Job
 
-__all__ = ["EXTENSION_MAX_BYTES", "SUMMARY_SUFFIX", "formats_for", "formats_written", "load_transcript", "summary_path",
-           "transcript_path"]
+__all__ = ["EXTENSION_MAX_BYTES", "SUMMARY_SUFFIX", "clashing_stems", "formats_for", "formats_written",
+           "load_transcript", "summary_path", "transcript_path"]
 
 # A job's summary beside its transcript's formats: NAME.summary.md (daemon/jobs/summarize.py).
 SUMMARY_SUFFIX = ".summary.md"
@@ -24,6 +24,22 @@ SUMMARY_SUFFIX = ".summary.md"
 # The longest extension a format adds to an output stem (`.sentences.txt`): a stem
 # leaves this much of the file system's name limit free (daemon.files.numbered).
 EXTENSION_MAX_BYTES = max(len(writers.extension(fmt).encode()) for fmt in writers.FORMATS)
+
+
+# What a stem's outputs append to it. Where one ending ends with another, two stems share
+# a name: `X.sentences` + `.txt` is `X` + `.sentences.txt`, `X.summary` + `.md` is `X` +
+# `.summary.md`. Those middles (`.sentences`, `.summary`) make stems clash.
+_ENDINGS = {writers.extension(fmt) for fmt in writers.FORMATS} | {SUMMARY_SUFFIX}
+_STEM_MIDDLES = tuple(sorted({longer[:-len(shorter)] for longer in _ENDINGS for shorter in _ENDINGS
+                              if longer != shorter and longer.endswith(shorter)}))
+
+
+def clashing_stems(stem: str) -> set[str]:
+    """The output stems whose outputs (in any format, or a summary) could have the same
+    name as one of `stem`'s: itself, itself with a middle (`X.summary` for `X`), and
+    itself without one (`X` for `X.summary`). A new job's stem avoids all of them."""
+    return ({stem} | {stem + middle for middle in _STEM_MIDDLES}
+            | {stem[:-len(middle)] for middle in _STEM_MIDDLES if stem.endswith(middle) and len(stem) > len(middle)})
 
 
 def transcript_path(config: Config, job_id: int) -> Path:

@@ -31,6 +31,11 @@ def test_one_shot_stems_follow_the_same_rule(tmp_path: Path) -> None:
                                                          (tmp_path / "out", "talk (3)")]
 
 
+def test_one_shot_stems_whose_outputs_would_share_a_name_get_a_number(tmp_path: Path) -> None:
+    a, b = tmp_path / "talk.wav", tmp_path / "talk.sentences.wav"  # talk.sentences.txt, twice
+    assert output_stems([a, b], None) == [(tmp_path, "talk"), (tmp_path, "talk.sentences (2)")]
+
+
 def test_nearest_existing(tmp_path: Path) -> None:
     assert files.nearest_existing(tmp_path / "not" / "yet") == tmp_path
     assert files.nearest_existing(tmp_path) == tmp_path

@@ -425,3 +425,24 @@ def test_unfinished_wav_seconds_is_a_checked_config_key(root):
     assert make_config(root).watch.unfinished_wav_seconds == 60
     with pytest.raises(ConfigError, match="watch.unfinished_wav_seconds"):
         make_config(root, watch={"unfinished_wav_seconds": -1})
+
+
+@pytest.mark.parametrize("first,second,second_stem", [
+    ("meeting.wav", "meeting.summary.wav", "meeting.summary (2)"),  # its .md would be meeting's summary
+    ("meeting.summary.wav", "meeting.wav", "meeting (2)"),
+    ("team/call.wav", "team/call.sentences.m4a", "team/call.sentences (2)"),  # its .txt: call's sentences
+    ("notes.wav", "notes.summary.extra.wav", "notes.summary.extra"),  # no output of one is named as the other's
+])
+def test_a_name_whose_outputs_would_be_another_job_s_gets_a_number(w, first, second, second_stem):
+    from daemon.jobs import outputs
+
+    for name in (first, second):
+        target = w.inbox / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(target)
+        take_all(w)
+    jobs = {j.source_name: j for j in w.store.jobs(limit=10)}
+    assert jobs[second].output_stem == second_stem
+    names = [{stem + ending for ending in outputs._ENDINGS}
+             for stem in (jobs[first].output_stem, jobs[second].output_stem)]
+    assert names[0].isdisjoint(names[1])
