@@ -238,8 +238,19 @@ SAMPLE_TEXTS = ("我们讨论一下预算。", "预算不够，钱也不够。",
                 "我", "钱", "a, b", "OK 好的", "一二三四五六七八九十", "Ａi 全角")
 
 
-def test_short_queries_return_what_a_scan_of_every_row_returns(store):
+@pytest.mark.parametrize("steps", ["as configured", "small steps"])
+def test_short_queries_return_what_a_scan_of_every_row_returns(store, steps, monkeypatch):
+    """On PostgreSQL with "small steps", every part of the plan runs on these few rows: the
+    near step's LIKE over the newest 4 rows, then the index of grams in windows of 1, 2, 4, …
+    jobs (daemon.store.segments.PG_NEAR_ROWS and the windows after it)."""
     import random
+
+    from daemon.store import segments as segment_store
+
+    if steps == "small steps":
+        monkeypatch.setattr(segment_store, "PG_NEAR_ROWS", 4)
+        monkeypatch.setattr(segment_store, "PG_FIRST_WINDOW_JOBS", 1)
+        monkeypatch.setattr(segment_store, "PG_WINDOW_GROWTH", 2)
 
     rng = random.Random(28)
     people = {1: "张伟", 2: "Bob"}
@@ -259,6 +270,26 @@ def test_short_queries_return_what_a_scan_of_every_row_returns(store):
                 assert ([(h.job_id, h.idx) for h in result.hits], result.more) == scan(
                     store, query, limit=limit, **options), (query, options, limit)
                 assert not result.notes
+
+
+def test_the_far_rows_windows_cover_the_range_once_in_whole_jobs():
+    import random
+
+    from daemon.store.segments import _windows
+
+    rng = random.Random(7)
+    for _ in range(200):
+        first = rng.randrange(0, 50 * SEGMENT_ID_STRIDE)
+        last = first + rng.randrange(0, 3000 * SEGMENT_ID_STRIDE)
+        for newest_first in (True, False):
+            windows = list(_windows((first, last), newest_first))
+            ordered = windows[::-1] if newest_first else windows
+            assert ordered[0][0] == first and ordered[-1][1] == last
+            assert all(a[1] + 1 == b[0] and a[0] <= a[1] for a, b in zip(ordered, ordered[1:]))
+            inner = [w[0] for w in ordered[1:]]  # every cut falls between two jobs
+            assert all(start % SEGMENT_ID_STRIDE == 0 for start in inner)
+            jobs_in = [w[1] // SEGMENT_ID_STRIDE - w[0] // SEGMENT_ID_STRIDE + 1 for w in windows[:-1]]
+            assert all(b > a for a, b in zip(jobs_in, jobs_in[1:]))  # wider each time
 
 
 def test_speaker_job_and_date_filters(store):
