@@ -872,6 +872,10 @@ def build_only(backend: str, hours: float) -> None:
 if __name__ == "__main__":
     import sys
 
+    if {"-h", "--help"} & set(sys.argv):
+        print(__doc__)
+        print("usage: python -m bench.search [--quick] [--hours N] [--build sqlite|postgresql] [--finish-interrupted]")
+        raise SystemExit(0)
     quick = "--quick" in sys.argv
     hours = float(sys.argv[sys.argv.index("--hours") + 1]) if "--hours" in sys.argv else None
     if "--finish-interrupted" in sys.argv:
