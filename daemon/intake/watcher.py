@@ -493,9 +493,10 @@ class Watcher(SpoolRecovery):
         stem = rel.with_suffix("").as_posix() if rel.suffix else rel.as_posix()
         # Each output is the stem + its format's extension (the longest: `.sentences.txt`).
         room = files.NAME_MAX_BYTES - outputs.EXTENSION_MAX_BYTES
-        # Every stem that can clash with a candidate starts with the shortest of them.
-        shortest = min(outputs.clashing_stems(stem), key=len)
-        used = self.store.output_stems_in_use(os.path.commonprefix([files.fit_stem(stem, max_bytes=room), shortest]))
+        # Every candidate (`a`, `a (2)`, …) starts with the first, and every stem that can
+        # clash with one starts with the shortest that clashes with the first.
+        prefix = min(outputs.clashing_stems(files.fit_stem(stem, max_bytes=room)), key=len)
+        used = self.store.output_stems_in_use(prefix)
         return files.numbered(stem, lambda name: not used.isdisjoint(outputs.clashing_stems(name)), max_bytes=room)
 
 
